@@ -1,0 +1,22 @@
+"""Settings of the crawler project: the batch, documents and listings jobs."""
+
+BOT_NAME = "crawler"
+
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+
+ADDONS = {"extensions.Addon": 100}
+
+# The job lifecycle: the seeds' defaults, a timeout of 5 minutes that a job
+# may raise up to 30 minutes.
+JOBSTATUS_ENABLED = True
+JOBSTATUS_TIMEOUT = 300
+JOBSTATUS_TIMEOUT_MAX = 1800
+JOBSTATUS_INTERVAL = 1.0
+
+ROBOTSTXT_OBEY = True
+CONCURRENT_REQUESTS_PER_DOMAIN = 8
+DOWNLOAD_TIMEOUT = 30
+RETRY_TIMES = 1
+TELNETCONSOLE_ENABLED = False
+FEED_EXPORT_ENCODING = "utf-8"

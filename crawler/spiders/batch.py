@@ -1,0 +1,87 @@
+"""The batch job: fetch a given list of URLs, one item per URL with its
+outcome. ScraperAPI's DataPipeline job in Scrapy form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import scrapy
+from scrapy.http import TextResponse
+
+from crawler.items import PageOutcome
+from extensions import set_expected_total, set_stage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from scrapy.http import Response
+    from twisted.python.failure import Failure
+
+
+class SpiderArgumentError(ValueError):
+    pass
+
+
+def parse_url_list(urls: str | None, urls_file: str | None) -> list[str]:
+    """The URLs to fetch, in order, each once; a bad entry is an error that
+    names the argument it came from."""
+    if urls and urls_file:
+        raise SpiderArgumentError("give either urls or urls_file, not both")
+    if urls_file:
+        argument = "urls_file"
+        try:
+            entries = Path(urls_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpiderArgumentError(f"urls_file: cannot read {urls_file!r}: {exc.strerror or exc}") from None
+    elif urls:
+        argument = "urls"
+        entries = urls.split(",")
+    else:
+        raise SpiderArgumentError("urls: no URL given (use -a urls=URL,URL,... or -a urls_file=PATH)")
+    result = []
+    for entry in (e.strip() for e in entries):
+        if not entry:
+            continue
+        parts = urlsplit(entry)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SpiderArgumentError(f"{argument}: {entry[:200]!r} is not an http(s) URL")
+        result.append(entry)
+    if not result:
+        raise SpiderArgumentError(f"{argument}: the URL list is empty")
+    return list(dict.fromkeys(result))
+
+
+class BatchSpider(scrapy.Spider):
+    name = "batch"
+    custom_settings = {
+        # One item per URL whatever its status: error pages are outcomes too.
+        "HTTPERROR_ALLOW_ALL": True,
+    }
+
+    def __init__(self, urls: str | None = None, urls_file: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.urls = urls
+        self.urls_file = urls_file
+
+    async def start(self) -> AsyncIterator[Any]:
+        # Arguments are checked here, not in __init__, so that a bad list
+        # fails the job (with its status recorded) instead of the process.
+        targets = parse_url_list(self.urls, self.urls_file)
+        set_expected_total(self, len(targets))
+        set_stage(self, "fetch")
+        for url in targets:
+            yield scrapy.Request(url, callback=self.parse, errback=self.failed, dont_filter=True, meta={"batch_url": url})
+
+    def parse(self, response: Response) -> PageOutcome:
+        title = None
+        if isinstance(response, TextResponse) and b"html" in response.headers.get(b"Content-Type", b"html").lower():
+            title = response.css("title::text").get()
+            title = " ".join(title.split()) if title else None
+        return PageOutcome(url=response.meta["batch_url"], status=response.status, title=title)
+
+    def failed(self, failure: Failure) -> PageOutcome:
+        request = failure.request  # type: ignore[attr-defined]
+        error = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
+        return PageOutcome(url=request.meta["batch_url"], status=None, error=" ".join(error.split()))

@@ -1,0 +1,17 @@
+"""The Scrapy add-on that enables the job lifecycle in a project:
+``ADDONS = {"extensions.Addon": 100}``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+
+class Addon:
+    def update_settings(self, settings: BaseSettings) -> None:
+        settings["EXTENSIONS"]["extensions.JobStatusExtension"] = 100
+        # Below RetryMiddleware (550): sees a download's exception only once
+        # its retries are exhausted.
+        settings["DOWNLOADER_MIDDLEWARES"]["extensions.DownloadOutcomeMiddleware"] = 50

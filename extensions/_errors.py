@@ -1,0 +1,85 @@
+"""Typing a failed request: which error kind, and whether a retry later could
+succeed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import re
+
+from scrapy import exceptions as scrapy_errors
+from twisted.internet import error as twisted_errors
+from twisted.internet.defer import TimeoutError as DeferTimeoutError
+from twisted.web._newclient import ResponseFailed
+
+from ._model import ErrorType, JobError
+
+if TYPE_CHECKING:
+    from scrapy.http import Response
+
+_KINDS: list[tuple[tuple[type[BaseException], ...], ErrorType, bool]] = [
+    (
+        (scrapy_errors.CannotResolveHostError, twisted_errors.DNSLookupError),
+        ErrorType.DNS_ERROR,
+        False,
+    ),
+    (
+        (
+            scrapy_errors.DownloadTimeoutError,
+            twisted_errors.TimeoutError,
+            twisted_errors.TCPTimedOutError,
+            DeferTimeoutError,
+            TimeoutError,
+        ),
+        ErrorType.TIMEOUT,
+        True,
+    ),
+    (
+        (
+            scrapy_errors.DownloadConnectionRefusedError,
+            scrapy_errors.DownloadFailedError,
+            scrapy_errors.ResponseDataLossError,
+            twisted_errors.ConnectError,
+            twisted_errors.ConnectionDone,
+            twisted_errors.ConnectionLost,
+            ResponseFailed,
+            ConnectionError,
+        ),
+        ErrorType.CONNECTION_ERROR,
+        True,
+    ),
+]
+
+
+_FAILURE_REPR = re.compile(r"<twisted\.python\.failure\.Failure (?:[\w]+\.)*([\w]+: [^>]*)>")
+
+
+def classify_exception(exception: BaseException, url: str) -> JobError:
+    for classes, kind, recoverable in _KINDS:
+        if isinstance(exception, classes):
+            break
+    else:
+        kind, recoverable = ErrorType.OTHER, False
+    # Twisted failures inside the message are shown as "Class: message".
+    message = _FAILURE_REPR.sub(r"\1", str(exception)) or type(exception).__name__
+    return JobError(
+        error_type=kind,
+        error_message=" ".join(f"{type(exception).__name__}: {message}".split())[:1000],
+        page_url=url,
+        is_recoverable=recoverable,
+    )
+
+
+def classify_response(response: Response) -> JobError | None:
+    """An HTTP error response is a failed outcome; 429 and 5xx may succeed
+    later, other 4xx will not."""
+    status = response.status
+    if status < 400:
+        return None
+    return JobError(
+        error_type=ErrorType.HTTP_ERROR,
+        error_message=f"HTTP {status}",
+        page_url=response.url,
+        http_status=status,
+        is_recoverable=status == 429 or status >= 500,
+    )

@@ -1,0 +1,307 @@
+"""The job model: statuses, completion reasons, transitions, errors and the
+status document. Pure Python: no Scrapy, no Twisted, no SQL."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self not in TERMINAL_STATUSES
+
+
+class CompletionReason(StrEnum):
+    DONE = "done"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class ErrorType(StrEnum):
+    DNS_ERROR = "dns_error"
+    CONNECTION_ERROR = "connection_error"
+    TIMEOUT = "timeout"
+    HTTP_ERROR = "http_error"
+    SPIDER_ERROR = "spider_error"
+    ITEM_ERROR = "item_error"
+    OTHER = "other"
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+ACTIVE_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES
+
+# A terminal job never moves again, and nothing leads back to pending or
+# running once a job is being cancelled: a cancelled job is never restarted.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset(
+        {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}
+    ),
+    JobStatus.RUNNING: frozenset(
+        {
+            JobStatus.RUNNING,
+            JobStatus.CANCELLING,
+            JobStatus.FINALIZING,
+            JobStatus.COMPLETED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+        }
+    ),
+    JobStatus.CANCELLING: frozenset(
+        {
+            JobStatus.CANCELLING,
+            JobStatus.FINALIZING,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+        }
+    ),
+    JobStatus.FINALIZING: frozenset(
+        {
+            JobStatus.FINALIZING,
+            JobStatus.COMPLETED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+        }
+    ),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+REASON_FOR_STATUS = {
+    JobStatus.FAILED: CompletionReason.ERROR,
+    JobStatus.CANCELLED: CompletionReason.CANCELLED,
+}
+
+
+def can_transition(current: JobStatus | str, new: JobStatus | str) -> bool:
+    return JobStatus(new) in TRANSITIONS[JobStatus(current)]
+
+
+def sources_of(new: JobStatus | str) -> list[str]:
+    """The statuses a job may be in to move to ``new``."""
+    return [str(s) for s, targets in TRANSITIONS.items() if JobStatus(new) in targets]
+
+
+# Scrapy close reasons: limits reached are a normal end, timeouts keep partial
+# results, a shutdown is a cancel; anything not listed is fatal.
+_DONE_CLOSE_REASONS = {
+    "finished",
+    "closespider_itemcount",
+    "closespider_pagecount",
+    "closespider_pagecount_no_item",
+}
+_TIMEOUT_CLOSE_REASONS = {"closespider_timeout", "closespider_timeout_no_item"}
+_CANCEL_CLOSE_REASONS = {"shutdown", "cancelled"}
+
+
+def reason_for_close(close_reason: str | None) -> CompletionReason:
+    if close_reason in _DONE_CLOSE_REASONS:
+        return CompletionReason.DONE
+    if close_reason in _TIMEOUT_CLOSE_REASONS:
+        return CompletionReason.TIMEOUT
+    if close_reason in _CANCEL_CLOSE_REASONS:
+        return CompletionReason.CANCELLED
+    return CompletionReason.ERROR
+
+
+def status_for_reason(reason: CompletionReason) -> JobStatus:
+    if reason is CompletionReason.CANCELLED:
+        return JobStatus.CANCELLED
+    if reason is CompletionReason.ERROR:
+        return JobStatus.FAILED
+    return JobStatus.COMPLETED
+
+
+class InvalidJobId(ValueError):
+    pass
+
+
+def validate_job_id(job_id: Any) -> str:
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        shown = repr(job_id) if len(str(job_id)) <= 40 else repr(str(job_id)[:40]) + "..."
+        raise InvalidJobId(
+            f"invalid job id {shown}: it must be 1 to 128 letters, digits, "
+            f"'_', '.' or '-', starting with a letter or digit"
+        )
+    return job_id
+
+
+def new_job_id() -> str:
+    return uuid.uuid1().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def isoformat(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return (
+        datetime.fromtimestamp(ts, timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+@dataclass
+class JobError:
+    error_type: str
+    error_message: str
+    stage: str | None = None
+    page_url: str | None = None
+    http_status: int | None = None
+    timestamp: float = 0.0
+    is_recoverable: bool = False
+    error_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["timestamp"] = isoformat(self.timestamp)
+        return data
+
+
+@dataclass
+class HistoryEvent:
+    step: str
+    timestamp: float
+    status: str
+    duration_ms: int | None = None
+    details: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["timestamp"] = isoformat(self.timestamp)
+        return data
+
+
+@dataclass
+class JobState:
+    """What a job knows of itself; the store persists it, the status document
+    is built from it."""
+
+    job_id: str
+    spider: str | None = None
+    project: str | None = None
+    node: str | None = None
+    status: JobStatus = JobStatus.PENDING
+    message: str | None = None
+    completion_reason: str | None = None
+    close_reason: str | None = None
+    error_message: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    updated_at: float | None = None
+    cancel_requested_at: float | None = None
+    estimated_completion: float | None = None
+    timeout: float | None = None
+    progress: float | None = None
+    stage: str | None = None
+    stages_completed: list[str] = field(default_factory=list)
+    total_pages_crawled: int = 0
+    total_documents_found: int = 0
+    requests_pending: int = 0
+    requests_in_flight: int = 0
+    responses_failed: int = 0
+    responses_finished: int = 0
+    current_page: int | None = None
+    pagination_complete: bool | None = None
+    warnings: list[str] = field(default_factory=list)
+    args: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    interval: float | None = None
+
+    @property
+    def failure_ratio(self) -> float:
+        if not self.responses_finished:
+            return 0.0
+        return self.responses_failed / self.responses_finished
+
+    def to_document(
+        self,
+        errors: list[JobError],
+        error_count: int,
+        history: list[HistoryEvent],
+        now: float,
+    ) -> dict[str, Any]:
+        status = JobStatus(self.status)
+        active = status.is_active
+        started = self.started_at
+        end = now if active else self.completed_at
+        elapsed = None if started is None or end is None else round(end - started, 3)
+        return {
+            "job_id": self.job_id,
+            "project": self.project,
+            "spider": self.spider,
+            "node": self.node,
+            "status": str(status),
+            "is_active": active,
+            "message": self.message or default_message(status),
+            "completion_reason": self.completion_reason,
+            "close_reason": self.close_reason,
+            "error_message": self.error_message,
+            "created_at": isoformat(self.created_at),
+            "started_at": isoformat(self.started_at),
+            "completed_at": isoformat(self.completed_at),
+            "updated_at": isoformat(self.updated_at),
+            "cancel_requested_at": isoformat(self.cancel_requested_at),
+            "estimated_completion": isoformat(self.estimated_completion)
+            if active
+            else None,
+            "running_time": elapsed if active else None,
+            "processing_time": None if active else elapsed,
+            "timeout": self.timeout,
+            "progress": self.progress,
+            "stage": self.stage,
+            "stages_completed": list(self.stages_completed),
+            "total_pages_crawled": self.total_pages_crawled,
+            "total_documents_found": self.total_documents_found,
+            "requests_pending": self.requests_pending,
+            "requests_in_flight": self.requests_in_flight,
+            "responses_failed": self.responses_failed,
+            "failure_ratio": round(self.failure_ratio, 4),
+            "current_page": self.current_page,
+            "pagination_complete": self.pagination_complete,
+            "error_count": error_count,
+            "has_errors": error_count > 0,
+            "errors": [e.to_dict() for e in errors],
+            "warnings": list(self.warnings),
+            "history": [h.to_dict() for h in history],
+            "args": dict(self.args),
+        }
+
+
+_MESSAGES = {
+    JobStatus.PENDING: "The job is waiting for a free slot.",
+    JobStatus.RUNNING: "The job is crawling.",
+    JobStatus.CANCELLING: "Cancellation requested: in-flight requests are finishing.",
+    JobStatus.FINALIZING: "All responses processed: results are being written.",
+    JobStatus.COMPLETED: "The job completed.",
+    JobStatus.FAILED: "The job failed.",
+    JobStatus.CANCELLED: "The job was cancelled.",
+}
+
+
+def default_message(status: JobStatus) -> str:
+    return _MESSAGES[status]

@@ -1,0 +1,2 @@
+"""The scrapy commands of the job lifecycle: jobs, jobstatus, jobcancel,
+jobwatch. They read the local job store."""

@@ -1,0 +1,82 @@
+"""Helpers shared by the tests: the local site, crawl processes, waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings every test crawl gets: no DNS query leaves the machine, and the
+# test spiders are found beside the project's.
+TEST_SETTINGS = {
+    "TWISTED_DNS_RESOLVER": "tests.resolver.LoopbackResolver",
+    "SPIDER_MODULES": "crawler.spiders,tests.spiders",
+    "ROBOTSTXT_OBEY": "False",
+    "LOG_LEVEL": "INFO",
+}
+
+
+def crawl_command(
+    spider: str, db: Path, *, args: dict[str, str] | None = None, settings: dict[str, Any] | None = None,
+    output: Path | None = None,
+) -> list[str]:
+    command = [sys.executable, "-m", "scrapy", "crawl", spider]
+    for key, value in (args or {}).items():
+        command += ["-a", f"{key}={value}"]
+    for key, value in {**TEST_SETTINGS, "JOBSTATUS_DB": str(db), **(settings or {})}.items():
+        command += ["-s", f"{key}={value}"]
+    if output is not None:
+        command += ["-O", f"{output}:jsonlines"]
+    return command
+
+
+def start_crawl(spider: str, db: Path, log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """A real ``scrapy crawl`` process in the project, in the background."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            crawl_command(spider, db, **kwargs), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+
+def run_crawl(spider: str, db: Path, log: Path, timeout: float = 120, **kwargs: Any) -> int:
+    process = start_crawl(spider, db, log, **kwargs)
+    try:
+        return process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def scrapy(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A scrapy command run in the project, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05, what: str = "") -> Any:
+    """Poll until ``condition`` returns something true; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
