@@ -246,6 +246,10 @@ class JobState:
         now: float,
     ) -> dict[str, Any]:
         status = JobStatus(self.status)
+        if status is JobStatus.RUNNING and self.cancel_requested_at is not None:
+            # The crawl picks the request up within one interval; until then
+            # it already is being cancelled.
+            status = JobStatus.CANCELLING
         active = status.is_active
         started = self.started_at
         end = now if active else self.completed_at
@@ -257,7 +261,8 @@ class JobState:
             "node": self.node,
             "status": str(status),
             "is_active": active,
-            "message": self.message or default_message(status),
+            "message": (self.message if status is self.status else None)
+            or default_message(status),
             "completion_reason": self.completion_reason,
             "close_reason": self.close_reason,
             "error_message": self.error_message,

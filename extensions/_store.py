@@ -365,10 +365,19 @@ class JobStore:
     ) -> tuple[list[JobState], int]:
         """Jobs newest first, and how many match in all."""
         clauses, params = [], []
-        for column, value in (("project", project), ("spider", spider), ("status", status)):
+        for column, value in (("project", project), ("spider", spider)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        # A running job with a cancel request is shown as cancelling.
+        if status == JobStatus.CANCELLING:
+            clauses.append("(status = 'cancelling' OR (status = 'running'"
+                           " AND cancel_requested_at IS NOT NULL))")
+        elif status == JobStatus.RUNNING:
+            clauses.append("status = 'running' AND cancel_requested_at IS NULL")
+        elif status is not None:
+            clauses.append("status = ?")
+            params.append(status)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         conn = self.conn
         total = conn.execute(f"SELECT COUNT(*) FROM jobs {where}", params).fetchone()[0]  # noqa: S608

@@ -1,0 +1,60 @@
+"""Spiders that exercise the job lifecycle in tests and benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import scrapy
+from scrapy.linkextractors import LinkExtractor
+
+from extensions import set_stage
+
+
+class ItemRefused(Exception):
+    pass
+
+
+class RefusingPipeline:
+    """Fails on items whose URL asks for it: an item pipeline error."""
+
+    def process_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        if "item-error" in item["url"]:
+            raise ItemRefused(f"refused {item['url']}")
+        return item
+
+
+class ProbeSpider(scrapy.Spider):
+    """Fetches ``urls``; a URL containing "spider-error" makes the callback
+    raise; every other response gives one item."""
+
+    name = "probe"
+
+    def __init__(self, urls: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.urls = [u for u in urls.split(",") if u]
+
+    async def start(self):
+        set_stage(self, "probe")
+        for url in self.urls:
+            yield scrapy.Request(url, dont_filter=True)
+
+    def parse(self, response):
+        if "spider-error" in response.url:
+            raise ValueError(f"cannot parse {response.url}")
+        yield {"url": response.url, "status": response.status}
+
+
+class FollowSpider(scrapy.Spider):
+    """Follows every link from ``url``: one item per page."""
+
+    name = "follow"
+    link_extractor = LinkExtractor()
+
+    def __init__(self, url: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.start_urls = [url]
+
+    def parse(self, response):
+        yield {"url": response.url}
+        for link in self.link_extractor.extract_links(response):
+            yield response.follow(link.url)

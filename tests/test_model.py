@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+
+from extensions._model import (
+    TERMINAL_STATUSES,
+    CompletionReason,
+    HistoryEvent,
+    InvalidJobId,
+    JobError,
+    JobState,
+    JobStatus,
+    can_transition,
+    new_job_id,
+    reason_for_close,
+    status_for_reason,
+    validate_job_id,
+)
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
+def test_a_terminal_job_never_moves_again(terminal):
+    assert not any(can_transition(terminal, status) for status in JobStatus)
+
+
+@pytest.mark.parametrize("status", [JobStatus.CANCELLING, JobStatus.FINALIZING])
+def test_a_job_being_cancelled_or_finalized_never_goes_back_to_running(status):
+    assert not can_transition(status, JobStatus.RUNNING)
+    assert not can_transition(status, JobStatus.PENDING)
+
+
+def test_the_normal_path_and_the_cancel_path_are_allowed():
+    path = [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FINALIZING, JobStatus.COMPLETED]
+    assert all(can_transition(a, b) for a, b in zip(path, path[1:]))
+    cancel = [JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.FINALIZING, JobStatus.CANCELLED]
+    assert all(can_transition(a, b) for a, b in zip(cancel, cancel[1:]))
+    assert can_transition(JobStatus.PENDING, JobStatus.CANCELLED)
+
+
+@pytest.mark.parametrize(
+    ("close_reason", "reason", "status"),
+    [
+        ("finished", CompletionReason.DONE, JobStatus.COMPLETED),
+        ("closespider_itemcount", CompletionReason.DONE, JobStatus.COMPLETED),
+        ("closespider_pagecount", CompletionReason.DONE, JobStatus.COMPLETED),
+        ("closespider_timeout", CompletionReason.TIMEOUT, JobStatus.COMPLETED),
+        ("shutdown", CompletionReason.CANCELLED, JobStatus.CANCELLED),
+        ("cancelled", CompletionReason.CANCELLED, JobStatus.CANCELLED),
+        ("memusage_exceeded", CompletionReason.ERROR, JobStatus.FAILED),
+        ("something_unknown", CompletionReason.ERROR, JobStatus.FAILED),
+        (None, CompletionReason.ERROR, JobStatus.FAILED),
+    ],
+)
+def test_scrapy_close_reasons_map_to_completion_reasons(close_reason, reason, status):
+    assert reason_for_close(close_reason) is reason
+    assert status_for_reason(reason) is status
+
+
+@pytest.mark.parametrize("job_id", ["a", "0", "job-1.2_3", "A" * 128, new_job_id()])
+def test_valid_job_ids_are_accepted(job_id):
+    assert validate_job_id(job_id) == job_id
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["", "-a", ".hidden", "../etc/passwd", "a/b", "a b", "A" * 129, "x'; DROP TABLE jobs; --",
+     "é", "a\nb", "a\x00", None, 12],
+)
+def test_hostile_or_malformed_job_ids_are_refused_with_a_one_line_message(job_id):
+    with pytest.raises(InvalidJobId) as info:
+        validate_job_id(job_id)
+    assert "\n" not in str(info.value)
+    assert "invalid job id" in str(info.value)
+
+
+def test_the_status_document_of_an_active_job():
+    state = JobState(job_id="j1", spider="batch", status=JobStatus.RUNNING, started_at=100.0,
+                     responses_finished=4, responses_failed=1, total_pages_crawled=4)
+    doc = state.to_document(errors=[], error_count=0, history=[], now=110.5)
+    assert doc["is_active"] is True
+    assert doc["running_time"] == 10.5
+    assert doc["processing_time"] is None
+    assert doc["failure_ratio"] == 0.25
+    assert doc["completion_reason"] is None
+    assert doc["started_at"] == "1970-01-01T00:01:40.000Z"
+    assert doc["message"]
+
+
+def test_the_status_document_of_a_finished_job_with_errors_and_history():
+    state = JobState(job_id="j1", status=JobStatus.COMPLETED, started_at=100.0,
+                     completed_at=160.0, completion_reason="done")
+    error = JobError(error_type="http_error", error_message="HTTP 500", page_url="http://x/",
+                     http_status=500, timestamp=120.0, is_recoverable=True, error_id=7)
+    event = HistoryEvent(step="finished", timestamp=160.0, status="completed", duration_ms=5)
+    doc = state.to_document(errors=[error], error_count=3, history=[event], now=999.0)
+    assert doc["is_active"] is False
+    assert doc["processing_time"] == 60.0
+    assert doc["running_time"] is None
+    assert doc["error_count"] == 3 and doc["has_errors"] is True
+    assert set(doc["errors"][0]) == {
+        "error_id", "stage", "error_type", "error_message", "page_url", "http_status",
+        "timestamp", "is_recoverable",
+    }
+    assert doc["history"] == [{"step": "finished", "timestamp": "1970-01-01T00:02:40.000Z",
+                               "duration_ms": 5, "status": "completed", "details": None}]
