@@ -20,7 +20,9 @@ from scrapy import signals
 from scrapy.crawler import CrawlerProcessBase
 from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.asyncio import call_later, create_looping_call, is_asyncio_available
-from scrapy.utils.defer import deferred_from_coro
+from scrapy.extensions.feedexport import FeedExporter
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from twisted.internet.defer import Deferred
 from scrapy.utils.project import data_path
 
 from ._errors import classify_exception, classify_response
@@ -85,6 +87,7 @@ class JobStatusExtension:
         self._ticker: Any = None
         self._deadline_call: Any = None
         self._grace_call: Any = None
+        self._feeds_closed: Deferred[None] = Deferred()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -99,7 +102,6 @@ class JobStatusExtension:
         ext = cls(crawler, config, error)
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
-        crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         crawler.signals.connect(ext.response_received, signal=signals.response_received)
         crawler.signals.connect(ext.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(ext.item_error, signal=signals.item_error)
@@ -180,29 +182,28 @@ class JobStatusExtension:
         self._event("closing", details=f"close reason {reason}")
         self._set_stage("finalizing")
         self._set_status(JobStatus.FINALIZING)
-        final = self._final_status()
-        self.crawler.stats.set_value("jobstatus/status", str(final))
-        self.crawler.stats.set_value("jobstatus/completion_reason", str(self.end_reason))
-        self._write_stats()
         self._flush()
+        # FeedExporter closes its files in its own spider_closed handler, run
+        # beside this one: the terminal status waits for them.
+        if any(isinstance(ext, FeedExporter) for ext in self.crawler.extensions.middlewares):
+            await maybe_deferred_to_future(self._feeds_closed)
+        self._finish()
 
     def feed_exporter_closed(self) -> None:
         if self.state is not None:
             self._event("feeds closed")
+        if not self._feeds_closed.called:
+            self._feeds_closed.callback(None)
 
-    def engine_stopped(self) -> None:
-        # Every feed is closed by now: a client reading the terminal status
-        # can fetch complete results.
-        if self.state is None or self.store is None:
-            return
+    def _finish(self) -> None:
+        assert self.state is not None and self.store is not None
         state = self.state
         final = self._final_status()
-        now = time.time()
         if state.stage:
             state.stages_completed.append(state.stage)
         state.stage = None
         state.completion_reason = str(self.end_reason)
-        state.completed_at = now
+        state.completed_at = time.time()
         state.estimated_completion = None
         if final is JobStatus.COMPLETED and self.end_reason is CompletionReason.DONE:
             state.progress = 100.0
@@ -216,7 +217,9 @@ class JobStatusExtension:
             state.message = "The job reached its timeout; partial results were kept."
         else:
             state.message = "The job completed."
+        self.crawler.stats.set_value("jobstatus/completion_reason", str(self.end_reason))
         self._event("finished", details=state.message)
+        self._write_stats()
         self._flush()
         self.store.close()
         self._restore_signal_handlers()
@@ -308,6 +311,8 @@ class JobStatusExtension:
         stats.set_value("jobstatus/progress", state.progress)
         stats.set_value("jobstatus/requests_pending", state.requests_pending)
         stats.set_value("jobstatus/requests_in_flight", state.requests_in_flight)
+        if self.store is not None:
+            stats.set_value("jobstatus/store_writes", self.store.writes)
         for error_type, count in self.errors_by_type.items():
             stats.set_value(f"jobstatus/errors/{error_type}", count)
 
@@ -347,8 +352,12 @@ class JobStatusExtension:
 
     def _check_failure_ratio(self) -> None:
         state = self.state
-        assert state is not None and self.config is not None
-        if self.end_reason is not CompletionReason.DONE or not state.responses_finished:
+        assert state is not None
+        if (
+            self.config is None
+            or self.end_reason is not CompletionReason.DONE
+            or not state.responses_finished
+        ):
             return
         if state.failure_ratio > self.config.failure_ratio:
             self._fail(

@@ -21,3 +21,4 @@ def site() -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(10)
+    process.stdout.close()

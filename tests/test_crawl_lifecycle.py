@@ -1,0 +1,487 @@
+"""The job lifecycle of real ``scrapy crawl`` processes against the local site."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+
+import pytest
+
+from extensions import JobStore
+from tests.helpers import read_lines, run_crawl, scrapy, start_crawl, wait_for
+
+FAST = {"JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}
+
+
+class Job:
+    """A crawl process and the job it runs, read through the store."""
+
+    def __init__(self, tmp_path, spider="batch", job_id="job1", args=None, settings=None, db=None):
+        self.job_id = job_id
+        self.db = db or tmp_path / "jobs.db"
+        self.log = tmp_path / f"{job_id}.log"
+        self.feed = tmp_path / f"{job_id}.jl"
+        self.spider = spider
+        self.args = {**(args or {}), "_job": job_id}
+        self.settings = {**FAST, **(settings or {})}
+        self.process = None
+
+    def start(self) -> Job:
+        self.process = start_crawl(self.spider, self.db, self.log, args=self.args,
+                                   settings=self.settings, output=self.feed)
+        return self
+
+    def run(self, timeout: float = 120) -> Job:
+        self.returncode = run_crawl(self.spider, self.db, self.log, timeout=timeout,
+                                    args=self.args, settings=self.settings, output=self.feed)
+        return self
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.process.wait(timeout)
+
+    def doc(self) -> dict | None:
+        if not self.db.exists():
+            return None
+        store = JobStore(self.db)
+        try:
+            return store.document(self.job_id, errors_kept=1000)
+        finally:
+            store.close()
+
+    def wait_status(self, *statuses: str, timeout: float = 60) -> dict:
+        return wait_for(lambda: (d := self.doc()) and d["status"] in statuses and d,
+                        timeout=timeout, what=f"status in {statuses}")
+
+    def statuses_until_done(self, timeout: float = 60) -> tuple[list[str], dict]:
+        """Every distinct status seen while polling until the job ends."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            doc = self.doc()
+            if doc and (not seen or seen[-1] != doc["status"]):
+                seen.append(doc["status"])
+            if doc and not doc["is_active"]:
+                return seen, doc
+            time.sleep(0.02)
+        raise AssertionError(f"job still active after {timeout} s; saw {seen}")
+
+    @property
+    def items(self) -> list[dict]:
+        return read_lines(self.feed)
+
+    @property
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+def slow_urls(site: str, count: int, delay: float) -> str:
+    return ",".join(f"{site}/slow?delay={delay}&n={i}" for i in range(count))
+
+
+def test_a_completed_batch_job_has_exact_counters_history_and_stats(tmp_path, site):
+    urls = ",".join(f"{site}/sample/{name}" for name in ["", "apple", "banana", "nope"])
+    job = Job(tmp_path, args={"urls": urls}).run()
+    doc = job.doc()
+    assert doc["status"] == "completed"
+    assert doc["completion_reason"] == "done"
+    assert doc["close_reason"] == "finished"
+    assert doc["is_active"] is False
+    assert doc["progress"] == 100.0
+    assert doc["total_pages_crawled"] == 4
+    assert doc["total_documents_found"] == 4 == len(job.items)
+    assert doc["responses_failed"] == 1
+    assert doc["failure_ratio"] == 0.25
+    assert doc["processing_time"] > 0 and doc["running_time"] is None
+    assert doc["stages_completed"] == ["fetch", "finalizing"] and doc["stage"] is None
+    assert doc["node"] and doc["spider"] == "batch" and doc["project"] is None
+    steps = [event["step"] for event in doc["history"]]
+    assert steps == ["opened", "stage fetch", "first response", "closing",
+                     "stage finalizing", "feeds closed", "finished"]
+    assert all(isinstance(e["duration_ms"], int) and e["duration_ms"] >= 0 for e in doc["history"])
+    assert doc["history"][-1]["status"] == "completed"
+    titles = {item["url"].rsplit("/", 1)[1]: item["title"] for item in job.items}
+    assert titles == {"": "Fruit index", "apple": "Apples", "banana": "Bananas", "nope": "Not found"}
+    # The final stats dump carries the job's figures.
+    assert "'jobstatus/status': 'completed'" in job.log_text
+    assert "'jobstatus/pages_crawled': 4" in job.log_text
+    assert "'jobstatus/errors/http_error': 1" in job.log_text
+
+
+def test_every_error_kind_is_recorded_with_url_status_and_recoverability(tmp_path, site):
+    urls = [
+        f"{site}/sample/apple",
+        f"{site}/sample/banana?spider-error",
+        f"{site}/sample/cherry?item-error",
+        f"{site}/status/404",
+        f"{site}/status/503",
+        f"{site}/drop",
+        "http://nothing.invalid/",
+        f"{site}/slow?delay=10",
+    ]
+    job = Job(tmp_path, spider="probe", args={"urls": ",".join(urls)}, settings={
+        "DOWNLOAD_TIMEOUT": "1",
+        "JOBSTATUS_FAILURE_RATIO": "0.9",
+        "ITEM_PIPELINES": json.dumps({"tests.spiders.probe.RefusingPipeline": 100}),
+        "HTTPERROR_ALLOW_ALL": "True",
+    }).run()
+    doc = job.doc()
+    assert doc["status"] == "completed", doc["error_message"]
+    errors = {(e["error_type"], e["page_url"]): e for e in doc["errors"]}
+    expected = {
+        ("spider_error", f"{site}/sample/banana?spider-error"): (200, False),
+        ("item_error", f"{site}/sample/cherry?item-error"): (200, False),
+        ("http_error", f"{site}/status/404"): (404, False),
+        ("http_error", f"{site}/status/503"): (503, True),
+        ("connection_error", f"{site}/drop"): (None, True),
+        ("dns_error", "http://nothing.invalid/"): (None, False),
+        ("timeout", f"{site}/slow?delay=10"): (None, True),
+    }
+    assert set(errors) == set(expected)
+    for key, (http_status, recoverable) in expected.items():
+        assert errors[key]["http_status"] == http_status, key
+        assert errors[key]["is_recoverable"] is recoverable, key
+        assert errors[key]["stage"] == "probe"
+        assert "\n" not in errors[key]["error_message"] and errors[key]["error_message"]
+    assert doc["error_count"] == 7 and doc["has_errors"]
+    assert doc["total_pages_crawled"] == 5
+    assert doc["responses_failed"] == 5  # 404, 503, drop, dns, timeout
+    assert doc["failure_ratio"] == round(5 / 8, 4)
+    assert doc["total_documents_found"] == len(job.items) == 3  # 2 spider/item errors, 5 failures
+
+
+def test_a_job_whose_responses_mostly_fail_ends_failed_saying_why(tmp_path, site):
+    urls = [f"{site}/status/500?n={i}" for i in range(3)] + [f"{site}/sample/apple"]
+    job = Job(tmp_path, args={"urls": ",".join(urls)}).run()
+    doc = job.doc()
+    assert doc["status"] == "failed"
+    assert doc["completion_reason"] == "error"
+    assert doc["close_reason"] == "finished"
+    assert "3 of 4 responses failed" in doc["error_message"]
+    assert "JOBSTATUS_FAILURE_RATIO" in doc["error_message"]
+    assert doc["error_message"] in doc["message"]
+    assert len(job.items) == 4  # the results are still there
+
+
+def test_a_timeout_stops_scheduling_and_keeps_partial_results(tmp_path, site):
+    job = Job(tmp_path, args={"urls": slow_urls(site, 30, 0.5)}, settings={
+        "JOBSTATUS_TIMEOUT": "1.5", "CONCURRENT_REQUESTS": "2"}).start()
+    statuses, doc = job.statuses_until_done()
+    assert job.wait() == 0
+    assert doc["status"] == "completed"
+    assert doc["completion_reason"] == "timeout"
+    assert doc["close_reason"] == "jobstatus_timeout"
+    assert doc["timeout"] == 1.5
+    assert 0 < doc["total_documents_found"] < 30
+    # The terminal status was read only once the feed was complete.
+    assert len(job.items) == doc["total_documents_found"] == doc["total_pages_crawled"]
+    assert doc["progress"] == pytest.approx(100 * doc["total_documents_found"] / 30, abs=0.01)
+    assert "timeout reached" in [e["step"] for e in doc["history"]]
+    assert statuses[-2:] == ["finalizing", "completed"] or statuses[-1] == "completed"
+
+
+def test_cancel_through_the_store_finishes_in_flight_requests_and_loses_no_item(tmp_path, site):
+    job = Job(tmp_path, args={"urls": slow_urls(site, 30, 0.6)},
+              settings={"CONCURRENT_REQUESTS": "3"}).start()
+    wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 3, what="first pages")
+    result = scrapy("jobcancel", "job1", "--db", str(job.db))
+    assert result.returncode == 0, result.stderr
+    assert "cancellation requested" in result.stdout
+    statuses, doc = job.statuses_until_done()
+    assert job.wait() == 0
+    assert statuses[0] == "cancelling" and statuses[-1] == "cancelled"
+    assert doc["completion_reason"] == "cancelled"
+    assert doc["close_reason"] == "cancelled"
+    assert doc["cancel_requested_at"] is not None
+    assert doc["warnings"] == []
+    # In-flight requests finished and their items were kept; nothing new was sent.
+    assert len(job.items) == doc["total_documents_found"] == doc["total_pages_crawled"] < 30
+    assert "cancel requested" in [e["step"] for e in doc["history"]]
+    # Cancelling again changes nothing and is no error.
+    again = scrapy("jobcancel", "job1", "--db", str(job.db))
+    assert again.returncode == 0 and "cancelled" in again.stdout
+    assert job.doc()["completed_at"] == doc["completed_at"]
+
+
+def test_sigint_cancels_gracefully(tmp_path, site):
+    job = Job(tmp_path, args={"urls": slow_urls(site, 30, 0.8)},
+              settings={"CONCURRENT_REQUESTS": "3"}).start()
+    wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 3, what="first pages")
+    job.process.send_signal(signal.SIGINT)
+    statuses, doc = job.statuses_until_done()
+    assert job.wait() == 0
+    # "running" until the crawl handles the signal, then cancelling
+    assert statuses[-1] == "cancelled"
+    assert statuses.index("cancelling") < statuses.index("cancelled")
+    assert set(statuses) <= {"running", "cancelling", "finalizing", "cancelled"}
+    assert doc["close_reason"] == "shutdown"
+    assert doc["warnings"] == []
+    assert len(job.items) == doc["total_documents_found"] == doc["total_pages_crawled"] < 30
+
+
+def test_a_second_signal_drops_in_flight_requests_but_closes_feeds_and_writes_the_status(
+    tmp_path, site
+):
+    urls = f"{site}/sample/apple," + slow_urls(site, 4, 60)
+    job = Job(tmp_path, args={"urls": urls}, settings={"CONCURRENT_REQUESTS": "5"}).start()
+    wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 1, what="first page")
+    job.process.send_signal(signal.SIGINT)
+    job.wait_status("cancelling")
+    job.process.send_signal(signal.SIGINT)
+    assert job.wait(timeout=20) == 0
+    doc = job.doc()
+    assert doc["status"] == "cancelled"
+    assert any(w.startswith("forced stop") for w in doc["warnings"])
+    assert "forced stop" in [e["step"] for e in doc["history"]]
+    assert [item["url"] for item in job.items] == [f"{site}/sample/apple"]
+    assert doc["total_documents_found"] == 1
+
+
+def test_the_grace_period_ends_a_cancel_whose_requests_hang(tmp_path, site):
+    job = Job(tmp_path, args={"urls": f"{site}/sample/apple," + slow_urls(site, 2, 60)},
+              settings={"JOBSTATUS_CANCEL_GRACE": "1"}).start()
+    wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 1, what="first page")
+    assert scrapy("jobcancel", "job1", "--db", str(job.db)).returncode == 0
+    assert job.wait(timeout=20) == 0
+    doc = job.doc()
+    assert doc["status"] == "cancelled"
+    assert any(w.startswith("forced stop") for w in doc["warnings"])
+    assert len(job.items) == 1
+    assert "Forced stop" in job.log_text
+
+
+def test_a_forced_cancel_does_not_wait_for_in_flight_requests(tmp_path, site):
+    job = Job(tmp_path, args={"urls": f"{site}/sample/apple," + slow_urls(site, 2, 60)}).start()
+    wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 1, what="first page")
+    assert scrapy("jobcancel", "job1", "--force", "--db", str(job.db)).returncode == 0
+    assert job.wait(timeout=20) == 0
+    doc = job.doc()
+    assert doc["status"] == "cancelled"
+    assert any(w.startswith("forced stop") for w in doc["warnings"])
+    assert len(job.items) == 1
+
+
+def test_a_killed_crawl_is_reported_failed_by_the_next_reader(tmp_path, site):
+    job = Job(tmp_path, args={"urls": slow_urls(site, 5, 60)}).start()
+    job.wait_status("running")
+    job.process.kill()
+    job.wait()
+    assert job.doc()["status"] in ("running", "failed")  # until the heartbeat is stale
+    doc = wait_for(lambda: (d := job.doc()) and d["status"] == "failed" and d, timeout=30,
+                   what="the dead job to be marked failed")
+    assert doc["completion_reason"] == "error"
+    assert f"pid {job.process.pid}" in doc["error_message"] and "died" in doc["error_message"]
+    assert doc["history"][-1]["step"] == "failed"
+    result = scrapy("jobstatus", "job1", "--db", str(job.db), "--json")
+    assert json.loads(result.stdout)["status"] == "failed"
+
+
+def test_concurrent_crawls_share_one_store_while_a_reader_polls(tmp_path, site):
+    db = tmp_path / "shared.db"
+    jobs = [
+        Job(tmp_path, spider="follow", job_id=f"c{i}", db=db,
+            args={"url": f"{site}/pages/0?links=4&max=300&c={i}"},
+            settings={"JOBSTATUS_INTERVAL": "0.05"}).start()
+        for i in range(3)
+    ]
+    store = JobStore(db)
+    reads = 0
+    while any(job.process.poll() is None for job in jobs):
+        if db.exists():
+            listed, _ = store.list_jobs()
+            for state in listed:
+                store.document(state.job_id)
+            reads += 1
+    assert reads > 10
+    for job in jobs:
+        assert job.wait() == 0
+        doc = job.doc()
+        assert doc["status"] == "completed", doc["error_message"]
+        assert doc["total_pages_crawled"] == 301 == len(job.items)
+        assert "database is locked" not in job.log_text
+        assert "Traceback" not in job.log_text
+    assert store.list_jobs()[1] == 3
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("JOBSTATUS_TIMEOUT", "-5", "JOBSTATUS_TIMEOUT must not be negative"),
+        ("JOBSTATUS_TIMEOUT", "soon", "JOBSTATUS_TIMEOUT must be a number"),
+        ("JOBSTATUS_TIMEOUT", "5000", "JOBSTATUS_TIMEOUT=5000 is above JOBSTATUS_TIMEOUT_MAX=1800"),
+        ("JOBSTATUS_FAILURE_RATIO", "1.5", "JOBSTATUS_FAILURE_RATIO must be between 0 and 1"),
+        ("JOBSTATUS_FAILURE_RATIO", "-0.1", "JOBSTATUS_FAILURE_RATIO must be between 0 and 1"),
+        ("JOBSTATUS_INTERVAL", "0", "JOBSTATUS_INTERVAL must be above 0"),
+    ],
+)
+def test_a_bad_setting_fails_the_job_at_once_naming_the_setting(tmp_path, site, setting, value, named):
+    job = Job(tmp_path, args={"urls": f"{site}/sample/apple"}, settings={setting: value}).run()
+    doc = job.doc()
+    assert doc["status"] == "failed"
+    assert named in doc["error_message"]
+    assert doc["total_pages_crawled"] == 0 and job.items == []
+    assert "Traceback" not in job.log_text
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ({}, "urls: no URL given"),
+        ({"urls": ",, ,"}, "urls: the URL list is empty"),
+        ({"urls": "ftp://example.com/file"}, "urls: 'ftp://example.com/file' is not an http(s) URL"),
+        ({"urls": "http://"}, "urls: 'http://' is not an http(s) URL"),
+        ({"urls_file": "does-not-exist.txt"}, "urls_file: cannot read 'does-not-exist.txt'"),
+    ],
+)
+def test_bad_batch_arguments_fail_the_job_naming_the_argument(tmp_path, args, named):
+    job = Job(tmp_path, args=args).run()
+    doc = job.doc()
+    assert doc["status"] == "failed"
+    assert named in doc["error_message"]
+    assert "Traceback" not in doc["error_message"]
+    assert doc["total_pages_crawled"] == 0
+
+
+def test_a_batch_job_reads_its_urls_from_a_file(tmp_path, site):
+    urls_file = tmp_path / "urls.txt"
+    urls_file.write_text(f"{site}/sample/apple\n\n{site}/sample/fig\n{site}/sample/apple\n")
+    job = Job(tmp_path, args={"urls_file": str(urls_file)}).run()
+    assert job.doc()["status"] == "completed"
+    assert sorted(item["url"] for item in job.items) == [f"{site}/sample/apple", f"{site}/sample/fig"]
+
+
+def test_an_empty_urls_file_fails_the_job(tmp_path):
+    urls_file = tmp_path / "urls.txt"
+    urls_file.write_text("\n\n")
+    doc = Job(tmp_path, args={"urls_file": str(urls_file)}).run().doc()
+    assert doc["status"] == "failed"
+    assert "urls_file: the URL list is empty" in doc["error_message"]
+
+
+def test_an_invalid_job_id_is_refused_and_nothing_is_recorded(tmp_path, site):
+    job = Job(tmp_path, job_id="../escape", args={"urls": f"{site}/sample/apple"})
+    job.log = tmp_path / "bad.log"
+    job.feed = tmp_path / "bad.jl"
+    job.run()
+    assert "invalid job id '../escape'" in job.log_text
+    assert job.items == []
+    store = JobStore(job.db)
+    assert store.list_jobs() == ([], 0)
+
+
+def test_with_the_extension_disabled_spiders_run_unchanged(tmp_path, site):
+    job = Job(tmp_path, args={"urls": f"{site}/sample/apple,{site}/sample/fig"},
+              settings={"JOBSTATUS_ENABLED": "False"}).run()
+    assert job.returncode == 0
+    assert len(job.items) == 2
+    assert not job.db.exists()
+    assert "jobstatus/" not in job.log_text
+
+
+def test_a_generated_job_id_is_logged_at_start(tmp_path, site):
+    job = Job(tmp_path, args={"urls": f"{site}/sample/apple"})
+    del job.args["_job"]
+    job.run()
+    store = JobStore(job.db)
+    (state,), total = store.list_jobs()
+    assert f"Job id: {state.job_id}" in job.log_text
+    assert state.status == "completed"
+
+
+def test_exact_progress_never_goes_backwards_and_reaches_100(tmp_path, site):
+    job = Job(tmp_path, args={"urls": slow_urls(site, 12, 0.3)},
+              settings={"CONCURRENT_REQUESTS": "2"}).start()
+    seen = []
+    etas = []
+    while job.process.poll() is None or not seen or seen[-1][1] is not False:
+        doc = job.doc()
+        if doc:
+            seen.append((doc["progress"], doc["is_active"]))
+            etas.append(doc["estimated_completion"])
+            if not doc["is_active"]:
+                break
+        time.sleep(0.05)
+    job.wait()
+    values = [p for p, _ in seen if p is not None]
+    assert values == sorted(values)
+    assert values[-1] == 100.0
+    assert any(0 < p < 100 for p in values)
+    # each value is a whole number of twelfths: exact, not estimated
+    assert all(abs(p * 12 / 100 - round(p * 12 / 100)) < 0.01 for p in values)
+    assert any(eta is not None for eta in etas)
+
+
+def test_estimated_progress_from_the_frontier_never_goes_backwards(tmp_path, site):
+    job = Job(tmp_path, spider="follow", args={"url": f"{site}/pages/0?links=3&max=400"},
+              settings={"CONCURRENT_REQUESTS": "4", "DOWNLOAD_DELAY": "0.005"}).start()
+    values = []
+    while job.process.poll() is None:
+        doc = job.doc()
+        if doc and doc["progress"] is not None:
+            values.append(doc["progress"])
+        time.sleep(0.02)
+    job.wait()
+    doc = job.doc()
+    assert doc["status"] == "completed" and doc["progress"] == 100.0
+    active = [v for v in values if v < 100]
+    assert active == sorted(active)
+    assert all(0 <= v <= 99 for v in active)
+    assert len(set(active)) > 3
+
+
+def test_job_commands_list_show_watch_and_refuse_bad_input(tmp_path, site):
+    Job(tmp_path, job_id="good", args={"urls": f"{site}/sample/apple"}).run()
+    Job(tmp_path, job_id="bad", args={"urls": f"{site}/status/500"}).run()
+    db = str(tmp_path / "jobs.db")
+
+    listing = scrapy("jobs", "--db", db)
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[1].startswith("bad ") and lines[2].startswith("good ")
+    assert "2 of 2 jobs" in listing.stdout
+    listed = json.loads(scrapy("jobs", "--db", db, "--json", "--status", "failed").stdout)
+    assert listed["total"] == 1 and listed["jobs"][0]["job_id"] == "bad"
+
+    shown = scrapy("jobstatus", "good", "--db", db)
+    assert shown.returncode == 0 and "completed (done)" in shown.stdout
+    assert json.loads(scrapy("jobstatus", "good", "--db", db, "--json").stdout)["job_id"] == "good"
+
+    watched = scrapy("jobwatch", "good", "--db", db)
+    assert watched.returncode == 0 and "100%" in watched.stdout
+    assert scrapy("jobwatch", "bad", "--db", db).returncode == 1
+    assert scrapy("jobcancel", "good", "--db", db).returncode == 1  # already completed
+
+    for command in ("jobstatus", "jobcancel", "jobwatch"):
+        unknown = scrapy(command, "nope", "--db", db)
+        assert (unknown.returncode, unknown.stderr) == (1, "error: unknown job: nope\n")
+        invalid = scrapy(command, "../../etc/passwd", "--db", db)
+        assert invalid.returncode == 2
+        assert invalid.stderr.startswith("error: invalid job id") and invalid.stderr.count("\n") == 1
+    bad_status = scrapy("jobs", "--db", db, "--status", "sleeping")
+    assert bad_status.returncode == 2 and "--status" in bad_status.stderr
+    assert "Traceback" not in bad_status.stderr
+
+
+def test_jobwatch_follows_a_running_job_to_its_end(tmp_path, site):
+    job = Job(tmp_path, args={"urls": slow_urls(site, 6, 0.3)},
+              settings={"CONCURRENT_REQUESTS": "1"}).start()
+    watched = scrapy("jobwatch", "job1", "--db", str(job.db), "--wait", "30", "--interval", "0.1")
+    job.wait()
+    assert watched.returncode == 0, watched.stderr
+    bars = [line for line in watched.stdout.splitlines() if line.startswith("[")]
+    assert len(bars) >= 3
+    assert "running" in bars[0] and "100%" in bars[-1]
+    assert watched.stdout.strip().endswith("completed: The job completed.")
+
+
+def test_a_crawl_process_writes_the_store_per_interval_not_per_page(tmp_path, site):
+    job = Job(tmp_path, spider="follow", args={"url": f"{site}/pages/0?links=5&max=600"},
+              settings={"JOBSTATUS_INTERVAL": "0.5"}).run()
+    doc = job.doc()
+    assert doc["total_pages_crawled"] == 601
+    writes = int(re.search(r"'jobstatus/store_writes': (\d+)", job.log_text).group(1))
+    ticks = doc["processing_time"] / 0.5
+    # one write per interval plus one per transition, whatever the page count
+    assert writes <= ticks + 8
+    assert writes < 601 / 10
