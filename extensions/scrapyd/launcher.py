@@ -1,0 +1,121 @@
+"""Scrapyd's launcher, overridden to pass the job store to every crawl it
+starts, to skip a job that was cancelled while pending, and to mark a job
+``failed`` at once when its process ends without a final status."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from scrapyd import launcher
+from scrapyd.interfaces import IEnvironment
+from twisted.internet import reactor
+from twisted.logger import Logger
+
+from .._model import InvalidJobId, validate_job_id
+from ._node import IJobStatusNode, JobStatusNode
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+log = Logger()
+
+
+class JobProcessProtocol(launcher.ScrapyProcessProtocol):
+    """Scrapyd's process protocol, keeping how the process ended."""
+
+    exit_reason: BaseException | None = None
+
+    def processEnded(self, status: Failure) -> None:  # noqa: N802 (Twisted's name)
+        self.exit_reason = status.value
+        super().processEnded(status)
+
+
+class Launcher(launcher.Launcher):
+    def __init__(self, config: Any, app: Any):
+        super().__init__(config, app)
+        self.node = JobStatusNode.from_config(config)
+        app.setComponent(IJobStatusNode, self.node)
+
+    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+        log.info(
+            "Job store: {db} (JOBSTATUS_TIMEOUT at most {cap} s)",
+            db=self.node.db,
+            cap=self.node.timeout_max or "unlimited",
+            log_system="Launcher",
+        )
+        super().startService()
+
+    def _spawn_process(self, message: dict[str, Any], slot: int) -> None:
+        job = message["_job"]
+        state = None
+        try:
+            state = self.node.store.get(validate_job_id(job))
+        except InvalidJobId:
+            pass
+        except Exception:  # the store must not stop the launcher
+            log.failure("Could not read job {job} from the job store", job=job)
+        if state is not None and not state.status.is_active:
+            # Cancelled while pending: a cancelled job is never started.
+            log.info("Job {job} is {status} already: not starting it", job=job, status=str(state.status))
+            self._get_message(slot)
+            return
+
+        project = message["_project"]
+        environment = self.app.getComponent(IEnvironment)
+        message.setdefault("settings", {})
+        message["settings"].update(environment.get_settings(message))
+        message["settings"].update(self.node.crawl_settings(project))
+
+        # Scrapyd's own _spawn_process from here, with a process protocol
+        # that keeps the exit status.
+        env = environment.get_environment(message, slot)
+        args = [sys.executable, "-m", self.runner, "crawl", *launcher.get_crawl_args(message)]
+
+        process = JobProcessProtocol(project, message["_spider"], job, env, args)
+        process.deferred.addBoth(self._process_finished, slot)
+
+        reactor.spawnProcess(process, sys.executable, args=args, env=env)
+        self.processes[slot] = process
+        log.debug("Process slot {slot} occupied", slot=slot)
+
+    def _process_finished(self, _: Any, slot: int) -> None:
+        process = self.processes[slot]
+        try:
+            self._check_final_status(process)
+        except Exception:  # the store must not stop the launcher
+            log.failure("Could not check job {job} in the job store", job=process.job)
+        super()._process_finished(_, slot)
+
+    def _check_final_status(self, process: launcher.ScrapyProcessProtocol) -> None:
+        """A crawl writes its final status before it exits: an active job
+        whose process has ended was killed (kill -9, OOM) or crashed."""
+        try:
+            job_id = validate_job_id(process.job)
+        except InvalidJobId:
+            return
+        state = self.node.store.get(job_id)
+        if state is None or not state.status.is_active:
+            return
+        how = _exit_description(getattr(process, "exit_reason", None))
+        message = (
+            f"The crawl process (pid {process.pid}) ended with {how} "
+            f"without reporting a final status."
+        )
+        if self.node.store.fail_job(job_id, message):
+            log.warn("Job {job} failed: {message}", job=job_id, message=message)
+
+
+def _exit_description(reason: BaseException | None) -> str:
+    code = getattr(reason, "exitCode", None)
+    signum = getattr(reason, "signal", None)
+    if signum:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return f"exit code {-signum} (killed by {name})"
+    if code is None and reason is None:
+        return "an unknown exit code"
+    return f"exit code {code or 0}"

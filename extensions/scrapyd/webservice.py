@@ -1,0 +1,462 @@
+"""The job services of a Scrapyd node (jobstatus.json, jobs.json,
+jobcancel.json, joberrors.json), and Scrapyd's schedule.json and cancel.json
+overridden to record pending jobs and their cancels.
+
+The job services answer with the HTTP codes of the contract (400 bad input,
+404 unknown job, 202 cancellation under way), where Scrapyd's own services
+answer every error with 200; the overrides keep Scrapyd's answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from scrapyd import webservice
+from scrapyd.webservice import WsResource, param
+from twisted.logger import Logger
+from twisted.web import error, http, resource
+
+from .._model import InvalidJobId, JobState, default_message, validate_job_id
+from .._model import JobStatus as Status
+from .._store import JobNotFound
+from ._node import node_of
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+    from ._node import JobStatusNode
+
+log = Logger()
+
+# Job ids are at most 128 characters; nothing a service takes is longer than
+# this, and a longer value is refused before anything reads it.
+MAX_PARAM_BYTES = 1024
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+MAX_OFFSET = 10**9
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+# Settings of the node, not of a job.
+NODE_SETTINGS = ("JOBSTATUS_DB", "JOBSTATUS_PROJECT")
+ERROR_FIELDS = (
+    "error_id",
+    "stage",
+    "error_type",
+    "error_message",
+    "page_url",
+    "http_status",
+    "timestamp",
+    "is_recoverable",
+)
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+class ServiceError(error.Error):
+    """An answer other than 200, with extra fields for its body."""
+
+    def __init__(self, code: int, message: str, **payload: Any):
+        super().__init__(code=code, message=message.encode())
+        self.code = code
+        self.payload = payload
+
+
+class JobResource(WsResource):
+    """A job service: Scrapyd's WsResource with the contract's HTTP codes.
+
+    Scrapyd's ``@param`` reports a missing or undecodable parameter with a 200;
+    here it is a 400. An unexpected error is a 500 without a traceback, unless
+    Scrapyd's ``debug`` is on.
+    """
+
+    def __init__(self, root: Any):
+        super().__init__(root)
+        self.node: JobStatusNode = node_of(root)
+
+    def render(self, txrequest: Request) -> bytes:
+        try:
+            _refuse_oversized(txrequest)
+            data = resource.Resource.render(self, txrequest)
+        except ServiceError as e:
+            txrequest.setResponseCode(e.code)
+            data = {"status": "error", "message": e.message.decode(), **e.payload}
+        except error.Error as e:
+            code = int(e.status)
+            txrequest.setResponseCode(http.BAD_REQUEST if code == http.OK else code)
+            data = {"status": "error", "message": e.message.decode()}
+        except resource.UnsupportedMethod as e:
+            txrequest.setResponseCode(http.NOT_ALLOWED)
+            txrequest.setHeader("Allow", self.methods)
+            allowed = ", ".join(m.decode() for m in e.allowedMethods if m not in (b"HEAD", b"OPTIONS"))
+            data = {"status": "error", "message": f"method not allowed: use {allowed}"}
+        except Exception:
+            log.failure("Error in {path}", path=txrequest.path)
+            txrequest.setResponseCode(http.INTERNAL_SERVER_ERROR)
+            if self.root.debug:
+                return traceback.format_exc().encode()
+            data = {"status": "error", "message": "internal error"}
+        else:
+            if isinstance(data, bytes):  # a file: the service set its headers
+                txrequest.setHeader("Access-Control-Allow-Origin", "*")
+                txrequest.setHeader("Content-Length", str(len(data)))
+                return data
+            if data is not None:
+                data = {"status": "ok", **data}
+
+        if data is None:  # render_OPTIONS
+            content = b""
+        else:
+            data["node_name"] = self.root.node_name
+            content = self.json_encoder.encode(data).encode() + b"\n"
+            txrequest.setHeader("Content-Type", "application/json")
+        txrequest.setHeader("Access-Control-Allow-Origin", "*")
+        txrequest.setHeader("Access-Control-Allow-Methods", self.methods)
+        txrequest.setHeader("Access-Control-Allow-Headers", "X-Requested-With, Authorization")
+        txrequest.setHeader("Content-Length", str(len(content)))
+        return content
+
+    def find_job(self, job_id: str, project: str | None) -> JobState:
+        """The job, recorded in the store or still in Scrapyd's queue; 404
+        otherwise, or if it belongs to another project."""
+        state = self.node.store.get(job_id) or adopt_queued(self.root, self.node, job_id, project)
+        if state is None or (project is not None and state.project != project):
+            where = f" in project '{project}'" if project is not None else ""
+            raise ServiceError(http.NOT_FOUND, f"job '{job_id}' not found{where}")
+        return state
+
+
+class JobStatus(JobResource):
+    @param("job")
+    @param("project", required=False)
+    def render_GET(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
+        job_id, project = _job_id(job), _name("project", project)
+        self.find_job(job_id, project)
+        document = self.node.store.document(job_id, self.node.errors_kept)
+        return {"job": document}
+
+
+class Jobs(JobResource):
+    @param("project", required=False)
+    @param("spider", required=False)
+    @param("status", required=False)
+    @param("limit", required=False, default=DEFAULT_LIMIT, type=int)
+    @param("offset", required=False, default=0, type=int)
+    def render_GET(
+        self,
+        txrequest: Request,
+        project: str | None,
+        spider: str | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+    ) -> dict[str, Any]:
+        project, spider = _name("project", project), _name("spider", spider)
+        if status is not None and status not in set(Status):
+            raise ServiceError(
+                http.BAD_REQUEST, f"status: {_shown(status)} is not one of {', '.join(Status)}"
+            )
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ServiceError(http.BAD_REQUEST, f"limit: must be 1 to {MAX_LIMIT}, not {limit}")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise ServiceError(http.BAD_REQUEST, f"offset: must be 0 to {MAX_OFFSET}, not {offset}")
+        store = self.node.store
+        states, total = store.list_jobs(
+            project=project, spider=spider, status=status, limit=limit, offset=offset
+        )
+        return {"jobs": store.summaries(states), "total": total, "limit": limit, "offset": offset}
+
+
+class JobCancel(JobResource):
+    @param("job")
+    @param("project", required=False)
+    @param("force", required=False, default="0")
+    def render_POST(
+        self, txrequest: Request, job: str, project: str | None, force: str
+    ) -> dict[str, Any]:
+        job_id, project = _job_id(job), _name("project", project)
+        force_stop = _flag("force", force)
+        state = self.find_job(job_id, project)
+        store = self.node.store
+        if state.status is Status.PENDING:
+            # Out of Scrapyd's queue first, so that it never starts; if the
+            # launcher took it already, the crawl finds it cancelled and stops.
+            unqueue(self.root, job_id, state.project)
+        outcome = store.request_cancel(job_id, force=force_stop)
+        document = store.document(job_id, self.node.errors_kept)
+        assert document is not None
+        if outcome.code == http.ACCEPTED and document["status"] == Status.RUNNING:
+            # The crawl takes the request up at its next status write.
+            document["status"] = str(Status.CANCELLING)
+            document["message"] = default_message(Status.CANCELLING)
+        payload = {"job": document, "prevstate": str(outcome.before)}
+        if outcome.code == http.BAD_REQUEST:
+            raise ServiceError(
+                http.BAD_REQUEST,
+                f"job '{job_id}' is {outcome.before} already: nothing to cancel",
+                **payload,
+            )
+        txrequest.setResponseCode(outcome.code)
+        return payload
+
+
+class JobErrors(JobResource):
+    @param("job")
+    @param("project", required=False)
+    @param("format", dest="fmt", required=False, default="json")
+    def render_GET(
+        self, txrequest: Request, job: str, project: str | None, fmt: str
+    ) -> dict[str, Any] | bytes:
+        job_id, project = _job_id(job), _name("project", project)
+        if fmt not in ("json", "csv"):
+            raise ServiceError(http.BAD_REQUEST, f"format: {_shown(fmt)} is not json or csv")
+        state = self.find_job(job_id, project)
+        errors = [e.to_dict() for e in self.node.store.errors(job_id)]
+        if fmt == "csv":
+            txrequest.setHeader("Content-Type", "text/csv; charset=utf-8")
+            txrequest.setHeader(
+                "Content-Disposition", f'attachment; filename="{job_id}-errors.csv"'
+            )
+            return _csv(errors)
+        (summary,) = self.node.store.summaries([state])
+        return {"job": summary, "errors": errors, "error_count": len(errors)}
+
+
+# -- Scrapyd's services, overridden -------------------------------------------
+
+
+class Schedule(webservice.Schedule):
+    """Scrapyd's schedule.json, refusing a bad job id or timeout before the
+    job is queued, and recording the pending job in the store."""
+
+    def __init__(self, root: Any):
+        super().__init__(root)
+        self.node: JobStatusNode = node_of(root)
+
+    def render_POST(self, txrequest: Request) -> dict[str, Any]:
+        # Scrapyd's @param decorators consume the parameters: read them first.
+        given = {key: list(values) for key, values in txrequest.args.items()}
+        jobid = _first(given, "jobid")
+        store = self.node.store
+        if jobid is not None:
+            try:
+                validate_job_id(jobid)
+            except InvalidJobId as e:
+                raise error.Error(code=http.OK, message=str(e).encode()) from None
+            if store.get(jobid) is not None:
+                raise error.Error(code=http.OK, message=b"job id '%b' is already used" % jobid.encode())
+        settings = dict(
+            s.split("=", 1) for s in _all(given, "setting") if "=" in s
+        )
+        self._check_settings(settings)
+
+        result = super().render_POST(txrequest)
+
+        # Still in the same reactor turn: the launcher cannot have started
+        # the job yet, so it is pending when the crawl opens.
+        job_id = result["jobid"]
+        project = _first(given, "project")
+        try:
+            recorded = store.add_job(
+                JobState(
+                    job_id=job_id,
+                    spider=_first(given, "spider"),
+                    project=project,
+                    node=store.node,
+                    status=Status.PENDING,
+                    created_at=time.time(),
+                    args=_spider_args(given),
+                    settings=settings,
+                )
+            )
+        except Exception:
+            unqueue(self.root, job_id, project)
+            raise
+        if not recorded:
+            unqueue(self.root, job_id, project)
+            raise error.Error(code=http.OK, message=b"job id '%b' is already used" % job_id.encode())
+        return result
+
+    def _check_settings(self, settings: dict[str, str]) -> None:
+        for name in NODE_SETTINGS:
+            if name in settings:
+                raise error.Error(
+                    code=http.OK, message=f"{name} is set by the node, not by a job".encode()
+                )
+        raw = settings.get("JOBSTATUS_TIMEOUT")
+        if raw is None:
+            return
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = math.nan
+        if math.isnan(timeout) or math.isinf(timeout) or timeout < 0:
+            raise error.Error(
+                code=http.OK,
+                message=f"JOBSTATUS_TIMEOUT must be a number of seconds, not {_shown(raw)}".encode(),
+            )
+        cap = self.node.timeout_max
+        if cap and timeout > cap:
+            raise error.Error(
+                code=http.OK,
+                message=(
+                    f"JOBSTATUS_TIMEOUT={timeout:g} is above this node's maximum of {cap:g} seconds"
+                ).encode(),
+            )
+
+
+class Cancel(webservice.Cancel):
+    """Scrapyd's cancel.json, recording a pending job it removes from the
+    queue as cancelled. A running job gets Scrapyd's signal, which the crawl
+    takes as a cancel."""
+
+    def __init__(self, root: Any):
+        super().__init__(root)
+        self.node: JobStatusNode = node_of(root)
+
+    def render_POST(self, txrequest: Request) -> dict[str, Any]:
+        given = {key: list(values) for key, values in txrequest.args.items()}
+        result = super().render_POST(txrequest)
+        if result.get("prevstate") != "pending":
+            return result
+        try:
+            job_id = validate_job_id(_first(given, "job"))
+        except InvalidJobId:
+            return result
+        store = self.node.store
+        try:
+            store.request_cancel(job_id)
+        except JobNotFound:
+            # Queued before the store knew of it: record it, cancelled.
+            store.add_job(
+                JobState(
+                    job_id=job_id,
+                    project=_first(given, "project"),
+                    node=store.node,
+                    status=Status.PENDING,
+                    created_at=time.time(),
+                )
+            )
+            store.request_cancel(job_id)
+        return result
+
+
+# -- Scrapyd's queue ------------------------------------------------------------
+
+
+def _queues_for(root: Any, project: str | None) -> list[tuple[str, Any]]:
+    queues = root.poller.queues
+    if project is not None and project in queues:
+        return [(project, queues[project])]
+    return list(queues.items())
+
+
+def unqueue(root: Any, job_id: str, project: str | None) -> int:
+    """Remove a pending job from Scrapyd's queue, as cancel.json does."""
+    return sum(
+        queue.remove(lambda message: message.get("_job") == job_id) or 0
+        for _, queue in _queues_for(root, project)
+    )
+
+
+def adopt_queued(root: Any, node: JobStatusNode, job_id: str, project: str | None) -> JobState | None:
+    """A job in Scrapyd's queue that the store does not know (queued before
+    the store was set up): record it pending."""
+    for name, queue in _queues_for(root, project):
+        for message in queue.list():
+            if message.get("_job") != job_id:
+                continue
+            state = JobState(
+                job_id=job_id,
+                spider=message.get("name"),
+                project=name,
+                node=node.store.node,
+                status=Status.PENDING,
+                created_at=time.time(),
+                args={
+                    k: v for k, v in message.items() if k not in ("name", "_job", "_version", "settings")
+                },
+                settings=dict(message.get("settings") or {}),
+            )
+            node.store.add_job(state)
+            return node.store.get(job_id)
+    return None
+
+
+# -- parameters -----------------------------------------------------------------
+
+
+def _refuse_oversized(txrequest: Request) -> None:
+    for key, values in (txrequest.args or {}).items():
+        if len(key) > MAX_PARAM_BYTES or any(len(v) > MAX_PARAM_BYTES for v in values):
+            name = key[:40].decode(errors="replace")
+            raise ServiceError(
+                http.BAD_REQUEST, f"{name}: too long (at most {MAX_PARAM_BYTES} bytes)"
+            )
+
+
+def _job_id(value: str) -> str:
+    try:
+        return validate_job_id(value)
+    except InvalidJobId as e:
+        raise ServiceError(http.BAD_REQUEST, f"job: {e}") from None
+
+
+def _name(parameter: str, value: str | None) -> str | None:
+    if value is None or NAME_PATTERN.fullmatch(value):
+        return value
+    raise ServiceError(
+        http.BAD_REQUEST,
+        f"{parameter}: {_shown(value)} is not a valid name "
+        f"(1 to 128 letters, digits, '_', '.' or '-')",
+    )
+
+
+def _flag(parameter: str, value: str) -> bool:
+    if value.lower() in TRUE:
+        return True
+    if value.lower() in FALSE:
+        return False
+    raise ServiceError(http.BAD_REQUEST, f"{parameter}: {_shown(value)} is not 0 or 1")
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+
+
+def _first(given: dict[bytes, list[bytes]], name: str) -> str | None:
+    values = given.get(name.encode())
+    return values[0].decode(errors="replace") if values else None
+
+
+def _all(given: dict[bytes, list[bytes]], name: str) -> list[str]:
+    return [v.decode(errors="replace") for v in given.get(name.encode(), [])]
+
+
+def _spider_args(given: dict[bytes, list[bytes]]) -> dict[str, str]:
+    # As Scrapyd's schedule.json: every other parameter is a spider argument.
+    return {
+        key.decode(errors="replace"): values[0].decode(errors="replace")
+        for key, values in given.items()
+        if key not in (b"project", b"spider", b"_version", b"jobid", b"priority", b"setting")
+    }
+
+
+def _csv(errors: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=ERROR_FIELDS, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    for row in errors:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return out.getvalue().encode()
+
+
+def _cell(value: Any) -> Any:
+    # Text from crawled pages must not run as a formula in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
