@@ -1,9 +1,14 @@
-"""What the job commands share: options, the store, one-line errors."""
+"""What the job commands share: options, the local store or a Scrapyd
+node's job services, one-line errors."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from scrapy.commands import ScrapyCommand
@@ -57,6 +62,87 @@ class LocalJobs:
         return outcome.code, self.status(job_id)
 
 
+class RemoteJobs:
+    """A Scrapyd node's job services, with the interface of LocalJobs."""
+
+    def __init__(self, url: str, auth: str | None = None, timeout: float = 30):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CommandError(f"--url: {url!r} is not an http(s) URL", EXIT_BAD_INPUT)
+        if auth is None and parts.username is not None:
+            auth = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        if auth is not None and ":" not in auth:
+            raise CommandError("--auth: give USER:PASSWORD", EXIT_BAD_INPUT)
+        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        if ":" in parts.hostname:  # IPv6
+            netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        self.base = urllib.parse.urlunsplit((parts.scheme, netloc, path, "", ""))
+        self.authorization = (
+            "Basic " + base64.b64encode(auth.encode()).decode() if auth is not None else None
+        )
+        self.timeout = timeout
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        code, body = self._call("GET", "jobstatus.json", {"job": job_id})
+        self._raise_for(code, body, job_id)
+        return body["job"]
+
+    def list(self, **filters: Any) -> tuple[list[dict[str, Any]], int]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        code, body = self._call("GET", "jobs.json", params)
+        self._raise_for(code, body)
+        return body["jobs"], body["total"]
+
+    def cancel(self, job_id: str, force: bool) -> tuple[int, dict[str, Any]]:
+        params = {"job": job_id, "force": "1" if force else "0"}
+        code, body = self._call("POST", "jobcancel.json", params)
+        if code == 400 and isinstance(body.get("job"), dict):
+            return code, body["job"]  # it had ended already
+        self._raise_for(code, body, job_id)
+        return code, body["job"]
+
+    def _raise_for(self, code: int, body: dict[str, Any], job_id: str | None = None) -> None:
+        if code in (200, 202):
+            return
+        message = body.get("message") or f"HTTP {code}"
+        if code == 404 and job_id is not None:
+            raise CommandError(f"unknown job: {job_id}")
+        if code == 400:
+            raise CommandError(message, EXIT_BAD_INPUT)
+        raise CommandError(f"{self.base}: {message}")
+
+    def _call(self, method: str, endpoint: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        query = urllib.parse.urlencode(params)
+        url = self.base + endpoint
+        data = None
+        if method == "GET":
+            url += f"?{query}" if query else ""
+        else:
+            data = query.encode()
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (http(s) only)
+        if self.authorization:
+            request.add_header("Authorization", self.authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                code, raw = response.status, response.read()
+        except urllib.error.HTTPError as e:
+            code, raw = e.code, e.read()
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise CommandError(f"cannot reach {self.base}: {reason}") from None
+        if code == 401:
+            raise CommandError(f"{self.base}: unauthorized (give --auth USER:PASSWORD)")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise CommandError(f"{self.base}{endpoint}: not a job service (HTTP {code})") from None
+        if not isinstance(body, dict) or (code in (200, 202) and body.get("status") != "ok"):
+            message = body.get("message") if isinstance(body, dict) else None
+            raise CommandError(f"{self.base}{endpoint}: {message or f'unexpected answer (HTTP {code})'}")
+        return code, body
+
+
 class JobCommand(ScrapyCommand):
     requires_crawler_process = False
     default_settings = {"LOG_ENABLED": False}
@@ -66,8 +152,22 @@ class JobCommand(ScrapyCommand):
         parser.add_argument(
             "--db", metavar="PATH", help="the job store (default: JOBSTATUS_DB)"
         )
+        parser.add_argument(
+            "--url",
+            metavar="URL",
+            help="a Scrapyd node's job services instead of the store, e.g. http://localhost:6800",
+        )
+        parser.add_argument(
+            "--auth", metavar="USER:PASSWORD", help="basic auth for --url (or give it in the URL)"
+        )
 
-    def jobs(self, opts: argparse.Namespace) -> LocalJobs:
+    def jobs(self, opts: argparse.Namespace) -> LocalJobs | RemoteJobs:
+        if opts.url:
+            if opts.db:
+                raise CommandError("give --db or --url, not both", EXIT_BAD_INPUT)
+            return RemoteJobs(opts.url, opts.auth)
+        if opts.auth:
+            raise CommandError("--auth goes with --url", EXIT_BAD_INPUT)
         assert self.settings is not None
         path = opts.db or self.settings.get("JOBSTATUS_DB") or data_path("jobstatus.db")
         return LocalJobs(JobStore(path), self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20))

@@ -22,7 +22,7 @@ from scrapyd.webservice import WsResource, param
 from twisted.logger import Logger
 from twisted.web import error, http, resource
 
-from .._model import InvalidJobId, JobState, default_message, validate_job_id
+from .._model import InvalidJobId, JobState, validate_job_id
 from .._model import JobStatus as Status
 from .._store import JobNotFound
 from ._node import node_of
@@ -189,10 +189,6 @@ class JobCancel(JobResource):
         outcome = store.request_cancel(job_id, force=force_stop)
         document = store.document(job_id, self.node.errors_kept)
         assert document is not None
-        if outcome.code == http.ACCEPTED and document["status"] == Status.RUNNING:
-            # The crawl takes the request up at its next status write.
-            document["status"] = str(Status.CANCELLING)
-            document["message"] = default_message(Status.CANCELLING)
         payload = {"job": document, "prevstate": str(outcome.before)}
         if outcome.code == http.BAD_REQUEST:
             raise ServiceError(

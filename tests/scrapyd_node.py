@@ -1,0 +1,248 @@
+"""A real Scrapyd node for the end-to-end tests and the benchmark: a
+``scrapyd`` process on a free loopback port, in its own directory, with the
+shipped scrapyd.conf, and the project deployed to it by ``scrapyd-deploy``."""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import ROOT, wait_for
+
+PROJECT = "crawler"
+BIN = Path(sys.executable).parent
+# What scrapyd-deploy packs: the Scrapy project and the package metadata.
+PROJECT_FILES = ("scrapy.cfg", "setup.py", "pyproject.toml", "README.md", "crawler", "extensions")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Response:
+    code: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def build_egg(workdir: Path, url: str = "", auth: tuple[str, str] | None = None) -> Path:
+    """A copy of the project in ``workdir`` whose scrapy.cfg deploys to
+    ``url``: scrapyd-deploy runs there, leaving the work tree alone."""
+    source = workdir / "project"
+    if not source.exists():
+        source.mkdir(parents=True)
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+        for name in PROJECT_FILES:
+            path = ROOT / name
+            if path.is_dir():
+                shutil.copytree(path, source / name, ignore=ignore)
+            else:
+                shutil.copy2(path, source / name)
+    cfg = configparser.ConfigParser()
+    cfg.read(source / "scrapy.cfg")
+    if url:
+        cfg["deploy"]["url"] = url
+    if auth:
+        cfg["deploy"]["username"], cfg["deploy"]["password"] = auth
+    with open(source / "scrapy.cfg", "w") as f:
+        cfg.write(f)
+    return source
+
+
+class ScrapydNode:
+    """``scrapyd`` in ``workdir`` with the shipped config, on a free port."""
+
+    def __init__(self, workdir: Path, *, options: dict[str, str] | None = None,
+                 jobstatus: dict[str, str] | None = None, auth: tuple[str, str] | None = None):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.auth = auth
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "scrapyd.log"
+        cfg = configparser.ConfigParser()
+        cfg.read(ROOT / "scrapyd.conf")
+        cfg["scrapyd"].update({"http_port": str(self.port), "bind_address": "127.0.0.1", **(options or {})})
+        if auth:
+            cfg["scrapyd"]["username"], cfg["scrapyd"]["password"] = auth
+        cfg["jobstatus"].update(jobstatus or {})
+        with open(workdir / "scrapyd.conf", "w") as f:
+            cfg.write(f)
+
+    @property
+    def db(self) -> Path:
+        return self.workdir / "dbs" / "jobstatus.sqlite3"
+
+    def start(self) -> ScrapydNode:
+        out = open(self.log, "ab")  # noqa: SIM115 (kept open by the process)
+        # The crawls run the deployed egg: nothing on the path may shadow it.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        for name in ("SCRAPYD_HTTP_PORT", "SCRAPYD_BIND_ADDRESS", "SCRAPYD_USERNAME", "SCRAPYD_PASSWORD"):
+            env.pop(name, None)
+        self.process = subprocess.Popen(
+            [str(BIN / "scrapyd")], cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+        out.close()
+        wait_for(self._up, timeout=30, interval=0.1, what=f"scrapyd on port {self.port}")
+        return self
+
+    def _up(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"scrapyd exited: {self.log.read_text()[-3000:]}")
+        try:
+            return self.get("daemonstatus.json").code in (200, 401)
+        except OSError:
+            return False
+
+    def stop(self, *, kill_crawls: bool = True) -> None:
+        if self.process is None:
+            return
+        if kill_crawls and self.process.poll() is None:
+            # Scrapyd leaves its crawls running when it stops.
+            try:
+                running = self.get("listjobs.json").json()["running"]
+            except (OSError, ValueError, KeyError):
+                running = []
+            for crawl in running:
+                try:
+                    os.kill(crawl["pid"], signal.SIGKILL)
+                except (ProcessLookupError, TypeError):
+                    pass
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def deploy(self, version: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Build the project's egg and upload it, with scrapyd-deploy."""
+        source = build_egg(self.workdir, url=self.url, auth=self.auth)
+        command = [str(BIN / "scrapyd-deploy")]
+        if version:
+            command += ["--version", version]
+        result = subprocess.run(command, cwd=source, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr + result.stdout
+        answer = json.loads(result.stdout)
+        assert answer["status"] == "ok", answer
+        return result
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def request(self, method: str, endpoint: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+                *, auth: tuple[str, str] | None | bool = True, timeout: float = 30) -> Response:
+        query = urllib.parse.urlencode(params or {}, doseq=True)
+        url = self.url + endpoint
+        data = None
+        if method == "GET" and query:
+            url += "?" + query
+        elif method == "POST":
+            data = query.encode()
+        request = urllib.request.Request(url, data=data, method=method)
+        credentials = self.auth if auth is True else (auth or None)
+        if credentials:
+            token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310 (loopback)
+                return Response(r.status, r.read(), dict(r.headers))
+        except urllib.error.HTTPError as e:
+            return Response(e.code, e.read(), dict(e.headers))
+
+    def get(self, endpoint: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Response:
+        return self.request("GET", endpoint, params, **kwargs)
+
+    def post(self, endpoint: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+             **kwargs: Any) -> Response:
+        return self.request("POST", endpoint, params, **kwargs)
+
+    # -- jobs ------------------------------------------------------------------
+
+    def schedule(self, spider: str = "batch", *, job: str | None = None, settings: dict[str, Any] | None = None,
+                 **args: str) -> Response:
+        params: list[tuple[str, Any]] = [("project", PROJECT), ("spider", spider)]
+        if job:
+            params.append(("jobid", job))
+        for key, value in (settings or {}).items():
+            params.append(("setting", f"{key}={value}"))
+        params += list(args.items())
+        return self.post("schedule.json", params)
+
+    def status(self, job: str) -> dict[str, Any]:
+        response = self.get("jobstatus.json", {"job": job})
+        assert response.code == 200, (response.code, response.body)
+        return response.json()["job"]
+
+    def wait_status(self, job: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            document = self.status(job)
+            return document if document["status"] in statuses else None
+
+        return wait_for(reached, timeout=timeout, interval=0.05, what=f"job {job} to be {'/'.join(statuses)}")
+
+    def scrapyd_state(self, job: str) -> str | None:
+        return self.get("status.json", {"job": job}).json()["currstate"]
+
+    def crawl_pid(self, job: str) -> int:
+        def pid() -> int | None:
+            for process in self.get("listjobs.json").json()["running"]:
+                if process["id"] == job:
+                    return process["pid"]
+            return None
+
+        return wait_for(pid, timeout=30, what=f"job {job} to run")
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        def idle() -> bool:
+            status = self.get("daemonstatus.json").json()
+            return status["running"] == 0 and status["pending"] == 0
+
+        wait_for(idle, timeout=timeout, interval=0.1, what="scrapyd to be idle")
+
+
+def slow_urls(site: str, count: int, delay: float) -> str:
+    return ",".join(f"{site}/slow?delay={delay}&n={i}" for i in range(count))
+
+
+def sample_urls(site: str, delay: float = 0) -> str:
+    names = ["", "apple", "banana", "cherry", "damson", "elderberry", "fig", "grape"]
+    return ",".join(f"{site}/sample/{name}?delay={delay}" for name in names)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{time.monotonic_ns()}"
+
+
+def running_node(workdir: Path, **kwargs: Any) -> Iterator[ScrapydNode]:
+    """For a fixture: a started node with the project deployed, stopped after."""
+    node = ScrapydNode(workdir, **kwargs)
+    try:
+        node.start()
+        node.deploy()
+        yield node
+    finally:
+        node.stop()

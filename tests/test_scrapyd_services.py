@@ -1,0 +1,275 @@
+"""End to end: the job services and the schedule.json override against a real
+``scrapyd`` with the shipped config and the egg scrapyd-deploy built; Scrapyd's
+own API answers as its clients expect."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.scrapyd_node import BIN, PROJECT, ScrapydNode, build_egg, running_node, sample_urls, slow_urls, unique
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
+    # One slot, so that a job waits in Scrapyd's queue behind another.
+    yield from running_node(
+        tmp_path_factory.mktemp("scrapyd-services"), options={"max_proc": "1", "poll_interval": "0.2"}
+    )
+
+
+@pytest.fixture(scope="module")
+def lifecycle(node: ScrapydNode, site: str) -> dict[str, Any]:
+    """A job seen pending behind another, then running, then completed."""
+    blocker = unique("blocker")
+    assert node.schedule(job=blocker, urls=slow_urls(site, 2, 1.5)).json()["status"] == "ok"
+    node.wait_status(blocker, "running")
+
+    job = unique("lifecycle")
+    urls = sample_urls(site, delay=0.4) + f",{site}/status/404,{site}/sample/nope"
+    answer = node.schedule(job=job, urls=urls, settings={"CONCURRENT_REQUESTS": 2}).json()
+    seen: dict[str, Any] = {"job": job, "urls": urls, "schedule": answer}
+    seen["pending"] = node.status(job)
+    seen["pending_scrapyd"] = node.scrapyd_state(job)
+    seen["pending_listjobs"] = node.get("listjobs.json").json()
+    seen["running"] = node.wait_status(job, "running")
+    seen["running_scrapyd"] = node.scrapyd_state(job)
+    seen["completed"] = node.wait_status(job, "completed", "failed", "cancelled")
+    wait_for(lambda: node.scrapyd_state(job) == "finished", what="Scrapyd to see the job finished")
+    seen["finished_listjobs"] = node.get("listjobs.json").json()
+    return seen
+
+
+def test_schedule_answers_as_scrapyd(lifecycle: dict[str, Any]) -> None:
+    assert lifecycle["schedule"] == {"status": "ok", "jobid": lifecycle["job"], "node_name": lifecycle["schedule"]["node_name"]}
+
+
+def test_queued_job_is_pending_with_its_spider_and_arguments(lifecycle: dict[str, Any]) -> None:
+    pending = lifecycle["pending"]
+    assert pending["status"] == "pending"
+    assert pending["is_active"] is True
+    assert pending["job_id"] == lifecycle["job"]
+    assert pending["project"] == PROJECT
+    assert pending["spider"] == "batch"
+    assert pending["created_at"] is not None
+    assert pending["started_at"] is None
+    assert pending["args"] == {"urls": lifecycle["urls"]}
+    assert lifecycle["pending_scrapyd"] == "pending"
+    queued = [job for job in lifecycle["pending_listjobs"]["pending"] if job["id"] == lifecycle["job"]]
+    assert queued and queued[0]["spider"] == "batch" and queued[0]["project"] == PROJECT
+
+
+def test_running_job_reports_progress(lifecycle: dict[str, Any]) -> None:
+    running = lifecycle["running"]
+    assert running["started_at"] is not None
+    assert running["created_at"] == lifecycle["pending"]["created_at"]
+    assert running["running_time"] is not None
+    assert lifecycle["running_scrapyd"] in ("running", "finished")
+
+
+def test_completed_job_has_the_right_counters(lifecycle: dict[str, Any]) -> None:
+    done = lifecycle["completed"]
+    assert done["status"] == "completed", done
+    assert done["completion_reason"] == "done"
+    assert done["close_reason"] == "finished"
+    assert done["total_pages_crawled"] == 10
+    assert done["total_documents_found"] == 10
+    assert done["responses_failed"] == 2
+    assert done["failure_ratio"] == 0.2
+    assert done["progress"] == 100.0
+    assert done["error_count"] == 2 and done["has_errors"] is True
+    assert done["requests_in_flight"] == 0
+    assert done["processing_time"] > 0
+    assert done["project"] == PROJECT
+    finished = [job for job in lifecycle["finished_listjobs"]["finished"] if job["id"] == lifecycle["job"]]
+    assert finished and {"start_time", "end_time", "log_url"} <= set(finished[0])
+
+
+def test_error_report_json_has_every_error_with_all_fields(node: ScrapydNode, lifecycle: dict[str, Any], site: str) -> None:
+    answer = node.get("joberrors.json", {"job": lifecycle["job"]})
+    assert answer.code == 200
+    body = answer.json()
+    assert body["status"] == "ok" and body["node_name"]
+    assert body["job"]["job_id"] == lifecycle["job"] and body["job"]["status"] == "completed"
+    assert body["error_count"] == 2
+    fields = {"error_id", "stage", "error_type", "error_message", "page_url", "http_status", "timestamp", "is_recoverable"}
+    assert all(set(error) == fields for error in body["errors"])
+    assert sorted(e["page_url"] for e in body["errors"]) == [f"{site}/sample/nope", f"{site}/status/404"]
+    assert {e["error_type"] for e in body["errors"]} == {"http_error"}
+    assert {e["http_status"] for e in body["errors"]} == {404}
+
+
+def test_error_report_csv_has_a_header_row(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
+    answer = node.get("joberrors.json", {"job": lifecycle["job"], "format": "csv"})
+    assert answer.code == 200
+    assert answer.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(answer.body.decode())))
+    assert rows[0] == ["error_id", "stage", "error_type", "error_message", "page_url", "http_status", "timestamp", "is_recoverable"]
+    assert len(rows) == 3
+    assert {row[5] for row in rows[1:]} == {"404"}
+
+
+def test_error_report_of_unknown_job_is_404(node: ScrapydNode) -> None:
+    for fmt in ("json", "csv"):
+        answer = node.get("joberrors.json", {"job": "no-such-job", "format": fmt})
+        assert answer.code == 404
+        assert answer.json()["status"] == "error"
+
+
+def test_jobstatus_unknown_missing_and_invalid(node: ScrapydNode) -> None:
+    unknown = node.get("jobstatus.json", {"job": "no-such-job"})
+    assert unknown.code == 404
+    assert unknown.json() == {"status": "error", "message": "job 'no-such-job' not found", "node_name": unknown.json()["node_name"]}
+    missing = node.get("jobstatus.json")
+    assert missing.code == 400 and "'job' parameter is required" in missing.json()["message"]
+    invalid = node.get("jobstatus.json", {"job": "not/valid"})
+    assert invalid.code == 400 and "invalid job id" in invalid.json()["message"]
+
+
+def test_jobstatus_with_project(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
+    assert node.get("jobstatus.json", {"job": lifecycle["job"], "project": PROJECT}).code == 200
+    other = node.get("jobstatus.json", {"job": lifecycle["job"], "project": "other"})
+    assert other.code == 404
+
+
+def test_jobs_lists_newest_first_with_total(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
+    body = node.get("jobs.json").json()
+    assert body["status"] == "ok"
+    assert body["total"] >= 2 and body["limit"] == 50 and body["offset"] == 0
+    created = [job["created_at"] for job in body["jobs"]]
+    assert created == sorted(created, reverse=True)
+    ids = [job["job_id"] for job in body["jobs"]]
+    assert lifecycle["job"] in ids
+    assert "history" in body["jobs"][0] and body["jobs"][0]["history"] == []
+
+
+def test_jobs_filters_and_pages(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
+    everything = node.get("jobs.json", {"project": PROJECT, "spider": "batch"}).json()
+    first = node.get("jobs.json", {"limit": 1}).json()
+    second = node.get("jobs.json", {"limit": 1, "offset": 1}).json()
+    assert len(first["jobs"]) == 1 and first["total"] == everything["total"]
+    assert first["jobs"][0]["job_id"] == everything["jobs"][0]["job_id"]
+    assert second["jobs"][0]["job_id"] == everything["jobs"][1]["job_id"]
+    completed = node.get("jobs.json", {"status": "completed"}).json()
+    assert completed["jobs"] and all(job["status"] == "completed" for job in completed["jobs"])
+    assert node.get("jobs.json", {"project": "other"}).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"status": "done"}, "status"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "many"}, "limit"),
+        ({"offset": "-1"}, "offset"),
+        ({"project": "../crawler"}, "project"),
+        ({"spider": "batch' OR '1'='1"}, "spider"),
+    ],
+)
+def test_jobs_refuses_invalid_filters_naming_them(node: ScrapydNode, params: dict[str, str], named: str) -> None:
+    answer = node.get("jobs.json", params)
+    assert answer.code == 400
+    assert answer.json()["status"] == "error"
+    assert answer.json()["message"].startswith(named)
+
+
+def test_unknown_parameters_are_ignored(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
+    assert node.get("jobstatus.json", {"job": lifecycle["job"], "verbose": "1"}).code == 200
+    assert node.get("jobs.json", {"sort": "oldest"}).code == 200
+
+
+def test_oversized_parameters_are_refused(node: ScrapydNode) -> None:
+    assert node.get("jobstatus.json", {"job": "a" * 5000}).code == 400
+    answer = node.get("jobs.json", {"whatever": "x" * 5000})
+    assert answer.code == 400 and "too long" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"job": "../../etc/passwd"}, "invalid job id"),
+        ({"job": "x" * 129}, "invalid job id"),
+        ({"settings": {"JOBSTATUS_TIMEOUT": "soon"}}, "JOBSTATUS_TIMEOUT must be a number"),
+        ({"settings": {"JOBSTATUS_TIMEOUT": "nan"}}, "JOBSTATUS_TIMEOUT must be a number"),
+        ({"settings": {"JOBSTATUS_TIMEOUT": "-1"}}, "JOBSTATUS_TIMEOUT must be a number"),
+        ({"settings": {"JOBSTATUS_TIMEOUT": "1801"}}, "above this node's maximum of 1800 seconds"),
+        ({"settings": {"JOBSTATUS_DB": "/tmp/elsewhere.db"}}, "JOBSTATUS_DB is set by the node"),
+    ],
+)
+def test_schedule_refuses_before_queueing(node: ScrapydNode, site: str, change: dict[str, Any], message: str) -> None:
+    before = node.get("jobs.json").json()["total"]
+    job = change.get("job", unique("refused"))
+    answer = node.schedule(job=job, urls=f"{site}/sample/", settings=change.get("settings"))
+    assert answer.code == 200  # Scrapyd's own error shape
+    body = answer.json()
+    assert body["status"] == "error" and message in body["message"], body
+    assert node.get("jobs.json").json()["total"] == before
+    assert all(job != queued["id"] for queued in node.get("listjobs.json").json()["pending"])
+
+
+def test_schedule_refuses_a_used_job_id(node: ScrapydNode, lifecycle: dict[str, Any], site: str) -> None:
+    answer = node.schedule(job=lifecycle["job"], urls=f"{site}/sample/").json()
+    assert answer["status"] == "error" and "already used" in answer["message"]
+    assert node.status(lifecycle["job"])["status"] == "completed"
+
+
+def test_schedule_keeps_scrapyd_errors(node: ScrapydNode) -> None:
+    answer = node.post("schedule.json", {"project": "nope", "spider": "batch"})
+    assert answer.code == 200 and answer.json()["status"] == "error"
+    assert answer.json()["message"] == "project 'nope' not found"
+    answer = node.post("schedule.json", {"project": PROJECT, "spider": "nope"})
+    assert answer.json() == {"status": "error", "message": "spider 'nope' not found", "node_name": answer.json()["node_name"]}
+
+
+def test_schedule_accepts_a_timeout_within_the_cap(node: ScrapydNode, site: str) -> None:
+    job = unique("timeout")
+    answer = node.schedule(job=job, urls=f"{site}/sample/", settings={"JOBSTATUS_TIMEOUT": "60"}).json()
+    assert answer["status"] == "ok"
+    done = node.wait_status(job, "completed", "failed")
+    assert done["status"] == "completed" and done["timeout"] == 60.0
+
+
+def test_generated_job_id_is_recorded(node: ScrapydNode, site: str) -> None:
+    answer = node.post("schedule.json", {"project": PROJECT, "spider": "batch", "urls": f"{site}/sample/"}).json()
+    assert answer["status"] == "ok"
+    assert node.wait_status(answer["jobid"], "completed")["spider"] == "batch"
+
+
+def test_scrapyd_own_services_answer_as_before(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
+    daemon = node.get("daemonstatus.json").json()
+    assert set(daemon) == {"status", "pending", "running", "finished", "node_name"}
+    jobs = node.get("listjobs.json").json()
+    assert set(jobs) == {"status", "pending", "running", "finished", "node_name"}
+    assert node.get("status.json", {"job": lifecycle["job"]}).json()["currstate"] == "finished"
+    assert node.get("status.json", {"job": "no-such-job"}).json() == {
+        "status": "ok", "currstate": None, "node_name": daemon["node_name"],
+    }
+    assert node.get("listprojects.json").json()["projects"] == [PROJECT]
+    assert "batch" in node.get("listspiders.json", {"project": PROJECT}).json()["spiders"]
+    cancel = node.post("cancel.json", {"project": PROJECT, "job": "no-such-job"}).json()
+    assert cancel == {"status": "ok", "prevstate": None, "node_name": daemon["node_name"]}
+
+
+def test_scrapyd_deploy_egg_holds_the_spiders_and_the_extension(tmp_path: Path) -> None:
+    source = build_egg(tmp_path)
+    egg = tmp_path / "crawler.egg"
+    result = subprocess.run(
+        [str(BIN / "scrapyd-deploy"), "--build-egg", str(egg)], cwd=source, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(egg) as z:
+        names = set(z.namelist())
+        entry_points = z.read("EGG-INFO/entry_points.txt").decode()
+    assert {"crawler/settings.py", "crawler/spiders/batch.py", "extensions/__init__.py",
+            "extensions/_extension.py", "extensions/_store.py"} <= names
+    assert not any(name.startswith("tests/") for name in names)
+    assert "[scrapy]\nsettings = crawler.settings" in entry_points
