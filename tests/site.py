@@ -4,14 +4,16 @@ Run as ``python -m tests.site [--port N]``: it listens on 127.0.0.1 and prints
 its base URL on the first line of standard output.
 
 Resources:
-- ``/pages/N?links=K&size=B``: an HTML page linking to pages N*K+1 .. N*K+K
-  (a tree, so every page is reached once), padded to about B bytes;
-  pages above ``max`` (default 1000000) answer 404.
+- ``/pages/N?links=K&size=B&broken=D``: an HTML page linking to pages
+  N*K+1 .. N*K+K (a tree, so every page is reached once) and to D pages that
+  answer 404, padded to about B bytes; pages above ``max`` (default 1000000)
+  are not linked and answer 404.
 - ``/status/CODE``: an HTML page answered with that HTTP status.
 - ``/slow?delay=S``: a page answered after S seconds.
 - ``/drop``: the connection is closed without an answer.
 - ``/title?t=TEXT``: a page whose title is TEXT.
 - ``/sample/``: the demo's small site: a few pages with titles, one 404.
+- ``/docsite/``, ``/listing/``, ``/corpus/``: see ``tests/fixture_site.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import sys
 from twisted.internet import reactor
 from twisted.web import pages, resource, server
 from twisted.web.util import Redirect
+
+from tests.fixture_site import DocSite, Listing, corpus
 
 
 def _page(title: str, body: str = "") -> bytes:
@@ -59,6 +63,8 @@ class Pages(resource.Resource):
             for child in children
             if child <= maximum
         )
+        broken = int(_arg(request, "broken", "0"))
+        body += "".join(f"<a href='/status/404?from={number}&n={i}'>gone</a> " for i in range(broken))
         padding = "<p>" + "lorem ipsum " * max(0, size // 12) + "</p>"
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         return _page(f"Page {number}", body + padding)
@@ -143,6 +149,10 @@ class Root(resource.Resource):
         self.putChild(b"sample", Sample())
         self.putChild(b"redirect", Redirect(b"/title?t=redirected"))
         self.putChild(b"robots.txt", pages.notFound())
+        # The documents and listings fixtures, and the real-world corpus.
+        self.putChild(b"docsite", DocSite())
+        self.putChild(b"listing", Listing())
+        self.putChild(b"corpus", corpus())
 
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
         if path == b"":
