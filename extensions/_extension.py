@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -141,9 +142,20 @@ class JobStatusExtension:
             interval=self.config.interval if self.config else 1.0,
         )
         self.crawler.stats.set_value("jobstatus/job_id", job_id)
-        stored = self.store.start_job(self.state)
-        if stored.status is not JobStatus.RUNNING:
-            logger.warning(
+        try:
+            stored = self.store.start_job(self.state)
+        except (sqlite3.Error, OSError) as exc:
+            logger.error(
+                "Cannot use the job store %(db)s: %(error)s",
+                {"db": db, "error": exc},
+                extra={"spider": spider},
+            )
+            self.state = None
+            raise CloseSpider("jobstatus_store_unavailable") from None
+        if stored is not self.state:
+            # A job id names one job: a cancelled pending job never starts,
+            # and a finished or running one is not run again.
+            logger.error(
                 "Job %(job)s is %(status)s already: not crawling",
                 {"job": job_id, "status": stored.status},
                 extra={"spider": spider},
@@ -239,9 +251,14 @@ class JobStatusExtension:
     def _flush(self) -> None:
         assert self.store is not None and self.state is not None
         self.state.updated_at = time.time()
-        written, cancel_at, force = self.store.save(
-            self.state, self._new_errors, self._new_events
-        )
+        try:
+            written, cancel_at, force = self.store.save(
+                self.state, self._new_errors, self._new_events
+            )
+        except sqlite3.Error as exc:
+            # Kept in memory and written with the next successful write.
+            logger.error("Cannot write the job status: %(error)s", {"error": exc})
+            return
         self._new_errors = []
         self._new_events = []
         if not written:

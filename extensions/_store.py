@@ -150,8 +150,9 @@ class JobStore:
 
     def start_job(self, state: JobState) -> JobState:
         """Record a crawl starting: a new job, or a pending one moving to
-        running. Returns the stored job, which may be terminal already (a
-        pending job cancelled before it started never runs)."""
+        running. Returns ``state`` when it was recorded, else the stored job
+        that prevented it (a cancelled pending job never runs; a job id is
+        never run twice)."""
         with self._write() as conn:
             row = conn.execute(
                 "SELECT * FROM jobs WHERE job_id = ?", (state.job_id,)

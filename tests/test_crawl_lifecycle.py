@@ -458,6 +458,9 @@ def test_job_commands_list_show_watch_and_refuse_bad_input(tmp_path, site):
         invalid = scrapy(command, "../../etc/passwd", "--db", db)
         assert invalid.returncode == 2
         assert invalid.stderr.startswith("error: invalid job id") and invalid.stderr.count("\n") == 1
+    pruned = scrapy("jobs", "--db", db, "--prune-keep", "1")
+    assert pruned.returncode == 0 and "pruned 1 finished jobs" in pruned.stdout
+    assert "1 of 1 jobs" in pruned.stdout and "\nbad " in pruned.stdout
     bad_status = scrapy("jobs", "--db", db, "--status", "sleeping")
     assert bad_status.returncode == 2 and "--status" in bad_status.stderr
     assert "Traceback" not in bad_status.stderr
@@ -485,3 +488,23 @@ def test_a_crawl_process_writes_the_store_per_interval_not_per_page(tmp_path, si
     # one write per interval plus one per transition, whatever the page count
     assert writes <= ticks + 8
     assert writes < 601 / 10
+
+
+def test_a_job_id_is_never_run_twice(tmp_path, site):
+    first = Job(tmp_path, args={"urls": f"{site}/sample/apple"}).run()
+    done = first.doc()
+    second = Job(tmp_path, args={"urls": f"{site}/sample/fig"})
+    second.log, second.feed = tmp_path / "again.log", tmp_path / "again.jl"
+    second.run()
+    assert "Job job1 is completed already: not crawling" in second.log_text
+    assert second.items == []
+    assert second.doc() == {**done, "running_time": None}
+
+
+def test_an_unusable_store_stops_the_crawl_with_one_clear_error(tmp_path, site):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    job = Job(tmp_path, args={"urls": f"{site}/sample/apple"}, db=blocker / "jobs.db").run()
+    assert f"Cannot use the job store {blocker / 'jobs.db'}" in job.log_text
+    assert job.items == []
+    assert "Traceback" not in job.log_text

@@ -24,6 +24,14 @@ class Command(JobCommand):
         parser.add_argument("--limit", type=int, default=50, help="at most this many jobs (default: 50)")
         parser.add_argument("--offset", type=int, default=0, help="skip this many jobs first")
         parser.add_argument("--json", action="store_true", help="print the list as JSON")
+        parser.add_argument(
+            "--prune-keep", type=int, metavar="N",
+            help="first delete finished jobs beyond the newest N (local store only)",
+        )
+        parser.add_argument(
+            "--prune-days", type=float, metavar="DAYS",
+            help="first delete jobs finished more than DAYS days ago (local store only)",
+        )
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int | None:
         if opts.status is not None and opts.status not in set(JobStatus):
@@ -32,7 +40,16 @@ class Command(JobCommand):
             )
         if not 1 <= opts.limit <= 1000 or opts.offset < 0:
             raise CommandError("--limit must be 1 to 1000 and --offset not negative", EXIT_BAD_INPUT)
-        jobs, total = self.jobs(opts).list(
+        if (opts.prune_keep is not None and opts.prune_keep < 0) or (
+            opts.prune_days is not None and opts.prune_days < 0
+        ):
+            raise CommandError("--prune-keep and --prune-days must not be negative", EXIT_BAD_INPUT)
+        jobs_source = self.jobs(opts)
+        if opts.prune_keep is not None or opts.prune_days is not None:
+            older_than = None if opts.prune_days is None else opts.prune_days * 86400
+            pruned = jobs_source.store.prune(keep=opts.prune_keep, older_than=older_than)
+            print(f"pruned {pruned} finished jobs")
+        jobs, total = jobs_source.list(
             project=opts.project,
             spider=opts.spider,
             status=opts.status,
