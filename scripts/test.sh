@@ -8,4 +8,13 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
+# The real-world corpus of the documents job's tests: the Debian Policy Manual.
+if command -v apt-get >/dev/null && ! dpkg -s debian-policy >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debian-policy >/dev/null
+    else
+        echo "debian-policy is not installed: its test will be skipped (sudo apt-get install debian-policy)"
+    fi
+fi
+
 .venv/bin/python -m pytest "$@"
