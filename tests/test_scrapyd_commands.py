@@ -1,0 +1,106 @@
+"""End to end: scrapy jobs, jobstatus, jobcancel and jobwatch with ``--url``
+speak to a Scrapyd node's job services, with basic auth."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import scrapy
+from tests.scrapyd_node import ScrapydNode, free_port, running_node, slow_urls, unique
+
+AUTH = ("admin", "s3cret")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
+    yield from running_node(
+        tmp_path_factory.mktemp("scrapyd-commands"), options={"poll_interval": "0.2"}, auth=AUTH
+    )
+
+
+@pytest.fixture(scope="module")
+def completed(node: ScrapydNode, site: str) -> str:
+    job = unique("done")
+    node.schedule(job=job, urls=f"{site}/sample/,{site}/sample/apple,{site}/status/404")
+    node.wait_status(job, "completed")
+    return job
+
+
+def remote(node: ScrapydNode) -> list[str]:
+    return ["--url", node.url, "--auth", ":".join(AUTH)]
+
+
+def test_jobstatus_over_http(node: ScrapydNode, completed: str) -> None:
+    result = scrapy("jobstatus", completed, *remote(node))
+    assert result.returncode == 0, result.stderr
+    assert f"job:         {completed} (batch)" in result.stdout
+    assert "status:      completed (done)" in result.stdout
+    as_json = scrapy("jobstatus", completed, "--json", *remote(node))
+    document = json.loads(as_json.stdout)
+    assert document == {**node.status(completed), "updated_at": document["updated_at"]}
+
+
+def test_credentials_in_the_url(node: ScrapydNode, completed: str) -> None:
+    url = node.url.replace("http://", f"http://{AUTH[0]}:{AUTH[1]}@")
+    result = scrapy("jobstatus", completed, "--url", url)
+    assert result.returncode == 0, result.stderr
+
+
+def test_jobs_over_http(node: ScrapydNode, completed: str) -> None:
+    result = scrapy("jobs", "--json", "--status", "completed", *remote(node))
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert completed in [job["job_id"] for job in listing["jobs"]]
+    assert listing["total"] >= 1
+    table = scrapy("jobs", "--limit", "1", *remote(node))
+    assert table.returncode == 0 and table.stdout.startswith("JOB")
+
+
+def test_jobwatch_follows_a_job_to_its_end(node: ScrapydNode, site: str) -> None:
+    job = unique("watched")
+    node.schedule(job=job, urls=slow_urls(site, 3, 0.5))
+    result = scrapy("jobwatch", job, "--interval", "0.2", "--wait", "10", *remote(node), timeout=90)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("completed: ")
+    assert any("pending" in line or "running" in line for line in lines[:-1])
+
+
+def test_jobcancel_over_http(node: ScrapydNode, site: str, completed: str) -> None:
+    job = unique("cancelled")
+    node.schedule(job=job, urls=slow_urls(site, 2, 20))
+    node.wait_status(job, "running")
+    result = scrapy("jobcancel", job, "--force", *remote(node))
+    assert result.returncode == 0, result.stderr
+    assert "cancellation requested; status cancelling" in result.stdout
+    node.wait_status(job, "cancelled")
+    again = scrapy("jobcancel", job, *remote(node))
+    assert again.returncode == 0 and "cancelled" in again.stdout
+    ended = scrapy("jobcancel", completed, *remote(node))
+    assert ended.returncode == 1 and "already completed" in ended.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["jobstatus", "no-such-job"], 1, "error: unknown job: no-such-job"),
+        (["jobcancel", "no-such-job"], 1, "error: unknown job: no-such-job"),
+        (["jobstatus", "../etc"], 2, "error: invalid job id"),
+        (["jobs", "--status", "bogus"], 2, "error: --status"),
+    ],
+)
+def test_errors_are_one_line(node: ScrapydNode, args: list[str], code: int, message: str) -> None:
+    result = scrapy(*args, *remote(node))
+    assert result.returncode == code
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+
+
+def test_missing_credentials_and_unreachable_node(node: ScrapydNode, completed: str) -> None:
+    unauthorized = scrapy("jobstatus", completed, "--url", node.url)
+    assert unauthorized.returncode == 1 and "unauthorized" in unauthorized.stderr
+    unreachable = scrapy("jobstatus", completed, "--url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("error: cannot reach") and unreachable.stderr.count("\n") == 1
