@@ -3,9 +3,8 @@ succeed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import re
+from typing import TYPE_CHECKING
 
 from scrapy import exceptions as scrapy_errors
 from twisted.internet import error as twisted_errors

@@ -20,21 +20,22 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.crawler import CrawlerProcessBase
 from scrapy.exceptions import CloseSpider, NotConfigured
-from scrapy.utils.asyncio import call_later, create_looping_call, is_asyncio_available
 from scrapy.extensions.feedexport import FeedExporter
+from scrapy.utils.asyncio import call_later, create_looping_call, is_asyncio_available
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from twisted.internet.defer import Deferred
 from scrapy.utils.project import data_path
+from twisted.internet.defer import Deferred
 
 from ._errors import classify_exception, classify_response
+from ._middleware import download_failed
 from ._model import (
     CompletionReason,
+    ErrorType,
     HistoryEvent,
     InvalidJobId,
     JobError,
     JobState,
     JobStatus,
-    ErrorType,
     new_job_id,
     reason_for_close,
     status_for_reason,
@@ -42,17 +43,16 @@ from ._model import (
 )
 from ._progress import progress_reported
 from ._settings import JobSettings, SettingError
-from ._middleware import download_failed
 from ._store import JobStore
 
 if TYPE_CHECKING:
+    # typing.Self requires Python 3.11
+    from typing import Self
+
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
     from scrapy.http import Response
     from twisted.python.failure import Failure
-
-    # typing.Self requires Python 3.11
-    from typing_extensions import Self
 
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -150,14 +150,14 @@ def new_job_id() -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def isoformat(ts: float | None) -> str | None:
     if ts is None:
         return None
     return (
-        datetime.fromtimestamp(ts, timezone.utc)
+        datetime.fromtimestamp(ts, UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
