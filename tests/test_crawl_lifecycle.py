@@ -508,3 +508,19 @@ def test_an_unusable_store_stops_the_crawl_with_one_clear_error(tmp_path, site):
     assert f"Cannot use the job store {blocker / 'jobs.db'}" in job.log_text
     assert job.items == []
     assert "Traceback" not in job.log_text
+
+
+def test_a_fatal_close_reason_fails_the_job_and_a_limit_reached_completes_it(tmp_path, site):
+    urls = ",".join([f"{site}/sample/apple?spider-error"] + [f"{site}/slow?delay=0.5&n={i}" for i in range(5)])
+    fatal = Job(tmp_path, spider="probe", job_id="fatal", args={"urls": urls},
+                settings={"CLOSESPIDER_ERRORCOUNT": "1"}).run()
+    doc = fatal.doc()
+    assert (doc["status"], doc["completion_reason"]) == ("failed", "error")
+    assert doc["close_reason"] == "closespider_errorcount"
+    assert "closespider_errorcount" in doc["error_message"]
+
+    limit = Job(tmp_path, spider="probe", job_id="limit", args={"urls": urls.split(",", 1)[1]},
+                settings={"CLOSESPIDER_ITEMCOUNT": "2", "CONCURRENT_REQUESTS": "1"}).run()
+    doc = limit.doc()
+    assert (doc["status"], doc["completion_reason"]) == ("completed", "done")
+    assert doc["close_reason"] == "closespider_itemcount"
