@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 from twisted.web import resource, server, static
@@ -233,7 +234,8 @@ class Listing(resource.Resource):
 
 # The real-world corpus: the Debian Policy Manual as Debian's debian-policy
 # package installs it (Sphinx HTML with links to its sources, PDF, EPUB...).
-CORPUS = Path("/usr/share/doc/debian-policy")
+# The benchmark may serve another directory instead.
+CORPUS = Path(os.environ.get("JOBSTATUS_TEST_CORPUS") or "/usr/share/doc/debian-policy")
 CORPUS_START = "policy.html/index.html"
 
 
