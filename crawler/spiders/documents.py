@@ -120,6 +120,7 @@ class DocumentsSpider(scrapy.Spider):
         self.arguments = {"url": url, "types": types, "max_depth": max_depth, "max_pages": max_pages, "download": download}
         self.documents_seen: set[str] = set()
         self.pages_seen: set[bytes] = set()
+        self.page_urls_seen: set[str] = set()
         self.pages_requested = 0
         self.downloading = False
         # Links to every element, whatever the extension: documents and pages
@@ -166,6 +167,11 @@ class DocumentsSpider(scrapy.Spider):
 
     def page_request(self, url: str) -> scrapy.Request | None:
         """A request for a page not requested yet, within max_pages."""
+        # Most links repeat one already seen, character for character: they
+        # are told apart without building a request and its fingerprint.
+        if url in self.page_urls_seen:
+            return None
+        self.page_urls_seen.add(url)
         request = scrapy.Request(url, callback=self.parse, errback=self.page_failed, meta={_PAGE_REQUEST: True})
         fingerprint = self.crawler.request_fingerprinter.fingerprint(request)
         if fingerprint in self.pages_seen:
