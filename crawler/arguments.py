@@ -92,7 +92,9 @@ class FieldSelector:
             self.select(_EMPTY_DOCUMENT)
         except (ValueError, SelectorError) as exc:
             message = " ".join(str(exc).split())[:200]
-            raise SpiderArgumentError(f"{argument}: invalid selector {query[:200]!r}: {message}") from None
+            raise SpiderArgumentError(
+                f"{argument}: invalid selector {query[:200]!r}: {message}"
+            ) from None
         self.is_url = bool(self._URL_ATTRIBUTE.search(self.expression))
 
     def select(self, root: Selector | SelectorList) -> SelectorList:
@@ -132,7 +134,9 @@ class FieldSelector:
 def parse_selector(name: str, value: str | None, *, required: bool) -> FieldSelector | None:
     if value is None or not value.strip():
         if required:
-            raise SpiderArgumentError(f"{name}: no selector given (use -a {name}=CSS or -a {name}=xpath:XPATH)")
+            raise SpiderArgumentError(
+                f"{name}: no selector given (use -a {name}=CSS or -a {name}=xpath:XPATH)"
+            )
         return None
     return FieldSelector(name, value)
 
@@ -140,18 +144,24 @@ def parse_selector(name: str, value: str | None, *, required: bool) -> FieldSele
 def parse_fields(name: str, value: str | None, *, required: bool) -> dict[str, FieldSelector]:
     if value is None or not value.strip():
         if required:
-            raise SpiderArgumentError(f'{name}: no fields given (use -a {name}=\'{{"title": "h2::text"}}\')')
+            raise SpiderArgumentError(
+                f'{name}: no fields given (use -a {name}=\'{{"title": "h2::text"}}\')'
+            )
         return {}
     try:
         fields = json.loads(value)
     except ValueError as exc:
         raise SpiderArgumentError(f"{name}: not valid JSON: {exc}") from None
     if not isinstance(fields, dict) or not fields:
-        raise SpiderArgumentError(f"{name}: must be a non-empty JSON object mapping field names to selectors")
+        raise SpiderArgumentError(
+            f"{name}: must be a non-empty JSON object mapping field names to selectors"
+        )
     selectors = {}
     for field, query in fields.items():
         if not isinstance(query, str):
-            raise SpiderArgumentError(f"{name}: the selector of {field!r} must be a string, got {json.dumps(query)[:100]}")
+            raise SpiderArgumentError(
+                f"{name}: the selector of {field!r} must be a string, got {json.dumps(query)[:100]}"
+            )
         if not field.strip():
             raise SpiderArgumentError(f"{name}: empty field name")
         selectors[field] = FieldSelector(f"{name}: {field}", query)

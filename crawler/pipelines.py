@@ -33,7 +33,12 @@ class DocumentFilesPipeline(FilesPipeline):
         return [Request(item.url, callback=NO_CALLBACK, meta={"allow_offsite": True})]
 
     async def media_downloaded(
-        self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: Any = None,
     ) -> FileInfo:
         try:
             result = await super().media_downloaded(response, request, info, item=item)
@@ -44,7 +49,9 @@ class DocumentFilesPipeline(FilesPipeline):
         result["size"] = len(response.body)  # type: ignore[typeddict-unknown-key]
         return result
 
-    def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
+    def item_completed(
+        self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo
+    ) -> Any:
         super().item_completed(results, item, info)
         if not isinstance(item, DownloadedDocument):
             return item

@@ -200,7 +200,10 @@ class Listing(resource.Resource):
             items = "".join(
                 f"<li class='row'><span class='name'>Row {page}.{n}</span></li>" for n in (1, 2)
             )
-            return _html(f"Endless {page}", f"<ul>{items}</ul><a class='next' href='endless?page={page + 1}'>more</a>")
+            return _html(
+                f"Endless {page}",
+                f"<ul>{items}</ul><a class='next' href='endless?page={page + 1}'>more</a>",
+            )
         request.setResponseCode(404)
         return _html("Not found", "")
 
@@ -215,8 +218,14 @@ class Listing(resource.Resource):
                 if product_id == 23
                 else f"<h2><a href='/listing/product/{product_id}'>{html.escape(name)}</a></h2>"
             )
-            rows.append(f"<div class='product'>{title}<span class='price'>\u20ac {price}</span></div>")
-        pager = f"<a class='next' href='products?page={page + 1}'>Next \u00bb</a>" if page < LAST_PAGE else ""
+            rows.append(
+                f"<div class='product'>{title}<span class='price'>\u20ac {price}</span></div>"
+            )
+        pager = (
+            f"<a class='next' href='products?page={page + 1}'>Next \u00bb</a>"
+            if page < LAST_PAGE
+            else ""
+        )
         count = f"<p class='count'>{len(PRODUCTS)} results</p>"
         return _html(f"Products, page {page}", count + "".join(rows) + pager)
 
@@ -227,7 +236,8 @@ class Listing(resource.Resource):
         name, _, _ = PRODUCTS[int(product_id)]
         return _html(
             name,
-            f"<h1>{html.escape(name)}</h1><dl><dt>SKU</dt><dd class='sku'>SKU-{product_id}</dd></dl>"
+            f"<h1>{html.escape(name)}</h1>"
+            f"<dl><dt>SKU</dt><dd class='sku'>SKU-{product_id}</dd></dl>"
             f"<p class='desc'>A fine {html.escape(name.lower())}.</p>",
         )
 

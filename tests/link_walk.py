@@ -68,7 +68,11 @@ def walk(root: Path, base_url: str, start: str) -> tuple[list[str], list[FoundDo
 
     def local_file(url: str) -> Path | None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or parts.netloc != host or not url.startswith(base):
+        if (
+            parts.scheme not in ("http", "https")
+            or parts.netloc != host
+            or not url.startswith(base)
+        ):
             return None
         relative = unquote(parts.path[len(urlsplit(base).path) :])
         path = root / relative
@@ -93,12 +97,18 @@ def walk(root: Path, base_url: str, start: str) -> tuple[list[str], list[FoundDo
                 continue
             lowered = urlsplit(url).path.lower()
             file_type = next(
-                (ext for ext in sorted(DOCUMENT_EXTENSIONS, key=len, reverse=True) if lowered.endswith("." + ext)),
+                (
+                    ext
+                    for ext in sorted(DOCUMENT_EXTENSIONS, key=len, reverse=True)
+                    if lowered.endswith("." + ext)
+                ),
                 None,
             )
             if file_type is not None:
                 if url not in documents:
-                    documents[url] = FoundDocument(url, " ".join(text.split()), page_url, file_type, depth + 1)
+                    documents[url] = FoundDocument(
+                        url, " ".join(text.split()), page_url, file_type, depth + 1
+                    )
             elif urlsplit(url).netloc == host and url not in seen_pages:
                 seen_pages.add(url)
                 queue.append((url, depth + 1))

@@ -22,15 +22,24 @@ class FinishedJob:
 
 
 def run_job(
-    tmp_path: Path, spider: str, args: dict[str, str], settings: dict[str, str] | None = None,
-    job_id: str = "job1", timeout: float = 90,
+    tmp_path: Path,
+    spider: str,
+    args: dict[str, str],
+    settings: dict[str, str] | None = None,
+    job_id: str = "job1",
+    timeout: float = 90,
 ) -> FinishedJob:
     db = tmp_path / "jobs.db"
     log = tmp_path / f"{job_id}.log"
     feed = tmp_path / f"{job_id}.jl"
     returncode = run_crawl(
-        spider, db, log, timeout=timeout, args={**args, "_job": job_id},
-        settings={**FAST, **(settings or {})}, output=feed,
+        spider,
+        db,
+        log,
+        timeout=timeout,
+        args={**args, "_job": job_id},
+        settings={**FAST, **(settings or {})},
+        output=feed,
     )
     store = JobStore(db)
     try:

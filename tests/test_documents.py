@@ -107,14 +107,18 @@ def test_max_pages_caps_the_pages_requested(tmp_path, site):
 
 
 def test_types_select_the_documents_case_insensitively(tmp_path, site):
-    job = run_job(tmp_path, "documents", {"url": f"{site}/docsite/index.html", "types": "PDF, .docx"})
+    job = run_job(
+        tmp_path, "documents", {"url": f"{site}/docsite/index.html", "types": "PDF, .docx"}
+    )
     assert found(job.items) == expected(site, lambda row: row[3] in ("pdf", "docx"))
 
 
 def test_download_stores_each_document_with_path_size_and_checksum(tmp_path, site):
     files = tmp_path / "files"
     job = run_job(
-        tmp_path, "documents", {"url": f"{site}/docsite/dl.html", "download": "1"},
+        tmp_path,
+        "documents",
+        {"url": f"{site}/docsite/dl.html", "download": "1"},
         settings={"FILES_STORE": str(files)},
     )
     by_name = {item["url"].rsplit("/", 1)[1]: item for item in job.items}
@@ -128,7 +132,11 @@ def test_download_stores_each_document_with_path_size_and_checksum(tmp_path, sit
         assert item["file_checksum"] == hashlib.md5(body).hexdigest()  # noqa: S324 (FilesPipeline's checksum)
         assert (files / item["file_path"]).read_bytes() == body
     gone = by_name["missing.pdf"]
-    assert (gone["file_path"], gone["file_size"], gone["download_error"]) == (None, None, "HTTP 404")
+    assert (gone["file_path"], gone["file_size"], gone["download_error"]) == (
+        None,
+        None,
+        "HTTP 404",
+    )
     doc = job.doc
     assert doc["status"] == "completed", doc["error_message"]
     assert doc["stages_completed"] == ["discovery", "download", "finalizing"]
@@ -160,7 +168,10 @@ def test_a_bad_argument_fails_the_job_at_once_naming_it(tmp_path, args, argument
 
 
 def test_clean_url_drops_fragments_and_tracking_parameters_only():
-    assert clean_url("http://a.test/p?id=3&utm_source=x&UTM_Medium=y&fbclid=z&gclid=w#top") == "http://a.test/p?id=3"
+    assert (
+        clean_url("http://a.test/p?id=3&utm_source=x&UTM_Medium=y&fbclid=z&gclid=w#top")
+        == "http://a.test/p?id=3"
+    )
     assert clean_url("http://a.test/p?utm_source=x") == "http://a.test/p"
     assert clean_url("http://a.test/p?q=a+b&q=c&empty=") == "http://a.test/p?q=a+b&q=c&empty="
     assert clean_url("http://a.test/f.pdf#page=2") == "http://a.test/f.pdf"
@@ -171,16 +182,25 @@ def test_types_are_lower_case_extensions_without_duplicates():
     assert "pdf" in parse_types(None) and "xlsx" in parse_types("")
 
 
-@pytest.mark.skipif(not CORPUS.is_dir() and not os.environ.get("CI"), reason="the debian-policy package is not installed")
-def test_a_real_documentation_site_gives_what_an_independent_walk_of_its_files_finds(tmp_path, site):
+@pytest.mark.skipif(
+    not CORPUS.is_dir() and not os.environ.get("CI"),
+    reason="the debian-policy package is not installed",
+)
+def test_a_real_documentation_site_gives_what_an_independent_walk_of_its_files_finds(
+    tmp_path, site
+):
     # One request at a time: breadth-first order is then exact, so the first
     # page seen for each document, and its depth, are those of the walk.
     job = run_job(
-        tmp_path, "documents", {"url": f"{site}/corpus/{CORPUS_START}"},
+        tmp_path,
+        "documents",
+        {"url": f"{site}/corpus/{CORPUS_START}"},
         settings={"CONCURRENT_REQUESTS": "1"},
     )
     pages, documents = walk(CORPUS, f"{site}/corpus", CORPUS_START)
     assert len(pages) > 20 and len(documents) > 20  # the corpus is what we think it is
-    assert found(job.items) == {(d.url, d.link_text, d.source_page, d.file_type, d.depth) for d in documents}
+    assert found(job.items) == {
+        (d.url, d.link_text, d.source_page, d.file_type, d.depth) for d in documents
+    }
     assert job.doc["status"] == "completed"
     assert job.doc["total_pages_crawled"] >= len(pages)

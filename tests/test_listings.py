@@ -17,7 +17,9 @@ from tests.spider_jobs import run_job
 
 PRODUCT_ARGS = {
     "item": "div.product",
-    "fields": json.dumps({"name": "h2 ::text", "price": ".price::text", "link": "xpath:.//h2/a/@href"}),
+    "fields": json.dumps(
+        {"name": "h2 ::text", "price": ".price::text", "link": "xpath:.//h2/a/@href"}
+    ),
     "next": "a.next",
 }
 DETAIL_ARGS = {
@@ -38,7 +40,11 @@ def products(site: str, pages: tuple[int, ...], details: bool) -> list[dict]:
     for page, name, price, product_id in rows:
         if page not in pages:
             continue
-        item = {"name": name, "price": f"\u20ac {price}", "link": product_id and f"{site}/listing/product/{product_id}"}
+        item = {
+            "name": name,
+            "price": f"\u20ac {price}",
+            "link": product_id and f"{site}/listing/product/{product_id}",
+        }
         if details:
             found = product_id not in (None, 13)
             item["sku"] = f"SKU-{product_id}" if found else None
@@ -54,10 +60,8 @@ def as_set(items: list[dict]) -> set[str]:
 
 
 def test_all_pages_are_followed_and_detail_pages_merged_into_their_items(tmp_path, site):
-    job = run_job(
-        tmp_path, "listings",
-        {"url": f"{site}/listing/products?page=1", **PRODUCT_ARGS, **DETAIL_ARGS, "total": "p.count"},
-    )  # fmt: skip
+    args = {**PRODUCT_ARGS, **DETAIL_ARGS, "total": "p.count"}
+    job = run_job(tmp_path, "listings", {"url": f"{site}/listing/products?page=1", **args})
     assert as_set(job.items) == as_set(products(site, (1, 2, 3), details=True))
     doc = job.doc
     assert doc["status"] == "completed", doc["error_message"]
@@ -72,16 +76,24 @@ def test_all_pages_are_followed_and_detail_pages_merged_into_their_items(tmp_pat
 
 def test_max_pages_stops_pagination_and_leaves_it_incomplete(tmp_path, site):
     job = run_job(
-        tmp_path, "listings", {"url": f"{site}/listing/products?page=1", **PRODUCT_ARGS, "max_pages": "2"}
+        tmp_path,
+        "listings",
+        {"url": f"{site}/listing/products?page=1", **PRODUCT_ARGS, "max_pages": "2"},
     )
     assert as_set(job.items) == as_set(products(site, (1, 2), details=False))
-    assert (job.doc["status"], job.doc["current_page"], job.doc["pagination_complete"]) == ("completed", 2, False)
+    assert (job.doc["status"], job.doc["current_page"], job.doc["pagination_complete"]) == (
+        "completed",
+        2,
+        False,
+    )
 
 
-def test_an_endless_listing_stopped_by_the_timeout_is_incomplete_with_its_pages_items(tmp_path, site):
+def test_an_endless_listing_stopped_by_the_timeout_is_incomplete_with_its_pages_items(
+    tmp_path, site
+):
+    args = {"item": "li.row", "fields": '{"name": ".name"}', "next": "a.next"}
     job = run_job(
-        tmp_path, "listings",
-        {"url": f"{site}/listing/endless?page=1", "item": "li.row", "fields": '{"name": ".name"}', "next": "a.next"},
+        tmp_path, "listings", {"url": f"{site}/listing/endless?page=1", **args},
         settings={"JOBSTATUS_TIMEOUT": "1.5"},
     )  # fmt: skip
     doc = job.doc
@@ -89,7 +101,9 @@ def test_an_endless_listing_stopped_by_the_timeout_is_incomplete_with_its_pages_
     assert doc["pagination_complete"] is False
     pages = doc["current_page"]
     assert pages > 1
-    assert as_set(job.items) == as_set([{"name": f"Row {p}.{n}"} for p in range(1, pages + 1) for n in (1, 2)])
+    assert as_set(job.items) == as_set(
+        [{"name": f"Row {p}.{n}"} for p in range(1, pages + 1) for n in (1, 2)]
+    )
 
 
 @pytest.mark.parametrize(
@@ -173,8 +187,11 @@ def test_a_page_reports_its_number_the_expected_total_and_the_end_of_pagination(
         )  # fmt: skip
         return list(spider.parse(response, page=number))
 
-    first = page(1, "<p class='count'>Showing 1-2 of 1,204 results</p>"
-                    "<div class='product'><h2>A</h2></div><a class='next' href='?page=2'>next</a>")  # fmt: skip
+    first = page(
+        1,
+        "<p class='count'>Showing 1-2 of 1,204 results</p>"
+        "<div class='product'><h2>A</h2></div><a class='next' href='?page=2'>next</a>",
+    )
     assert reported == [("current_page", 1), ("expected_total", 1204)]
     assert [type(x).__name__ for x in first] == ["dict", "Request"]
     assert first[1].url == "http://example.com/list?page=2"
@@ -187,16 +204,20 @@ def test_a_page_reports_its_number_the_expected_total_and_the_end_of_pagination(
 def test_a_next_link_back_to_a_page_already_seen_ends_the_listing():
     spider = spider_with(url="http://example.com/list?page=1", **PRODUCT_ARGS)
     start(spider)
-    response = HtmlResponse(
-        "http://example.com/list?page=1", body=b"<a class='next' href='?page=1'>again</a>", encoding="utf-8",
-        request=Request("http://example.com/list?page=1"),
-    )  # fmt: skip
+    url = "http://example.com/list?page=1"
+    body = b"<a class='next' href='?page=1'>again</a>"
+    response = HtmlResponse(url, body=body, encoding="utf-8", request=Request(url))
     assert list(spider.parse(response, page=1)) == []
 
 
 @pytest.mark.parametrize(
     ("text", "total"),
-    [("7 results", 7), ("Showing 1\u201320 of 1,345", 1345), ("1\u202f234 items", 1234), ("no results", None)],
+    [
+        ("7 results", 7),
+        ("Showing 1\u201320 of 1,345", 1345),
+        ("1\u202f234 items", 1234),
+        ("no results", None),
+    ],
 )
 def test_the_total_is_the_largest_number_of_its_text(text, total):
     assert parse_total(text) == total

@@ -33,13 +33,11 @@ from extensions import set_stage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from typing import Self
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
     from twisted.python.failure import Failure
-
-    # typing.Self requires Python 3.11
-    from typing_extensions import Self
 
 # Document, spreadsheet, presentation, text and archive formats.
 DEFAULT_TYPES = (
@@ -82,7 +80,11 @@ def clean_url(url: str) -> str:
     query = urlsplit(url).query
     if not query:
         return url
-    tracking = [name for name, _ in parse_qsl(query, keep_blank_values=True) if TRACKING_PARAMETERS.match(name)]
+    tracking = [
+        name
+        for name, _ in parse_qsl(query, keep_blank_values=True)
+        if TRACKING_PARAMETERS.match(name)
+    ]
     if not tracking:
         return url
     return url_query_cleaner(url, tracking, remove=True, unique=False)
@@ -117,7 +119,13 @@ class DocumentsSpider(scrapy.Spider):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.arguments = {"url": url, "types": types, "max_depth": max_depth, "max_pages": max_pages, "download": download}
+        self.arguments = {
+            "url": url,
+            "types": types,
+            "max_depth": max_depth,
+            "max_pages": max_pages,
+            "download": download,
+        }
         self.documents_seen: set[str] = set()
         self.pages_seen: set[bytes] = set()
         self.page_urls_seen: set[str] = set()
@@ -141,7 +149,9 @@ class DocumentsSpider(scrapy.Spider):
             settings["ITEM_PIPELINES"]["crawler.pipelines.DocumentFilesPipeline"] = 1
             settings.set("MEDIA_ALLOW_REDIRECTS", True, priority="spider")
             if not settings.get("FILES_STORE"):
-                settings.set("FILES_STORE", data_path("documents", createdir=True), priority="spider")
+                settings.set(
+                    "FILES_STORE", data_path("documents", createdir=True), priority="spider"
+                )
             crawler.signals.connect(spider.scheduler_empty, signal=signals.scheduler_empty)
         return spider
 
@@ -172,7 +182,9 @@ class DocumentsSpider(scrapy.Spider):
         if url in self.page_urls_seen:
             return None
         self.page_urls_seen.add(url)
-        request = scrapy.Request(url, callback=self.parse, errback=self.page_failed, meta={_PAGE_REQUEST: True})
+        request = scrapy.Request(
+            url, callback=self.parse, errback=self.page_failed, meta={_PAGE_REQUEST: True}
+        )
         fingerprint = self.crawler.request_fingerprinter.fingerprint(request)
         if fingerprint in self.pages_seen:
             return None
@@ -247,7 +259,10 @@ class DocumentsSpider(scrapy.Spider):
         # dropped on purpose (offsite redirect, redirect loop) are counted.
         if failure.check(IgnoreRequest) and not failure.check(HttpError):
             self.crawler.stats.inc_value("documents/pages_ignored")
-            self.logger.info("Page not crawled: %(url)s: %(reason)s", {"url": request.url, "reason": failure.value})
+            self.logger.info(
+                "Page not crawled: %(url)s: %(reason)s",
+                {"url": request.url, "reason": failure.value},
+            )
 
     def scheduler_empty(self) -> None:
         """With download=1: once no page is left to crawl, the files still

@@ -81,9 +81,13 @@ class ListingsSpider(scrapy.Spider):
         self.fields = parse_fields("fields", arguments["fields"], required=True)
         self.next_selector = parse_selector("next", arguments["next"], required=True)
         self.detail_selector = parse_selector("detail", arguments["detail"], required=False)
-        self.detail_fields = parse_fields("detail_fields", arguments["detail_fields"], required=False)
+        self.detail_fields = parse_fields(
+            "detail_fields", arguments["detail_fields"], required=False
+        )
         if self.detail_fields and self.detail_selector is None:
-            raise SpiderArgumentError("detail_fields: given without detail (the selector of the detail page link)")
+            raise SpiderArgumentError(
+                "detail_fields: given without detail (the selector of the detail page link)"
+            )
         self.max_pages = parse_int("max_pages", arguments["max_pages"], default=None, minimum=1)
         self.total_selector = parse_selector("total", arguments["total"], required=False)
         set_stage(self, "listing")
@@ -91,12 +95,17 @@ class ListingsSpider(scrapy.Spider):
         # stopped before (max_pages, timeout, cancel) stays incomplete.
         set_pagination_complete(self, False)
         self.pages_seen.add(canonicalize_url(start_url))
-        yield scrapy.Request(start_url, callback=self.parse, errback=self.page_failed, cb_kwargs={"page": 1})
+        yield scrapy.Request(
+            start_url, callback=self.parse, errback=self.page_failed, cb_kwargs={"page": 1}
+        )
 
     def parse(self, response: Response, page: int) -> Iterator[Any]:
         set_current_page(self, page)
         if not isinstance(response, TextResponse):
-            self.logger.warning("Listing page %(page)d is not a text page: %(url)s", {"page": page, "url": response.url})
+            self.logger.warning(
+                "Listing page %(page)d is not a text page: %(url)s",
+                {"page": page, "url": response.url},
+            )
             return
         if not self.total_reported and self.total_selector is not None:
             self.report_total(response)
@@ -118,14 +127,20 @@ class ListingsSpider(scrapy.Spider):
             return
         if canonicalize_url(next_url) in self.pages_seen:
             # A last page linking back to itself or to an earlier page.
-            self.logger.info("Page %(page)d links back to a page already seen: the listing ends", {"page": page})
+            self.logger.info(
+                "Page %(page)d links back to a page already seen: the listing ends", {"page": page}
+            )
             set_pagination_complete(self, True)
             return
         if self.max_pages is not None and page >= self.max_pages:
-            self.logger.info("max_pages (%(max)d) reached: pagination stops here", {"max": self.max_pages})
+            self.logger.info(
+                "max_pages (%(max)d) reached: pagination stops here", {"max": self.max_pages}
+            )
             return
         self.pages_seen.add(canonicalize_url(next_url))
-        yield scrapy.Request(next_url, callback=self.parse, errback=self.page_failed, cb_kwargs={"page": page + 1})
+        yield scrapy.Request(
+            next_url, callback=self.parse, errback=self.page_failed, cb_kwargs={"page": page + 1}
+        )
 
     def parse_detail(self, response: Response, item: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(response, TextResponse):
@@ -140,9 +155,13 @@ class ListingsSpider(scrapy.Spider):
     def page_failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
         set_current_page(self, request.cb_kwargs["page"])
-        self.logger.warning("Listing page %(page)d failed: pagination stops", {"page": request.cb_kwargs["page"]})
+        self.logger.warning(
+            "Listing page %(page)d failed: pagination stops", {"page": request.cb_kwargs["page"]}
+        )
 
-    def extract(self, fields: dict[str, FieldSelector], root: Any, response: TextResponse) -> dict[str, Any]:
+    def extract(
+        self, fields: dict[str, FieldSelector], root: Any, response: TextResponse
+    ) -> dict[str, Any]:
         item: dict[str, Any] = {}
         for name, selector in fields.items():
             value = selector.first_text(root)

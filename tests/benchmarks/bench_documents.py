@@ -59,7 +59,13 @@ def crawl(url: str, enabled: bool, workdir: Path, tag: str) -> dict:
         },
         output=workdir / f"{tag}.jl",
     )
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        command,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     # The stats dump is a Python literal but for datetime values.
     text = re.sub(r"datetime\.datetime\([^)]*\)", "None", STATS.search(log.read_text()).group(1))
     stats = ast.literal_eval(text)
@@ -100,7 +106,8 @@ def main() -> None:
             for enabled in (True, False):
                 rate = statistics.median(r["rate"] for r in runs[enabled])
                 peak = statistics.median(r["peak_mib"] for r in runs[enabled])
-                print(f"  extension {'enabled ' if enabled else 'disabled'}: {rate:.0f} pages/s, peak {peak:.1f} MiB")
+                state = "enabled " if enabled else "disabled"
+                print(f"  extension {state}: {rate:.0f} pages/s, peak {peak:.1f} MiB")
     finally:
         site_process.terminate()
         site_process.wait()
