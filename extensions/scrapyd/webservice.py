@@ -135,8 +135,12 @@ class JobStatus(JobResource):
     @param("project", required=False)
     def render_GET(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
         job_id, project = _job_id(job), _name("project", project)
-        self.find_job(job_id, project)
-        document = self.node.store.document(job_id, self.node.errors_kept)
+        store = self.node.store
+        # One read on the common path: the job is in the store.
+        document = store.document(job_id, self.node.errors_kept)
+        if document is None or (project is not None and document["project"] != project):
+            self.find_job(job_id, project)
+            document = store.document(job_id, self.node.errors_kept)
         return {"job": document}
 
 
