@@ -1,0 +1,115 @@
+"""The jobs dashboard of a Scrapyd node (``GET dashboard``), and Scrapyd's web
+root with a home page that links to it.
+
+The page is static HTML, CSS and JavaScript shipped in this package: no build
+step, nothing fetched from elsewhere. It reads the node's own job services
+(jobs.json, jobstatus.json, jobcancel.json, joberrors.json) with relative
+URLs, so Scrapyd's basic auth and a proxy's path prefix apply to it as to
+every other resource of the node.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from importlib import resources
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from scrapyd import website
+from twisted.web import resource
+from twisted.web.util import Redirect
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+STATIC = resources.files(__package__) / "static"
+# Nothing but the page's own files runs or loads: text planted in a crawled
+# page or an error message cannot become script, even through a mistake.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+
+
+def _read(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+def _send(txrequest: Request, content: bytes, content_type: str) -> bytes:
+    txrequest.setHeader("Content-Type", content_type)
+    for name, value in SECURITY_HEADERS.items():
+        txrequest.setHeader(name, value)
+    txrequest.setHeader("Content-Length", str(len(content)))
+    return content
+
+
+class Asset(resource.Resource):
+    """One of the page's static files."""
+
+    isLeaf = True
+
+    def __init__(self, content: bytes, content_type: str):
+        super().__init__()
+        self.content = content
+        self.content_type = content_type
+
+    def render_GET(self, txrequest: Request) -> bytes:
+        return _send(txrequest, self.content, self.content_type)
+
+
+class Dashboard(resource.Resource):
+    """The jobs page: ``dashboard``, with its script, style sheet and icon at
+    ``dashboard/app.js``, ``dashboard/app.css`` and ``dashboard/icon.svg``."""
+
+    def __init__(self, root: Any):
+        super().__init__()
+        self.root = root
+        self.template = Template(_read("dashboard.html").decode())
+        self.putChild(b"app.js", Asset(_read("dashboard.js"), "text/javascript; charset=utf-8"))
+        self.putChild(b"app.css", Asset(_read("dashboard.css"), "text/css; charset=utf-8"))
+        self.putChild(b"icon.svg", Asset(_read("dashboard.svg"), "image/svg+xml"))
+
+    def getChild(self, path: bytes, request: Request) -> resource.Resource:  # noqa: N802 (Twisted's name)
+        if path == b"":
+            # The page's links are relative to "dashboard", not "dashboard/".
+            return Redirect(b"../dashboard")
+        return super().getChild(path, request)
+
+    def render_GET(self, txrequest: Request) -> bytes:
+        page = self.template.substitute(
+            node_name=escape(self.root.node_name),
+            logs="1" if self.root.logs_dir else "",
+            items="1" if self.root.local_items else "",
+        )
+        return _send(txrequest, page.encode(), "text/html; charset=utf-8")
+
+
+class Home(website.Home):
+    """Scrapyd's home page, with a link to the jobs dashboard."""
+
+    def render_GET(self, txrequest: Request) -> bytes:
+        content = super().render_GET(txrequest)
+        if b"dashboard" not in self.root.children:
+            return content
+        base_path = self.get_base_path(txrequest)
+        jobs = f'<li><a href="{base_path}/jobs">Jobs</a></li>'.encode()
+        link = f'<li><a href="{escape(base_path)}/dashboard">Jobs dashboard</a></li>'.encode()
+        content = content.replace(jobs, link + b"\n        " + jobs, 1)
+        txrequest.setHeader("Content-Length", str(len(content)))
+        return content
+
+
+class Root(website.Root):
+    """Scrapyd's web root, whose home page links to the jobs dashboard:
+    ``webroot = extensions.scrapyd.dashboard.Root`` in scrapyd.conf."""
+
+    def __init__(self, config: Any, app: Any):
+        super().__init__(config, app)
+        self.putChild(b"", Home(self))

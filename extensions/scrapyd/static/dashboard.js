@@ -1,0 +1,902 @@
+/* The jobs dashboard of a Scrapyd node.
+ *
+ * Reads the node's job services with relative URLs (jobs.json, jobstatus.json,
+ * jobcancel.json, joberrors.json), so the page's basic auth and path prefix
+ * apply. Everything shown comes from crawled sites, spiders or users: it is put
+ * in the page as text (textContent, attributes), never parsed as HTML, and the
+ * page's Content-Security-Policy lets no other script run.
+ */
+"use strict";
+
+(() => {
+  const POLL_MS = 2000;
+  const TIMEOUT_MS = 10000;
+  const STATUSES = ["pending", "running", "cancelling", "finalizing", "completed", "failed", "cancelled"];
+  // Statuses in which a crawl is moving: their bars animate when progress is unknown.
+  const MOVING = new Set(["running", "cancelling", "finalizing"]);
+  const NAME = /^[A-Za-z0-9_.-]{1,128}$/;
+  const SVG = "http://www.w3.org/2000/svg";
+  // Two counter readings further apart than this bound a stretch whose rate is
+  // only an average.
+  const MEASURED_GAP_MS = 15000;
+  // Below this, a rate per minute says nothing.
+  const MIN_CHART_MS = 10000;
+  const MAX_SAMPLES = 2000;
+  const MAX_SAMPLED_JOBS = 500;
+
+  const $ = (id) => document.getElementById(id);
+  const serves = { logs: document.body.dataset.logs === "1", items: document.body.dataset.items === "1" };
+
+  const state = {
+    filters: { status: "", spider: "", limit: 20, offset: 0 },
+    jobs: [],
+    total: 0,
+    rows: new Map(), // job id -> {key, tr}
+    details: null, // {id, project, doc, error}
+    samples: new Map(), // job id -> [[time ms, pages crawled], ...]
+    spiders: new Set(),
+    timer: null,
+    generation: 0,
+    failingSince: null,
+  };
+
+  // -- DOM -------------------------------------------------------------------
+
+  /* An element with attributes and children; strings become text nodes. */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    setAttributes(node, attrs);
+    append(node, children);
+    return node;
+  }
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    setAttributes(node, attrs);
+    append(node, children);
+    return node;
+  }
+
+  function setAttributes(node, attrs) {
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") node.textContent = value;
+      else if (name === "dataset") Object.assign(node.dataset, value);
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else node.setAttribute(name, value === true ? "" : String(value));
+    }
+  }
+
+  function append(node, children) {
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+  }
+
+  function link(href, text, attrs) {
+    return el("a", { href, ...attrs }, text);
+  }
+
+  // -- formatting ------------------------------------------------------------
+
+  const pad = (n) => String(n).padStart(2, "0");
+  const fmtInt = (n) => (typeof n === "number" ? n.toLocaleString("en") : "—");
+
+  function fmtTime(iso) {
+    const t = new Date(iso);
+    if (!iso || Number.isNaN(t.getTime())) return "—";
+    const hms = `${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}`;
+    if (t.toDateString() === new Date().toDateString()) return hms;
+    return `${t.getFullYear()}-${pad(t.getMonth() + 1)}-${pad(t.getDate())} ${hms}`;
+  }
+
+  function timeEl(iso) {
+    if (!iso) return "—";
+    return el("time", { datetime: iso, title: iso, text: fmtTime(iso) });
+  }
+
+  function fmtDuration(seconds) {
+    if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "—";
+    const s = Math.max(0, seconds);
+    if (s < 10) return `${s.toFixed(1)} s`;
+    if (s < 60) return `${Math.floor(s)} s`;
+    const total = Math.floor(s);
+    if (total < 3600) return `${Math.floor(total / 60)} m ${pad(total % 60)} s`;
+    if (total < 86400) return `${Math.floor(total / 3600)} h ${pad(Math.floor((total % 3600) / 60))} m`;
+    return `${Math.floor(total / 86400)} d ${Math.floor((total % 86400) / 3600)} h`;
+  }
+
+  function fmtElapsed(ms) {
+    const s = Math.round(ms / 1000);
+    if (s < 3600) return `${Math.floor(s / 60)}:${pad(s % 60)}`;
+    return `${Math.floor(s / 3600)}:${pad(Math.floor((s % 3600) / 60))}:${pad(s % 60)}`;
+  }
+
+  function fmtPercent(value) {
+    if (value > 0 && value < 10) return `${value.toFixed(1)}%`;
+    return `${Math.floor(value)}%`;
+  }
+
+  function fmtRate(perMinute) {
+    if (perMinute >= 100) return String(Math.round(perMinute));
+    if (perMinute >= 10) return perMinute.toFixed(1).replace(/\.0$/, "");
+    return perMinute.toFixed(2).replace(/\.?0+$/, "") || "0";
+  }
+
+  function knownStatus(status) {
+    return STATUSES.includes(status) ? status : "unknown";
+  }
+
+  // -- the node's services ---------------------------------------------------
+
+  class NodeError extends Error {}
+
+  async function call(url, options = {}) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    let response;
+    try {
+      response = await fetch(url, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "application/json" },
+        ...options,
+        signal: controller.signal,
+      });
+    } catch (error) {
+      throw new NodeError(error.name === "AbortError" ? "no answer within 10 s" : "network error");
+    } finally {
+      clearTimeout(timer);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    return { code: response.status, ok: response.ok, data };
+  }
+
+  function jobQuery(job, extra) {
+    const params = new URLSearchParams({ job: job.job_id });
+    if (job.project) params.set("project", job.project);
+    for (const [name, value] of Object.entries(extra || {})) params.set(name, value);
+    return params;
+  }
+
+  function logUrl(job) {
+    if (!serves.logs || !job.project || !job.spider || !job.started_at) return null;
+    const parts = [job.project, job.spider].map(encodeURIComponent).join("/");
+    return `logs/${parts}/${encodeURIComponent(job.job_id)}.log`;
+  }
+
+  function itemsUrl(job) {
+    // Scrapyd writes the feed once items come.
+    if (!serves.items || !job.project || !job.spider || !job.total_documents_found) return null;
+    const parts = [job.project, job.spider].map(encodeURIComponent).join("/");
+    return `items/${parts}/${encodeURIComponent(job.job_id)}.jl`;
+  }
+
+  function errorsUrl(job, format) {
+    return `joberrors.json?${jobQuery(job, { format })}`;
+  }
+
+  // -- polling ---------------------------------------------------------------
+
+  async function refresh() {
+    clearTimeout(state.timer);
+    state.timer = null;
+    if (document.hidden) {
+      setLive("paused");
+      return;
+    }
+    const generation = ++state.generation;
+    try {
+      const params = new URLSearchParams({ limit: state.filters.limit, offset: state.filters.offset });
+      if (state.filters.status) params.set("status", state.filters.status);
+      if (state.filters.spider) params.set("spider", state.filters.spider);
+      const answer = await call(`jobs.json?${params}`);
+      if (generation !== state.generation) return;
+      if (answer.code === 401) throw new NodeError("the node asks for credentials: reload the page to sign in");
+      if (answer.code === 400 && answer.data && answer.data.message) {
+        setReachable();
+        showNotice(answer.data.message, "error");
+        return;
+      }
+      if (!answer.ok || !answer.data || !Array.isArray(answer.data.jobs)) {
+        throw new NodeError(`the node answered HTTP ${answer.code}`);
+      }
+      state.jobs = answer.data.jobs;
+      state.total = answer.data.total;
+      if (state.jobs.length === 0 && state.filters.offset > 0 && state.total > 0) {
+        // The page is past the end (jobs were pruned): show the last one.
+        state.filters.offset = Math.floor((state.total - 1) / state.filters.limit) * state.filters.limit;
+        writeHash();
+        state.timer = setTimeout(refresh, 0);
+        return;
+      }
+      state.jobs.forEach(sample);
+      noteSpiders(state.jobs);
+      renderTable();
+      if (state.details) await loadDetails(generation);
+      setReachable();
+    } catch (error) {
+      if (generation !== state.generation) return;
+      if (!(error instanceof NodeError)) throw error;
+      setUnreachable(error.message);
+    } finally {
+      if (generation === state.generation && !document.hidden && state.timer === null) {
+        state.timer = setTimeout(refresh, POLL_MS);
+      }
+    }
+  }
+
+  async function loadDetails(generation) {
+    const details = state.details;
+    if (details.doc && !details.doc.is_active) return; // a finished job does not change
+    const answer = await call(`jobstatus.json?${jobQuery({ job_id: details.id, project: details.project })}`);
+    if (generation !== state.generation || state.details !== details) return;
+    if (answer.ok && answer.data && answer.data.job) {
+      details.doc = answer.data.job;
+      details.error = null;
+      sample(details.doc);
+    } else if (answer.code === 404 || answer.code === 400) {
+      details.error = (answer.data && answer.data.message) || `job ${details.id} not found`;
+    } else {
+      throw new NodeError(`the node answered HTTP ${answer.code}`);
+    }
+    renderDetails();
+  }
+
+  function setLive(mode, text) {
+    const live = $("live");
+    live.dataset.mode = mode;
+    if (mode === "live") live.textContent = `Live · updated ${fmtTime(new Date().toISOString())}`;
+    else if (mode === "paused") live.textContent = "Paused while the tab is hidden";
+    else live.textContent = text || "Offline";
+  }
+
+  function setReachable() {
+    state.failingSince = null;
+    $("alert").hidden = true;
+    document.body.classList.remove("stale");
+    setLive("live");
+  }
+
+  function setUnreachable(reason) {
+    state.failingSince = state.failingSince || new Date();
+    const alert = $("alert");
+    alert.replaceChildren(
+      el("strong", { text: "The node is unreachable" }),
+      ` since ${fmtTime(state.failingSince.toISOString())} (${reason}). `,
+      `Retrying every ${POLL_MS / 1000} s; the table shows the last known state.`,
+    );
+    alert.hidden = false;
+    document.body.classList.add("stale");
+    setLive("offline", "Offline");
+  }
+
+  function showNotice(text, kind) {
+    $("notice-text").textContent = text;
+    $("notice").dataset.kind = kind || "info";
+    $("notice").hidden = false;
+  }
+
+  // -- samples for the pages-per-minute chart --------------------------------
+
+  /* Keep a reading of the job's counters: pages crawled at the time the
+   * crawl wrote them (updated_at, or completed_at once it ended). */
+  function sample(job) {
+    if (!job.started_at) return;
+    const t = Date.parse(job.is_active ? job.updated_at : job.completed_at || job.updated_at);
+    if (Number.isNaN(t)) return;
+    let list = state.samples.get(job.job_id);
+    if (!list) {
+      if (state.samples.size >= MAX_SAMPLED_JOBS) state.samples.delete(state.samples.keys().next().value);
+      list = [];
+      state.samples.set(job.job_id, list);
+    }
+    const last = list[list.length - 1];
+    if (last && last[0] >= t) return;
+    list.push([t, job.total_pages_crawled]);
+    if (list.length > MAX_SAMPLES) list.splice(1, list.length - MAX_SAMPLES);
+  }
+
+  /* Known points (time, pages crawled) of a job's life: its start (0), its
+   * first response (1), the readings this page took, and its end. */
+  function knownPoints(doc) {
+    const start = Date.parse(doc.started_at);
+    if (Number.isNaN(start)) return null;
+    const points = [[start, 0]];
+    const first = (doc.history || []).find((event) => event.step === "first response");
+    if (first) points.push([Date.parse(first.timestamp), 1]);
+    points.push(...(state.samples.get(doc.job_id) || []));
+    if (!doc.is_active && doc.completed_at) points.push([Date.parse(doc.completed_at), doc.total_pages_crawled]);
+    const sorted = points.filter(([t]) => !Number.isNaN(t) && t >= start).sort((a, b) => a[0] - b[0]);
+    const result = [];
+    let most = 0;
+    for (const [t, pages] of sorted) {
+      most = Math.max(most, pages);
+      if (result.length && result[result.length - 1][0] === t) result[result.length - 1][1] = most;
+      else result.push([t, most]);
+    }
+    return result;
+  }
+
+  function pagesAt(points, t) {
+    if (t <= points[0][0]) return points[0][1];
+    for (let i = 1; i < points.length; i += 1) {
+      const [t1, p1] = points[i];
+      if (t <= t1) {
+        const [t0, p0] = points[i - 1];
+        return t1 === t0 ? p1 : p0 + ((p1 - p0) * (t - t0)) / (t1 - t0);
+      }
+    }
+    return points[points.length - 1][1];
+  }
+
+  function largestGap(points, a, b) {
+    let gap = 0;
+    for (let i = 1; i < points.length; i += 1) {
+      const [t0] = points[i - 1];
+      const [t1] = points[i];
+      if (t1 > a && t0 < b) gap = Math.max(gap, t1 - t0);
+    }
+    return gap;
+  }
+
+  function chart(doc) {
+    const points = knownPoints(doc);
+    if (!points || points.length < 2 || !doc.total_pages_crawled) {
+      return el("p", { class: "muted", text: "No pages crawled." });
+    }
+    const start = points[0][0];
+    const end = points[points.length - 1][0];
+    const span = end - start;
+    if (span < MIN_CHART_MS) {
+      return el("p", {
+        class: "muted",
+        text: `${fmtInt(doc.total_pages_crawled)} pages in ${fmtDuration(span / 1000)}: too short for a rate.`,
+      });
+    }
+    const step = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400]
+      .map((s) => s * 1000)
+      .find((s) => span / s <= 40) || 86400000;
+    const buckets = [];
+    for (let a = start; a < end; a += step) {
+      const b = Math.min(a + step, end);
+      const rate = ((pagesAt(points, b) - pagesAt(points, a)) * 60000) / (b - a);
+      buckets.push({ a, b, rate, measured: largestGap(points, a, b) <= MEASURED_GAP_MS });
+    }
+    const width = 600;
+    const height = 170;
+    const left = 44;
+    const bottom = 22;
+    const top = 8;
+    const plotW = width - left - 8;
+    const plotH = height - top - bottom;
+    const peak = Math.max(...buckets.map((bucket) => bucket.rate), 1);
+    const graph = svg("svg", {
+      class: "chart",
+      viewBox: `0 0 ${width} ${height}`,
+      role: "img",
+      "aria-label": "Pages crawled per minute over the job's life",
+    });
+    graph.append(
+      svg("line", { class: "axis", x1: left, y1: top + plotH, x2: left + plotW, y2: top + plotH }),
+      svg("line", { class: "grid", x1: left, y1: top, x2: left + plotW, y2: top }),
+      svg("line", { class: "grid", x1: left, y1: top + plotH / 2, x2: left + plotW, y2: top + plotH / 2 }),
+      svg("text", { class: "label", x: left - 6, y: top + 4, "text-anchor": "end" }, fmtRate(peak)),
+      svg("text", { class: "label", x: left - 6, y: top + plotH / 2 + 4, "text-anchor": "end" }, fmtRate(peak / 2)),
+      svg("text", { class: "label", x: left - 6, y: top + plotH + 4, "text-anchor": "end" }, "0"),
+      svg("text", { class: "label", x: left, y: height - 4 }, "0:00"),
+      svg("text", { class: "label", x: left + plotW, y: height - 4, "text-anchor": "end" }, fmtElapsed(span)),
+    );
+    buckets.forEach((bucket) => {
+      const x = left + ((bucket.a - start) / span) * plotW;
+      const w = Math.max(1, ((bucket.b - bucket.a) / span) * plotW - 1);
+      const h = (bucket.rate / peak) * plotH;
+      graph.append(
+        svg(
+          "rect",
+          { class: `col ${bucket.measured ? "measured" : "estimated"}`, x, y: top + plotH - h, width: w, height: h },
+          svg(
+            "title",
+            {},
+            `${fmtElapsed(bucket.a - start)}–${fmtElapsed(bucket.b - start)}: ${fmtRate(bucket.rate)} pages/min ` +
+              `(${bucket.measured ? "measured" : "averaged"})`,
+          ),
+        ),
+      );
+    });
+    const average = (points[points.length - 1][1] * 60000) / span;
+    const notes = [`Average ${fmtRate(average)} pages/min over ${fmtDuration(span / 1000)}.`];
+    if (buckets.some((bucket) => !bucket.measured)) {
+      notes.push(
+        "Light bars are averages between known points (start, first response, end); " +
+          "dark bars are measured from the counters this page read while open.",
+      );
+    }
+    return el(
+      "figure",
+      { class: "chart-box" },
+      graph,
+      el("figcaption", { class: "muted" }, `Pages per minute, ${step / 1000}-second steps. `, notes.join(" ")),
+    );
+  }
+
+  // -- the jobs table --------------------------------------------------------
+
+  function badge(status) {
+    const known = knownStatus(status);
+    return el("span", { class: `badge badge-${known}`, text: status || "unknown" });
+  }
+
+  function progressBar(job) {
+    const known = typeof job.progress === "number" && Number.isFinite(job.progress);
+    const value = known ? Math.max(0, Math.min(100, job.progress)) : null;
+    const classes = ["bar", `bar-${knownStatus(job.status)}`];
+    if (!known) classes.push("indeterminate");
+    if (!known && MOVING.has(job.status)) classes.push("moving");
+    const bar = el("div", {
+      class: classes.join(" "),
+      role: "progressbar",
+      "aria-label": "Progress",
+      "aria-valuemin": 0,
+      "aria-valuemax": 100,
+      "aria-valuenow": known ? value.toFixed(1) : null,
+    });
+    const fill = el("span", { class: "fill" });
+    if (known) fill.style.width = `${value}%`;
+    bar.append(fill);
+    return el("div", { class: "progress" }, bar, el("span", { class: "pct", text: known ? fmtPercent(value) : "—" }));
+  }
+
+  function eta(job) {
+    if (!job.is_active || !job.estimated_completion) return "—";
+    const left = (Date.parse(job.estimated_completion) - Date.now()) / 1000;
+    return el(
+      "span",
+      { class: "eta-value" },
+      timeEl(job.estimated_completion),
+      el("span", { class: "muted small", text: left > 0 ? `in ${fmtDuration(left)}` : "any moment" }),
+    );
+  }
+
+  function reason(job) {
+    const parts = [job.completion_reason || "—"];
+    if (job.error_message) parts.push(el("span", { class: "why", title: job.error_message, text: job.error_message }));
+    return parts;
+  }
+
+  function fileLinks(job) {
+    const links = [];
+    const log = logUrl(job);
+    if (log) links.push(link(log, "Log", { target: "_blank", rel: "noopener" }));
+    const items = itemsUrl(job);
+    if (items) links.push(link(items, "Items", { target: "_blank", rel: "noopener" }));
+    if (job.status !== "pending") {
+      links.push(link(errorsUrl(job, "csv"), "Errors", { class: "errors-csv", title: "Error report (CSV)" }));
+    }
+    return links.length ? links : "—";
+  }
+
+  function actions(job) {
+    const buttons = [];
+    if (job.status === "pending" || job.status === "running") {
+      buttons.push(el("button", { type: "button", class: "danger cancel", onclick: (e) => cancelJob(job, false, e.currentTarget) }, "Cancel"));
+    } else if (job.status === "cancelling") {
+      buttons.push(el("button", { type: "button", class: "danger force", onclick: (e) => cancelJob(job, true, e.currentTarget) }, "Force stop"));
+    }
+    return el("div", { class: "buttons" }, buttons);
+  }
+
+  function cell(label, content, className) {
+    return el("td", { class: className, dataset: { label } }, content);
+  }
+
+  function buildRow(job) {
+    return el(
+      "tr",
+      { class: `job status-${knownStatus(job.status)}`, dataset: { job: job.job_id, status: job.status } },
+      cell("Job", el("button", { type: "button", class: "link job-id", title: "Progress details", onclick: () => openDetails(job) }, job.job_id), "job"),
+      cell("Spider", job.spider || "—", "spider"),
+      cell("Status", badge(job.status), "status"),
+      cell("Progress", progressBar(job), "progress-cell"),
+      cell("Pages", fmtInt(job.total_pages_crawled), "num pages"),
+      cell("Documents", fmtInt(job.total_documents_found), "num documents"),
+      cell("Failed", fmtInt(job.responses_failed), `num failed${job.responses_failed ? " bad" : ""}`),
+      cell("Started", timeEl(job.started_at), "started"),
+      cell("Running time", fmtDuration(job.is_active ? job.running_time : job.processing_time), "elapsed"),
+      cell("Est. completion", eta(job), "eta"),
+      cell("Reason", reason(job), "reason"),
+      cell("Files", fileLinks(job), "files"),
+      cell("Actions", actions(job), "actions"),
+    );
+  }
+
+  function renderTable() {
+    const body = $("jobs-body");
+    const seen = new Set();
+    let previous = null;
+    for (const job of state.jobs) {
+      const key = JSON.stringify(job);
+      let entry = state.rows.get(job.job_id);
+      if (!entry || entry.key !== key) {
+        const tr = buildRow(job);
+        if (entry) entry.tr.replaceWith(tr);
+        entry = { key, tr };
+        state.rows.set(job.job_id, entry);
+      }
+      const wanted = previous ? previous.nextSibling : body.firstChild;
+      if (wanted !== entry.tr) body.insertBefore(entry.tr, wanted);
+      previous = entry.tr;
+      seen.add(job.job_id);
+    }
+    for (const [id, entry] of state.rows) {
+      if (!seen.has(id)) {
+        entry.tr.remove();
+        state.rows.delete(id);
+      }
+    }
+    $("empty").hidden = state.jobs.length > 0;
+    $("jobs").hidden = state.jobs.length === 0;
+    const { offset, limit } = state.filters;
+    $("range").textContent = state.total
+      ? `${offset + 1}–${offset + state.jobs.length} of ${state.total}`
+      : "0 jobs";
+    $("newer").disabled = offset === 0;
+    $("older").disabled = offset + state.jobs.length >= state.total;
+  }
+
+  function noteSpiders(jobs) {
+    let added = false;
+    for (const job of jobs) {
+      if (job.spider && !state.spiders.has(job.spider)) {
+        state.spiders.add(job.spider);
+        added = true;
+      }
+    }
+    if (added) $("spiders").replaceChildren(...[...state.spiders].sort().map((name) => el("option", { value: name })));
+  }
+
+  /* A job's newer document (from a cancel's answer): shown at once. */
+  function applyDocument(doc) {
+    const index = state.jobs.findIndex((job) => job.job_id === doc.job_id);
+    if (index >= 0) {
+      state.jobs[index] = { ...doc, errors: [], history: [], error_count: 0, has_errors: false };
+      renderTable();
+    }
+    sample(doc);
+    if (state.details && state.details.id === doc.job_id) {
+      state.details.doc = doc;
+      renderDetails();
+    }
+  }
+
+  async function cancelJob(job, force, button) {
+    const question = force
+      ? `Force stop job ${job.job_id}?\n\nIn-flight requests are dropped now: their results may be lost.`
+      : `Cancel job ${job.job_id}?\n\n${
+          job.status === "pending"
+            ? "It is taken out of the queue and never starts."
+            : "No new requests are sent; in-flight requests finish and their results are kept."
+        }`;
+    if (!window.confirm(question)) return;
+    if (button) button.disabled = true;
+    let answer;
+    try {
+      answer = await call("jobcancel.json", { method: "POST", body: jobQuery(job, force ? { force: "1" } : {}) });
+    } catch (error) {
+      if (button) button.disabled = false;
+      showNotice(`Could not cancel job ${job.job_id}: ${error.message}.`, "error");
+      return;
+    }
+    const data = answer.data || {};
+    if (data.job) applyDocument(data.job);
+    if (answer.code === 200 || answer.code === 202) {
+      showNotice(`Job ${job.job_id}: ${data.job ? data.job.status : "cancel requested"}.`, "info");
+    } else {
+      if (button) button.disabled = false;
+      showNotice(data.message || `Could not cancel job ${job.job_id}: HTTP ${answer.code}.`, "error");
+    }
+    refresh();
+  }
+
+  // -- the details panel ------------------------------------------------------
+
+  function openDetails(job) {
+    if (!state.details || state.details.id !== job.job_id) {
+      state.details = { id: job.job_id, project: job.project || null, doc: null, error: null };
+    }
+    $("details").hidden = false;
+    document.body.classList.add("with-details");
+    writeHash();
+    renderDetails();
+    $("details-close").focus();
+    refresh();
+  }
+
+  function closeDetails() {
+    state.details = null;
+    $("details").hidden = true;
+    document.body.classList.remove("with-details");
+    writeHash();
+  }
+
+  function section(title, ...content) {
+    return el("section", { class: "block" }, el("h3", { text: title }), ...content);
+  }
+
+  function counters(doc) {
+    const rows = [
+      ["Project", doc.project],
+      ["Spider", doc.spider],
+      ["Node", doc.node],
+      ["Stage", doc.stage],
+      ["Stages done", (doc.stages_completed || []).join(", ") || null],
+      ["Progress", typeof doc.progress === "number" ? fmtPercent(doc.progress) : null],
+      ["Pages crawled", fmtInt(doc.total_pages_crawled)],
+      ["Documents found", fmtInt(doc.total_documents_found)],
+      ["Requests pending", fmtInt(doc.requests_pending)],
+      ["Requests in flight", fmtInt(doc.requests_in_flight)],
+      ["Failed responses", fmtInt(doc.responses_failed)],
+      ["Failure ratio", typeof doc.failure_ratio === "number" ? `${(doc.failure_ratio * 100).toFixed(1)}%` : null],
+      ["Errors", fmtInt(doc.error_count)],
+      ["Current page", doc.current_page],
+      ["Pagination complete", doc.pagination_complete === null || doc.pagination_complete === undefined ? null : doc.pagination_complete ? "yes" : "no"],
+      ["Timeout", doc.timeout ? fmtDuration(doc.timeout) : "none"],
+      ["Created", timeEl(doc.created_at)],
+      ["Started", timeEl(doc.started_at)],
+      ["Last heartbeat", timeEl(doc.updated_at)],
+      ["Cancel requested", doc.cancel_requested_at ? timeEl(doc.cancel_requested_at) : null],
+      ["Completed", doc.completed_at ? timeEl(doc.completed_at) : null],
+      ["Est. completion", doc.is_active ? eta(doc) : null],
+      [doc.is_active ? "Running time" : "Processing time", fmtDuration(doc.is_active ? doc.running_time : doc.processing_time)],
+      ["Completion reason", doc.completion_reason],
+      ["Close reason", doc.close_reason],
+    ];
+    return el(
+      "dl",
+      { class: "counters" },
+      rows
+        .filter(([, value]) => value !== null && value !== undefined && value !== "")
+        .map(([name, value]) => el("div", {}, el("dt", { text: name }), el("dd", {}, value))),
+    );
+  }
+
+  function timeline(doc) {
+    const events = doc.history || [];
+    if (!events.length) return el("p", { class: "muted", text: "Nothing recorded yet." });
+    return el(
+      "ol",
+      { class: "timeline" },
+      events.map((event) =>
+        el(
+          "li",
+          {},
+          el("div", { class: "when" }, timeEl(event.timestamp)),
+          el(
+            "div",
+            { class: "what" },
+            el("span", { class: "step", text: event.step }),
+            " ",
+            badge(event.status),
+            typeof event.duration_ms === "number"
+              ? el("span", { class: "duration muted", title: "since the previous step", text: ` +${fmtDuration(event.duration_ms / 1000)}` })
+              : null,
+            event.details ? el("div", { class: "event-details", text: event.details }) : null,
+          ),
+        ),
+      ),
+    );
+  }
+
+  function pageLink(url) {
+    // Only web addresses become links: a javascript: or data: URL stays text.
+    if (typeof url === "string" && /^https?:\/\//i.test(url)) {
+      return link(url, url, { class: "url", target: "_blank", rel: "noopener noreferrer" });
+    }
+    return el("span", { class: "url", text: url || "" });
+  }
+
+  function errorList(doc) {
+    const errors = [...(doc.errors || [])].reverse();
+    const reports = el(
+      "p",
+      { class: "reports" },
+      "Full report: ",
+      link(errorsUrl(doc, "csv"), "CSV", { class: "errors-csv" }),
+      " · ",
+      link(errorsUrl(doc, "json"), "JSON", { target: "_blank", rel: "noopener" }),
+    );
+    if (!errors.length) return [el("p", { class: "muted", text: "No errors." }), reports];
+    return [
+      el(
+        "ul",
+        { class: "errors" },
+        errors.map((error) =>
+          el(
+            "li",
+            {},
+            el(
+              "div",
+              { class: "error-head" },
+              timeEl(error.timestamp),
+              " ",
+              el("span", { class: "chip", text: error.error_type }),
+              error.http_status ? el("span", { class: "chip", text: `HTTP ${error.http_status}` }) : null,
+              error.stage ? el("span", { class: "muted small", text: ` stage ${error.stage}` }) : null,
+              error.is_recoverable ? el("span", { class: "muted small", text: " · may succeed later" }) : null,
+            ),
+            el("div", { class: "error-message", text: error.error_message }),
+            error.page_url ? pageLink(error.page_url) : null,
+          ),
+        ),
+      ),
+      reports,
+    ];
+  }
+
+  function argumentTable(doc) {
+    const args = Object.entries(doc.args || {});
+    if (!args.length) return el("p", { class: "muted", text: "None." });
+    return el(
+      "table",
+      { class: "args" },
+      el("tbody", {}, args.map(([name, value]) => el("tr", {}, el("th", { scope: "row", text: name }), el("td", {}, el("div", { class: "value", text: typeof value === "string" ? value : JSON.stringify(value) }))))),
+    );
+  }
+
+  function renderDetails() {
+    const details = state.details;
+    if (!details) return;
+    const summary = state.jobs.find((job) => job.job_id === details.id);
+    const doc = details.doc || summary;
+    $("details-title").replaceChildren(el("span", { class: "mono", text: details.id }), " ", doc ? badge(doc.status) : null);
+    const parts = [];
+    if (details.error) parts.push(el("p", { class: "error-message", text: details.error }));
+    if (doc) {
+      parts.push(el("p", { class: "message", text: doc.message || "" }));
+      if (doc.error_message && !(doc.message || "").includes(doc.error_message)) {
+        parts.push(el("p", { class: "error-message", text: doc.error_message }));
+      }
+      if (doc.warnings && doc.warnings.length) {
+        parts.push(el("ul", { class: "warnings" }, doc.warnings.map((warning) => el("li", { text: warning }))));
+      }
+      parts.push(el("div", { class: "details-progress" }, progressBar(doc)));
+      parts.push(el("div", { class: "details-actions" }, actions(doc), el("span", { class: "files" }, fileLinks(doc))));
+      parts.push(section("Counters", counters(doc)));
+      parts.push(section("Pages per minute", chart(doc)));
+      if (details.doc) {
+        parts.push(section("History", timeline(doc)));
+        parts.push(section(`Latest errors (${(doc.errors || []).length} of ${doc.error_count})`, errorList(doc)));
+        parts.push(section("Spider arguments", argumentTable(doc)));
+      } else {
+        parts.push(el("p", { class: "muted", text: "Loading…" }));
+      }
+    }
+    $("details-body").replaceChildren(...parts);
+  }
+
+  // -- filters, paging, location ----------------------------------------------
+
+  function readHash() {
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    const status = params.get("status") || "";
+    const spider = params.get("spider") || "";
+    const limit = Number.parseInt(params.get("limit"), 10);
+    const offset = Number.parseInt(params.get("offset"), 10);
+    state.filters.status = STATUSES.includes(status) ? status : "";
+    state.filters.spider = NAME.test(spider) ? spider : "";
+    state.filters.limit = limit >= 1 && limit <= 1000 ? limit : 20;
+    state.filters.offset = offset > 0 ? offset : 0;
+    $("filter-status").value = state.filters.status;
+    $("filter-spider").value = state.filters.spider;
+    const sizes = $("filter-limit");
+    if (![...sizes.options].some((option) => option.value === String(state.filters.limit))) {
+      sizes.append(el("option", { text: String(state.filters.limit) }));
+    }
+    sizes.value = String(state.filters.limit);
+    const job = params.get("job");
+    if (job && (!state.details || state.details.id !== job)) {
+      state.details = { id: job, project: params.get("project") || null, doc: null, error: null };
+      $("details").hidden = false;
+      document.body.classList.add("with-details");
+      renderDetails();
+    } else if (!job && state.details) {
+      closeDetails();
+    }
+  }
+
+  function writeHash() {
+    const params = new URLSearchParams();
+    const { status, spider, limit, offset } = state.filters;
+    if (status) params.set("status", status);
+    if (spider) params.set("spider", spider);
+    if (limit !== 20) params.set("limit", limit);
+    if (offset) params.set("offset", offset);
+    if (state.details) {
+      params.set("job", state.details.id);
+      if (state.details.project) params.set("project", state.details.project);
+    }
+    const hash = params.toString();
+    history.replaceState(null, "", hash ? `#${hash}` : window.location.pathname + window.location.search);
+  }
+
+  function applyFilters() {
+    const spiderInput = $("filter-spider");
+    const spider = spiderInput.value.trim();
+    if (spider && !NAME.test(spider)) {
+      spiderInput.setCustomValidity("A spider name: letters, digits, '_', '.' or '-'");
+      spiderInput.reportValidity();
+      return;
+    }
+    spiderInput.setCustomValidity("");
+    const changed = spider !== state.filters.spider || $("filter-status").value !== state.filters.status
+      || Number($("filter-limit").value) !== state.filters.limit;
+    if (!changed) return;
+    state.filters.status = $("filter-status").value;
+    state.filters.spider = spider;
+    state.filters.limit = Number($("filter-limit").value);
+    state.filters.offset = 0;
+    writeHash();
+    refresh();
+  }
+
+  function page(direction) {
+    const { limit, offset } = state.filters;
+    state.filters.offset = Math.max(0, offset + direction * limit);
+    writeHash();
+    refresh();
+  }
+
+  function start() {
+    let typing = null;
+    const filters = $("filters");
+    filters.addEventListener("submit", (event) => {
+      event.preventDefault();
+      applyFilters();
+    });
+    filters.addEventListener("change", applyFilters);
+    $("filter-spider").addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(applyFilters, 400);
+    });
+    filters.addEventListener("reset", (event) => {
+      event.preventDefault();
+      $("filter-status").value = "";
+      $("filter-spider").value = "";
+      $("filter-limit").value = "20";
+      applyFilters();
+    });
+    $("newer").addEventListener("click", () => page(-1));
+    $("older").addEventListener("click", () => page(1));
+    $("details-close").addEventListener("click", closeDetails);
+    $("notice-close").addEventListener("click", () => {
+      $("notice").hidden = true;
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && state.details) closeDetails();
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) {
+        clearTimeout(state.timer);
+        state.timer = null;
+        state.generation += 1; // an answer on its way is not shown
+        setLive("paused");
+      } else {
+        refresh();
+      }
+    });
+    window.addEventListener("hashchange", () => {
+      readHash();
+      refresh();
+    });
+    readHash();
+    refresh();
+  }
+
+  start();
+})();
