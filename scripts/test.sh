@@ -17,4 +17,10 @@ if command -v apt-get >/dev/null && ! dpkg -s debian-policy >/dev/null 2>&1; the
     fi
 fi
 
+# The dashboard's browser tests drive the system's Chromium (Playwright's
+# own browser download is not used).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+
 .venv/bin/python -m pytest "$@"
