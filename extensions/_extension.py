@@ -549,8 +549,10 @@ class JobStatusExtension:
         )
         if response is None and self.state is not None:
             # The spider could not even produce its start requests (bad
-            # arguments, say): nothing it does after can be trusted.
-            self._fail(_one_line(failure.value))
+            # arguments, say): nothing it does after can be trusted. A
+            # ValueError's message says it all ("urls: ... is not a URL").
+            value = failure.value
+            self._fail(" ".join(str(value).split()) if isinstance(value, ValueError) else _one_line(value))
             self._close(CLOSE_START_ERROR)
 
     def progress_reported(self, field: str, value: Any) -> None:

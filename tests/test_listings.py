@@ -120,7 +120,7 @@ def test_a_bad_argument_fails_the_job_at_once_naming_it(tmp_path, args, argument
     job = run_job(tmp_path, "listings", args)
     doc = job.doc
     assert (doc["status"], doc["completion_reason"]) == ("failed", "error")
-    assert f" {argument}: " in doc["error_message"]
+    assert doc["error_message"].startswith(f"{argument}: ")
     assert "Traceback" not in doc["error_message"] and "\n" not in doc["error_message"]
     assert doc["total_pages_crawled"] == 0 and job.items == []
 

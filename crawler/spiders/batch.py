@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import scrapy
 from scrapy.http import TextResponse
 
+from crawler.arguments import SpiderArgumentError, parse_start_url
 from crawler.items import PageOutcome
 from extensions import set_expected_total, set_stage
 
@@ -18,10 +18,6 @@ if TYPE_CHECKING:
 
     from scrapy.http import Response
     from twisted.python.failure import Failure
-
-
-class SpiderArgumentError(ValueError):
-    pass
 
 
 def parse_url_list(urls: str | None, urls_file: str | None) -> list[str]:
@@ -40,14 +36,7 @@ def parse_url_list(urls: str | None, urls_file: str | None) -> list[str]:
         entries = urls.split(",")
     else:
         raise SpiderArgumentError("urls: no URL given (use -a urls=URL,URL,... or -a urls_file=PATH)")
-    result = []
-    for entry in (e.strip() for e in entries):
-        if not entry:
-            continue
-        parts = urlsplit(entry)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SpiderArgumentError(f"{argument}: {entry[:200]!r} is not an http(s) URL")
-        result.append(entry)
+    result = [parse_start_url(argument, entry) for entry in entries if entry.strip()]
     if not result:
         raise SpiderArgumentError(f"{argument}: the URL list is empty")
     return list(dict.fromkeys(result))
