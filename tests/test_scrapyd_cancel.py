@@ -136,6 +136,7 @@ def test_cancel_of_unknown_or_invalid_job(node: ScrapydNode) -> None:
     assert node.post("jobcancel.json", {"job": "no-such-job", "force": "maybe"}).code == 400
     wrong_method = node.get("jobcancel.json", {"job": "no-such-job"})
     assert wrong_method.code == 405 and wrong_method.json()["status"] == "error"
+    assert node.request("HEAD", "jobcancel.json", {"job": "no-such-job"}).code == 405
 
 
 def test_cancel_in_another_project_is_404(node: ScrapydNode, site: str) -> None:
@@ -168,3 +169,35 @@ def test_scrapyd_cancel_of_a_running_job_ends_it_cancelled(node: ScrapydNode, si
     assert done["close_reason"] in ("shutdown", "cancelled")
     assert done["total_documents_found"] == done["total_pages_crawled"] < 4
     node.wait_idle()
+
+
+def _starting(node: ScrapydNode, site: str) -> str:
+    """A job whose process Scrapyd has started but whose crawl has not opened yet."""
+    job = unique("starting")
+    node.schedule(job=job, urls=slow_urls(site, 2, 5))
+    wait_for(
+        lambda: job in [p["id"] for p in node.get("listjobs.json").json()["running"]],
+        interval=0.02,
+        what=f"Scrapyd to start {job}",
+    )
+    assert node.status(job)["status"] == "pending"
+    return job
+
+
+def test_scrapyd_cancel_of_a_starting_job_ends_it_cancelled(node: ScrapydNode, site: str) -> None:
+    job = _starting(node, site)
+    answer = node.post("cancel.json", {"project": PROJECT, "job": job}).json()
+    assert answer["prevstate"] == "running"
+    node.wait_idle()
+    done = node.status(job)
+    assert done["status"] == "cancelled", done
+    assert done["total_pages_crawled"] == 0
+
+
+def test_jobcancel_of_a_starting_job_stops_it_before_it_crawls(node: ScrapydNode, site: str) -> None:
+    job = _starting(node, site)
+    answer = cancel(node, job)
+    assert answer.code == 200 and answer.json()["job"]["status"] == "cancelled"
+    node.wait_idle()
+    done = node.status(job)
+    assert done["status"] == "cancelled" and done["started_at"] is None

@@ -80,6 +80,8 @@ class JobResource(WsResource):
 
     def render(self, txrequest: Request) -> bytes:
         try:
+            if txrequest.method == b"HEAD" and not hasattr(self, "render_GET"):
+                raise resource.UnsupportedMethod([b"POST"])
             _refuse_oversized(txrequest)
             data = resource.Resource.render(self, txrequest)
         except ServiceError as e:
@@ -321,13 +323,21 @@ class Cancel(webservice.Cancel):
     def render_POST(self, txrequest: Request) -> dict[str, Any]:
         given = {key: list(values) for key, values in txrequest.args.items()}
         result = super().render_POST(txrequest)
-        if result.get("prevstate") != "pending":
+        if result.get("prevstate") not in ("pending", "running"):
             return result
         try:
             job_id = validate_job_id(_first(given, "job"))
         except InvalidJobId:
             return result
         store = self.node.store
+        if result["prevstate"] == "running":
+            # A crawl that has not opened its job yet may die of the signal
+            # before it can report: record the cancel, so that it reads
+            # cancelled, not failed. An opened crawl takes the signal itself.
+            state = store.get(job_id)
+            if state is not None and state.status is Status.PENDING:
+                store.request_cancel(job_id)
+            return result
         try:
             store.request_cancel(job_id)
         except JobNotFound:
