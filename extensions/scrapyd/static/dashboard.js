@@ -16,9 +16,9 @@
   const MOVING = new Set(["running", "cancelling", "finalizing"]);
   const NAME = /^[A-Za-z0-9_.-]{1,128}$/;
   const SVG = "http://www.w3.org/2000/svg";
-  // Two counter readings further apart than this bound a stretch whose rate is
-  // only an average.
-  const MEASURED_GAP_MS = 15000;
+  // A chart step's rate is measured when the counter readings around it are at
+  // most a step (or this) apart; otherwise it is an average over a longer gap.
+  const MEASURED_GAP_MS = 5000;
   // Below this, a rate per minute says nothing.
   const MIN_CHART_MS = 10000;
   const MAX_SAMPLES = 2000;
@@ -367,7 +367,7 @@
     for (let a = start; a < end; a += step) {
       const b = Math.min(a + step, end);
       const rate = ((pagesAt(points, b) - pagesAt(points, a)) * 60000) / (b - a);
-      buckets.push({ a, b, rate, measured: largestGap(points, a, b) <= MEASURED_GAP_MS });
+      buckets.push({ a, b, rate, measured: largestGap(points, a, b) <= Math.max(step, MEASURED_GAP_MS) });
     }
     const width = 600;
     const height = 170;
@@ -476,7 +476,7 @@
     if (log) links.push(link(log, "Log", { target: "_blank", rel: "noopener" }));
     const items = itemsUrl(job);
     if (items) links.push(link(items, "Items", { target: "_blank", rel: "noopener" }));
-    if (job.status !== "pending") {
+    if (job.started_at) {
       links.push(link(errorsUrl(job, "csv"), "Errors", { class: "errors-csv", title: "Error report (CSV)" }));
     }
     return links.length ? links : "—";
