@@ -73,8 +73,14 @@ def build_egg(workdir: Path, url: str = "", auth: tuple[str, str] | None = None)
 class ScrapydNode:
     """``scrapyd`` in ``workdir`` with the shipped config, on a free port."""
 
-    def __init__(self, workdir: Path, *, options: dict[str, str] | None = None,
-                 jobstatus: dict[str, str] | None = None, auth: tuple[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        options: dict[str, str] | None = None,
+        jobstatus: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -84,7 +90,9 @@ class ScrapydNode:
         self.log = workdir / "scrapyd.log"
         cfg = configparser.ConfigParser()
         cfg.read(ROOT / "scrapyd.conf")
-        cfg["scrapyd"].update({"http_port": str(self.port), "bind_address": "127.0.0.1", **(options or {})})
+        cfg["scrapyd"].update(
+            {"http_port": str(self.port), "bind_address": "127.0.0.1", **(options or {})}
+        )
         if auth:
             cfg["scrapyd"]["username"], cfg["scrapyd"]["password"] = auth
         cfg["jobstatus"].update(jobstatus or {})
@@ -99,10 +107,19 @@ class ScrapydNode:
         out = open(self.log, "ab")  # noqa: SIM115 (kept open by the process)
         # The crawls run the deployed egg: nothing on the path may shadow it.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        for name in ("SCRAPYD_HTTP_PORT", "SCRAPYD_BIND_ADDRESS", "SCRAPYD_USERNAME", "SCRAPYD_PASSWORD"):
+        for name in (
+            "SCRAPYD_HTTP_PORT",
+            "SCRAPYD_BIND_ADDRESS",
+            "SCRAPYD_USERNAME",
+            "SCRAPYD_PASSWORD",
+        ):
             env.pop(name, None)
-        self.process = subprocess.Popen(
-            [str(BIN / "scrapyd")], cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
+        self.process = subprocess.Popen(  # noqa: S603 (Scrapyd's own command)
+            [str(BIN / "scrapyd")],
+            cwd=self.workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         out.close()
         wait_for(self._up, timeout=30, interval=0.1, what=f"scrapyd on port {self.port}")
@@ -145,7 +162,9 @@ class ScrapydNode:
         command = [str(BIN / "scrapyd-deploy")]
         if version:
             command += ["--version", version]
-        result = subprocess.run(command, cwd=source, capture_output=True, text=True, timeout=180)
+        result = subprocess.run(  # noqa: S603 (scrapyd-client's own command)
+            command, cwd=source, capture_output=True, text=True, timeout=180
+        )
         assert result.returncode == 0, result.stderr + result.stdout
         answer = json.loads(result.stdout)
         assert answer["status"] == "ok", answer
@@ -153,8 +172,15 @@ class ScrapydNode:
 
     # -- HTTP ----------------------------------------------------------------
 
-    def request(self, method: str, endpoint: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None,
-                *, auth: tuple[str, str] | None | bool = True, timeout: float = 30) -> Response:
+    def request(
+        self,
+        method: str,
+        endpoint: str,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        *,
+        auth: tuple[str, str] | None | bool = True,
+        timeout: float = 30,
+    ) -> Response:
         query = urllib.parse.urlencode(params or {}, doseq=True)
         url = self.url + endpoint
         data = None
@@ -162,7 +188,7 @@ class ScrapydNode:
             url += "?" + query
         elif method == "POST":
             data = query.encode()
-        request = urllib.request.Request(url, data=data, method=method)
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
         credentials = self.auth if auth is True else (auth or None)
         if credentials:
             token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
@@ -171,19 +197,30 @@ class ScrapydNode:
             with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310 (loopback)
                 return Response(r.status, r.read(), dict(r.headers))
         except urllib.error.HTTPError as e:
-            return Response(e.code, e.read(), dict(e.headers))
+            with e:
+                return Response(e.code, e.read(), dict(e.headers))
 
     def get(self, endpoint: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Response:
         return self.request("GET", endpoint, params, **kwargs)
 
-    def post(self, endpoint: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None,
-             **kwargs: Any) -> Response:
+    def post(
+        self,
+        endpoint: str,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> Response:
         return self.request("POST", endpoint, params, **kwargs)
 
     # -- jobs ------------------------------------------------------------------
 
-    def schedule(self, spider: str = "batch", *, job: str | None = None, settings: dict[str, Any] | None = None,
-                 **args: str) -> Response:
+    def schedule(
+        self,
+        spider: str = "batch",
+        *,
+        job: str | None = None,
+        settings: dict[str, Any] | None = None,
+        **args: str,
+    ) -> Response:
         params: list[tuple[str, Any]] = [("project", PROJECT), ("spider", spider)]
         if job:
             params.append(("jobid", job))
@@ -202,7 +239,9 @@ class ScrapydNode:
             document = self.status(job)
             return document if document["status"] in statuses else None
 
-        return wait_for(reached, timeout=timeout, interval=0.05, what=f"job {job} to be {'/'.join(statuses)}")
+        return wait_for(
+            reached, timeout=timeout, interval=0.05, what=f"job {job} to be {'/'.join(statuses)}"
+        )
 
     def scrapyd_state(self, job: str) -> str | None:
         return self.get("status.json", {"job": job}).json()["currstate"]

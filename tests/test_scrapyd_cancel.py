@@ -20,13 +20,20 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     )
 
 
-def start_running(node: ScrapydNode, site: str, *, count: int, delay: float, prefix: str = "running") -> str:
+def start_running(
+    node: ScrapydNode, site: str, *, count: int, delay: float, prefix: str = "running"
+) -> str:
     """A job with ``count`` slow pages, two at a time, seen with requests in flight."""
     job = unique(prefix)
-    answer = node.schedule(job=job, urls=slow_urls(site, count, delay), settings={"CONCURRENT_REQUESTS": 2})
+    answer = node.schedule(
+        job=job, urls=slow_urls(site, count, delay), settings={"CONCURRENT_REQUESTS": 2}
+    )
     assert answer.json()["status"] == "ok"
     node.wait_status(job, "running")
-    wait_for(lambda: node.status(job)["requests_in_flight"] >= 1, what=f"job {job} to have requests in flight")
+    wait_for(
+        lambda: node.status(job)["requests_in_flight"] >= 1,
+        what=f"job {job} to have requests in flight",
+    )
     return job
 
 
@@ -39,7 +46,9 @@ def force_end(node: ScrapydNode, job: str) -> None:
     node.wait_status(job, "cancelled", "completed", "failed")
 
 
-def test_pending_job_is_taken_out_of_the_queue_and_never_starts(node: ScrapydNode, site: str) -> None:
+def test_pending_job_is_taken_out_of_the_queue_and_never_starts(
+    node: ScrapydNode, site: str
+) -> None:
     blocker = start_running(node, site, count=2, delay=20, prefix="blocker")
     job = unique("pending")
     assert node.schedule(job=job, urls=f"{site}/sample/").json()["status"] == "ok"
@@ -67,7 +76,9 @@ def test_pending_job_is_taken_out_of_the_queue_and_never_starts(node: ScrapydNod
     assert job not in [done["id"] for done in node.get("listjobs.json").json()["finished"]]
 
 
-def test_running_job_is_cancelling_then_cancelled_keeping_finished_results(node: ScrapydNode, site: str) -> None:
+def test_running_job_is_cancelling_then_cancelled_keeping_finished_results(
+    node: ScrapydNode, site: str
+) -> None:
     job = start_running(node, site, count=6, delay=3)
     requested = time.monotonic()
     answer = cancel(node, job)
@@ -152,7 +163,11 @@ def test_scrapyd_cancel_of_a_pending_job_records_it_cancelled(node: ScrapydNode,
     job = unique("pending")
     node.schedule(job=job, urls=f"{site}/sample/")
     answer = node.post("cancel.json", {"project": PROJECT, "job": job})
-    assert answer.json() == {"status": "ok", "prevstate": "pending", "node_name": answer.json()["node_name"]}
+    assert answer.json() == {
+        "status": "ok",
+        "prevstate": "pending",
+        "node_name": answer.json()["node_name"],
+    }
     cancelled = node.status(job)
     assert cancelled["status"] == "cancelled" and cancelled["completion_reason"] == "cancelled"
     force_end(node, blocker)
@@ -163,7 +178,11 @@ def test_scrapyd_cancel_of_a_pending_job_records_it_cancelled(node: ScrapydNode,
 def test_scrapyd_cancel_of_a_running_job_ends_it_cancelled(node: ScrapydNode, site: str) -> None:
     job = start_running(node, site, count=4, delay=2)
     answer = node.post("cancel.json", {"project": PROJECT, "job": job})
-    assert answer.json() == {"status": "ok", "prevstate": "running", "node_name": answer.json()["node_name"]}
+    assert answer.json() == {
+        "status": "ok",
+        "prevstate": "running",
+        "node_name": answer.json()["node_name"],
+    }
     done = node.wait_status(job, "cancelled", "completed", "failed", timeout=30)
     assert done["status"] == "cancelled" and done["completion_reason"] == "cancelled"
     assert done["close_reason"] in ("shutdown", "cancelled")
@@ -194,7 +213,9 @@ def test_scrapyd_cancel_of_a_starting_job_ends_it_cancelled(node: ScrapydNode, s
     assert done["total_pages_crawled"] == 0
 
 
-def test_jobcancel_of_a_starting_job_stops_it_before_it_crawls(node: ScrapydNode, site: str) -> None:
+def test_jobcancel_of_a_starting_job_stops_it_before_it_crawls(
+    node: ScrapydNode, site: str
+) -> None:
     job = _starting(node, site)
     answer = cancel(node, job)
     assert answer.code == 200 and answer.json()["job"]["status"] == "cancelled"

@@ -103,4 +103,6 @@ def test_missing_credentials_and_unreachable_node(node: ScrapydNode, completed: 
     assert unauthorized.returncode == 1 and "unauthorized" in unauthorized.stderr
     unreachable = scrapy("jobstatus", completed, "--url", f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 1
-    assert unreachable.stderr.startswith("error: cannot reach") and unreachable.stderr.count("\n") == 1
+    assert (
+        unreachable.stderr.startswith("error: cannot reach") and unreachable.stderr.count("\n") == 1
+    )

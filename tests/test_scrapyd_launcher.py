@@ -18,7 +18,8 @@ from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, slow_urls, un
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     yield from running_node(
-        tmp_path_factory.mktemp("scrapyd-launcher"), options={"max_proc": "1", "poll_interval": "0.2"}
+        tmp_path_factory.mktemp("scrapyd-launcher"),
+        options={"max_proc": "1", "poll_interval": "0.2"},
     )
 
 
@@ -53,14 +54,18 @@ def test_killed_crawl_is_failed_at_once_with_its_exit_code(node: ScrapydNode, si
 def test_crawl_that_crashes_before_reporting_is_failed(node: ScrapydNode) -> None:
     job = unique("crashed")
     # The spider cannot even be loaded: the process exits before the job opens.
-    node.schedule(job=job, settings={"SPIDER_MODULES": "no_such_module"}, urls="http://127.0.0.1:1/")
+    node.schedule(
+        job=job, settings={"SPIDER_MODULES": "no_such_module"}, urls="http://127.0.0.1:1/"
+    )
     failed = node.wait_status(job, "failed", "completed", "cancelled", timeout=30)
     assert failed["status"] == "failed"
     assert "exit code 1 " in failed["error_message"]
     node.wait_idle()
 
 
-def test_finished_statuses_outlive_a_restart_and_a_queued_job_still_runs(node: ScrapydNode, site: str) -> None:
+def test_finished_statuses_outlive_a_restart_and_a_queued_job_still_runs(
+    node: ScrapydNode, site: str
+) -> None:
     finished = unique("finished")
     node.schedule(job=finished, urls=f"{site}/sample/")
     before = node.wait_status(finished, "completed")

@@ -37,8 +37,12 @@ def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
     """Real answers of every service, in every job state, with every code."""
     seen: list[tuple[str, str, Response]] = []
 
-    def call(method: str, path: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None,
-             **kwargs: Any) -> Response:
+    def call(
+        method: str,
+        path: str,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> Response:
         response = node.request(method, path.lstrip("/"), params, **kwargs)
         seen.append((method, path, response))
         return response
@@ -105,7 +109,9 @@ def test_document_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
     assert spec["openapi"].startswith("3.1")
 
 
-def test_real_answers_match_the_document(spec: dict[str, Any], answers: list[tuple[str, str, Response]]) -> None:
+def test_real_answers_match_the_document(
+    spec: dict[str, Any], answers: list[tuple[str, str, Response]]
+) -> None:
     checked = set()
     for method, path, response in answers:
         if method.lower() not in spec["paths"][path]:
@@ -120,9 +126,14 @@ def test_real_answers_match_the_document(spec: dict[str, Any], answers: list[tup
         content_type = response.headers.get("Content-Type", "").split(";")[0]
         assert content_type in documented["content"], f"{method} {path} {code}: {content_type}"
         if content_type == "application/json":
-            schema = {"components": spec["components"], **documented["content"][content_type]["schema"]}
+            schema = {
+                "components": spec["components"],
+                **documented["content"][content_type]["schema"],
+            }
             errors = list(Draft202012Validator(schema).iter_errors(response.json()))
-            assert not errors, f"{method} {path} {code}: {errors[0].message} at {list(errors[0].absolute_path)}"
+            assert not errors, (
+                f"{method} {path} {code}: {errors[0].message} at {list(errors[0].absolute_path)}"
+            )
         checked.add((method.lower(), path, code))
     # Every documented answer of the job services was seen for real.
     for path in ("/jobstatus.json", "/jobs.json", "/jobcancel.json", "/joberrors.json"):

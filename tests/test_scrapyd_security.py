@@ -50,7 +50,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
 
 
 @pytest.mark.parametrize(("method", "endpoint", "params"), SERVICES)
-def test_every_service_needs_credentials(node: ScrapydNode, method: str, endpoint: str, params: dict[str, str]) -> None:
+def test_every_service_needs_credentials(
+    node: ScrapydNode, method: str, endpoint: str, params: dict[str, str]
+) -> None:
     assert node.request(method, endpoint, params, auth=None).code == 401
     assert node.request(method, endpoint, params, auth=("admin", "wrong")).code == 401
     assert node.request(method, endpoint, params).code != 401
@@ -67,13 +69,19 @@ def test_a_job_runs_end_to_end_with_auth(node: ScrapydNode, site: str) -> None:
 @pytest.mark.parametrize("job", HOSTILE_IDS)
 def test_hostile_job_ids_are_refused(node: ScrapydNode, job: str) -> None:
     before = node.get("jobs.json").json()["total"]
-    for method, endpoint in (("GET", "jobstatus.json"), ("POST", "jobcancel.json"), ("GET", "joberrors.json")):
+    for method, endpoint in (
+        ("GET", "jobstatus.json"),
+        ("POST", "jobcancel.json"),
+        ("GET", "joberrors.json"),
+    ):
         answer = node.request(method, endpoint, {"job": job})
         assert answer.code == 400, (endpoint, job, answer.body)
         body = answer.json()
         assert body["status"] == "error" and body["message"].startswith("job: invalid job id")
         assert b"Traceback" not in answer.body
-    schedule = node.post("schedule.json", {"project": PROJECT, "spider": "batch", "jobid": job}).json()
+    schedule = node.post(
+        "schedule.json", {"project": PROJECT, "spider": "batch", "jobid": job}
+    ).json()
     assert schedule["status"] == "error"
     assert node.get("jobs.json").json()["total"] == before
     assert not list(node.workdir.glob("**/passwd*"))

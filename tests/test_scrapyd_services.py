@@ -15,14 +15,24 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_for
-from tests.scrapyd_node import BIN, PROJECT, ScrapydNode, build_egg, running_node, sample_urls, slow_urls, unique
+from tests.scrapyd_node import (
+    BIN,
+    PROJECT,
+    ScrapydNode,
+    build_egg,
+    running_node,
+    sample_urls,
+    slow_urls,
+    unique,
+)
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     # One slot, so that a job waits in Scrapyd's queue behind another.
     yield from running_node(
-        tmp_path_factory.mktemp("scrapyd-services"), options={"max_proc": "1", "poll_interval": "0.2"}
+        tmp_path_factory.mktemp("scrapyd-services"),
+        options={"max_proc": "1", "poll_interval": "0.2"},
     )
 
 
@@ -49,7 +59,11 @@ def lifecycle(node: ScrapydNode, site: str) -> dict[str, Any]:
 
 
 def test_schedule_answers_as_scrapyd(lifecycle: dict[str, Any]) -> None:
-    assert lifecycle["schedule"] == {"status": "ok", "jobid": lifecycle["job"], "node_name": lifecycle["schedule"]["node_name"]}
+    assert lifecycle["schedule"] == {
+        "status": "ok",
+        "jobid": lifecycle["job"],
+        "node_name": lifecycle["schedule"]["node_name"],
+    }
 
 
 def test_queued_job_is_pending_with_its_spider_and_arguments(lifecycle: dict[str, Any]) -> None:
@@ -63,7 +77,9 @@ def test_queued_job_is_pending_with_its_spider_and_arguments(lifecycle: dict[str
     assert pending["started_at"] is None
     assert pending["args"] == {"urls": lifecycle["urls"]}
     assert lifecycle["pending_scrapyd"] == "pending"
-    queued = [job for job in lifecycle["pending_listjobs"]["pending"] if job["id"] == lifecycle["job"]]
+    queued = [
+        job for job in lifecycle["pending_listjobs"]["pending"] if job["id"] == lifecycle["job"]
+    ]
     assert queued and queued[0]["spider"] == "batch" and queued[0]["project"] == PROJECT
 
 
@@ -89,20 +105,36 @@ def test_completed_job_has_the_right_counters(lifecycle: dict[str, Any]) -> None
     assert done["requests_in_flight"] == 0
     assert done["processing_time"] > 0
     assert done["project"] == PROJECT
-    finished = [job for job in lifecycle["finished_listjobs"]["finished"] if job["id"] == lifecycle["job"]]
+    finished = [
+        job for job in lifecycle["finished_listjobs"]["finished"] if job["id"] == lifecycle["job"]
+    ]
     assert finished and {"start_time", "end_time", "log_url"} <= set(finished[0])
 
 
-def test_error_report_json_has_every_error_with_all_fields(node: ScrapydNode, lifecycle: dict[str, Any], site: str) -> None:
+def test_error_report_json_has_every_error_with_all_fields(
+    node: ScrapydNode, lifecycle: dict[str, Any], site: str
+) -> None:
     answer = node.get("joberrors.json", {"job": lifecycle["job"]})
     assert answer.code == 200
     body = answer.json()
     assert body["status"] == "ok" and body["node_name"]
     assert body["job"]["job_id"] == lifecycle["job"] and body["job"]["status"] == "completed"
     assert body["error_count"] == 2
-    fields = {"error_id", "stage", "error_type", "error_message", "page_url", "http_status", "timestamp", "is_recoverable"}
+    fields = {
+        "error_id",
+        "stage",
+        "error_type",
+        "error_message",
+        "page_url",
+        "http_status",
+        "timestamp",
+        "is_recoverable",
+    }
     assert all(set(error) == fields for error in body["errors"])
-    assert sorted(e["page_url"] for e in body["errors"]) == [f"{site}/sample/nope", f"{site}/status/404"]
+    assert sorted(e["page_url"] for e in body["errors"]) == [
+        f"{site}/sample/nope",
+        f"{site}/status/404",
+    ]
     assert {e["error_type"] for e in body["errors"]} == {"http_error"}
     assert {e["http_status"] for e in body["errors"]} == {404}
 
@@ -112,7 +144,16 @@ def test_error_report_csv_has_a_header_row(node: ScrapydNode, lifecycle: dict[st
     assert answer.code == 200
     assert answer.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(answer.body.decode())))
-    assert rows[0] == ["error_id", "stage", "error_type", "error_message", "page_url", "http_status", "timestamp", "is_recoverable"]
+    assert rows[0] == [
+        "error_id",
+        "stage",
+        "error_type",
+        "error_message",
+        "page_url",
+        "http_status",
+        "timestamp",
+        "is_recoverable",
+    ]
     assert len(rows) == 3
     assert {row[5] for row in rows[1:]} == {"404"}
 
@@ -127,7 +168,11 @@ def test_error_report_of_unknown_job_is_404(node: ScrapydNode) -> None:
 def test_jobstatus_unknown_missing_and_invalid(node: ScrapydNode) -> None:
     unknown = node.get("jobstatus.json", {"job": "no-such-job"})
     assert unknown.code == 404
-    assert unknown.json() == {"status": "error", "message": "job 'no-such-job' not found", "node_name": unknown.json()["node_name"]}
+    assert unknown.json() == {
+        "status": "error",
+        "message": "job 'no-such-job' not found",
+        "node_name": unknown.json()["node_name"],
+    }
     missing = node.get("jobstatus.json")
     assert missing.code == 400 and "'job' parameter is required" in missing.json()["message"]
     invalid = node.get("jobstatus.json", {"job": "not/valid"})
@@ -175,7 +220,9 @@ def test_jobs_filters_and_pages(node: ScrapydNode, lifecycle: dict[str, Any]) ->
         ({"spider": "batch' OR '1'='1"}, "spider"),
     ],
 )
-def test_jobs_refuses_invalid_filters_naming_them(node: ScrapydNode, params: dict[str, str], named: str) -> None:
+def test_jobs_refuses_invalid_filters_naming_them(
+    node: ScrapydNode, params: dict[str, str], named: str
+) -> None:
     answer = node.get("jobs.json", params)
     assert answer.code == 400
     assert answer.json()["status"] == "error"
@@ -202,10 +249,15 @@ def test_oversized_parameters_are_refused(node: ScrapydNode) -> None:
         ({"settings": {"JOBSTATUS_TIMEOUT": "nan"}}, "JOBSTATUS_TIMEOUT must be a number"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "-1"}}, "JOBSTATUS_TIMEOUT must be a number"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "1801"}}, "above this node's maximum of 1800 seconds"),
-        ({"settings": {"JOBSTATUS_DB": "/tmp/elsewhere.db"}}, "JOBSTATUS_DB is set by the node"),
+        (
+            {"settings": {"JOBSTATUS_DB": "/tmp/elsewhere.db"}},  # noqa: S108 (never written)
+            "JOBSTATUS_DB is set by the node",
+        ),
     ],
 )
-def test_schedule_refuses_before_queueing(node: ScrapydNode, site: str, change: dict[str, Any], message: str) -> None:
+def test_schedule_refuses_before_queueing(
+    node: ScrapydNode, site: str, change: dict[str, Any], message: str
+) -> None:
     before = node.get("jobs.json").json()["total"]
     job = change.get("job", unique("refused"))
     answer = node.schedule(job=job, urls=f"{site}/sample/", settings=change.get("settings"))
@@ -216,7 +268,9 @@ def test_schedule_refuses_before_queueing(node: ScrapydNode, site: str, change: 
     assert all(job != queued["id"] for queued in node.get("listjobs.json").json()["pending"])
 
 
-def test_schedule_refuses_a_used_job_id(node: ScrapydNode, lifecycle: dict[str, Any], site: str) -> None:
+def test_schedule_refuses_a_used_job_id(
+    node: ScrapydNode, lifecycle: dict[str, Any], site: str
+) -> None:
     answer = node.schedule(job=lifecycle["job"], urls=f"{site}/sample/").json()
     assert answer["status"] == "error" and "already used" in answer["message"]
     assert node.status(lifecycle["job"])["status"] == "completed"
@@ -227,31 +281,43 @@ def test_schedule_keeps_scrapyd_errors(node: ScrapydNode) -> None:
     assert answer.code == 200 and answer.json()["status"] == "error"
     assert answer.json()["message"] == "project 'nope' not found"
     answer = node.post("schedule.json", {"project": PROJECT, "spider": "nope"})
-    assert answer.json() == {"status": "error", "message": "spider 'nope' not found", "node_name": answer.json()["node_name"]}
+    assert answer.json() == {
+        "status": "error",
+        "message": "spider 'nope' not found",
+        "node_name": answer.json()["node_name"],
+    }
 
 
 def test_schedule_accepts_a_timeout_within_the_cap(node: ScrapydNode, site: str) -> None:
     job = unique("timeout")
-    answer = node.schedule(job=job, urls=f"{site}/sample/", settings={"JOBSTATUS_TIMEOUT": "60"}).json()
+    answer = node.schedule(
+        job=job, urls=f"{site}/sample/", settings={"JOBSTATUS_TIMEOUT": "60"}
+    ).json()
     assert answer["status"] == "ok"
     done = node.wait_status(job, "completed", "failed")
     assert done["status"] == "completed" and done["timeout"] == 60.0
 
 
 def test_generated_job_id_is_recorded(node: ScrapydNode, site: str) -> None:
-    answer = node.post("schedule.json", {"project": PROJECT, "spider": "batch", "urls": f"{site}/sample/"}).json()
+    answer = node.post(
+        "schedule.json", {"project": PROJECT, "spider": "batch", "urls": f"{site}/sample/"}
+    ).json()
     assert answer["status"] == "ok"
     assert node.wait_status(answer["jobid"], "completed")["spider"] == "batch"
 
 
-def test_scrapyd_own_services_answer_as_before(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
+def test_scrapyd_own_services_answer_as_before(
+    node: ScrapydNode, lifecycle: dict[str, Any]
+) -> None:
     daemon = node.get("daemonstatus.json").json()
     assert set(daemon) == {"status", "pending", "running", "finished", "node_name"}
     jobs = node.get("listjobs.json").json()
     assert set(jobs) == {"status", "pending", "running", "finished", "node_name"}
     assert node.get("status.json", {"job": lifecycle["job"]}).json()["currstate"] == "finished"
     assert node.get("status.json", {"job": "no-such-job"}).json() == {
-        "status": "ok", "currstate": None, "node_name": daemon["node_name"],
+        "status": "ok",
+        "currstate": None,
+        "node_name": daemon["node_name"],
     }
     assert node.get("listprojects.json").json()["projects"] == [PROJECT]
     assert "batch" in node.get("listspiders.json", {"project": PROJECT}).json()["spiders"]
@@ -262,14 +328,23 @@ def test_scrapyd_own_services_answer_as_before(node: ScrapydNode, lifecycle: dic
 def test_scrapyd_deploy_egg_holds_the_spiders_and_the_extension(tmp_path: Path) -> None:
     source = build_egg(tmp_path)
     egg = tmp_path / "crawler.egg"
-    result = subprocess.run(
-        [str(BIN / "scrapyd-deploy"), "--build-egg", str(egg)], cwd=source, capture_output=True, text=True, timeout=180
+    result = subprocess.run(  # noqa: S603 (scrapyd-client's own command)
+        [str(BIN / "scrapyd-deploy"), "--build-egg", str(egg)],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     with zipfile.ZipFile(egg) as z:
         names = set(z.namelist())
         entry_points = z.read("EGG-INFO/entry_points.txt").decode()
-    assert {"crawler/settings.py", "crawler/spiders/batch.py", "extensions/__init__.py",
-            "extensions/_extension.py", "extensions/_store.py"} <= names
+    assert {
+        "crawler/settings.py",
+        "crawler/spiders/batch.py",
+        "extensions/__init__.py",
+        "extensions/_extension.py",
+        "extensions/_store.py",
+    } <= names
     assert not any(name.startswith("tests/") for name in names)
     assert "[scrapy]\nsettings = crawler.settings" in entry_points

@@ -70,7 +70,8 @@ class RemoteJobs:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CommandError(f"--url: {url!r} is not an http(s) URL", EXIT_BAD_INPUT)
         if auth is None and parts.username is not None:
-            auth = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            password = urllib.parse.unquote(parts.password or "")
+            auth = f"{urllib.parse.unquote(parts.username)}:{password}"
         if auth is not None and ":" not in auth:
             raise CommandError("--auth: give USER:PASSWORD", EXIT_BAD_INPUT)
         netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
@@ -112,7 +113,9 @@ class RemoteJobs:
             raise CommandError(message, EXIT_BAD_INPUT)
         raise CommandError(f"{self.base}: {message}")
 
-    def _call(self, method: str, endpoint: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _call(
+        self, method: str, endpoint: str, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         query = urllib.parse.urlencode(params)
         url = self.base + endpoint
         data = None
@@ -127,7 +130,8 @@ class RemoteJobs:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 code, raw = response.status, response.read()
         except urllib.error.HTTPError as e:
-            code, raw = e.code, e.read()
+            with e:
+                code, raw = e.code, e.read()
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise CommandError(f"cannot reach {self.base}: {reason}") from None
@@ -139,7 +143,8 @@ class RemoteJobs:
             raise CommandError(f"{self.base}{endpoint}: not a job service (HTTP {code})") from None
         if not isinstance(body, dict) or (code in (200, 202) and body.get("status") != "ok"):
             message = body.get("message") if isinstance(body, dict) else None
-            raise CommandError(f"{self.base}{endpoint}: {message or f'unexpected answer (HTTP {code})'}")
+            message = message or f"unexpected answer (HTTP {code})"
+            raise CommandError(f"{self.base}{endpoint}: {message}")
         return code, body
 
 

@@ -58,7 +58,9 @@ class Launcher(launcher.Launcher):
             log.failure("Could not read job {job} from the job store", job=job)
         if state is not None and not state.status.is_active:
             # Cancelled while pending: a cancelled job is never started.
-            log.info("Job {job} is {status} already: not starting it", job=job, status=str(state.status))
+            log.info(
+                "Job {job} is {status} already: not starting it", job=job, status=str(state.status)
+            )
             self._get_message(slot)
             return
 

@@ -94,7 +94,9 @@ class JobResource(WsResource):
         except resource.UnsupportedMethod as e:
             txrequest.setResponseCode(http.NOT_ALLOWED)
             txrequest.setHeader("Allow", self.methods)
-            allowed = ", ".join(m.decode() for m in e.allowedMethods if m not in (b"HEAD", b"OPTIONS"))
+            allowed = ", ".join(
+                m.decode() for m in e.allowedMethods if m not in (b"HEAD", b"OPTIONS")
+            )
             data = {"status": "error", "message": f"method not allowed: use {allowed}"}
         except Exception:
             log.failure("Error in {path}", path=txrequest.path)
@@ -250,10 +252,10 @@ class Schedule(webservice.Schedule):
             except InvalidJobId as e:
                 raise error.Error(code=http.OK, message=str(e).encode()) from None
             if store.get(jobid) is not None:
-                raise error.Error(code=http.OK, message=b"job id '%b' is already used" % jobid.encode())
-        settings = dict(
-            s.split("=", 1) for s in _all(given, "setting") if "=" in s
-        )
+                raise error.Error(
+                    code=http.OK, message=b"job id '%b' is already used" % jobid.encode()
+                )
+        settings = dict(s.split("=", 1) for s in _all(given, "setting") if "=" in s)
         self._check_settings(settings)
 
         result = super().render_POST(txrequest)
@@ -280,7 +282,9 @@ class Schedule(webservice.Schedule):
             raise
         if not recorded:
             unqueue(self.root, job_id, project)
-            raise error.Error(code=http.OK, message=b"job id '%b' is already used" % job_id.encode())
+            raise error.Error(
+                code=http.OK, message=b"job id '%b' is already used" % job_id.encode()
+            )
         return result
 
     def _check_settings(self, settings: dict[str, str]) -> None:
@@ -297,10 +301,8 @@ class Schedule(webservice.Schedule):
         except ValueError:
             timeout = math.nan
         if math.isnan(timeout) or math.isinf(timeout) or timeout < 0:
-            raise error.Error(
-                code=http.OK,
-                message=f"JOBSTATUS_TIMEOUT must be a number of seconds, not {_shown(raw)}".encode(),
-            )
+            message = f"JOBSTATUS_TIMEOUT must be a number of seconds, not {_shown(raw)}"
+            raise error.Error(code=http.OK, message=message.encode())
         cap = self.node.timeout_max
         if cap and timeout > cap:
             raise error.Error(
@@ -373,7 +375,9 @@ def unqueue(root: Any, job_id: str, project: str | None) -> int:
     )
 
 
-def adopt_queued(root: Any, node: JobStatusNode, job_id: str, project: str | None) -> JobState | None:
+def adopt_queued(
+    root: Any, node: JobStatusNode, job_id: str, project: str | None
+) -> JobState | None:
     """A job in Scrapyd's queue that the store does not know (queued before
     the store was set up): record it pending."""
     for name, queue in _queues_for(root, project):
@@ -388,7 +392,9 @@ def adopt_queued(root: Any, node: JobStatusNode, job_id: str, project: str | Non
                 status=Status.PENDING,
                 created_at=time.time(),
                 args={
-                    k: v for k, v in message.items() if k not in ("name", "_job", "_version", "settings")
+                    k: v
+                    for k, v in message.items()
+                    if k not in ("name", "_job", "_version", "settings")
                 },
                 settings=dict(message.get("settings") or {}),
             )
@@ -458,7 +464,9 @@ def _spider_args(given: dict[bytes, list[bytes]]) -> dict[str, str]:
 
 def _csv(errors: list[dict[str, Any]]) -> bytes:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=ERROR_FIELDS, extrasaction="ignore", lineterminator="\r\n")
+    writer = csv.DictWriter(
+        out, fieldnames=ERROR_FIELDS, extrasaction="ignore", lineterminator="\r\n"
+    )
     writer.writeheader()
     for row in errors:
         writer.writerow({k: _cell(v) for k, v in row.items()})

@@ -42,7 +42,9 @@ FORCED_SLOW = 10.0  # ... of a job cancelled with force=1: it must not wait for 
 
 
 def start_site() -> tuple[subprocess.Popen[str], str]:
-    site = subprocess.Popen([sys.executable, "-m", "tests.site"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    site = subprocess.Popen(
+        [sys.executable, "-m", "tests.site"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert site.stdout is not None
     return site, site.stdout.readline().strip()
 
@@ -58,8 +60,13 @@ def fill(db: Path, count: int) -> list[str]:
         created = now + i
         status = statuses[i % len(statuses)]
         state = JobState(
-            job_id=job_id, spider="batch" if i % 3 else "documents", project="crawler", node=store.node,
-            status=JobStatus.PENDING, created_at=created, args={"urls": "http://127.0.0.1/x"},
+            job_id=job_id,
+            spider="batch" if i % 3 else "documents",
+            project="crawler",
+            node=store.node,
+            status=JobStatus.PENDING,
+            created_at=created,
+            args={"urls": "http://127.0.0.1/x"},
         )
         store.add_job(state)
         state.status = JobStatus.RUNNING
@@ -68,18 +75,29 @@ def fill(db: Path, count: int) -> list[str]:
         state.status = status
         state.completed_at = created + 5
         state.updated_at = created + 5
-        state.completion_reason = {"completed": "done", "failed": "error", "cancelled": "cancelled"}[status]
+        state.completion_reason = {
+            "completed": "done",
+            "failed": "error",
+            "cancelled": "cancelled",
+        }[status]
         state.total_pages_crawled = state.total_documents_found = 20 + i % 50
         state.responses_failed = i % 4
         state.responses_finished = state.total_pages_crawled
         state.progress = 100.0
         errors = [
-            JobError(error_type="http_error", error_message="HTTP 404", page_url=f"http://127.0.0.1/{k}",
-                     http_status=404, timestamp=created + 1)
+            JobError(
+                error_type="http_error",
+                error_message="HTTP 404",
+                page_url=f"http://127.0.0.1/{k}",
+                http_status=404,
+                timestamp=created + 1,
+            )
             for k in range(i % 4)
         ]
-        events = [HistoryEvent(step=step, timestamp=created + k, status="running")
-                  for k, step in enumerate(("opened", "first response", "closing", "finished"))]
+        events = [
+            HistoryEvent(step=step, timestamp=created + k, status="running")
+            for k, step in enumerate(("opened", "first response", "closing", "finished"))
+        ]
         store.save(state, errors, events)
         ids.append(job_id)
     store.close()
@@ -98,7 +116,9 @@ class Client:
         return response.status, response.read()
 
 
-def latency(port: int, calls: dict[str, Callable[[], tuple[str, dict[str, str]]]], rounds: int) -> dict[str, list[float]]:
+def latency(
+    port: int, calls: dict[str, Callable[[], tuple[str, dict[str, str]]]], rounds: int
+) -> dict[str, list[float]]:
     client = Client(port)
     samples: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
@@ -113,7 +133,9 @@ def latency(port: int, calls: dict[str, Callable[[], tuple[str, dict[str, str]]]
     return samples
 
 
-def throughput(port: int, call: Callable[[], tuple[str, dict[str, str]]], clients: int, per_client: int) -> float:
+def throughput(
+    port: int, call: Callable[[], tuple[str, dict[str, str]]], clients: int, per_client: int
+) -> float:
     def run() -> None:
         client = Client(port)
         for _ in range(per_client):
@@ -140,7 +162,8 @@ def cancel_round(node: ScrapydNode, site: str, force: bool) -> dict[str, float]:
     node.schedule(job=job, urls=slow_urls(site, 12, slow), settings={"CONCURRENT_REQUESTS": 2})
     node.wait_status(job, "running")
     wait_for(lambda: node.status(job)["requests_in_flight"] >= 1)
-    time.sleep(random.uniform(0, min(slow, SLOW)))  # a random point in the in-flight requests' life
+    # A random point in the in-flight requests' life.
+    time.sleep(random.uniform(0, min(slow, SLOW)))  # noqa: S311
     requested_wall, requested = time.time(), time.perf_counter()
     answer = node.post("jobcancel.json", {"job": job, "force": "1" if force else "0"})
     assert answer.code == 202, answer.body
@@ -193,27 +216,44 @@ def main() -> None:
         known = ids + real
 
         calls: dict[str, Callable[[], tuple[str, dict[str, str]]]] = {
-            "jobstatus.json": lambda: ("jobstatus.json", {"job": random.choice(known)}),
-            "status.json (Scrapyd)": lambda: ("status.json", {"job": random.choice(known)}),
+            "jobstatus.json": lambda: ("jobstatus.json", {"job": random.choice(known)}),  # noqa: S311
+            "status.json (Scrapyd)": lambda: ("status.json", {"job": random.choice(known)}),  # noqa: S311
             "jobs.json (50 newest)": lambda: ("jobs.json", {}),
-            "jobs.json (status=failed, page 20)": lambda: ("jobs.json", {"status": "failed", "offset": "950"}),
+            "jobs.json (status=failed, page 20)": lambda: (
+                "jobs.json",
+                {"status": "failed", "offset": "950"},
+            ),
             "listjobs.json (Scrapyd)": lambda: ("listjobs.json", {}),
         }
         samples = latency(node.port, calls, args.requests)
         print()
-        print(f"| endpoint ({args.jobs} jobs in the store) | median ms | p99 ms | req/s, 1 client | req/s, 4 clients |")
+        print(
+            f"| endpoint ({args.jobs} jobs in the store) | median ms | p99 ms"
+            " | req/s, 1 client | req/s, 4 clients |"
+        )
         print("| --- | ---: | ---: | ---: | ---: |")
         for name, call in calls.items():
             values = samples[name]
             sequential = len(values) / sum(values)
-            parallel = throughput(node.port, call, clients=4, per_client=max(50, args.requests // 4))
-            print(f"| `{name}` | {ms(values, 0.5):.2f} | {ms(values, 0.99):.2f} | {sequential:.0f} | {parallel:.0f} |")
+            parallel = throughput(
+                node.port, call, clients=4, per_client=max(50, args.requests // 4)
+            )
+            print(
+                f"| `{name}` | {ms(values, 0.5):.2f} | {ms(values, 0.99):.2f}"
+                f" | {sequential:.0f} | {parallel:.0f} |"
+            )
 
         print()
-        print(f"Cancel of a running job (2 requests in flight, pages answered after {SLOW:g} s, or {FORCED_SLOW:g} s"
-              f" for force=1; JOBSTATUS_INTERVAL 1 s), {args.cancel_rounds} rounds:")
+        print(
+            f"Cancel of a running job (2 requests in flight, pages answered after {SLOW:g} s,"
+            f" or {FORCED_SLOW:g} s for force=1; JOBSTATUS_INTERVAL 1 s),"
+            f" {args.cancel_rounds} rounds:"
+        )
         print()
-        print("| cancel | request -> cancelling visible | request -> taken up by the crawl | request -> terminal |")
+        print(
+            "| cancel | request -> cancelling visible | request -> taken up by the crawl"
+            " | request -> terminal |"
+        )
         print("| --- | ---: | ---: | ---: |")
         for force in (False, True):
             rounds = [cancel_round(node, site, force) for _ in range(args.cancel_rounds)]
