@@ -92,7 +92,9 @@ def test_running_job_is_cancelling_then_cancelled_keeping_finished_results(
 
     done = node.wait_status(job, "cancelled", "completed", "failed", timeout=30)
     # In-flight requests (3 s at most) finish, then the job ends.
-    assert time.monotonic() - requested < 3 + 1 + 1.5
+    # Requests started before the crawl took the cancel up (one interval) may
+    # also finish; a loaded machine gets a second of slack.
+    assert time.monotonic() - requested < 1 + 3 + 1 + 1
     assert done["status"] == "cancelled" and done["completion_reason"] == "cancelled"
     assert 1 <= done["total_pages_crawled"] < 6
     assert done["total_documents_found"] == done["total_pages_crawled"]

@@ -43,7 +43,7 @@ def test_killed_crawl_is_failed_at_once_with_its_exit_code(node: ScrapydNode, si
     killed = time.monotonic()
     failed = node.wait_status(job, "failed", "completed", "cancelled", timeout=10)
     # At once: not after the heartbeat goes stale (5 intervals).
-    assert time.monotonic() - killed < 2.5
+    assert time.monotonic() - killed < 4
     assert failed["status"] == "failed" and failed["completion_reason"] == "error"
     assert "exit code -9 (killed by SIGKILL)" in failed["error_message"]
     assert failed["is_active"] is False and failed["requests_in_flight"] == 0
