@@ -396,9 +396,21 @@ class JobStore:
         return states, total
 
     def summaries(self, states: Iterable[JobState]) -> list[dict[str, Any]]:
-        """Status documents without history and errors, for listings."""
+        """Status documents without history and error list, for listings."""
+        states = list(states)
+        marks = ", ".join("?" * len(states))
+        counts = dict(
+            self.conn.execute(
+                f"SELECT job_id, COUNT(*) FROM errors WHERE job_id IN ({marks})"  # noqa: S608
+                " GROUP BY job_id",
+                [s.job_id for s in states],
+            ).fetchall()
+        )
         now = time.time()
-        return [s.to_document(errors=[], error_count=0, history=[], now=now) for s in states]
+        return [
+            s.to_document(errors=[], error_count=counts.get(s.job_id, 0), history=[], now=now)
+            for s in states
+        ]
 
     def _is_dead(self, state: JobState) -> bool:
         if state.status not in ACTIVE_STATUSES or state.status is JobStatus.PENDING:

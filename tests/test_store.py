@@ -140,6 +140,18 @@ def test_listing_is_newest_first_with_filters_and_total(store):
     states, total = store.list_jobs(offset=4)
     assert [s.job_id for s in states] == ["j0"]
     assert store.list_jobs(spider="x' OR '1'='1") == ([], 0)
+
+
+def test_listing_summaries_carry_each_jobs_error_count(store):
+    for job_id, errors in (("a", 3), ("b", 0)):
+        state = running(job_id)
+        store.start_job(state)
+        store.save(state, [JobError(error_type="other", error_message="x", timestamp=1.0)] * errors)
+    summaries = {d["job_id"]: d for d in store.summaries(store.list_jobs()[0])}
+    assert (summaries["a"]["error_count"], summaries["a"]["has_errors"]) == (3, True)
+    assert (summaries["b"]["error_count"], summaries["b"]["has_errors"]) == (0, False)
+    assert summaries["a"]["errors"] == [] and summaries["a"]["history"] == []
+    assert store.summaries([]) == []
     assert store.list_jobs(status="cancelled") == ([], 0)
 
 
