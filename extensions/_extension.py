@@ -435,7 +435,15 @@ class JobStatusExtension:
         self._grace_call = None
         engine = self.crawler.engine
         slot = getattr(engine, "_slot", None)
-        if self.forced or self.state is None or slot is None or slot.closing is None:
+        # Nothing to drop once the in-flight requests are done and the close
+        # has gone on by itself.
+        if (
+            self.forced
+            or self.state is None
+            or slot is None
+            or slot.closing is None
+            or slot.closing.called
+        ):
             return
         self.forced = True
         dropped = len(slot.inprogress)

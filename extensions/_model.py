@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -175,9 +175,16 @@ class JobError:
     error_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["timestamp"] = isoformat(self.timestamp)
-        return data
+        return {
+            "error_id": self.error_id,
+            "stage": self.stage,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "page_url": self.page_url,
+            "http_status": self.http_status,
+            "timestamp": isoformat(self.timestamp),
+            "is_recoverable": self.is_recoverable,
+        }
 
 
 @dataclass
@@ -189,9 +196,13 @@ class HistoryEvent:
     details: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["timestamp"] = isoformat(self.timestamp)
-        return data
+        return {
+            "step": self.step,
+            "timestamp": isoformat(self.timestamp),
+            "duration_ms": self.duration_ms,
+            "status": self.status,
+            "details": self.details,
+        }
 
 
 @dataclass
