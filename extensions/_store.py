@@ -15,8 +15,9 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._model import (
     ACTIVE_STATUSES,
@@ -30,6 +31,9 @@ from ._model import (
 )
 
 BUSY_TIMEOUT_MS = 30_000
+# The status document is rendered by every write, with this many latest
+# errors, so that a read is one row: reads outnumber writes (one per interval).
+RENDERED_ERRORS = 100
 # A heartbeat this many intervals old, with the process gone, means it died.
 STALE_INTERVALS = 5
 MIN_STALE_SECONDS = 5.0
@@ -48,7 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     completed_at REAL,
     cancel_requested_at REAL,
     cancel_force INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    document TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at DESC);
@@ -120,6 +125,9 @@ class JobStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
+            columns = {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}
+            if "document" not in columns:  # a store made before documents were rendered
+                conn.execute("ALTER TABLE jobs ADD COLUMN document TEXT")
             self._conn = conn
         return self._conn
 
@@ -146,6 +154,8 @@ class JobStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _row_values(state),
             )
+            if cur.rowcount == 1:
+                self._render(conn, state.job_id)
             return cur.rowcount == 1
 
     def start_job(self, state: JobState) -> JobState:
@@ -164,6 +174,7 @@ class JobStore:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     _row_values(state),
                 )
+                self._render(conn, state.job_id)
                 return state
             stored = _state_from_row(row)
             if stored.status is not JobStatus.PENDING:
@@ -173,6 +184,7 @@ class JobStore:
             state.args = state.args or stored.args
             state.settings = state.settings or stored.settings
             _update(conn, state)
+            self._render(conn, state.job_id)
             return state
 
     def save(
@@ -215,10 +227,7 @@ class JobStore:
                     for h in events
                 ],
             )
-            row = conn.execute(
-                "SELECT cancel_requested_at, cancel_force FROM jobs WHERE job_id = ?",
-                (state.job_id,),
-            ).fetchone()
+            row = self._render(conn, state.job_id)
         if row is None:
             return written, None, False
         return written, row["cancel_requested_at"], bool(row["cancel_force"])
@@ -245,12 +254,14 @@ class JobStore:
                     (now, job_id),
                 )
                 _insert_event(conn, job_id, "cancelled", now, state.status, "cancelled while pending")
+                self._render(conn, job_id)
                 return CancelOutcome(before, JobStatus.CANCELLED)
             conn.execute(
                 "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?),"
                 " cancel_force = MAX(cancel_force, ?) WHERE job_id = ?",
                 (now, int(force), job_id),
             )
+            self._render(conn, job_id)
             return CancelOutcome(before, JobStatus.CANCELLING)
 
     def fail_job(self, job_id: str, message: str) -> bool:
@@ -266,6 +277,7 @@ class JobStore:
             state.error_message = message
             _update(conn, state)
             _insert_event(conn, job_id, "failed", now, state.status, message)
+            self._render(conn, job_id)
             return True
 
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
@@ -312,10 +324,36 @@ class JobStore:
         return state
 
     def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
-        state = self.get(job_id)
-        if state is None:
+        """The job's status document with its latest ``errors_kept`` errors."""
+        row = self.conn.execute(
+            "SELECT status, node, pid, interval, updated_at, document FROM jobs WHERE job_id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
             return None
-        return self._document(state, errors_kept)
+        if self._is_dead(_Liveness(**{k: row[k] for k in _Liveness._fields})):
+            self.get(job_id)  # records the death
+            return self.document(job_id, errors_kept)
+        if row["document"] is None or errors_kept > RENDERED_ERRORS:
+            state = self.get(job_id)
+            return None if state is None else self._document(state, errors_kept)
+        document = json.loads(row["document"])
+        document["errors"] = document["errors"][-errors_kept:] if errors_kept else []
+        if document["is_active"] and document["started_at"]:
+            started = datetime.fromisoformat(document["started_at"]).timestamp()
+            document["running_time"] = round(time.time() - started, 3)
+        return document
+
+    def _render(self, conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
+        """Store the job's status document as of this write; returns the row."""
+        row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is not None:
+            document = self._document(_state_from_row(row), RENDERED_ERRORS)
+            conn.execute(
+                "UPDATE jobs SET document = ? WHERE job_id = ?",
+                (json.dumps(document, separators=(",", ":")), job_id),
+            )
+        return row
 
     def _document(self, state: JobState, errors_kept: int) -> dict[str, Any]:
         conn = self.conn
@@ -412,8 +450,8 @@ class JobStore:
             for s in states
         ]
 
-    def _is_dead(self, state: JobState) -> bool:
-        if state.status not in ACTIVE_STATUSES or state.status is JobStatus.PENDING:
+    def _is_dead(self, state: JobState | _Liveness) -> bool:
+        if state.status not in ACTIVE_STATUSES or state.status == JobStatus.PENDING:
             return False
         if state.pid is None or state.node != self.node or state.updated_at is None:
             return False
@@ -421,6 +459,16 @@ class JobStore:
         if time.time() - state.updated_at < stale_after:
             return False
         return not _pid_alive(state.pid)
+
+
+class _Liveness(NamedTuple):
+    """What tells whether a job's process died, as read from its row."""
+
+    status: str
+    node: str | None
+    pid: int | None
+    interval: float | None
+    updated_at: float | None
 
 
 def _died_message(state: JobState) -> str:

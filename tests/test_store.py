@@ -263,3 +263,27 @@ def test_concurrent_writers_and_readers_lose_nothing(tmp_path):
     for job_id in ("w0", "w1"):
         assert reader.get(job_id).cancel_requested_at is not None
         assert reader.get(job_id).status is JobStatus.CANCELLED
+
+
+@pytest.mark.parametrize("errors_kept", [0, 1, 20, 100, 150])
+def test_the_rendered_document_is_what_a_full_read_gives(store, errors_kept):
+    store.add_job(pending("pend"))
+    state = running("run")
+    store.start_job(state)
+    store.save(state, [JobError(error_type="other", error_message=f"e{i}", timestamp=float(i))
+                       for i in range(120)],
+               [HistoryEvent(step="opened", timestamp=1.0, status="running")])
+    store.request_cancel("run")
+    done = running("done")
+    store.start_job(done)
+    done.status = JobStatus.COMPLETED
+    store.save(done)
+    for job_id in ("pend", "run", "done"):
+        fast = store.document(job_id, errors_kept)
+        full = store._document(store.get(job_id), errors_kept)
+        if fast["running_time"] is not None:
+            assert fast["running_time"] == pytest.approx(full["running_time"], abs=0.5)
+            fast["running_time"] = full["running_time"]
+        assert fast == full
+    assert store.document("run", errors_kept)["status"] == "cancelling"
+    assert len(store.document("run", errors_kept)["errors"]) == min(errors_kept, 120)
