@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,24 @@ TEST_SETTINGS = {
     "ROBOTSTXT_OBEY": "False",
     "LOG_LEVEL": "INFO",
 }
+
+
+@contextmanager
+def local_site(env: dict[str, str] | None = None) -> Iterator[str]:
+    """The local test website (``tests/site.py``) running; yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.site"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    try:
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()
 
 
 def crawl_command(

@@ -30,18 +30,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.fixture_site import CORPUS  # noqa: E402
-from tests.helpers import ROOT, crawl_command  # noqa: E402
+from tests.helpers import ROOT, crawl_command, local_site  # noqa: E402
 
 STATS = re.compile(r"Dumping Scrapy stats:\n(\{.*?\})\n", re.S)
-
-
-def start_site(corpus: Path) -> tuple[subprocess.Popen[str], str]:
-    site = subprocess.Popen(
-        [sys.executable, "-m", "tests.site"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "JOBSTATUS_TEST_CORPUS": str(corpus)},
-    )  # fmt: skip
-    assert site.stdout is not None
-    return site, site.stdout.readline().strip()
 
 
 def crawl(url: str, enabled: bool, workdir: Path, tag: str) -> dict:
@@ -92,9 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.corpus.is_dir():
         sys.exit(f"{args.corpus} is not a directory (apt-get install debian-policy)")
-    site_process, site = start_site(args.corpus)
-    url = f"{site}/corpus/{args.start}"
-    try:
+    with local_site({"JOBSTATUS_TEST_CORPUS": str(args.corpus)}) as site:
+        url = f"{site}/corpus/{args.start}"
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             crawl(url, True, workdir, "warmup")
@@ -114,11 +104,6 @@ def main() -> None:
                 peak = statistics.median(r["peak_mib"] for r in runs[enabled])
                 state = "enabled " if enabled else "disabled"
                 print(f"  extension {state}: {rate:.0f} pages/s, peak {peak:.1f} MiB")
-    finally:
-        site_process.terminate()
-        site_process.wait()
-        assert site_process.stdout is not None
-        site_process.stdout.close()
 
 
 if __name__ == "__main__":

@@ -18,19 +18,12 @@ import ast
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from tests.helpers import ROOT, crawl_command
+from tests.helpers import ROOT, crawl_command, local_site
 
 STATS = re.compile(r"Dumping Scrapy stats:\n(\{.*?\})\n", re.S)
-
-
-def start_site() -> tuple[subprocess.Popen[str], str]:
-    site = subprocess.Popen([sys.executable, "-m", "tests.site"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert site.stdout is not None
-    return site, site.stdout.readline().strip()
 
 
 def crawl(site: str, pages: int, enabled: bool, workdir: Path, tag: str, broken: int = 0) -> dict:
@@ -67,8 +60,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    site_process, site = start_site()
-    try:
+    with local_site() as site:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             crawl(site, 200, True, workdir, "warmup")
@@ -96,11 +88,6 @@ def main() -> None:
             print(f"\n{big['pages']} pages: peak {big['peak_mib']:.1f} MiB, {big['writes']} store writes")
             print(f"{errors['pages']} pages, about half of them 404: peak {errors['peak_mib']:.1f} MiB, "
                   f"{errors['writes']} store writes")
-    finally:
-        site_process.terminate()
-        site_process.wait()
-        assert site_process.stdout is not None
-        site_process.stdout.close()
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ import argparse
 import http.client
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,19 +32,11 @@ from urllib.parse import urlencode
 
 from extensions._model import HistoryEvent, JobError, JobState, JobStatus
 from extensions._store import JobStore
-from tests.helpers import ROOT, wait_for
+from tests.helpers import local_site, wait_for
 from tests.scrapyd_node import ScrapydNode, slow_urls, unique
 
 SLOW = 2.0  # seconds each page of a gracefully cancelled job takes
 FORCED_SLOW = 10.0  # ... of a job cancelled with force=1: it must not wait for them
-
-
-def start_site() -> tuple[subprocess.Popen[str], str]:
-    site = subprocess.Popen(
-        [sys.executable, "-m", "tests.site"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert site.stdout is not None
-    return site, site.stdout.readline().strip()
 
 
 def fill(db: Path, count: int) -> list[str]:
@@ -197,77 +187,75 @@ def main() -> None:
     parser.add_argument("--cancel-rounds", type=int, default=5)
     args = parser.parse_args()
 
-    site_process, site = start_site()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-scrapyd-"))
-    node = ScrapydNode(workdir, options={"max_proc": "2", "poll_interval": "0.2"})
-    try:
-        started = time.perf_counter()
-        ids = fill(node.db, args.jobs)
-        print(f"store filled with {args.jobs} jobs in {time.perf_counter() - started:.1f} s")
-        node.start()
-        node.deploy()
-        real = [unique("real") for _ in range(10)]
-        for job in real:
-            node.schedule(job=job, urls=f"{site}/sample/")
-        for job in real:
-            node.wait_status(job, "completed")
-        node.wait_idle()
-        wait_for(lambda: all(node.scrapyd_state(job) == "finished" for job in real))
-        known = ids + real
+    with local_site() as site:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-scrapyd-"))
+        node = ScrapydNode(workdir, options={"max_proc": "2", "poll_interval": "0.2"})
+        try:
+            started = time.perf_counter()
+            ids = fill(node.db, args.jobs)
+            print(f"store filled with {args.jobs} jobs in {time.perf_counter() - started:.1f} s")
+            node.start()
+            node.deploy()
+            real = [unique("real") for _ in range(10)]
+            for job in real:
+                node.schedule(job=job, urls=f"{site}/sample/")
+            for job in real:
+                node.wait_status(job, "completed")
+            node.wait_idle()
+            wait_for(lambda: all(node.scrapyd_state(job) == "finished" for job in real))
+            known = ids + real
 
-        calls: dict[str, Callable[[], tuple[str, dict[str, str]]]] = {
-            "jobstatus.json": lambda: ("jobstatus.json", {"job": random.choice(known)}),  # noqa: S311
-            "status.json (Scrapyd)": lambda: ("status.json", {"job": random.choice(known)}),  # noqa: S311
-            "jobs.json (50 newest)": lambda: ("jobs.json", {}),
-            "jobs.json (status=failed, page 20)": lambda: (
-                "jobs.json",
-                {"status": "failed", "offset": "950"},
-            ),
-            "listjobs.json (Scrapyd)": lambda: ("listjobs.json", {}),
-        }
-        samples = latency(node.port, calls, args.requests)
-        print()
-        print(
-            f"| endpoint ({args.jobs} jobs in the store) | median ms | p99 ms"
-            " | req/s, 1 client | req/s, 4 clients |"
-        )
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for name, call in calls.items():
-            values = samples[name]
-            sequential = len(values) / sum(values)
-            parallel = throughput(
-                node.port, call, clients=4, per_client=max(50, args.requests // 4)
-            )
+            calls: dict[str, Callable[[], tuple[str, dict[str, str]]]] = {
+                "jobstatus.json": lambda: ("jobstatus.json", {"job": random.choice(known)}),  # noqa: S311
+                "status.json (Scrapyd)": lambda: ("status.json", {"job": random.choice(known)}),  # noqa: S311
+                "jobs.json (50 newest)": lambda: ("jobs.json", {}),
+                "jobs.json (status=failed, page 20)": lambda: (
+                    "jobs.json",
+                    {"status": "failed", "offset": "950"},
+                ),
+                "listjobs.json (Scrapyd)": lambda: ("listjobs.json", {}),
+            }
+            samples = latency(node.port, calls, args.requests)
+            print()
             print(
-                f"| `{name}` | {ms(values, 0.5):.2f} | {ms(values, 0.99):.2f}"
-                f" | {sequential:.0f} | {parallel:.0f} |"
+                f"| endpoint ({args.jobs} jobs in the store) | median ms | p99 ms"
+                " | req/s, 1 client | req/s, 4 clients |"
             )
+            print("| --- | ---: | ---: | ---: | ---: |")
+            for name, call in calls.items():
+                values = samples[name]
+                sequential = len(values) / sum(values)
+                parallel = throughput(
+                    node.port, call, clients=4, per_client=max(50, args.requests // 4)
+                )
+                print(
+                    f"| `{name}` | {ms(values, 0.5):.2f} | {ms(values, 0.99):.2f}"
+                    f" | {sequential:.0f} | {parallel:.0f} |"
+                )
 
-        print()
-        print(
-            f"Cancel of a running job (2 requests in flight, pages answered after {SLOW:g} s,"
-            f" or {FORCED_SLOW:g} s for force=1; JOBSTATUS_INTERVAL 1 s),"
-            f" {args.cancel_rounds} rounds:"
-        )
-        print()
-        print(
-            "| cancel | request -> cancelling visible | request -> taken up by the crawl"
-            " | request -> terminal |"
-        )
-        print("| --- | ---: | ---: | ---: |")
-        for force in (False, True):
-            rounds = [cancel_round(node, site, force) for _ in range(args.cancel_rounds)]
+            print()
+            print(
+                f"Cancel of a running job (2 requests in flight, pages answered after {SLOW:g} s,"
+                f" or {FORCED_SLOW:g} s for force=1; JOBSTATUS_INTERVAL 1 s),"
+                f" {args.cancel_rounds} rounds:"
+            )
+            print()
+            print(
+                "| cancel | request -> cancelling visible | request -> taken up by the crawl"
+                " | request -> terminal |"
+            )
+            print("| --- | ---: | ---: | ---: |")
+            for force in (False, True):
+                rounds = [cancel_round(node, site, force) for _ in range(args.cancel_rounds)]
 
-            def cell(key: str, rounds: list[dict[str, float]] = rounds) -> str:
-                values = [r[key] for r in rounds]
-                return f"{statistics.median(values):.2f} s (max {max(values):.2f})"
+                def cell(key: str, rounds: list[dict[str, float]] = rounds) -> str:
+                    values = [r[key] for r in rounds]
+                    return f"{statistics.median(values):.2f} s (max {max(values):.2f})"
 
-            name = "forced (`force=1`)" if force else "graceful"
-            print(f"| {name} | {cell('visible')} | {cell('taken_up')} | {cell('terminal')} |")
-    finally:
-        node.stop()
-        site_process.terminate()
-        site_process.wait()
+                name = "forced (`force=1`)" if force else "graceful"
+                print(f"| {name} | {cell('visible')} | {cell('taken_up')} | {cell('terminal')} |")
+        finally:
+            node.stop()
 
 
 if __name__ == "__main__":
