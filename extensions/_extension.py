@@ -537,24 +537,10 @@ class JobStatusExtension:
             self.state.total_documents_found += 1
 
     def item_error(self, item: Any, response: Response | None, spider: Spider, failure: Failure) -> None:
-        self._record_error(
-            JobError(
-                error_type=ErrorType.ITEM_ERROR,
-                error_message=_one_line(failure.value),
-                page_url=response.url if response is not None else None,
-                http_status=response.status if response is not None else None,
-            )
-        )
+        self._record_callback_error(ErrorType.ITEM_ERROR, failure, response)
 
     def spider_error(self, failure: Failure, response: Response | None, spider: Spider) -> None:
-        self._record_error(
-            JobError(
-                error_type=ErrorType.SPIDER_ERROR,
-                error_message=_one_line(failure.value),
-                page_url=response.url if response is not None else None,
-                http_status=response.status if response is not None else None,
-            )
-        )
+        self._record_callback_error(ErrorType.SPIDER_ERROR, failure, response)
         if response is None and self.state is not None:
             # The spider could not even produce its start requests (bad
             # arguments, say): nothing it does after can be trusted. A
@@ -575,6 +561,18 @@ class JobStatusExtension:
             state.current_page = value
         elif field == "pagination_complete":
             state.pagination_complete = value
+
+    def _record_callback_error(
+        self, error_type: ErrorType, failure: Failure, response: Response | None
+    ) -> None:
+        self._record_error(
+            JobError(
+                error_type=error_type,
+                error_message=_one_line(failure.value),
+                page_url=response.url if response is not None else None,
+                http_status=response.status if response is not None else None,
+            )
+        )
 
     def _record_error(self, error: JobError) -> None:
         if self.state is None:
