@@ -89,6 +89,7 @@ class JobStatusExtension:
         self._deadline_call: Any = None
         self._grace_call: Any = None
         self._feeds_closed: Deferred[None] = Deferred()
+        self._ended_elsewhere = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -261,7 +262,8 @@ class JobStatusExtension:
             return
         self._new_errors = []
         self._new_events = []
-        if not written:
+        if not written and not self._ended_elsewhere:
+            self._ended_elsewhere = True
             logger.warning(
                 "Job %(job)s was ended by another process; its status is no longer updated",
                 {"job": self.state.job_id},
