@@ -348,3 +348,26 @@ def test_scrapyd_deploy_egg_holds_the_spiders_and_the_extension(tmp_path: Path) 
     } <= names
     assert not any(name.startswith("tests/") for name in names)
     assert "[scrapy]\nsettings = crawler.settings" in entry_points
+
+
+def test_documents_and_listings_jobs_run_from_the_deployed_egg(node: ScrapydNode, site: str) -> None:
+    from tests.test_documents import EXPECTED, PAGES_FETCHED
+    from tests.test_listings import DETAIL_ARGS, PRODUCT_ARGS
+
+    documents, listings = unique("documents"), unique("listings")
+    node.schedule("documents", job=documents, url=f"{site}/docsite/index.html")
+    node.schedule(
+        "listings", job=listings, url=f"{site}/listing/products?page=1", total="p.count",
+        **PRODUCT_ARGS, **DETAIL_ARGS,
+    )  # fmt: skip
+    done = node.wait_status(documents, "completed", "failed", "cancelled")
+    assert done["status"] == "completed", done["error_message"]
+    assert done["project"] == PROJECT
+    assert done["total_documents_found"] == len(EXPECTED)
+    assert done["total_pages_crawled"] == PAGES_FETCHED
+    assert done["stages_completed"] == ["discovery", "finalizing"]
+    done = node.wait_status(listings, "completed", "failed", "cancelled")
+    assert done["status"] == "completed", done["error_message"]
+    assert (done["total_documents_found"], done["current_page"]) == (7, 3)
+    assert done["pagination_complete"] is True
+    assert done["progress"] == 100.0
