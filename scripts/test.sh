@@ -8,19 +8,19 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-# The real-world corpus of the documents job's tests: the Debian Policy Manual.
-if command -v apt-get >/dev/null && ! dpkg -s debian-policy >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debian-policy >/dev/null
+# System packages the tests use: the Debian Policy Manual is the documents
+# job's real-world corpus; the dashboard's browser tests drive the system's
+# Chromium (Playwright's own browser download is not used).
+missing=()
+dpkg -s debian-policy >/dev/null 2>&1 || missing+=(debian-policy)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "debian-policy is not installed: its test will be skipped (sudo apt-get install debian-policy)"
+        echo "missing system packages: ${missing[*]} (sudo apt-get install ${missing[*]}); their tests are skipped or fail"
     fi
-fi
-
-# The dashboard's browser tests drive the system's Chromium (Playwright's
-# own browser download is not used).
-if ! command -v chromium >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
 .venv/bin/python -m pytest "$@"
