@@ -27,6 +27,13 @@ from tests.scrapyd_node import (
 )
 
 
+# The error object of the contract, in its order (the CSV header's).
+ERROR_FIELDS = [
+    "error_id", "stage", "error_type", "error_message", "page_url", "http_status", "timestamp",
+    "is_recoverable",
+]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     # One slot, so that a job waits in Scrapyd's queue behind another.
@@ -120,17 +127,7 @@ def test_error_report_json_has_every_error_with_all_fields(
     assert body["status"] == "ok" and body["node_name"]
     assert body["job"]["job_id"] == lifecycle["job"] and body["job"]["status"] == "completed"
     assert body["error_count"] == 2
-    fields = {
-        "error_id",
-        "stage",
-        "error_type",
-        "error_message",
-        "page_url",
-        "http_status",
-        "timestamp",
-        "is_recoverable",
-    }
-    assert all(set(error) == fields for error in body["errors"])
+    assert all(set(error) == set(ERROR_FIELDS) for error in body["errors"])
     assert sorted(e["page_url"] for e in body["errors"]) == [
         f"{site}/sample/nope",
         f"{site}/status/404",
@@ -144,16 +141,7 @@ def test_error_report_csv_has_a_header_row(node: ScrapydNode, lifecycle: dict[st
     assert answer.code == 200
     assert answer.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(answer.body.decode())))
-    assert rows[0] == [
-        "error_id",
-        "stage",
-        "error_type",
-        "error_message",
-        "page_url",
-        "http_status",
-        "timestamp",
-        "is_recoverable",
-    ]
+    assert rows[0] == ERROR_FIELDS
     assert len(rows) == 3
     assert {row[5] for row in rows[1:]} == {"404"}
 
