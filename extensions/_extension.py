@@ -33,6 +33,7 @@ from ._model import (
     ErrorType,
     HistoryEvent,
     InvalidJobId,
+    InvalidSetting,
     JobError,
     JobState,
     JobStatus,
@@ -42,7 +43,7 @@ from ._model import (
     validate_job_id,
 )
 from ._progress import progress_reported
-from ._settings import JobSettings, SettingError
+from ._settings import JobSettings
 from ._store import JobStore
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class JobStatusExtension:
             raise NotConfigured
         try:
             config, error = JobSettings.from_settings(crawler.settings), None
-        except SettingError as exc:
+        except InvalidSetting as exc:
             # A bad setting fails the job rather than the process: the job is
             # still recorded, with the reason.
             config, error = None, str(exc)

@@ -3,6 +3,7 @@ status document. Pure Python: no Scrapy, no Twisted, no SQL."""
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -143,6 +144,35 @@ def validate_job_id(job_id: Any) -> str:
             f"'_', '.' or '-', starting with a letter or digit"
         )
     return job_id
+
+
+class InvalidSetting(ValueError):
+    """A setting's value breaks its rule; the message names the setting."""
+
+
+def setting_number(name: str, raw: Any, default: float) -> float:
+    """A setting given as a number or as text (``-s NAME=VALUE``): finite."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isnan(value) or math.isinf(value):
+        shown = repr(raw) if len(str(raw)) <= 40 else repr(str(raw)[:40]) + "..."
+        raise InvalidSetting(f"{name} must be a number, not {shown}")
+    return value
+
+
+def parse_timeout(raw: Any, cap: float, cap_text: str) -> float:
+    """A job's JOBSTATUS_TIMEOUT in seconds (0: none), refused above ``cap``
+    (described by ``cap_text``) when there is one."""
+    timeout = setting_number("JOBSTATUS_TIMEOUT", raw, 0)
+    if timeout < 0:
+        raise InvalidSetting(f"JOBSTATUS_TIMEOUT must not be negative, got {timeout:g}")
+    if cap and timeout > cap:
+        raise InvalidSetting(f"JOBSTATUS_TIMEOUT={timeout:g} is above {cap_text}")
+    return timeout
 
 
 def new_job_id() -> str:

@@ -461,6 +461,8 @@ def test_job_commands_list_show_watch_and_refuse_bad_input(tmp_path, site):
     pruned = scrapy("jobs", "--db", db, "--prune-keep", "1")
     assert pruned.returncode == 0 and "pruned 1 finished jobs" in pruned.stdout
     assert "1 of 1 jobs" in pruned.stdout and "\nbad " in pruned.stdout
+    remote_prune = scrapy("jobs", "--url", "http://127.0.0.1:9/", "--prune-keep", "1")
+    assert remote_prune.returncode == 2 and "local store" in remote_prune.stderr
     bad_status = scrapy("jobs", "--db", db, "--status", "sleeping")
     assert bad_status.returncode == 2 and "--status" in bad_status.stderr
     assert "Traceback" not in bad_status.stderr

@@ -26,7 +26,7 @@ def test_disabled_means_not_configured():
 def test_a_bad_setting_is_kept_as_the_jobs_failure_not_raised():
     ext = build_from_crawler(JobStatusExtension, get_crawler(settings_dict={"JOBSTATUS_TIMEOUT": "x"}))
     assert ext.config is None
-    assert ext.setting_error == "JOBSTATUS_TIMEOUT must be a number of seconds, not 'x'"
+    assert ext.setting_error == "JOBSTATUS_TIMEOUT must be a number, not 'x'"
 
 
 def test_the_frontier_estimate_never_goes_backwards_nor_reaches_100_while_active():

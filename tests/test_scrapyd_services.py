@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_for
+from tests.test_documents import EXPECTED, PAGES_FETCHED
+from tests.test_listings import DETAIL_ARGS, PRODUCT_ARGS
 from tests.scrapyd_node import (
     BIN,
     PROJECT,
@@ -235,7 +237,7 @@ def test_oversized_parameters_are_refused(node: ScrapydNode) -> None:
         ({"job": "x" * 129}, "invalid job id"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "soon"}}, "JOBSTATUS_TIMEOUT must be a number"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "nan"}}, "JOBSTATUS_TIMEOUT must be a number"),
-        ({"settings": {"JOBSTATUS_TIMEOUT": "-1"}}, "JOBSTATUS_TIMEOUT must be a number"),
+        ({"settings": {"JOBSTATUS_TIMEOUT": "-1"}}, "JOBSTATUS_TIMEOUT must not be negative"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "1801"}}, "above this node's maximum of 1800 seconds"),
         (
             {"settings": {"JOBSTATUS_DB": "/tmp/elsewhere.db"}},  # noqa: S108 (never written)
@@ -339,9 +341,6 @@ def test_scrapyd_deploy_egg_holds_the_spiders_and_the_extension(tmp_path: Path) 
 
 
 def test_documents_and_listings_jobs_run_from_the_deployed_egg(node: ScrapydNode, site: str) -> None:
-    from tests.test_documents import EXPECTED, PAGES_FETCHED
-    from tests.test_listings import DETAIL_ARGS, PRODUCT_ARGS
-
     documents, listings = unique("documents"), unique("listings")
     node.schedule("documents", job=documents, url=f"{site}/docsite/index.html")
     node.schedule(

@@ -16,7 +16,7 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.project import data_path
 
 from .._model import InvalidJobId, validate_job_id
-from .._store import JobStore
+from .._store import JobNotFound, JobStore
 
 if TYPE_CHECKING:
     import argparse
@@ -53,13 +53,14 @@ class LocalJobs:
         return self.store.summaries(states), total
 
     def cancel(self, job_id: str, force: bool) -> tuple[int, dict[str, Any]]:
-        from .._store import JobNotFound
-
         try:
             outcome = self.store.request_cancel(job_id, force=force)
         except JobNotFound:
             raise CommandError(f"unknown job: {job_id}") from None
         return outcome.code, self.status(job_id)
+
+    def prune(self, keep: int | None, older_than: float | None) -> int:
+        return self.store.prune(keep=keep, older_than=older_than)
 
 
 class RemoteJobs:
@@ -74,9 +75,7 @@ class RemoteJobs:
             auth = f"{urllib.parse.unquote(parts.username)}:{password}"
         if auth is not None and ":" not in auth:
             raise CommandError("--auth: give USER:PASSWORD", EXIT_BAD_INPUT)
-        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        if ":" in parts.hostname:  # IPv6
-            netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+        netloc = parts.netloc.rpartition("@")[2]  # credentials go in a header
         path = parts.path if parts.path.endswith("/") else parts.path + "/"
         self.base = urllib.parse.urlunsplit((parts.scheme, netloc, path, "", ""))
         self.authorization = (
@@ -175,7 +174,10 @@ class JobCommand(ScrapyCommand):
             raise CommandError("--auth goes with --url", EXIT_BAD_INPUT)
         assert self.settings is not None
         path = opts.db or self.settings.get("JOBSTATUS_DB") or data_path("jobstatus.db")
-        return LocalJobs(JobStore(path), self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20))
+        errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
+        if errors_kept < 0:
+            raise CommandError(f"JOBSTATUS_ERRORS_KEPT must not be negative, got {errors_kept}")
+        return LocalJobs(JobStore(path), errors_kept)
 
     def job_id(self, args: list[str]) -> str:
         if len(args) != 1:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._model import JobStatus
-from ._base import EXIT_BAD_INPUT, CommandError, JobCommand, percent, print_json
+from ._base import EXIT_BAD_INPUT, CommandError, JobCommand, LocalJobs, percent, print_json
 
 if TYPE_CHECKING:
     import argparse
@@ -46,8 +46,10 @@ class Command(JobCommand):
             raise CommandError("--prune-keep and --prune-days must not be negative", EXIT_BAD_INPUT)
         jobs_source = self.jobs(opts)
         if opts.prune_keep is not None or opts.prune_days is not None:
+            if not isinstance(jobs_source, LocalJobs):
+                raise CommandError("--prune-keep and --prune-days work on the local store, not --url", EXIT_BAD_INPUT)
             older_than = None if opts.prune_days is None else opts.prune_days * 86400
-            pruned = jobs_source.store.prune(keep=opts.prune_keep, older_than=older_than)
+            pruned = jobs_source.prune(keep=opts.prune_keep, older_than=older_than)
             print(f"pruned {pruned} finished jobs")
         jobs, total = jobs_source.list(
             project=opts.project,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 import time
 import traceback
@@ -22,7 +21,7 @@ from scrapyd.webservice import WsResource, param
 from twisted.logger import Logger
 from twisted.web import error, http, resource
 
-from .._model import InvalidJobId, JobState, validate_job_id
+from .._model import InvalidJobId, InvalidSetting, JobState, parse_timeout, validate_job_id
 from .._model import JobStatus as Status
 from .._store import JobNotFound
 from ._node import node_of
@@ -293,24 +292,13 @@ class Schedule(webservice.Schedule):
                 raise error.Error(
                     code=http.OK, message=f"{name} is set by the node, not by a job".encode()
                 )
-        raw = settings.get("JOBSTATUS_TIMEOUT")
-        if raw is None:
-            return
-        try:
-            timeout = float(raw)
-        except ValueError:
-            timeout = math.nan
-        if math.isnan(timeout) or math.isinf(timeout) or timeout < 0:
-            message = f"JOBSTATUS_TIMEOUT must be a number of seconds, not {_shown(raw)}"
-            raise error.Error(code=http.OK, message=message.encode())
         cap = self.node.timeout_max
-        if cap and timeout > cap:
-            raise error.Error(
-                code=http.OK,
-                message=(
-                    f"JOBSTATUS_TIMEOUT={timeout:g} is above this node's maximum of {cap:g} seconds"
-                ).encode(),
+        try:
+            parse_timeout(
+                settings.get("JOBSTATUS_TIMEOUT"), cap, f"this node's maximum of {cap:g} seconds"
             )
+        except InvalidSetting as e:
+            raise error.Error(code=http.OK, message=str(e).encode()) from None
 
 
 class Cancel(webservice.Cancel):
