@@ -1,7 +1,32 @@
-"""For scrapyd-deploy, which builds the project's egg with ``setup.py
-bdist_egg``. Everything, the egg's settings entry point included, is in
-pyproject.toml."""
+"""Two builds from one tree.
 
-from setuptools import setup
+pip builds the library's wheel: the import package ``scrapy_jobstatus`` from
+the source root ``extensions/``, with the scrapy commands as entry points.
 
-setup()
+scrapyd-deploy builds the Scrapy project's egg by running ``setup.py
+bdist_egg`` (or ``bdist_uberegg``) next to scrapy.cfg: that egg holds the
+``crawler`` project alone, with the settings entry point Scrapyd's runner
+reads. The node that runs it has scrapy-jobstatus installed.
+"""
+
+import sys
+
+from setuptools import find_packages, setup
+
+COMMANDS = ("jobs", "jobstatus", "jobcancel", "jobwatch")
+
+if {"bdist_egg", "bdist_uberegg"} & set(sys.argv):
+    setup(
+        packages=find_packages(include=["crawler", "crawler.*"]),
+        entry_points={"scrapy": ["settings = crawler.settings"]},
+    )
+else:
+    setup(
+        package_dir={"": "extensions"},
+        packages=find_packages("extensions"),
+        entry_points={
+            "scrapy.commands": [
+                f"{name} = scrapy_jobstatus.commands.{name}:Command" for name in COMMANDS
+            ]
+        },
+    )

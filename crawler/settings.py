@@ -5,7 +5,7 @@ BOT_NAME = "crawler"
 SPIDER_MODULES = ["crawler.spiders"]
 NEWSPIDER_MODULE = "crawler.spiders"
 
-ADDONS = {"extensions.Addon": 100}
+ADDONS = {"scrapy_jobstatus.Addon": 100}
 
 # The job lifecycle: the seeds' defaults, a timeout of 5 minutes that a job
 # may raise up to 30 minutes.

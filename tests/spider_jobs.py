@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from extensions import JobStore
+from scrapy_jobstatus import JobStore
 from tests.helpers import read_lines, run_crawl
 
 FAST = {"JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}

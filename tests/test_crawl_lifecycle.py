@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from extensions import JobStore
+from scrapy_jobstatus import JobStore
 from tests.helpers import read_lines, run_crawl, scrapy, start_crawl, wait_for
 
 FAST = {"JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}

@@ -9,7 +9,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
-from extensions import JobState, JobStatus, JobStatusExtension
+from scrapy_jobstatus import JobState, JobStatus, JobStatusExtension
 
 
 def extension(**settings) -> JobStatusExtension:

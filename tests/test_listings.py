@@ -12,7 +12,7 @@ from scrapy.utils.test import get_crawler
 
 from crawler.arguments import SpiderArgumentError
 from crawler.spiders.listings import ListingsSpider, parse_total
-from extensions._progress import progress_reported
+from scrapy_jobstatus._progress import progress_reported
 from tests.spider_jobs import run_job
 
 PRODUCT_ARGS = {

@@ -14,7 +14,7 @@ from openapi_spec_validator import validate as validate_spec
 from tests.helpers import ROOT
 from tests.scrapyd_node import PROJECT, Response, ScrapydNode, running_node, slow_urls, unique
 
-SPEC = ROOT / "extensions" / "scrapyd" / "openapi.yaml"
+SPEC = ROOT / "extensions" / "scrapy_jobstatus" / "scrapyd" / "openapi.yaml"
 AUTH = ("admin", "s3cret")
 
 

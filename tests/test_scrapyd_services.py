@@ -315,7 +315,7 @@ def test_scrapyd_own_services_answer_as_before(
     assert cancel == {"status": "ok", "prevstate": None, "node_name": daemon["node_name"]}
 
 
-def test_scrapyd_deploy_egg_holds_the_spiders_and_the_extension(tmp_path: Path) -> None:
+def test_scrapyd_deploy_egg_holds_the_crawler_project_alone(tmp_path: Path) -> None:
     source = build_egg(tmp_path)
     egg = tmp_path / "crawler.egg"
     result = subprocess.run(  # noqa: S603 (scrapyd-client's own command)
@@ -329,14 +329,9 @@ def test_scrapyd_deploy_egg_holds_the_spiders_and_the_extension(tmp_path: Path) 
     with zipfile.ZipFile(egg) as z:
         names = set(z.namelist())
         entry_points = z.read("EGG-INFO/entry_points.txt").decode()
-    assert {
-        "crawler/settings.py",
-        "crawler/spiders/batch.py",
-        "extensions/__init__.py",
-        "extensions/_extension.py",
-        "extensions/_store.py",
-    } <= names
-    assert not any(name.startswith("tests/") for name in names)
+    assert {"crawler/settings.py", "crawler/spiders/batch.py"} <= names
+    # The node has the library installed: the egg is the project alone.
+    assert not any(name.startswith(("tests/", "scrapy_jobstatus/")) for name in names)
     assert "[scrapy]\nsettings = crawler.settings" in entry_points
 
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from extensions._model import HistoryEvent, JobError, JobState, JobStatus
-from extensions._store import JobNotFound, JobStore
+from scrapy_jobstatus._model import HistoryEvent, JobError, JobState, JobStatus
+from scrapy_jobstatus._store import JobNotFound, JobStore
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from scrapy.http import TextResponse
 
 from crawler.arguments import SpiderArgumentError, parse_start_url
 from crawler.items import PageOutcome
-from extensions import set_expected_total, set_stage
+from scrapy_jobstatus import set_expected_total, set_stage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -29,7 +29,7 @@ from crawler.arguments import (
     registered_domain,
 )
 from crawler.items import Document, DownloadedDocument
-from extensions import set_stage
+from scrapy_jobstatus import set_stage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-from extensions._model import HistoryEvent, JobError, JobState, JobStatus
-from extensions._store import JobStore
+from scrapy_jobstatus._model import HistoryEvent, JobError, JobState, JobStatus
+from scrapy_jobstatus._store import JobStore
 from tests.helpers import local_site, wait_for
 from tests.scrapyd_node import ScrapydNode, slow_urls, unique
 

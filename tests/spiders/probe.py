@@ -7,7 +7,7 @@ from typing import Any
 import scrapy
 from scrapy.linkextractors import LinkExtractor
 
-from extensions import set_stage
+from scrapy_jobstatus import set_stage
 
 
 class ItemRefused(Exception):

@@ -11,7 +11,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# A job id is whatever Scrapyd can run: any text but a '/' (Scrapyd's launcher
+# names the job's log and items files after it) or a control character, and
+# short enough for that file name. It only ever reaches SQL as a bound value.
+MAX_JOB_ID_BYTES = 200
+_JOB_ID_REFUSED = re.compile(r"[/\x00-\x1f\x7f-\x9f]")
 
 
 class JobStatus(StrEnum):
@@ -53,8 +57,10 @@ ACTIVE_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES
 # A terminal job never moves again, and nothing leads back to pending or
 # running once a job is being cancelled: a cancelled job is never restarted.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # Completed straight from pending: a crawl that ran unmonitored (the
+    # extension disabled in it) and exited normally.
     JobStatus.PENDING: frozenset(
-        {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}
+        {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED}
     ),
     JobStatus.RUNNING: frozenset(
         {
@@ -137,11 +143,18 @@ class InvalidJobId(ValueError):
 
 
 def validate_job_id(job_id: Any) -> str:
-    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
-        shown = repr(job_id) if len(str(job_id)) <= 40 else repr(str(job_id)[:40]) + "..."
+    if not isinstance(job_id, str):
+        raise InvalidJobId(f"invalid job id {job_id!r}: it must be text")
+    if not job_id:
+        raise InvalidJobId("invalid job id: it must not be empty")
+    shown = repr(job_id) if len(job_id) <= 40 else repr(job_id[:40]) + "..."
+    if len(job_id.encode("utf-8", "surrogatepass")) > MAX_JOB_ID_BYTES:
         raise InvalidJobId(
-            f"invalid job id {shown}: it must be 1 to 128 letters, digits, "
-            f"'_', '.' or '-', starting with a letter or digit"
+            f"invalid job id {shown}: it must be at most {MAX_JOB_ID_BYTES} bytes in UTF-8"
+        )
+    if _JOB_ID_REFUSED.search(job_id):
+        raise InvalidJobId(
+            f"invalid job id {shown}: it must not contain '/' or control characters"
         )
     return job_id
 

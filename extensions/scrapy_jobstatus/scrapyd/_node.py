@@ -80,6 +80,6 @@ def node_of(root: Any) -> JobStatusNode:
     if node is None:
         raise ConfigError(
             "the job services need the job launcher: set "
-            "launcher = extensions.scrapyd.Launcher in the [scrapyd] section of scrapyd.conf"
+            "launcher = scrapy_jobstatus.scrapyd.Launcher in the [scrapyd] section of scrapyd.conf"
         )
     return node

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -13,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
-from scrapy.utils.project import data_path
+from scrapy.utils.project import inside_project
 
 from .._model import InvalidJobId, validate_job_id
+from .._settings import store_location
 from .._store import JobNotFound, JobStore
 
 if TYPE_CHECKING:
@@ -173,7 +175,14 @@ class JobCommand(ScrapyCommand):
         if opts.auth:
             raise CommandError("--auth goes with --url", EXIT_BAD_INPUT)
         assert self.settings is not None
-        path = opts.db or self.settings.get("JOBSTATUS_DB") or data_path("jobstatus.db")
+        if not (opts.db or self.settings.get("JOBSTATUS_DB") or inside_project()):
+            raise CommandError(
+                "not inside a Scrapy project: give --db PATH or --url URL, or set JOBSTATUS_DB",
+                EXIT_BAD_INPUT,
+            )
+        path = opts.db or store_location(self.settings)
+        if not os.path.exists(path):
+            raise CommandError(f"no job store at {path}: no job has run with it yet")
         errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
         if errors_kept < 0:
             raise CommandError(f"JOBSTATUS_ERRORS_KEPT must not be negative, got {errors_kept}")

@@ -26,6 +26,7 @@ from ._model import (
     HistoryEvent,
     JobError,
     JobState,
+    REASON_FOR_STATUS,
     JobStatus,
     sources_of,
 )
@@ -37,6 +38,7 @@ RENDERED_ERRORS = 100
 # A heartbeat this many intervals old, with the process gone, means it died.
 STALE_INTERVALS = 5
 MIN_STALE_SECONDS = 5.0
+UNMONITORED_WARNING = "unmonitored: the crawl ran without the job status extension"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -280,6 +282,22 @@ class JobStore:
             self._render(conn, job_id)
             return True
 
+    def complete_unmonitored(self, job_id: str, message: str) -> bool:
+        """End a pending job ``completed`` when its crawl ran without the
+        extension and exited normally; False if the job is no longer pending."""
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None or _state_from_row(row).status is not JobStatus.PENDING:
+                return False
+            state = _state_from_row(row)
+            _finish(state, JobStatus.COMPLETED, message, now)
+            state.warnings.append(UNMONITORED_WARNING)
+            _update(conn, state)
+            _insert_event(conn, job_id, "finished unmonitored", now, state.status, message)
+            self._render(conn, job_id)
+            return True
+
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         """Delete finished jobs beyond the newest ``keep`` or completed more
         than ``older_than`` seconds ago. Active jobs are never pruned."""
@@ -502,9 +520,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 def _finish(state: JobState, status: JobStatus, message: str, now: float) -> None:
     state.status = status
     state.message = message
-    state.completion_reason = str(
-        CompletionReason.CANCELLED if status is JobStatus.CANCELLED else CompletionReason.ERROR
-    )
+    state.completion_reason = str(REASON_FOR_STATUS.get(status, CompletionReason.DONE))
     state.completed_at = now
     state.updated_at = now
     state.requests_in_flight = 0

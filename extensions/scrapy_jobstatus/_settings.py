@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from scrapy.utils.project import data_path
+
 from ._model import InvalidSetting, parse_timeout, setting_number
 
 if TYPE_CHECKING:
@@ -41,3 +43,9 @@ class JobSettings:
         if not 0 <= ratio <= 1:
             raise InvalidSetting(f"JOBSTATUS_FAILURE_RATIO must be between 0 and 1, got {ratio:g}")
         return cls(timeout, interval, grace, ratio)
+
+
+def store_location(settings: BaseSettings) -> str:
+    """JOBSTATUS_DB, else ``jobstatus.db`` in the project's data directory
+    (``.scrapy/``), made when the store is first written."""
+    return settings.get("JOBSTATUS_DB") or data_path("jobstatus.db")

@@ -1,5 +1,5 @@
 """The Scrapy add-on that enables the job lifecycle in a project:
-``ADDONS = {"extensions.Addon": 100}``."""
+``ADDONS = {"scrapy_jobstatus.Addon": 100}``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
-        settings["EXTENSIONS"]["extensions.JobStatusExtension"] = 100
+        settings["EXTENSIONS"]["scrapy_jobstatus.JobStatusExtension"] = 100
         # Below RetryMiddleware (550): sees a download's exception only once
         # its retries are exhausted.
-        settings["DOWNLOADER_MIDDLEWARES"]["extensions.DownloadOutcomeMiddleware"] = 50
+        settings["DOWNLOADER_MIDDLEWARES"]["scrapy_jobstatus.DownloadOutcomeMiddleware"] = 50

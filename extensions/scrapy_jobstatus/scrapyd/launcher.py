@@ -1,6 +1,10 @@
 """Scrapyd's launcher, overridden to pass the job store to every crawl it
 starts, to skip a job that was cancelled while pending, and to mark a job
-``failed`` at once when its process ends without a final status."""
+``failed`` at once when its process ends without a final status.
+
+It overrides private methods of Scrapyd's Launcher, written for Scrapyd 1.6;
+a Scrapyd without them is refused at start-up with one line naming it.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,31 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+import scrapyd
 from scrapyd import launcher
+from scrapyd.exceptions import ConfigError
 from scrapyd.interfaces import IEnvironment
 from twisted.internet import reactor
 from twisted.logger import Logger
 
 from .._model import InvalidJobId, validate_job_id
+from .._model import JobStatus as Status
 from ._node import IJobStatusNode, JobStatusNode
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
-log = Logger()
+log = Logger(namespace="scrapy_jobstatus.scrapyd.launcher")
+
+SUPPORTED_SCRAPYD = "1.6"
+# What this launcher uses of Scrapyd's.
+_SCRAPYD_INTERNALS = (
+    (launcher.Launcher, "_spawn_process"),
+    (launcher.Launcher, "_process_finished"),
+    (launcher.Launcher, "_get_message"),
+    (launcher, "get_crawl_args"),
+    (launcher, "ScrapyProcessProtocol"),
+)
 
 
 class JobProcessProtocol(launcher.ScrapyProcessProtocol):
@@ -32,8 +49,18 @@ class JobProcessProtocol(launcher.ScrapyProcessProtocol):
         super().processEnded(status)
 
 
+def check_scrapyd_supported() -> None:
+    missing = [name for owner, name in _SCRAPYD_INTERNALS if not hasattr(owner, name)]
+    if missing:
+        raise ConfigError(
+            f"scrapy-jobstatus's launcher supports Scrapyd {SUPPORTED_SCRAPYD}; Scrapyd "
+            f"{scrapyd.__version__} lacks {', '.join(missing)}"
+        )
+
+
 class Launcher(launcher.Launcher):
     def __init__(self, config: Any, app: Any):
+        check_scrapyd_supported()
         super().__init__(config, app)
         self.node = JobStatusNode.from_config(config)
         app.setComponent(IJobStatusNode, self.node)
@@ -100,7 +127,18 @@ class Launcher(launcher.Launcher):
         state = self.node.store.get(job_id)
         if state is None or not state.status.is_active:
             return
-        how = _exit_description(getattr(process, "exit_reason", None))
+        reason = getattr(process, "exit_reason", None)
+        how = _exit_description(reason)
+        if state.status is Status.PENDING and getattr(reason, "exitCode", None) == 0:
+            # The crawl never opened its job: the extension was disabled in
+            # it (JOBSTATUS_ENABLED=False), and it ended normally.
+            message = (
+                f"The crawl (pid {process.pid}) ran unmonitored, without the job status "
+                f"extension, and ended with exit code 0; no progress or figures were recorded."
+            )
+            if self.node.store.complete_unmonitored(job_id, message):
+                log.info("Job {job} ran unmonitored", job=job_id)
+            return
         message = (
             f"The crawl process (pid {process.pid}) ended with {how} "
             f"without reporting a final status."

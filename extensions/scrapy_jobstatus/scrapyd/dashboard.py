@@ -108,7 +108,7 @@ class Home(website.Home):
 
 class Root(website.Root):
     """Scrapyd's web root, whose home page links to the jobs dashboard:
-    ``webroot = extensions.scrapyd.dashboard.Root`` in scrapyd.conf."""
+    ``webroot = scrapy_jobstatus.scrapyd.dashboard.Root`` in scrapyd.conf."""
 
     def __init__(self, config: Any, app: Any):
         super().__init__(config, app)

@@ -23,9 +23,13 @@ from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.extensions.feedexport import FeedExporter
 from scrapy.utils.asyncio import call_later, create_looping_call, is_asyncio_available
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from scrapy.utils.project import data_path
 from twisted.internet.defer import Deferred
 
+from ._engine import (
+    closing_with_requests_in_flight,
+    drop_in_flight_requests,
+    unsupported_reason,
+)
 from ._errors import classify_exception, classify_response
 from ._middleware import download_failed
 from ._model import (
@@ -43,7 +47,7 @@ from ._model import (
     validate_job_id,
 )
 from ._progress import progress_reported
-from ._settings import JobSettings
+from ._settings import JobSettings, store_location
 from ._store import JobStore
 
 if TYPE_CHECKING:
@@ -56,7 +60,7 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("scrapy_jobstatus.extension")
 
 CLOSE_TIMEOUT = "jobstatus_timeout"
 CLOSE_CANCEL = "cancelled"
@@ -73,6 +77,9 @@ class JobStatusExtension:
         self.crawler: Crawler = crawler
         self.config = config
         self.setting_error = error
+        self.engine_unsupported = unsupported_reason()
+        if self.engine_unsupported:
+            logger.error("%(reason)s", {"reason": self.engine_unsupported})
         self.store: JobStore | None = None
         self.state: JobState | None = None
         self.expected_total: int | None = None
@@ -128,7 +135,7 @@ class JobStatusExtension:
             logger.error("%(error)s", {"error": exc}, extra={"spider": spider})
             raise CloseSpider("jobstatus_invalid_job_id") from None
         now = time.time()
-        db = settings.get("JOBSTATUS_DB") or data_path("jobstatus.db", createdir=True)
+        db = store_location(settings)
         self.store = JobStore(db)
         self.state = JobState(
             job_id=job_id,
@@ -193,10 +200,18 @@ class JobStatusExtension:
         self._check_failure_ratio()
         self._refresh_counters()
         state.requests_in_flight = 0
+        if self._final_status() is JobStatus.COMPLETED and self.end_reason is CompletionReason.DONE:
+            state.progress = 100.0
         self._event("closing", details=f"close reason {reason}")
         self._set_stage("finalizing")
         self._set_status(JobStatus.FINALIZING)
         self._flush()
+        # Stats consumers (Spidermon, the stats dump) read the stats in their
+        # own spider_closed handlers: they get the final figures and the
+        # status the job is ending with, not "finalizing".
+        self._write_stats()
+        self.crawler.stats.set_value("jobstatus/status", str(self._final_status()))
+        self.crawler.stats.set_value("jobstatus/completion_reason", str(self.end_reason))
         # FeedExporter closes its files in its own spider_closed handler, run
         # beside this one: the terminal status waits for them.
         if any(isinstance(ext, FeedExporter) for ext in self.crawler.extensions.middlewares):
@@ -219,8 +234,6 @@ class JobStatusExtension:
         state.completion_reason = str(self.end_reason)
         state.completed_at = time.time()
         state.estimated_completion = None
-        if final is JobStatus.COMPLETED and self.end_reason is CompletionReason.DONE:
-            state.progress = 100.0
         self._set_status(final)
         if final is JobStatus.FAILED:
             state.error_message = self.failure_message
@@ -231,7 +244,6 @@ class JobStatusExtension:
             state.message = "The job reached its timeout; partial results were kept."
         else:
             state.message = "The job completed."
-        self.crawler.stats.set_value("jobstatus/completion_reason", str(self.end_reason))
         self._event("finished", details=state.message)
         self._write_stats()
         self._flush()
@@ -328,7 +340,8 @@ class JobStatusExtension:
         stats.set_value("jobstatus/documents_found", state.total_documents_found)
         stats.set_value("jobstatus/responses_failed", state.responses_failed)
         stats.set_value("jobstatus/failure_ratio", round(state.failure_ratio, 4))
-        stats.set_value("jobstatus/progress", state.progress)
+        if state.progress is not None:  # stats hold numbers and strings only
+            stats.set_value("jobstatus/progress", state.progress)
         stats.set_value("jobstatus/requests_pending", state.requests_pending)
         stats.set_value("jobstatus/requests_in_flight", state.requests_in_flight)
         if self.store is not None:
@@ -436,30 +449,23 @@ class JobStatusExtension:
         """Drop the in-flight requests so that the close goes on; feeds are
         still closed and the final status still written."""
         self._grace_call = None
-        engine = self.crawler.engine
-        slot = getattr(engine, "_slot", None)
         # Nothing to drop once the in-flight requests are done and the close
         # has gone on by itself.
         if (
             self.forced
             or self.state is None
-            or slot is None
-            or slot.closing is None
-            or slot.closing.called
+            or self.engine_unsupported
+            or not closing_with_requests_in_flight(self.crawler.engine)
         ):
             return
         self.forced = True
-        dropped = len(slot.inprogress)
+        dropped = drop_in_flight_requests(self.crawler.engine)
         self.state.warnings.append(FORCED_STOP_WARNING)
         self._event("forced stop", details=f"{dropped} in-flight requests dropped")
         logger.warning(
             "Forced stop: %(count)d in-flight requests dropped; their results may be lost",
             {"count": dropped},
         )
-        # Scrapy's engine waits for its in-progress set to empty before it
-        # closes the spider; emptying it is the only way to stop waiting.
-        slot.inprogress.clear()
-        slot._maybe_fire_closing()
 
     def _stop_timers(self) -> None:
         if self._ticker is not None and self._ticker.running:

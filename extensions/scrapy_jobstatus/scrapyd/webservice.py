@@ -14,6 +14,7 @@ import io
 import re
 import time
 import traceback
+from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
 
 from scrapyd import webservice
@@ -31,10 +32,10 @@ if TYPE_CHECKING:
 
     from ._node import JobStatusNode
 
-log = Logger()
+log = Logger(namespace="scrapy_jobstatus.scrapyd.webservice")
 
-# Job ids are at most 128 characters; nothing a service takes is longer than
-# this, and a longer value is refused before anything reads it.
+# Job ids are at most 200 bytes; nothing a service takes is longer than this,
+# and a longer value is refused before anything reads it.
 MAX_PARAM_BYTES = 1024
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -221,9 +222,7 @@ class JobErrors(JobResource):
         errors = [e.to_dict() for e in self.node.store.errors(job_id)]
         if fmt == "csv":
             txrequest.setHeader("Content-Type", "text/csv; charset=utf-8")
-            txrequest.setHeader(
-                "Content-Disposition", f'attachment; filename="{job_id}-errors.csv"'
-            )
+            txrequest.setHeader("Content-Disposition", _attachment(f"{job_id}-errors.csv"))
             return _csv(errors)
         (summary,) = self.node.store.summaries([state])
         return {"job": summary, "errors": errors, "error_count": len(errors)}
@@ -448,6 +447,13 @@ def _spider_args(given: dict[bytes, list[bytes]]) -> dict[str, str]:
         for key, values in given.items()
         if key not in (b"project", b"spider", b"_version", b"jobid", b"priority", b"setting")
     }
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition for any job id: an ASCII fallback name and the
+    exact one encoded as RFC 6266 says."""
+    fallback = re.sub(r"[^A-Za-z0-9_.-]", "_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _csv(errors: list[dict[str, Any]]) -> bytes:

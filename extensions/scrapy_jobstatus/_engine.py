@@ -1,0 +1,51 @@
+"""The one place that touches Scrapy's engine internals: the forced stop.
+
+Scrapy's engine closes a spider only once its slot's in-progress set is
+empty, and offers no public way to drop in-flight requests. This module
+reaches into that slot; it is written for Scrapy 2.14 to 2.19 and checked
+once at start-up, so that a Scrapy without those internals disables forced
+stops with one clear log line instead of failing mid-crawl.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import scrapy
+
+if TYPE_CHECKING:
+    from scrapy.core.engine import ExecutionEngine
+
+SUPPORTED_SCRAPY = "2.14 to 2.19"
+
+
+def unsupported_reason() -> str | None:
+    """Why this Scrapy cannot force a stop, or None when it can."""
+    try:
+        from scrapy.core.engine import _Slot
+    except ImportError:
+        _Slot = None  # noqa: N806 (Scrapy's class name)
+    if _Slot is None or not callable(getattr(_Slot, "_maybe_fire_closing", None)):
+        return (
+            f"forced stops need the engine internals of Scrapy {SUPPORTED_SCRAPY}, "
+            f"not found in Scrapy {scrapy.__version__}: a cancel or timeout waits for "
+            f"the in-flight requests instead"
+        )
+    return None
+
+
+def closing_with_requests_in_flight(engine: ExecutionEngine | None) -> bool:
+    """Whether the engine is closing the spider and waits for requests."""
+    slot = getattr(engine, "_slot", None)
+    return slot is not None and slot.closing is not None and not slot.closing.called
+
+
+def drop_in_flight_requests(engine: ExecutionEngine) -> int:
+    """Empty the engine's in-progress set so that the close goes on; returns
+    how many requests were dropped."""
+    slot = engine._slot
+    assert slot is not None
+    dropped = len(slot.inprogress)
+    slot.inprogress.clear()
+    slot._maybe_fire_closing()
+    return dropped
