@@ -27,7 +27,7 @@ from tests.helpers import ROOT, wait_for
 PROJECT = "crawler"
 BIN = Path(sys.executable).parent
 # What scrapyd-deploy packs: the Scrapy project and the package metadata.
-PROJECT_FILES = ("scrapy.cfg", "setup.py", "pyproject.toml", "README.md", "crawler", "extensions")
+PROJECT_FILES = ("scrapy.cfg", "setup.py", "pyproject.toml", "README.md", "crawler")
 
 
 def free_port() -> int:
@@ -62,7 +62,8 @@ def build_egg(workdir: Path, url: str = "", auth: tuple[str, str] | None = None)
     cfg = configparser.ConfigParser()
     cfg.read(source / "scrapy.cfg")
     if url:
-        cfg["deploy"]["url"] = url
+        # As the shipped scrapy.cfg writes it: scrapyd-client adds the slash.
+        cfg["deploy"]["url"] = url.rstrip("/")
     if auth:
         cfg["deploy"]["username"], cfg["deploy"]["password"] = auth
     with open(source / "scrapy.cfg", "w") as f:

@@ -3,13 +3,18 @@ speak to a Scrapyd node's job services, with basic auth."""
 
 from __future__ import annotations
 
+import configparser
 import json
+import re
+import subprocess
+import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import scrapy
-from tests.scrapyd_node import ScrapydNode, free_port, running_node, slow_urls, unique
+from tests.helpers import ROOT, scrapy
+from tests.scrapyd_node import BIN, ScrapydNode, free_port, running_node, slow_urls, unique
 
 AUTH = ("admin", "s3cret")
 
@@ -106,3 +111,32 @@ def test_missing_credentials_and_unreachable_node(node: ScrapydNode, completed: 
     assert (
         unreachable.stderr.startswith("error: cannot reach") and unreachable.stderr.count("\n") == 1
     )
+
+
+def test_scrapyd_client_commands_work_with_the_shipped_scrapy_cfg(
+    node: ScrapydNode, site: str, tmp_path: Path
+) -> None:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "scrapy.cfg")
+    # The shipped target as it is written, moved to this node's port.
+    shipped = urllib.parse.urlsplit(cfg["deploy"]["url"])
+    cfg["deploy"]["url"] = shipped._replace(netloc=f"127.0.0.1:{node.port}").geturl()
+    cfg["deploy"]["username"], cfg["deploy"]["password"] = AUTH
+    with open(tmp_path / "scrapy.cfg", "w") as f:
+        cfg.write(f)
+
+    def client(*args: str) -> str:
+        result = subprocess.run(  # noqa: S603 (scrapyd-client's own command)
+            [str(BIN / "scrapyd-client"), *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0 and "rror" not in result.stdout, result.stdout + result.stderr
+        return result.stdout
+
+    assert client("projects").split() == ["crawler"]
+    assert "batch" in client("spiders", "-p", "crawler").split()
+    scheduled = client("schedule", "-p", "crawler", "--arg", f"urls={site}/sample/", "batch")
+    match = re.fullmatch(r"crawler / batch => (\S+)\n", scheduled)
+    assert match, scheduled
+    done = node.wait_status(match.group(1), "completed", "failed", "cancelled")
+    assert done["status"] == "completed" and done["total_pages_crawled"] == 1

@@ -51,6 +51,21 @@ def test_killed_crawl_is_failed_at_once_with_its_exit_code(node: ScrapydNode, si
     assert node.scrapyd_state(job) == "finished"
 
 
+def test_a_job_scheduled_with_the_extension_disabled_runs_unmonitored_not_failed(
+    node: ScrapydNode, site: str
+) -> None:
+    job = unique("unmonitored")
+    node.schedule(job=job, settings={"JOBSTATUS_ENABLED": "False"}, urls=f"{site}/sample/")
+    done = node.wait_status(job, "completed", "failed", "cancelled")
+    assert (done["status"], done["completion_reason"]) == ("completed", "done")
+    assert "ran unmonitored" in done["message"] and "exit code 0" in done["message"]
+    assert any(warning.startswith("unmonitored") for warning in done["warnings"])
+    # Nothing was counted: the extension never ran.
+    assert done["total_pages_crawled"] == 0 and done["started_at"] is None
+    node.wait_idle()
+    assert node.scrapyd_state(job) == "finished"
+
+
 def test_crawl_that_crashes_before_reporting_is_failed(node: ScrapydNode) -> None:
     job = unique("crashed")
     # The spider cannot even be loaded: the process exits before the job opens.

@@ -21,24 +21,26 @@ SERVICES = [
     ("GET", "status.json", {"job": "any"}),
     ("GET", "listjobs.json", {}),
 ]
-HOSTILE_IDS = [
-    "../../etc/passwd",
+# Ids Scrapyd cannot run (its launcher names files after them) or that are
+# empty or over-long: refused.
+REFUSED_IDS = ["../../etc/passwd", "a/b", "a\x00b", "a\nb", "\x1b[31mred", "a" * 201, ""]
+# Everything else Scrapyd accepts is a job id, hostile or not: it only ever
+# reaches SQL as a bound value and never becomes a path of ours.
+HOSTILE_VALID_IDS = [
     "..",
     ".hidden",
-    "a/b",
     "a\\b",
     "x' OR '1'='1",
     "x; DROP TABLE jobs; --",
     'x" OR ""="',
     "%2e%2e%2f",
-    "a\x00b",
-    "a\nb",
     " a",
     "-rf",
-    "caf\u00e9",
+    "caf\u00e9 \u65e5\u672c",
     "${HOME}",
-    "a" * 129,
-    "",
+    "<img src=x onerror=alert(1)>",
+    "2026-11-29T16:39:20.123456+00:00",
+    "a" * 200,
 ]
 
 
@@ -66,8 +68,8 @@ def test_a_job_runs_end_to_end_with_auth(node: ScrapydNode, site: str) -> None:
     assert node.get("joberrors.json", {"job": job}).json()["error_count"] == 0
 
 
-@pytest.mark.parametrize("job", HOSTILE_IDS)
-def test_hostile_job_ids_are_refused(node: ScrapydNode, job: str) -> None:
+@pytest.mark.parametrize("job", REFUSED_IDS)
+def test_unrunnable_job_ids_are_refused(node: ScrapydNode, job: str) -> None:
     before = node.get("jobs.json").json()["total"]
     for method, endpoint in (
         ("GET", "jobstatus.json"),
@@ -85,6 +87,32 @@ def test_hostile_job_ids_are_refused(node: ScrapydNode, job: str) -> None:
     assert schedule["status"] == "error"
     assert node.get("jobs.json").json()["total"] == before
     assert not list(node.workdir.glob("**/passwd*"))
+
+
+def test_any_id_scrapyd_can_run_is_a_job_kept_exactly(node: ScrapydNode, site: str) -> None:
+    for job in HOSTILE_VALID_IDS:
+        answer = node.schedule(job=job, urls=f"{site}/sample/apple,{site}/status/404").json()
+        assert answer == {"status": "ok", "jobid": job, "node_name": answer["node_name"]}
+    for job in HOSTILE_VALID_IDS:
+        done = node.wait_status(job, "completed", "failed", "cancelled")
+        assert (done["job_id"], done["status"]) == (job, "completed"), done["error_message"]
+        assert done["total_pages_crawled"] == 2 and done["error_count"] == 1
+        errors = node.get("joberrors.json", {"job": job, "format": "csv"})
+        assert errors.code == 200 and errors.body.count(b"\r\n") == 2
+        disposition = errors.headers["Content-Disposition"]
+        assert disposition.isascii() and "\n" not in disposition and "/" not in disposition
+        cancel = node.post("jobcancel.json", {"job": job})
+        assert cancel.code == 400 and cancel.json()["job"]["job_id"] == job
+    node.wait_idle()
+    finished = {job["id"] for job in node.get("listjobs.json").json()["finished"]}
+    assert set(HOSTILE_VALID_IDS) <= finished
+    listed = node.get("jobs.json", {"limit": 1000}).json()["jobs"]
+    assert set(HOSTILE_VALID_IDS) <= {job["job_id"] for job in listed}
+    # A job id is used once: a second schedule with it is refused and the job
+    # it names is left alone.
+    again = node.schedule(job="..", urls=f"{site}/sample/").json()
+    assert again["status"] == "error" and "already used" in again["message"]
+    assert node.status("..")["total_pages_crawled"] == 2
 
 
 @pytest.mark.parametrize(
