@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with the project and its test tools, then run
-# the whole test suite. Extra arguments go to pytest.
+# Set up a virtual environment with the project and its test tools, lint, then
+# run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test]' 'ruff==0.17.6'
 
 # System packages the tests use: the Debian Policy Manual is the documents
 # job's real-world corpus; the dashboard's browser tests drive the system's
@@ -22,5 +22,9 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "missing system packages: ${missing[*]} (sudo apt-get install ${missing[*]}); their tests are skipped or fail"
     fi
 fi
+
+# Lint first: a finding fails the run before the long tests start.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 
 .venv/bin/python -m pytest "$@"

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
 
 # Settings every test crawl gets: no DNS query leaves the machine, and the
 # test spiders are found beside the project's.
@@ -92,6 +94,28 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float 
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def poll_until(
+    read: Callable[[], T], done: Callable[[T], Any], timeout: float = 60, interval: float = 0.05,
+    what: str = "",
+) -> list[T]:
+    """Every reading of ``read`` until one satisfies ``done`` (the last one
+    returned); an AssertionError naming ``what`` and the last reading if
+    ``timeout`` seconds pass first."""
+    readings: list[T] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = read()
+        readings.append(reading)
+        if done(reading):
+            return readings
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what or done}; "
+                f"last reading: {repr(reading)[:1000]}"
+            )
         time.sleep(interval)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scrapy_jobstatus import JobStore
+from scrapy_jobstatus import open_store
 from tests.helpers import read_lines, run_crawl
 
 FAST = {"JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}
@@ -41,7 +41,7 @@ def run_job(
         settings={**FAST, **(settings or {})},
         output=feed,
     )
-    store = JobStore(db)
+    store = open_store(db, readonly=True)
     try:
         doc = store.document(job_id, errors_kept=1000)
     finally:

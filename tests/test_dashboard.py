@@ -2,6 +2,11 @@
 ``scrapyd`` with pending, running, cancelled, failed and completed jobs,
 behind Scrapyd's basic auth and a proxy's path prefix.
 
+The node, the browser and the jobs that have ended are shared by the module;
+no test changes them. The running and pending jobs are checked before each
+test that uses them and started again if a test before changed them, so that
+every test passes alone and in any order.
+
 Playwright drives Debian's Chromium, headless. pytest-twisted runs an asyncio
 loop in the test thread, which Playwright's sync API refuses to share, so the
 tests use its async API on that loop (Scrapy's ``deferred_f_from_coro_f``),
@@ -75,17 +80,21 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     )
 
 
+# The dashboard's page size: the tests' jobs fit on its first page.
+PAGE_SIZE = 20
+LIVE = {"running": "running", "slow": "running", "pending": "pending"}
+
+
 @pytest.fixture(scope="module")
-def jobs(node: ScrapydNode, site: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """One job in each status; the names are the job ids."""
+def ended(
+    node: ScrapydNode, site: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """One job in each end status; the names are the job ids."""
     names = {
         "completed": "catalogue",
         "failed": "bad-urls",
         "title": "title-check",
         "cancelled": "stopped-early",
-        "running": "long-crawl",
-        "slow": "slow-pages",
-        "pending": "queued",
     }
     node.schedule(job=names["completed"], urls=sample_urls(site) + f",{site}/status/404")
     node.wait_status(names["completed"], "completed")
@@ -111,20 +120,109 @@ def jobs(node: ScrapydNode, site: str, tmp_path_factory: pytest.TempPathFactory)
     )
     assert node.post("jobcancel.json", {"job": names["cancelled"], "force": "1"}).code == 202
     node.wait_status(names["cancelled"], "cancelled")
-    # Both slots busy for a while, and a job waiting for one.
+    node.wait_idle()
+    return names
+
+
+# Settings for requests that never end while the module runs.
+ENDLESS = {"DOWNLOAD_TIMEOUT": 1800, "JOBSTATUS_TIMEOUT": 1800}
+
+
+def start_live_jobs(node: ScrapydNode, site: str, workdir: Path, round_: int) -> dict[str, str]:
+    """Both slots busy, and a job waiting for one: a crawl making progress (a
+    page a second for ten minutes), one whose requests do not end, and one
+    queued behind them that would not end either."""
+    suffix = "" if round_ == 1 else f"-{round_}"
+    names = {
+        "running": f"long-crawl{suffix}",
+        "slow": f"slow-pages{suffix}",
+        "pending": f"queued{suffix}",
+    }
+    urls_file = workdir / "urls.txt"  # more URLs than a request parameter holds
+    urls_file.write_text("\n".join(slow_urls(site, 600, 1).split(",")) + "\n")
     node.schedule(
-        job=names["running"], urls=slow_urls(site, 120, 1), settings={"CONCURRENT_REQUESTS": 1}
+        job=names["running"],
+        urls_file=str(urls_file),
+        settings={"CONCURRENT_REQUESTS": 1, **ENDLESS},
     )
     node.schedule(
-        job=names["slow"], urls=slow_urls(site, 6, 20), settings={"CONCURRENT_REQUESTS": 2}
+        job=names["slow"],
+        urls=slow_urls(site, 4, 1500),
+        settings={"CONCURRENT_REQUESTS": 2, **ENDLESS},
     )
     node.wait_status(names["running"], "running")
     node.wait_status(names["slow"], "running")
-    node.schedule(job=names["pending"], urls=sample_urls(site))
+    node.schedule(job=names["pending"], urls=slow_urls(site, 2, 1500), settings=ENDLESS)
+    assert node.status(names["pending"])["status"] == "pending"
     wait_for(
         lambda: node.status(names["running"])["total_pages_crawled"] >= 2, what="pages crawled"
     )
     return names
+
+
+def stop_jobs(node: ScrapydNode, jobs: list[str]) -> None:
+    """End the jobs that are still active (a pending one first, so that it
+    never gets a slot), and wait for the node to be idle."""
+    for job in sorted(jobs, key=lambda job: node.status(job)["status"] != "pending"):
+        if node.status(job)["is_active"]:
+            node.post("jobcancel.json", {"job": job, "force": "1"})
+    for job in jobs:
+        wait_for(lambda job=job: not node.status(job)["is_active"], what=f"job {job} to end")
+    node.wait_idle()
+
+
+@pytest.fixture(scope="module")
+def live_rounds(node: ScrapydNode) -> Iterator[list[dict[str, str]]]:
+    """The sets of live jobs started so far; the last one may still be live."""
+    rounds: list[dict[str, str]] = []
+    yield rounds
+    if rounds:
+        stop_jobs(node, list(rounds[-1].values()))
+
+
+@pytest.fixture
+def live(
+    node: ScrapydNode,
+    site: str,
+    ended: dict[str, str],
+    live_rounds: list[dict[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    """Jobs running and pending (see ``start_live_jobs``): those a test before
+    left if they still are, else new ones."""
+    if live_rounds:
+        last = live_rounds[-1]
+        if {key: node.status(job)["status"] for key, job in last.items()} == LIVE:
+            return last
+        stop_jobs(node, list(last.values()))
+    workdir = tmp_path_factory.mktemp("live")
+    live_rounds.append(start_live_jobs(node, site, workdir, len(live_rounds) + 1))
+    return live_rounds[-1]
+
+
+@pytest.fixture
+def jobs(ended: dict[str, str], live: dict[str, str]) -> dict[str, str]:
+    """One job in each status; the names are the job ids."""
+    return {**ended, **live}
+
+
+def active_jobs(node: ScrapydNode) -> list[str]:
+    return [
+        job["job_id"]
+        for status in ("pending", "running", "cancelling", "finalizing")
+        for job in node.get("jobs.json", {"status": status, "limit": 1000}).json()["jobs"]
+    ]
+
+
+@pytest.fixture
+def idle_node(
+    node: ScrapydNode, ended: dict[str, str], live_rounds: list[dict[str, str]]
+) -> Iterator[ScrapydNode]:
+    """The node with both slots free: the live jobs, if any, are stopped, and
+    whatever the test started is stopped after it."""
+    stop_jobs(node, active_jobs(node))
+    yield node
+    stop_jobs(node, active_jobs(node))
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +324,8 @@ async def accept_next_dialog(page: Page) -> list[str]:
 async def test_table_shows_each_job_with_its_badge_and_counters(
     browser: Browser, node: ScrapydNode, jobs: dict[str, str]
 ) -> None:
+    total = node.get("jobs.json").json()["total"]
+    assert total <= PAGE_SIZE  # every job is on the first page
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
         for key, status in [
@@ -270,7 +370,7 @@ async def test_table_shows_each_job_with_its_badge_and_counters(
             < order.index(jobs["running"])
             < order.index(jobs["completed"])
         )
-        await expect(page.locator("#range")).to_have_text("1–7 of 7")
+        await expect(page.locator("#range")).to_have_text(f"1–{total} of {total}")
 
         await screenshot(page, "dashboard.png", down_to=page.locator("#pager"), readme=True)
 
@@ -309,12 +409,12 @@ async def test_links_lead_to_the_log_the_items_and_the_error_report(
 
 @deferred_f_from_coro_f
 async def test_table_updates_itself_while_a_job_runs(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, live: dict[str, str]
 ) -> None:
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
         await page.evaluate("window.__sameDocument = true")
-        running = row(page, jobs["running"])
+        running = row(page, live["running"])
         pages = int(await running.locator(".pages").text_content())
         percent = await running.locator(".pct").text_content()
         await expect(running.locator(".pages")).not_to_have_text(str(pages))
@@ -325,28 +425,39 @@ async def test_table_updates_itself_while_a_job_runs(
 
 @deferred_f_from_coro_f
 async def test_filters_by_status_and_spider(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, ended: dict[str, str]
 ) -> None:
+    def ids(**params: str) -> list[str]:
+        return [job["job_id"] for job in node.get("jobs.json", params).json()["jobs"]]
+
     total = node.get("jobs.json").json()["total"]
+    assert total <= PAGE_SIZE
+    completed, failed = ids(status="completed"), ids(status="failed")
+    assert {ended["completed"], ended["title"]} <= set(completed)
+    assert ended["failed"] in failed
+    shown = "rows => rows.map(r => r.dataset.job)"
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
         await page.select_option("#filter-status", "completed")
-        await expect(page.locator("tr.job")).to_have_count(2)
-        await expect(page.locator("tr.job .status .badge")).to_have_text(["completed", "completed"])
+        await expect(page.locator("tr.job")).to_have_count(len(completed))
+        await expect(page.locator("tr.job .status .badge")).to_have_text(
+            ["completed"] * len(completed)
+        )
+        assert await page.locator("tr.job").evaluate_all(shown) == completed
         await page.fill("#filter-spider", "titlecheck")
         await expect(page.locator("tr.job")).to_have_count(1)
-        await expect(row(page, jobs["title"])).to_be_visible()
+        await expect(row(page, ended["title"])).to_be_visible()
         await page.click("button[type=reset]")
         await expect(page.locator("#range")).to_have_text(f"1–{total} of {total}")
 
         # The filters live in the address: a reload keeps them.
         await page.select_option("#filter-status", "failed")
-        await expect(page.locator("tr.job")).to_have_count(1)
+        await expect(page.locator("tr.job")).to_have_count(len(failed))
         assert "status=failed" in page.url
         await page.reload()
         await expect(page.locator("#filter-status")).to_have_value("failed")
-        await expect(page.locator("tr.job")).to_have_count(1)
-        await expect(row(page, jobs["failed"])).to_be_visible()
+        await expect(page.locator("tr.job")).to_have_count(len(failed))
+        await expect(row(page, ended["failed"])).to_be_visible()
 
 
 @deferred_f_from_coro_f
@@ -379,9 +490,9 @@ async def test_pages_through_the_jobs_newest_first(
 
 @deferred_f_from_coro_f
 async def test_details_show_counters_history_and_errors(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str], site: str
+    browser: Browser, node: ScrapydNode, ended: dict[str, str], site: str
 ) -> None:
-    job = jobs["completed"]
+    job = ended["completed"]
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
         await row(page, job).locator("button.job-id").click()
@@ -429,9 +540,9 @@ async def test_details_show_counters_history_and_errors(
 
 @deferred_f_from_coro_f
 async def test_details_chart_pages_per_minute_of_a_running_job(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, live: dict[str, str]
 ) -> None:
-    job = jobs["running"]
+    job = live["running"]
     async with browsing(browser) as page:
         # Opened from the address, as a shared link does.
         await open_dashboard(page, node.url + f"dashboard#job={job}")
@@ -456,8 +567,9 @@ async def test_details_chart_pages_per_minute_of_a_running_job(
 
 @deferred_f_from_coro_f
 async def test_payloads_from_pages_errors_and_arguments_show_as_text(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, ended: dict[str, str]
 ) -> None:
+    jobs = ended
     async with browsing(browser) as page:
         blocked: list[str] = []
         page.on(
@@ -501,9 +613,12 @@ async def test_payloads_from_pages_errors_and_arguments_show_as_text(
 
 @deferred_f_from_coro_f
 async def test_cancelling_a_pending_job_from_the_page(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, site: str, live: dict[str, str]
 ) -> None:
-    job = jobs["pending"]
+    # Queued behind the live jobs, which keep both slots.
+    job = unique("queued-then-cancelled")
+    assert node.schedule(job=job, urls=sample_urls(site)).json()["status"] == "ok"
+    assert node.status(job)["status"] == "pending" and node.scrapyd_state(job) == "pending"
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
         pending = row(page, job)
@@ -520,9 +635,9 @@ async def test_cancelling_a_pending_job_from_the_page(
 
 @deferred_f_from_coro_f
 async def test_declined_confirmation_cancels_nothing(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, live: dict[str, str]
 ) -> None:
-    job = jobs["running"]
+    job = live["running"]
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
 
@@ -538,9 +653,9 @@ async def test_declined_confirmation_cancels_nothing(
 
 @deferred_f_from_coro_f
 async def test_cancelling_then_force_stopping_a_running_job(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, live: dict[str, str]
 ) -> None:
-    job = jobs["slow"]  # requests of 20 s: cancelling lasts until they end
+    job = live["slow"]  # requests that do not end: cancelling lasts until forced
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
         slow = row(page, job)
@@ -561,12 +676,13 @@ async def test_cancelling_then_force_stopping_a_running_job(
 
 @deferred_f_from_coro_f
 async def test_cancelling_a_running_job_shows_cancelling_then_cancelled(
-    browser: Browser, node: ScrapydNode, site: str
+    browser: Browser, idle_node: ScrapydNode, site: str
 ) -> None:
+    node = idle_node
     job = unique("cancel-me")
     node.schedule(job=job, urls=slow_urls(site, 6, 6), settings={"CONCURRENT_REQUESTS": 2})
-    # A slot frees when the job before is stopped; then its first requests are in flight.
-    await asyncio.to_thread(node.wait_status, job, "running", timeout=90)
+    # A free slot runs it at once; then its first requests are in flight.
+    await asyncio.to_thread(node.wait_status, job, "running", timeout=30)
     await asyncio.to_thread(
         wait_for,
         lambda: node.status(job)["requests_in_flight"] == 2,
@@ -597,7 +713,7 @@ async def test_cancelling_a_running_job_shows_cancelling_then_cancelled(
 
 @deferred_f_from_coro_f
 async def test_shows_when_the_node_is_unreachable_and_recovers(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, ended: dict[str, str]
 ) -> None:
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
@@ -607,7 +723,7 @@ async def test_shows_when_the_node_is_unreachable_and_recovers(
         await expect(alert).to_contain_text("The node is unreachable")
         await expect(page.locator("#live")).to_have_text("Offline")
         await expect(page.locator("body")).to_have_class(re.compile(r"\bstale\b"))
-        await expect(row(page, jobs["completed"])).to_be_visible()  # the last known state stays
+        await expect(row(page, ended["completed"])).to_be_visible()  # the last known state stays
         await page.unroute(JOBS_JSON)
         await expect(alert).to_be_hidden()
         await expect(page.locator("#live")).to_contain_text("Live · updated")
@@ -621,7 +737,7 @@ SET_HIDDEN = """hidden => {
 
 @deferred_f_from_coro_f
 async def test_pauses_while_the_tab_is_hidden(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, ended: dict[str, str]
 ) -> None:
     async with browsing(browser) as page:
         await open_dashboard(page, node.url + "dashboard")
@@ -715,7 +831,7 @@ async def test_needs_the_node_credentials(browser: Browser, node: ScrapydNode) -
 
 @deferred_f_from_coro_f
 async def test_works_under_a_path_prefix_from_scrapyd_home(
-    browser: Browser, proxy: PrefixProxy, jobs: dict[str, str]
+    browser: Browser, proxy: PrefixProxy, ended: dict[str, str]
 ) -> None:
     async with browsing(browser) as page:
         requested: list[str] = []
@@ -726,7 +842,7 @@ async def test_works_under_a_path_prefix_from_scrapyd_home(
         await link.click()
         await expect(page).to_have_url(proxy.url + "dashboard")
         await expect(page.locator("#live")).to_contain_text("Live")
-        completed = row(page, jobs["completed"])
+        completed = row(page, ended["completed"])
         await expect(completed.locator(".status .badge")).to_have_text("completed")
         assert requested and all(url.startswith(proxy.url) for url in requested), requested
 
@@ -738,12 +854,12 @@ async def test_works_under_a_path_prefix_from_scrapyd_home(
 
 @deferred_f_from_coro_f
 async def test_readable_on_a_phone(
-    browser: Browser, node: ScrapydNode, jobs: dict[str, str]
+    browser: Browser, node: ScrapydNode, ended: dict[str, str]
 ) -> None:
     async with browsing(browser, width=390, height=844) as page:
         await open_dashboard(page, node.url + "dashboard")
         await expect(page.locator("thead")).to_be_hidden()
-        card = row(page, jobs["completed"])
+        card = row(page, ended["completed"])
         await expect(card.locator(".status .badge")).to_be_visible()
         await expect(card.locator(".pages")).to_have_text("9")
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -4,6 +4,8 @@ site's /listing/ fixture, and its parsing of pages in process."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from scrapy import Request
@@ -11,9 +13,11 @@ from scrapy.http import HtmlResponse
 from scrapy.utils.test import get_crawler
 
 from crawler.arguments import SpiderArgumentError
+from crawler.spiders import listings
 from crawler.spiders.listings import ListingsSpider, parse_total
-from scrapy_jobstatus._progress import progress_reported
-from tests.spider_jobs import run_job
+from scrapy_jobstatus import open_store
+from tests.helpers import poll_until, read_lines, start_crawl
+from tests.spider_jobs import FAST, run_job
 
 PRODUCT_ARGS = {
     "item": "div.product",
@@ -88,20 +92,50 @@ def test_max_pages_stops_pagination_and_leaves_it_incomplete(tmp_path, site):
     )
 
 
-def test_an_endless_listing_stopped_by_the_timeout_is_incomplete_with_its_pages_items(
+def read_document(db: Path, job_id: str) -> dict[str, Any] | None:
+    if not db.exists():
+        return None
+    store = open_store(db, readonly=True)
+    try:
+        return store.document(job_id)
+    finally:
+        store.close()
+
+
+def test_an_endless_listing_is_incomplete_while_walked_and_when_the_timeout_stops_it(
     tmp_path, site
 ):
     args = {"item": "li.row", "fields": '{"name": ".name"}', "next": "a.next"}
-    job = run_job(
-        tmp_path, "listings", {"url": f"{site}/listing/endless?page=1", **args},
-        settings={"JOBSTATUS_TIMEOUT": "1.5"},
+    db, feed = tmp_path / "jobs.db", tmp_path / "job1.jl"
+    process = start_crawl(
+        "listings", db, tmp_path / "job1.log", output=feed,
+        args={"url": f"{site}/listing/endless?page=1", **args, "_job": "job1"},
+        settings={**FAST, "JOBSTATUS_TIMEOUT": "2"},
     )  # fmt: skip
-    doc = job.doc
+    try:
+        readings = poll_until(
+            lambda: read_document(db, "job1"),
+            lambda document: document is not None and not document["is_active"],
+            timeout=60,
+            what="the listings job to end",
+        )
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # While pages were being walked, the job said so: not complete yet.
+    walking = [d for d in readings if d and d["status"] == "running" and d["current_page"]]
+    assert walking, [d and (d["status"], d["current_page"]) for d in readings]
+    assert all(d["pagination_complete"] is False for d in walking)
+    pages_seen = [d["current_page"] for d in walking]
+    assert pages_seen == sorted(pages_seen)
+    doc = readings[-1]
     assert (doc["status"], doc["completion_reason"]) == ("completed", "timeout")
     assert doc["pagination_complete"] is False
     pages = doc["current_page"]
-    assert pages > 1
-    assert as_set(job.items) == as_set(
+    assert pages > 1 and pages >= pages_seen[-1]
+    assert as_set(read_lines(feed)) == as_set(
         [{"name": f"Row {p}.{n}"} for p in range(1, pages + 1) for n in (1, 2)]
     )
 
@@ -170,15 +204,28 @@ def test_argument_errors_start_with_the_argument_name(args, message):
     assert str(error.value).startswith(message)
 
 
-def test_a_page_reports_its_number_the_expected_total_and_the_end_of_pagination():
+@pytest.fixture
+def reported(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
+    """What the listings spider tells its job through the library's public
+    progress API (``set_stage``, ``set_current_page``...), in order."""
+    calls: list[tuple[str, object]] = []
+    for field in ("stage", "current_page", "expected_total", "pagination_complete"):
+
+        def record(spider: ListingsSpider, value: object = True, field: str = field) -> None:
+            calls.append((field, value))
+
+        monkeypatch.setattr(listings, f"set_{field}", record)
+    return calls
+
+
+def test_a_page_reports_its_number_the_expected_total_and_the_end_of_pagination(
+    reported: list[tuple[str, object]],
+):
     spider = spider_with(url="http://example.com/list", **PRODUCT_ARGS, total="p.count")
     start(spider)
-    reported: list[tuple[str, object]] = []
-
-    def record(field: str, value: object) -> None:
-        reported.append((field, value))
-
-    spider.crawler.signals.connect(record, signal=progress_reported)
+    # Not complete until a page without a next link is reached.
+    assert reported == [("stage", "listing"), ("pagination_complete", False)]
+    reported.clear()
 
     def page(number: int, body: str) -> list:
         response = HtmlResponse(
@@ -201,13 +248,28 @@ def test_a_page_reports_its_number_the_expected_total_and_the_end_of_pagination(
     assert last == [{"name": "B", "price": None, "link": None}]
 
 
-def test_a_next_link_back_to_a_page_already_seen_ends_the_listing():
+def test_a_next_link_back_to_a_page_already_seen_ends_the_listing(
+    reported: list[tuple[str, object]],
+):
     spider = spider_with(url="http://example.com/list?page=1", **PRODUCT_ARGS)
     start(spider)
+    reported.clear()
     url = "http://example.com/list?page=1"
     body = b"<a class='next' href='?page=1'>again</a>"
     response = HtmlResponse(url, body=body, encoding="utf-8", request=Request(url))
     assert list(spider.parse(response, page=1)) == []
+    assert reported == [("current_page", 1), ("pagination_complete", True)]
+
+
+def test_max_pages_ends_pagination_without_completing_it(reported: list[tuple[str, object]]):
+    spider = spider_with(url="http://example.com/list?page=1", **PRODUCT_ARGS, max_pages="1")
+    start(spider)
+    reported.clear()
+    url = "http://example.com/list?page=1"
+    body = b"<div class='product'><h2>A</h2></div><a class='next' href='?page=2'>next</a>"
+    response = HtmlResponse(url, body=body, encoding="utf-8", request=Request(url))
+    assert list(spider.parse(response, page=1)) == [{"name": "A", "price": None, "link": None}]
+    assert reported == [("current_page", 1)]
 
 
 @pytest.mark.parametrize(

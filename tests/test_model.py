@@ -83,7 +83,7 @@ def test_empty_overlong_or_unrunnable_job_ids_are_refused_with_a_one_line_messag
 def test_the_status_document_of_an_active_job():
     state = JobState(job_id="j1", spider="batch", status=JobStatus.RUNNING, started_at=100.0,
                      responses_finished=4, responses_failed=1, total_pages_crawled=4)
-    doc = state.to_document(errors=[], error_count=0, history=[], now=110.5)
+    doc = state.to_document(errors=[], history=[], now=110.5)
     assert doc["is_active"] is True
     assert doc["running_time"] == 10.5
     assert doc["processing_time"] is None
@@ -95,11 +95,11 @@ def test_the_status_document_of_an_active_job():
 
 def test_the_status_document_of_a_finished_job_with_errors_and_history():
     state = JobState(job_id="j1", status=JobStatus.COMPLETED, started_at=100.0,
-                     completed_at=160.0, completion_reason="done")
+                     completed_at=160.0, completion_reason="done", error_count=3)
     error = JobError(error_type="http_error", error_message="HTTP 500", page_url="http://x/",
                      http_status=500, timestamp=120.0, is_recoverable=True, error_id=7)
     event = HistoryEvent(step="finished", timestamp=160.0, status="completed", duration_ms=5)
-    doc = state.to_document(errors=[error], error_count=3, history=[event], now=999.0)
+    doc = state.to_document(errors=[error], history=[event], now=999.0)
     assert doc["is_active"] is False
     assert doc["processing_time"] == 60.0
     assert doc["running_time"] is None

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import poll_until, wait_for
 from tests.test_documents import EXPECTED, PAGES_FETCHED
 from tests.test_listings import DETAIL_ARGS, PRODUCT_ARGS
 from tests.scrapyd_node import (
@@ -47,13 +47,16 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
 
 @pytest.fixture(scope="module")
 def lifecycle(node: ScrapydNode, site: str) -> dict[str, Any]:
-    """A job seen pending behind another, then running, then completed."""
+    """A job seen pending behind another, then running, then completed; its
+    status read all along while it runs."""
     blocker = unique("blocker")
     assert node.schedule(job=blocker, urls=slow_urls(site, 2, 1.5)).json()["status"] == "ok"
     node.wait_status(blocker, "running")
 
     job = unique("lifecycle")
-    urls = sample_urls(site, delay=0.4) + f",{site}/status/404,{site}/sample/nope"
+    # Eight pages of 1 s, two at a time, then two error pages: a run of 4 s
+    # and more, with the status written every second (JOBSTATUS_INTERVAL).
+    urls = sample_urls(site, delay=1) + f",{site}/status/404,{site}/sample/nope"
     answer = node.schedule(job=job, urls=urls, settings={"CONCURRENT_REQUESTS": 2}).json()
     seen: dict[str, Any] = {"job": job, "urls": urls, "schedule": answer}
     seen["pending"] = node.status(job)
@@ -61,7 +64,13 @@ def lifecycle(node: ScrapydNode, site: str) -> dict[str, Any]:
     seen["pending_listjobs"] = node.get("listjobs.json").json()
     seen["running"] = node.wait_status(job, "running")
     seen["running_scrapyd"] = node.scrapyd_state(job)
-    seen["completed"] = node.wait_status(job, "completed", "failed", "cancelled")
+    seen["readings"] = poll_until(
+        lambda: node.status(job),
+        lambda document: not document["is_active"],
+        timeout=60,
+        what=f"job {job} to end",
+    )
+    seen["completed"] = seen["readings"][-1]
     wait_for(lambda: node.scrapyd_state(job) == "finished", what="Scrapyd to see the job finished")
     seen["finished_listjobs"] = node.get("listjobs.json").json()
     return seen
@@ -98,6 +107,22 @@ def test_running_job_reports_progress(lifecycle: dict[str, Any]) -> None:
     assert running["created_at"] == lifecycle["pending"]["created_at"]
     assert running["running_time"] is not None
     assert lifecycle["running_scrapyd"] in ("running", "finished")
+    readings = lifecycle["readings"]
+    # While it runs, its status shows a part of the pages done, and their count.
+    during = [r for r in readings if r["status"] == "running"]
+    partial = [r for r in during if r["progress"] is not None and 0 < r["progress"] < 100]
+    assert partial, [(r["status"], r["progress"]) for r in readings]
+    for reading in partial:
+        assert 0 < reading["total_pages_crawled"] < 10
+        assert reading["total_documents_found"] == reading["progress"] / 10
+    # From less than 100 to 100, never backwards, and the counters with it.
+    progress = [r["progress"] or 0.0 for r in readings]
+    assert progress[0] < 100 and progress[-1] == 100.0 and progress == sorted(progress)
+    for counter in ("total_pages_crawled", "total_documents_found", "responses_failed"):
+        values = [r[counter] for r in readings]
+        assert values == sorted(values) and values[0] < values[-1], counter
+    running_times = [r["running_time"] for r in during]
+    assert running_times == sorted(running_times)
 
 
 def test_completed_job_has_the_right_counters(lifecycle: dict[str, Any]) -> None:
@@ -167,6 +192,10 @@ def test_jobstatus_unknown_missing_and_invalid(node: ScrapydNode) -> None:
     assert missing.code == 400 and "'job' parameter is required" in missing.json()["message"]
     invalid = node.get("jobstatus.json", {"job": "not/valid"})
     assert invalid.code == 400 and "invalid job id" in invalid.json()["message"]
+    # Any text up to 200 UTF-8 bytes without '/' or control characters is an id.
+    for valid in ("x" * 200, "a b", "caf\u00e9 #1"):
+        answer = node.get("jobstatus.json", {"job": valid})
+        assert answer.code == 404, (valid, answer.json())
 
 
 def test_jobstatus_with_project(node: ScrapydNode, lifecycle: dict[str, Any]) -> None:
@@ -234,7 +263,9 @@ def test_oversized_parameters_are_refused(node: ScrapydNode) -> None:
     ("change", "message"),
     [
         ({"job": "../../etc/passwd"}, "invalid job id"),
-        ({"job": "x" * 129}, "invalid job id"),
+        ({"job": "x" * 201}, "invalid job id"),
+        ({"job": "\u00e9" * 101}, "invalid job id"),  # 101 characters, 202 UTF-8 bytes
+        ({"job": "a\nb"}, "invalid job id"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "soon"}}, "JOBSTATUS_TIMEOUT must be a number"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "nan"}}, "JOBSTATUS_TIMEOUT must be a number"),
         ({"settings": {"JOBSTATUS_TIMEOUT": "-1"}}, "JOBSTATUS_TIMEOUT must not be negative"),
@@ -335,7 +366,9 @@ def test_scrapyd_deploy_egg_holds_the_crawler_project_alone(tmp_path: Path) -> N
     assert "[scrapy]\nsettings = crawler.settings" in entry_points
 
 
-def test_documents_and_listings_jobs_run_from_the_deployed_egg(node: ScrapydNode, site: str) -> None:
+def test_documents_and_listings_jobs_run_from_the_deployed_egg(
+    node: ScrapydNode, site: str
+) -> None:
     documents, listings = unique("documents"), unique("listings")
     node.schedule("documents", job=documents, url=f"{site}/docsite/index.html")
     node.schedule(

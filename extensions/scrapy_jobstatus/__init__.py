@@ -31,7 +31,7 @@ from ._progress import (
 if TYPE_CHECKING:
     from ._extension import JobStatusExtension
     from ._middleware import DownloadOutcomeMiddleware
-    from ._store import JobNotFound, JobStore
+    from ._store import JobNotFound, JobStore, open_store
 
 # Public names whose modules load on first use: name -> module.
 _LAZY = {
@@ -39,6 +39,7 @@ _LAZY = {
     "JobNotFound": "._store",
     "JobStatusExtension": "._extension",
     "JobStore": "._store",
+    "open_store": "._store",
 }
 
 
@@ -64,5 +65,6 @@ __all__ = [
     "set_expected_total",
     "set_pagination_complete",
     "set_stage",
+    "open_store",
     "validate_job_id",
 ]

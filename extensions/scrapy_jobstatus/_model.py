@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -192,6 +193,29 @@ def new_job_id() -> str:
     return uuid.uuid1().hex
 
 
+def pending_job(
+    job_id: str,
+    *,
+    project: str | None,
+    spider: str | None,
+    node: str | None,
+    args: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    created_at: float | None = None,
+) -> JobState:
+    """A job scheduled and waiting for a free slot: the one way to make one."""
+    return JobState(
+        job_id=job_id,
+        project=project,
+        spider=spider,
+        node=node,
+        status=JobStatus.PENDING,
+        created_at=time.time() if created_at is None else created_at,
+        args=dict(args or {}),
+        settings=dict(settings or {}),
+    )
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -278,6 +302,7 @@ class JobState:
     requests_in_flight: int = 0
     responses_failed: int = 0
     responses_finished: int = 0
+    error_count: int = 0
     current_page: int | None = None
     pagination_complete: bool | None = None
     warnings: list[str] = field(default_factory=list)
@@ -293,12 +318,9 @@ class JobState:
         return self.responses_failed / self.responses_finished
 
     def to_document(
-        self,
-        errors: list[JobError],
-        error_count: int,
-        history: list[HistoryEvent],
-        now: float,
+        self, errors: list[JobError], history: list[HistoryEvent], now: float
     ) -> dict[str, Any]:
+        """The status document; a listing's has no errors nor history."""
         status = JobStatus(self.status)
         if status is JobStatus.RUNNING and self.cancel_requested_at is not None:
             # The crawl picks the request up within one interval; until then
@@ -342,8 +364,8 @@ class JobState:
             "failure_ratio": round(self.failure_ratio, 4),
             "current_page": self.current_page,
             "pagination_complete": self.pagination_complete,
-            "error_count": error_count,
-            "has_errors": error_count > 0,
+            "error_count": self.error_count,
+            "has_errors": self.error_count > 0,
             "errors": [e.to_dict() for e in errors],
             "warnings": list(self.warnings),
             "history": [h.to_dict() for h in history],

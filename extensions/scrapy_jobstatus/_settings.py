@@ -19,6 +19,13 @@ class JobSettings:
     interval: float
     cancel_grace: float
     failure_ratio: float
+    required: bool = False
+    store_wait: float = 30.0
+
+    @classmethod
+    def defaults(cls) -> JobSettings:
+        """For a job whose settings are bad: it still opens, to fail."""
+        return cls(timeout=0, interval=1.0, cancel_grace=30, failure_ratio=0.5)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> JobSettings:
@@ -42,7 +49,15 @@ class JobSettings:
         ratio = number("JOBSTATUS_FAILURE_RATIO", 0.5)
         if not 0 <= ratio <= 1:
             raise InvalidSetting(f"JOBSTATUS_FAILURE_RATIO must be between 0 and 1, got {ratio:g}")
-        return cls(timeout, interval, grace, ratio)
+        store_wait = number("JOBSTATUS_STORE_WAIT", 30)
+        if store_wait < 0:
+            raise InvalidSetting(f"JOBSTATUS_STORE_WAIT must not be negative, got {store_wait:g}")
+        try:
+            required = settings.getbool("JOBSTATUS_REQUIRED", False)
+        except ValueError:
+            shown = repr(settings.get("JOBSTATUS_REQUIRED"))[:40]
+            raise InvalidSetting(f"JOBSTATUS_REQUIRED must be true or false, not {shown}") from None
+        return cls(timeout, interval, grace, ratio, required, store_wait)
 
 
 def store_location(settings: BaseSettings) -> str:

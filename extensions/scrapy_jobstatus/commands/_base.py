@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,9 +17,9 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 
-from .._model import InvalidJobId, validate_job_id
+from .._model import InvalidJobId, JobStatus, validate_job_id
 from .._settings import store_location
-from .._store import JobNotFound, JobStore
+from .._store import JobFilter, JobNotFound, JobStore, StoreError, open_store, process_alive
 
 if TYPE_CHECKING:
     import argparse
@@ -38,31 +39,57 @@ class CommandError(Exception):
 
 
 class LocalJobs:
-    """The job store of this project, as the commands see it."""
+    """The job store of this project, as the commands see it. Reading opens
+    the store read-only, so a read-only or full disk is no obstacle; dead
+    jobs are looked for first, where the store can be written."""
 
-    def __init__(self, store: JobStore, errors_kept: int):
-        self.store = store
+    def __init__(self, location: str, errors_kept: int):
+        self.location = location
         self.errors_kept = errors_kept
+        self._reader: JobStore | None = None
+
+    @property
+    def reader(self) -> JobStore:
+        if self._reader is None:
+            writer = open_store(self.location)
+            try:
+                writer.reap_dead_jobs(writer.node, process_alive)
+            except StoreError:
+                pass  # a read-only store: its jobs are read as they are
+            finally:
+                writer.close()
+            self._reader = open_store(self.location, readonly=True)
+        return self._reader
 
     def status(self, job_id: str) -> dict[str, Any]:
-        document = self.store.document(job_id, self.errors_kept)
+        document = self.reader.document(job_id, self.errors_kept)
         if document is None:
             raise CommandError(f"unknown job: {job_id}")
         return document
 
     def list(self, **filters: Any) -> tuple[list[dict[str, Any]], int]:
-        states, total = self.store.list_jobs(**filters)
-        return self.store.summaries(states), total
+        limit, offset = filters.pop("limit"), filters.pop("offset")
+        page = self.reader.list_jobs(JobFilter(**filters), limit=limit, offset=offset)
+        now = time.time()
+        return [state.to_document([], [], now) for state in page.jobs], page.total
 
-    def cancel(self, job_id: str, force: bool) -> tuple[int, dict[str, Any]]:
+    def cancel(self, job_id: str, force: bool) -> tuple[JobStatus, dict[str, Any]]:
+        """The job's status after the cancel request, and its document."""
+        store = open_store(self.location)
         try:
-            outcome = self.store.request_cancel(job_id, force=force)
+            result = store.request_cancel(job_id, force=force)
         except JobNotFound:
             raise CommandError(f"unknown job: {job_id}") from None
-        return outcome.code, self.status(job_id)
+        finally:
+            store.close()
+        return result.after, self.status(job_id)
 
     def prune(self, keep: int | None, older_than: float | None) -> int:
-        return self.store.prune(keep=keep, older_than=older_than)
+        store = open_store(self.location)
+        try:
+            return store.prune(keep=keep, older_than=older_than)
+        finally:
+            store.close()
 
 
 class RemoteJobs:
@@ -96,13 +123,14 @@ class RemoteJobs:
         self._raise_for(code, body)
         return body["jobs"], body["total"]
 
-    def cancel(self, job_id: str, force: bool) -> tuple[int, dict[str, Any]]:
+    def cancel(self, job_id: str, force: bool) -> tuple[JobStatus, dict[str, Any]]:
         params = {"job": job_id, "force": "1" if force else "0"}
         code, body = self._call("POST", "jobcancel.json", params)
         if code == 400 and isinstance(body.get("job"), dict):
-            return code, body["job"]  # it had ended already
+            job = body["job"]  # it had ended already
+            return JobStatus(job["status"]), job
         self._raise_for(code, body, job_id)
-        return code, body["job"]
+        return (JobStatus.CANCELLING if code == 202 else JobStatus.CANCELLED), body["job"]
 
     def _raise_for(self, code: int, body: dict[str, Any], job_id: str | None = None) -> None:
         if code in (200, 202):
@@ -186,7 +214,7 @@ class JobCommand(ScrapyCommand):
         errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
         if errors_kept < 0:
             raise CommandError(f"JOBSTATUS_ERRORS_KEPT must not be negative, got {errors_kept}")
-        return LocalJobs(JobStore(path), errors_kept)
+        return LocalJobs(path, errors_kept)
 
     def job_id(self, args: list[str]) -> str:
         if len(args) != 1:
@@ -202,6 +230,9 @@ class JobCommand(ScrapyCommand):
         except CommandError as exc:
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = exc.code
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            self.exitcode = EXIT_NOT_OK
         except UsageError:
             raise
         except Exception as exc:  # never a traceback for the user

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._model import JobStatus
 from ._base import EXIT_NOT_OK, JobCommand
 
 if TYPE_CHECKING:
@@ -25,11 +26,11 @@ class Command(JobCommand):
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int | None:
         job_id = self.job_id(args)
-        code, job = self.jobs(opts).cancel(job_id, force=opts.force)
-        if code == 202:
+        after, job = self.jobs(opts).cancel(job_id, force=opts.force)
+        if after is JobStatus.CANCELLING:
             print(f"job {job_id}: cancellation requested; status {job['status']}")
             return None
-        if code == 200:
+        if after is JobStatus.CANCELLED:
             print(f"job {job_id}: cancelled")
             return None
         print(f"job {job_id}: already {job['status']}, nothing to cancel")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from scrapyd.exceptions import ConfigError
 from zope.interface import Attribute, Interface, implementer
 
-from .._store import JobStore
+from .._store import JobStore, open_store
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -42,7 +42,7 @@ class JobStatusNode:
         self.db = os.path.abspath(db)
         self.timeout_max = timeout_max
         self.errors_kept = errors_kept
-        self.store = JobStore(self.db)
+        self.store: JobStore = open_store(self.db)
 
     @classmethod
     def from_config(cls, config: Config) -> JobStatusNode:

@@ -17,10 +17,12 @@ from scrapyd import launcher
 from scrapyd.exceptions import ConfigError
 from scrapyd.interfaces import IEnvironment
 from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .._model import InvalidJobId, validate_job_id
 from .._model import JobStatus as Status
+from .._store import StoreError, process_alive
 from ._node import IJobStatusNode, JobStatusNode
 
 if TYPE_CHECKING:
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 log = Logger(namespace="scrapy_jobstatus.scrapyd.launcher")
 
 SUPPORTED_SCRAPYD = "1.6"
+# Seconds between two looks for jobs whose crawl died without the launcher
+# seeing it end (a crawl started before a restart of this node).
+REAP_INTERVAL = 5.0
 # What this launcher uses of Scrapyd's.
 _SCRAPYD_INTERNALS = (
     (launcher.Launcher, "_spawn_process"),
@@ -64,6 +69,7 @@ class Launcher(launcher.Launcher):
         super().__init__(config, app)
         self.node = JobStatusNode.from_config(config)
         app.setComponent(IJobStatusNode, self.node)
+        self._reaper: LoopingCall | None = None
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         log.info(
@@ -73,6 +79,25 @@ class Launcher(launcher.Launcher):
             log_system="Launcher",
         )
         super().startService()
+        # Reads never write: finding the jobs whose crawl died is this
+        # timer's work (a crawl this launcher started is checked at its exit).
+        self._reaper = LoopingCall(self._reap_dead_jobs)
+        self._reaper.start(REAP_INTERVAL, now=True)
+
+    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
+        if self._reaper is not None and self._reaper.running:
+            self._reaper.stop()
+        super().stopService()
+
+    def _reap_dead_jobs(self) -> None:
+        store = self.node.store
+        try:
+            reaped = store.reap_dead_jobs(store.node, process_alive)
+        except StoreError as e:
+            log.error("Could not look for dead jobs: {error}", error=str(e))
+            return
+        for job in reaped:
+            log.warn("Job {job} failed: its crawl process died", job=job)
 
     def _spawn_process(self, message: dict[str, Any], slot: int) -> None:
         job = message["_job"]
@@ -136,14 +161,14 @@ class Launcher(launcher.Launcher):
                 f"The crawl (pid {process.pid}) ran unmonitored, without the job status "
                 f"extension, and ended with exit code 0; no progress or figures were recorded."
             )
-            if self.node.store.complete_unmonitored(job_id, message):
+            if self.node.store.end_job(job_id, Status.COMPLETED, message, unstarted=True):
                 log.info("Job {job} ran unmonitored", job=job_id)
             return
         message = (
             f"The crawl process (pid {process.pid}) ended with {how} "
             f"without reporting a final status."
         )
-        if self.node.store.fail_job(job_id, message):
+        if self.node.store.end_job(job_id, Status.FAILED, message, unstarted=False):
             log.warn("Job {job} failed: {message}", job=job_id, message=message)
 
 

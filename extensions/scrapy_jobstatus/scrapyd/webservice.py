@@ -19,15 +19,28 @@ from typing import TYPE_CHECKING, Any
 
 from scrapyd import webservice
 from scrapyd.webservice import WsResource, param
+from twisted.internet import task as task_module
+from twisted.internet.task import cooperate
 from twisted.logger import Logger
-from twisted.web import error, http, resource
+from twisted.web import error, http, resource, server
 
-from .._model import InvalidJobId, InvalidSetting, JobState, parse_timeout, validate_job_id
+from .._model import (
+    InvalidJobId,
+    InvalidSetting,
+    JobError,
+    JobState,
+    parse_timeout,
+    pending_job,
+    validate_job_id,
+)
 from .._model import JobStatus as Status
-from .._store import JobNotFound
+from .._store import CancelResult, JobFilter, JobNotFound, decode_cursor
 from ._node import node_of
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from twisted.python.failure import Failure
     from twisted.web.server import Request
 
     from ._node import JobStatusNode
@@ -66,19 +79,24 @@ class ServiceError(error.Error):
         self.payload = payload
 
 
-class JobResource(WsResource):
-    """A job service: Scrapyd's WsResource with the contract's HTTP codes.
+class NodeResource(WsResource):
+    """Scrapyd's WsResource, answering a refused request with one log line
+    (Scrapyd logs a traceback for each), and the job services with the
+    contract's HTTP codes.
 
     Scrapyd's ``@param`` reports a missing or undecodable parameter with a 200;
-    here it is a 400. An unexpected error is a 500 without a traceback, unless
-    Scrapyd's ``debug`` is on.
+    a job service makes it a 400 (``client_error_code``), where Scrapyd's own
+    services keep their 200. An unexpected error is a 500 without a traceback,
+    unless Scrapyd's ``debug`` is on.
     """
+
+    client_error_code: int | None = http.BAD_REQUEST
 
     def __init__(self, root: Any):
         super().__init__(root)
         self.node: JobStatusNode = node_of(root)
 
-    def render(self, txrequest: Request) -> bytes:
+    def render(self, txrequest: Request) -> bytes | int:
         try:
             if txrequest.method == b"HEAD" and not hasattr(self, "render_GET"):
                 raise resource.UnsupportedMethod([b"POST"])
@@ -87,10 +105,14 @@ class JobResource(WsResource):
         except ServiceError as e:
             txrequest.setResponseCode(e.code)
             data = {"status": "error", "message": e.message.decode(), **e.payload}
+            _log_refusal(txrequest, e.code, data["message"])
         except error.Error as e:
             code = int(e.status)
-            txrequest.setResponseCode(http.BAD_REQUEST if code == http.OK else code)
+            if code == http.OK and self.client_error_code:
+                code = self.client_error_code
+            txrequest.setResponseCode(code)
             data = {"status": "error", "message": e.message.decode()}
+            _log_refusal(txrequest, code, data["message"])
         except resource.UnsupportedMethod as e:
             txrequest.setResponseCode(http.NOT_ALLOWED)
             txrequest.setHeader("Allow", self.methods)
@@ -105,6 +127,8 @@ class JobResource(WsResource):
                 return traceback.format_exc().encode()
             data = {"status": "error", "message": "internal error"}
         else:
+            if data is server.NOT_DONE_YET:  # streamed by the service
+                return data
             if isinstance(data, bytes):  # a file: the service set its headers
                 txrequest.setHeader("Access-Control-Allow-Origin", "*")
                 txrequest.setHeader("Content-Length", str(len(data)))
@@ -118,16 +142,23 @@ class JobResource(WsResource):
             data["node_name"] = self.root.node_name
             content = self.json_encoder.encode(data).encode() + b"\n"
             txrequest.setHeader("Content-Type", "application/json")
+        self.cors_headers(txrequest)
+        txrequest.setHeader("Content-Length", str(len(content)))
+        return content
+
+    def cors_headers(self, txrequest: Request) -> None:
         txrequest.setHeader("Access-Control-Allow-Origin", "*")
         txrequest.setHeader("Access-Control-Allow-Methods", self.methods)
         txrequest.setHeader("Access-Control-Allow-Headers", "X-Requested-With, Authorization")
-        txrequest.setHeader("Content-Length", str(len(content)))
-        return content
+
+
+class JobResource(NodeResource):
+    """A job service."""
 
     def find_job(self, job_id: str, project: str | None) -> JobState:
         """The job, recorded in the store or still in Scrapyd's queue; 404
         otherwise, or if it belongs to another project."""
-        state = self.node.store.get(job_id) or adopt_queued(self.root, self.node, job_id, project)
+        state = self.node.store.get(job_id) or queued_job(self.root, self.node, job_id, project)
         if state is None or (project is not None and state.project != project):
             where = f" in project '{project}'" if project is not None else ""
             raise ServiceError(http.NOT_FOUND, f"job '{job_id}' not found{where}")
@@ -139,12 +170,10 @@ class JobStatus(JobResource):
     @param("project", required=False)
     def render_GET(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
         job_id, project = _job_id(job), _name("project", project)
-        store = self.node.store
         # One read on the common path: the job is in the store.
-        document = store.document(job_id, self.node.errors_kept)
+        document = self.node.store.document(job_id, self.node.errors_kept)
         if document is None or (project is not None and document["project"] != project):
-            self.find_job(job_id, project)
-            document = store.document(job_id, self.node.errors_kept)
+            document = self.find_job(job_id, project).to_document([], [], time.time())
         return {"job": document}
 
 
@@ -154,6 +183,7 @@ class Jobs(JobResource):
     @param("status", required=False)
     @param("limit", required=False, default=DEFAULT_LIMIT, type=int)
     @param("offset", required=False, default=0, type=int)
+    @param("cursor", required=False)
     def render_GET(
         self,
         txrequest: Request,
@@ -162,6 +192,7 @@ class Jobs(JobResource):
         status: str | None,
         limit: int,
         offset: int,
+        cursor: str | None,
     ) -> dict[str, Any]:
         project, spider = _name("project", project), _name("spider", spider)
         if status is not None and status not in set(Status):
@@ -172,11 +203,24 @@ class Jobs(JobResource):
             raise ServiceError(http.BAD_REQUEST, f"limit: must be 1 to {MAX_LIMIT}, not {limit}")
         if not 0 <= offset <= MAX_OFFSET:
             raise ServiceError(http.BAD_REQUEST, f"offset: must be 0 to {MAX_OFFSET}, not {offset}")
-        store = self.node.store
-        states, total = store.list_jobs(
-            project=project, spider=spider, status=status, limit=limit, offset=offset
+        if cursor is not None:
+            try:
+                decode_cursor(cursor)
+            except ValueError:
+                raise ServiceError(
+                    http.BAD_REQUEST, f"cursor: {_shown(cursor)} is not a cursor of jobs.json"
+                ) from None
+        page = self.node.store.list_jobs(
+            JobFilter(project, spider, status), limit=limit, offset=offset, cursor=cursor
         )
-        return {"jobs": store.summaries(states), "total": total, "limit": limit, "offset": offset}
+        now = time.time()
+        return {
+            "jobs": [state.to_document([], [], now) for state in page.jobs],
+            "total": page.total,
+            "limit": limit,
+            "offset": offset,
+            "next": page.next_cursor,
+        }
 
 
 class JobCancel(JobResource):
@@ -194,50 +238,112 @@ class JobCancel(JobResource):
             # Out of Scrapyd's queue first, so that it never starts; if the
             # launcher took it already, the crawl finds it cancelled and stops.
             unqueue(self.root, job_id, state.project)
-        outcome = store.request_cancel(job_id, force=force_stop)
+            store.add_pending(state)  # a job queued before the store knew it
+        result = store.request_cancel(job_id, force=force_stop)
         document = store.document(job_id, self.node.errors_kept)
         assert document is not None
-        payload = {"job": document, "prevstate": str(outcome.before)}
-        if outcome.code == http.BAD_REQUEST:
+        payload = {"job": document, "prevstate": str(result.before)}
+        code = cancel_code(result)
+        if code == http.BAD_REQUEST:
             raise ServiceError(
                 http.BAD_REQUEST,
-                f"job '{job_id}' is {outcome.before} already: nothing to cancel",
+                f"job '{job_id}' is {result.before} already: nothing to cancel",
                 **payload,
             )
-        txrequest.setResponseCode(outcome.code)
+        txrequest.setResponseCode(code)
         return payload
 
 
+def cancel_code(result: CancelResult) -> int:
+    """The contract's code: 200 cancelled (now or before), 202 cancellation
+    under way, 400 the job had already ended otherwise."""
+    if result.after is Status.CANCELLED:
+        return http.OK
+    if result.after is Status.CANCELLING:
+        return http.ACCEPTED
+    return http.BAD_REQUEST
+
+
 class JobErrors(JobResource):
+    """The full error report, streamed from the store in batches that give
+    the reactor back between them: other requests are served meanwhile, and
+    the node's memory does not grow with the number of errors."""
+
+    batch = 500
+
     @param("job")
     @param("project", required=False)
     @param("format", dest="fmt", required=False, default="json")
-    def render_GET(
-        self, txrequest: Request, job: str, project: str | None, fmt: str
-    ) -> dict[str, Any] | bytes:
+    def render_GET(self, txrequest: Request, job: str, project: str | None, fmt: str) -> int:
         job_id, project = _job_id(job), _name("project", project)
         if fmt not in ("json", "csv"):
             raise ServiceError(http.BAD_REQUEST, f"format: {_shown(fmt)} is not json or csv")
         state = self.find_job(job_id, project)
-        errors = [e.to_dict() for e in self.node.store.errors(job_id)]
+        self.cors_headers(txrequest)
         if fmt == "csv":
             txrequest.setHeader("Content-Type", "text/csv; charset=utf-8")
             txrequest.setHeader("Content-Disposition", _attachment(f"{job_id}-errors.csv"))
-            return _csv(errors)
-        (summary,) = self.node.store.summaries([state])
-        return {"job": summary, "errors": errors, "error_count": len(errors)}
+            chunks = self._csv(job_id)
+        else:
+            txrequest.setHeader("Content-Type", "application/json")
+            chunks = self._json(state)
+        task = cooperate(_write_each(txrequest, chunks))
+        task.whenDone().addCallbacks(lambda _: txrequest.finish(), _stream_failed, (txrequest,))
+        txrequest.notifyFinish().addErrback(lambda _: task.stop())
+        return server.NOT_DONE_YET
+
+    def _batches(self, job_id: str) -> Iterator[list[JobError]]:
+        after = 0
+        while True:
+            errors = self.node.store.errors(job_id, after=after, limit=self.batch)
+            if errors:
+                yield errors
+            if len(errors) < self.batch:
+                return
+            after = errors[-1].error_id or 0
+
+    def _json(self, state: JobState) -> Iterator[bytes]:
+        encode = self.json_encoder.encode
+        summary = encode(state.to_document([], [], time.time()))
+        yield (
+            f'{{"status": "ok", "node_name": {encode(self.root.node_name)}, '
+            f'"job": {summary}, "errors": ['
+        ).encode()
+        count = 0
+        for errors in self._batches(state.job_id):
+            rows = ", ".join(encode(e.to_dict()) for e in errors)
+            yield (", " if count else "").encode() + rows.encode()
+            count += len(errors)
+        yield f'], "error_count": {count}}}\n'.encode()
+
+    def _csv(self, job_id: str) -> Iterator[bytes]:
+        yield _csv_rows([], header=True)
+        for errors in self._batches(job_id):
+            yield _csv_rows([e.to_dict() for e in errors])
+
+
+def _write_each(txrequest: Request, chunks: Iterator[bytes]) -> Iterator[None]:
+    for chunk in chunks:
+        txrequest.write(chunk)
+        yield None
+
+
+def _stream_failed(failure: Failure, txrequest: Request) -> None:
+    # The answer has begun: nothing can be said but a cut connection.
+    if not failure.check(task_module.TaskStopped):
+        log.failure("Error while streaming {path}", failure, path=txrequest.path)
+    if not txrequest.finished and txrequest.channel is not None:
+        txrequest.loseConnection()
 
 
 # -- Scrapyd's services, overridden -------------------------------------------
 
 
-class Schedule(webservice.Schedule):
+class Schedule(NodeResource, webservice.Schedule):
     """Scrapyd's schedule.json, refusing a bad job id or timeout before the
     job is queued, and recording the pending job in the store."""
 
-    def __init__(self, root: Any):
-        super().__init__(root)
-        self.node: JobStatusNode = node_of(root)
+    client_error_code = None  # Scrapyd's answers
 
     def render_POST(self, txrequest: Request) -> dict[str, Any]:
         # Scrapyd's @param decorators consume the parameters: read them first.
@@ -263,14 +369,12 @@ class Schedule(webservice.Schedule):
         job_id = result["jobid"]
         project = _first(given, "project")
         try:
-            recorded = store.add_job(
-                JobState(
-                    job_id=job_id,
-                    spider=_first(given, "spider"),
+            recorded = store.add_pending(
+                pending_job(
+                    job_id,
                     project=project,
+                    spider=_first(given, "spider"),
                     node=store.node,
-                    status=Status.PENDING,
-                    created_at=time.time(),
                     args=_spider_args(given),
                     settings=settings,
                 )
@@ -300,14 +404,12 @@ class Schedule(webservice.Schedule):
             raise error.Error(code=http.OK, message=str(e).encode()) from None
 
 
-class Cancel(webservice.Cancel):
+class Cancel(NodeResource, webservice.Cancel):
     """Scrapyd's cancel.json, recording a pending job it removes from the
     queue as cancelled. A running job gets Scrapyd's signal, which the crawl
     takes as a cancel."""
 
-    def __init__(self, root: Any):
-        super().__init__(root)
-        self.node: JobStatusNode = node_of(root)
+    client_error_code = None  # Scrapyd's answers
 
     def render_POST(self, txrequest: Request) -> dict[str, Any]:
         given = {key: list(values) for key, values in txrequest.args.items()}
@@ -331,14 +433,8 @@ class Cancel(webservice.Cancel):
             store.request_cancel(job_id)
         except JobNotFound:
             # Queued before the store knew of it: record it, cancelled.
-            store.add_job(
-                JobState(
-                    job_id=job_id,
-                    project=_first(given, "project"),
-                    node=store.node,
-                    status=Status.PENDING,
-                    created_at=time.time(),
-                )
+            store.add_pending(
+                pending_job(job_id, project=_first(given, "project"), spider=None, node=store.node)
             )
             store.request_cancel(job_id)
         return result
@@ -362,32 +458,38 @@ def unqueue(root: Any, job_id: str, project: str | None) -> int:
     )
 
 
-def adopt_queued(
+def queued_job(
     root: Any, node: JobStatusNode, job_id: str, project: str | None
 ) -> JobState | None:
     """A job in Scrapyd's queue that the store does not know (queued before
-    the store was set up): record it pending."""
+    the store was set up), as a pending job; nothing is written."""
     for name, queue in _queues_for(root, project):
         for message in queue.list():
-            if message.get("_job") != job_id:
-                continue
-            state = JobState(
-                job_id=job_id,
-                spider=message.get("name"),
-                project=name,
-                node=node.store.node,
-                status=Status.PENDING,
-                created_at=time.time(),
-                args={
-                    k: v
-                    for k, v in message.items()
-                    if k not in ("name", "_job", "_version", "settings")
-                },
-                settings=dict(message.get("settings") or {}),
-            )
-            node.store.add_job(state)
-            return node.store.get(job_id)
+            if message.get("_job") == job_id:
+                return pending_job(
+                    job_id,
+                    project=name,
+                    spider=message.get("name"),
+                    node=node.store.node,
+                    args={
+                        k: v
+                        for k, v in message.items()
+                        if k not in ("name", "_job", "_version", "settings")
+                    },
+                    settings=message.get("settings"),
+                )
     return None
+
+
+def _log_refusal(txrequest: Request, code: int, message: str) -> None:
+    # A client's error, not the node's: one line, no traceback.
+    log.info(
+        "Refused {method} {path} ({code}): {message}",
+        method=txrequest.method.decode(errors="replace"),
+        path=txrequest.path.decode(errors="replace"),
+        code=code,
+        message=message,
+    )
 
 
 # -- parameters -----------------------------------------------------------------
@@ -456,12 +558,13 @@ def _attachment(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _csv(errors: list[dict[str, Any]]) -> bytes:
+def _csv_rows(errors: list[dict[str, Any]], header: bool = False) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(
         out, fieldnames=ERROR_FIELDS, extrasaction="ignore", lineterminator="\r\n"
     )
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in errors:
         writer.writerow({k: _cell(v) for k, v in row.items()})
     return out.getvalue().encode()

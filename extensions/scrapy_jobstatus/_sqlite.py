@@ -1,0 +1,590 @@
+"""The SQLite job store: the embedded default, shared by the crawls and
+readers of one node.
+
+WAL lets readers read while crawls write; every write is one short
+``BEGIN IMMEDIATE`` transaction, so concurrent writers queue on the busy
+timeout instead of failing with "database is locked". Connecting writes
+nothing unless the schema has to be made, so readers work on a read-only or
+full disk. A job id only ever reaches SQL as a bound value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._model import (
+    ACTIVE_STATUSES,
+    REASON_FOR_STATUS,
+    TERMINAL_STATUSES,
+    CompletionReason,
+    HistoryEvent,
+    JobError,
+    JobState,
+    JobStatus,
+    sources_of,
+)
+from ._store import (
+    UNMONITORED_WARNING,
+    CancelResult,
+    JobFilter,
+    JobNotFound,
+    JobPage,
+    SaveResult,
+    StartResult,
+    StoreError,
+    decode_cursor,
+    died_message,
+    encode_cursor,
+    is_stale,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+BUSY_TIMEOUT_MS = 30_000
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    project TEXT,
+    spider TEXT,
+    status TEXT NOT NULL,
+    node TEXT,
+    pid INTEGER,
+    interval REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL,
+    completed_at REAL,
+    cancel_requested_at REAL,
+    cancel_force INTEGER NOT NULL DEFAULT 0,
+    error_count INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL
+);
+CREATE INDEX jobs_created ON jobs (created_at, id);
+CREATE INDEX jobs_project ON jobs (project, created_at, id);
+CREATE INDEX jobs_spider ON jobs (spider, created_at, id);
+CREATE INDEX jobs_status ON jobs (status, created_at, id);
+CREATE TABLE errors (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL,
+    stage TEXT,
+    error_type TEXT NOT NULL,
+    error_message TEXT NOT NULL,
+    page_url TEXT,
+    http_status INTEGER,
+    timestamp REAL NOT NULL,
+    is_recoverable INTEGER NOT NULL
+);
+CREATE INDEX errors_job ON errors (job, id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    duration_ms INTEGER,
+    status TEXT NOT NULL,
+    details TEXT
+);
+CREATE INDEX events_job ON events (job, id);
+"""
+
+# The job's fields kept as columns, to filter, sort and update; the others
+# go, when they differ from their default, into the JSON of ``state``.
+COLUMNS = (
+    "job_id",
+    "project",
+    "spider",
+    "status",
+    "node",
+    "pid",
+    "interval",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "cancel_requested_at",
+    "error_count",
+)
+_INSERT = (
+    f"INSERT INTO jobs ({', '.join(COLUMNS)}, state)"  # noqa: S608 (column names)
+    f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+)
+_UPDATED = [c for c in COLUMNS if c not in ("job_id", "created_at", "cancel_requested_at")]
+_UPDATE = (
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _UPDATED)}, state = ?"  # noqa: S608
+    " WHERE job_id = ? AND status IN ({sources})"
+)
+_DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobState)}
+_STATE_FIELDS = [name for name in _DEFAULTS if name not in COLUMNS]
+
+
+class SQLiteStore:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False):
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.readonly = readonly
+        self.node = socket.gethostname()
+        self.writes = 0
+        self._conn: sqlite3.Connection | None = None
+        self._file_id: tuple[int, int] | None = None
+
+    # -- connection -------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                if not self.path.exists():
+                    raise StoreError(f"no job store at {self.path}")
+                conn = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                    check_same_thread=False,
+                )  # fmt: skip
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                )  # fmt: skip
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and not self.readonly:
+                version = _create_schema(conn)
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open the job store {self.path}: {e}") from None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(_version_problem(self.path, version))
+        self._file_id = _file_id(self.path)
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot write the job store {self.path}: {e}") from None
+        self.writes += 1
+
+    def _reconnect_if_replaced(self) -> None:
+        """A store file deleted or replaced under an open connection would
+        take every later write with it: follow the path instead."""
+        if self._conn is not None and _file_id(self.path) != self._file_id:
+            self.close()
+
+    # -- writes -----------------------------------------------------------------
+
+    def add_pending(self, state: JobState) -> bool:
+        with self._write() as conn:
+            try:
+                conn.execute(_INSERT, _row(state))
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+    def start_job(self, state: JobState) -> StartResult:
+        with self._write() as conn:
+            row = _job_row(conn, state.job_id)
+            if row is None:
+                conn.execute(_INSERT, _row(state))
+                return StartResult(True, state)
+            stored = _state(row)
+            if stored.status is not JobStatus.PENDING:
+                return StartResult(False, stored)
+            state.created_at = stored.created_at
+            state.project = state.project or stored.project
+            state.args = state.args or stored.args
+            state.settings = state.settings or stored.settings
+            _update(conn, state)
+            return StartResult(True, state)
+
+    def save(
+        self,
+        state: JobState,
+        errors: Iterable[JobError] = (),
+        events: Iterable[HistoryEvent] = (),
+        history: Iterable[HistoryEvent] = (),
+    ) -> SaveResult:
+        self._reconnect_if_replaced()
+        with self._write() as conn:
+            recreated = False
+            if not _update(conn, state):
+                row = conn.execute(
+                    "SELECT status FROM jobs WHERE job_id = ?", (state.job_id,)
+                ).fetchone()
+                if row is not None:
+                    return _save_result(conn, state.job_id, written=False)
+                # The record is gone: write it again from the crawl's memory.
+                conn.execute(_INSERT, _row(state))
+                events, recreated = history, True
+            job = _job_key(conn, state.job_id)
+            _insert_errors(conn, job, errors)
+            _insert_events(conn, job, events)
+            return _save_result(conn, state.job_id, written=True, recreated=recreated)
+
+    def request_cancel(self, job_id: str, force: bool = False) -> CancelResult:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = _state(row)
+            before = state.status
+            if before in TERMINAL_STATUSES:
+                return CancelResult(before, before)
+            if before is JobStatus.PENDING:
+                _end(state, JobStatus.CANCELLED, "Cancelled before it started.", now)
+                state.cancel_requested_at = now
+                _update(conn, state)
+                after = JobStatus.CANCELLED
+                details = "cancelled while pending"
+            else:
+                after = JobStatus.CANCELLING
+                details = None
+            conn.execute(
+                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?),"
+                " cancel_force = MAX(cancel_force, ?) WHERE id = ?",
+                (now, int(force), row["id"]),
+            )
+            if details:
+                _insert_events(conn, row["id"], [_event("cancelled", now, after, details)])
+            return CancelResult(before, after)
+
+    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id)
+            if row is None:
+                return False
+            state = _state(row)
+            if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
+                return False
+            _end(state, status, message, now)
+            if status is JobStatus.FAILED:
+                state.error_message = message
+            elif unstarted:
+                state.warnings.append(UNMONITORED_WARNING)
+            _update(conn, state)
+            step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
+            _insert_events(conn, row["id"], [_event(step, now, status, message)])
+            return True
+
+    def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
+        now = time.time()
+        active = [s for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
+        marks = ", ".join("?" * len(active))
+        rows = self.conn.execute(
+            f"SELECT * FROM jobs WHERE node = ? AND status IN ({marks})",  # noqa: S608
+            (node, *map(str, active)),
+        ).fetchall()
+        reaped = []
+        for row in rows:
+            state = _state(row)
+            if state.pid is None or not is_stale(state, now) or alive(state.pid):
+                continue
+            if self.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
+                reaped.append(state.job_id)
+        return reaped
+
+    def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
+        terminal = [str(s) for s in TERMINAL_STATUSES]
+        marks = ", ".join("?" * len(terminal))
+        clauses, params = [], []
+        if older_than is not None:
+            clauses.append(f"(status IN ({marks}) AND completed_at < ?)")
+            params += [*terminal, time.time() - older_than]
+        if keep is not None:
+            clauses.append(
+                f"(status IN ({marks}) AND id NOT IN (SELECT id FROM jobs"
+                f" WHERE status IN ({marks}) ORDER BY created_at DESC, id DESC LIMIT ?))"
+            )
+            params += [*terminal, *terminal, keep]
+        if not clauses:
+            return 0
+        with self._write() as conn:
+            ids = [
+                (r[0],)
+                for r in conn.execute(
+                    f"SELECT id FROM jobs WHERE {' OR '.join(clauses)}",  # noqa: S608
+                    params,
+                )
+            ]
+            conn.executemany("DELETE FROM errors WHERE job = ?", ids)
+            conn.executemany("DELETE FROM events WHERE job = ?", ids)
+            conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
+            return len(ids)
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobState | None:
+        row = _job_row(self.conn, job_id)
+        return None if row is None else _state(row)
+
+    def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
+        conn = self.conn
+        row = _job_row(conn, job_id)
+        if row is None:
+            return None
+        latest = [
+            _error(r)
+            for r in conn.execute(
+                "SELECT * FROM errors WHERE job = ? ORDER BY id DESC LIMIT ?",
+                (row["id"], errors_kept),
+            )
+        ]
+        return _state(row).to_document(
+            errors=latest[::-1], history=self._history(row["id"]), now=time.time()
+        )
+
+    def history(self, job_id: str) -> list[HistoryEvent]:
+        job = _job_key(self.conn, job_id)
+        return [] if job is None else self._history(job)
+
+    def _history(self, job: int) -> list[HistoryEvent]:
+        return [
+            HistoryEvent(
+                step=r["step"],
+                timestamp=r["timestamp"],
+                status=r["status"],
+                duration_ms=r["duration_ms"],
+                details=r["details"],
+            )
+            for r in self.conn.execute("SELECT * FROM events WHERE job = ? ORDER BY id", (job,))
+        ]
+
+    def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
+        job = _job_key(self.conn, job_id)
+        if job is None:
+            return []
+        rows = self.conn.execute(
+            "SELECT * FROM errors WHERE job = ? AND id > ? ORDER BY id LIMIT ?",
+            (job, after, limit),
+        )
+        return [_error(r) for r in rows]
+
+    def list_jobs(
+        self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
+    ) -> JobPage:
+        clauses, params = _filter(where)
+        conn = self.conn
+        condition = " AND ".join(clauses) or "1"
+        total = conn.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE {condition}",  # noqa: S608
+            params,
+        ).fetchone()[0]
+        if cursor is not None:
+            created_at, key = decode_cursor(cursor)
+            clauses.append("(created_at, id) < (?, ?)")
+            params += [created_at, key]
+            offset = 0
+        rows = conn.execute(
+            f"SELECT * FROM jobs WHERE {' AND '.join(clauses) or '1'}"  # noqa: S608
+            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, limit + 1, offset],
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        return JobPage([_state(r) for r in rows], total, next_cursor)
+
+
+# -- schema --------------------------------------------------------------------
+
+
+def _create_schema(conn: sqlite3.Connection) -> int:
+    """Make the schema of a new store; returns the version found."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone():
+                conn.execute("ROLLBACK")
+                return -1  # tables from before versions: not ours to convert
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            version = SCHEMA_VERSION
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    # Persistent in the file: readers read while crawls write.
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return version
+
+
+def _version_problem(path: Path, version: int) -> str:
+    if version == 0:
+        return f"no job store at {path} yet"
+    if version == -1 or version < SCHEMA_VERSION:
+        return f"the job store {path} has an older, unsupported schema: move it away"
+    return (
+        f"the job store {path} has schema version {version}, newer than this "
+        f"scrapy-jobstatus supports ({SCHEMA_VERSION}): upgrade scrapy-jobstatus"
+    )
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+# -- rows ----------------------------------------------------------------------
+
+
+def _row(state: JobState) -> tuple[Any, ...]:
+    return (*(_column(state, c) for c in COLUMNS), _encode_state(state))
+
+
+def _column(state: JobState, name: str) -> Any:
+    value = getattr(state, name)
+    if name == "status":
+        return str(value)
+    if name == "created_at" and value is None:
+        return time.time()
+    return value
+
+
+def _encode_state(state: JobState) -> str:
+    data = asdict(state)
+    return json.dumps(
+        {k: data[k] for k in _STATE_FIELDS if data[k] != _DEFAULTS[k]}, separators=(",", ":")
+    )
+
+
+def _state(row: sqlite3.Row) -> JobState:
+    data = json.loads(row["state"])
+    data.update({c: row[c] for c in COLUMNS})
+    data["status"] = JobStatus(row["status"])
+    return JobState(**data)
+
+
+def _update(conn: sqlite3.Connection, state: JobState) -> bool:
+    sources = sources_of(state.status)
+    cur = conn.execute(
+        _UPDATE.format(sources=", ".join("?" * len(sources))),
+        (*(_column(state, c) for c in _UPDATED), _encode_state(state), state.job_id, *sources),
+    )
+    return cur.rowcount == 1
+
+
+def _job_row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+
+
+def _job_key(conn: sqlite3.Connection, job_id: str) -> int | None:
+    row = conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _save_result(
+    conn: sqlite3.Connection, job_id: str, *, written: bool, recreated: bool = False
+) -> SaveResult:
+    row = conn.execute(
+        "SELECT cancel_requested_at, cancel_force FROM jobs WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    return SaveResult(written, recreated, row[0], bool(row[1]))
+
+
+def _insert_errors(conn: sqlite3.Connection, job: int | None, errors: Iterable[JobError]) -> None:
+    conn.executemany(
+        "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
+        " timestamp, is_recoverable) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (job, e.stage, e.error_type, e.error_message, e.page_url, e.http_status,
+             e.timestamp, int(e.is_recoverable))
+            for e in errors
+        ],  # fmt: skip
+    )
+
+
+def _insert_events(
+    conn: sqlite3.Connection, job: int | None, events: Iterable[HistoryEvent]
+) -> None:
+    conn.executemany(
+        "INSERT INTO events (job, step, timestamp, duration_ms, status, details)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(job, e.step, e.timestamp, e.duration_ms, e.status, e.details) for e in events],
+    )
+
+
+def _event(step: str, now: float, status: JobStatus, details: str) -> HistoryEvent:
+    return HistoryEvent(step=step, timestamp=now, status=str(status), details=details)
+
+
+def _end(state: JobState, status: JobStatus, message: str, now: float) -> None:
+    state.status = status
+    state.message = message
+    state.completion_reason = str(REASON_FOR_STATUS.get(status, CompletionReason.DONE))
+    state.completed_at = now
+    state.updated_at = now
+    state.requests_in_flight = 0
+
+
+def _error(row: sqlite3.Row) -> JobError:
+    return JobError(
+        error_id=row["id"],
+        stage=row["stage"],
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        page_url=row["page_url"],
+        http_status=row["http_status"],
+        timestamp=row["timestamp"],
+        is_recoverable=bool(row["is_recoverable"]),
+    )
+
+
+# -- listings ------------------------------------------------------------------
+
+
+def _filter(where: JobFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("project", where.project), ("spider", where.spider)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    # A running job with a cancel request is shown as cancelling.
+    if where.status == JobStatus.CANCELLING:
+        clauses.append(
+            "(status = 'cancelling' OR (status = 'running' AND cancel_requested_at IS NOT NULL))"
+        )
+    elif where.status == JobStatus.RUNNING:
+        clauses.append("status = 'running' AND cancel_requested_at IS NULL")
+    elif where.status is not None:
+        clauses.append("status = ?")
+        params.append(where.status)
+    return clauses, params

@@ -1,0 +1,280 @@
+"""The job tracker: what a crawl knows of its job, and the decisions it takes
+(progress, estimate, timeout, cancel, failure, the final status).
+
+Plain Python: no Scrapy, no Twisted. The clock is injected, so the
+arithmetic is tested without a crawl, as Scrapy's AutoThrottle keeps its
+delay arithmetic apart from its signal handlers. The Scrapy extension only
+translates signals into these calls and decisions into engine calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._model import (
+    CompletionReason,
+    HistoryEvent,
+    JobError,
+    JobState,
+    JobStatus,
+    reason_for_close,
+    status_for_reason,
+)
+
+FORCED_STOP_WARNING = "forced stop: in-flight requests were dropped and their results may be lost"
+# Samples of (time, finished work) kept for the recent rate.
+RATE_WINDOW = 30
+
+
+class JobTracker:
+    def __init__(
+        self,
+        state: JobState,
+        *,
+        failure_ratio: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.state = state
+        self.failure_ratio = failure_ratio
+        self.clock = clock
+        self.expected_total: int | None = None
+        self.end_reason: CompletionReason | None = None
+        self.failure_message: str | None = None
+        self.closing = False
+        # The crawl has closed: the job is finalizing, its end decided.
+        self.ended = False
+        self.forced = False
+        self.errors_by_type: dict[str, int] = {}
+        # The whole history stays in memory (a few events a job): a record
+        # lost with its store file is written again from it.
+        self.history: list[HistoryEvent] = []
+        self._unsaved_errors: list[JobError] = []
+        self._unsaved_events: list[HistoryEvent] = []
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
+
+    # -- counting ----------------------------------------------------------------
+
+    def response_received(self, url: str, error: JobError | None) -> None:
+        state = self.state
+        state.total_pages_crawled += 1
+        state.responses_finished += 1
+        if state.total_pages_crawled == 1:
+            self.event("first response", details=url)
+        if error is not None:
+            state.responses_failed += 1
+            self.record_error(error)
+
+    def download_failed(self, error: JobError) -> None:
+        self.state.responses_finished += 1
+        self.state.responses_failed += 1
+        self.record_error(error)
+
+    def item_scraped(self) -> None:
+        self.state.total_documents_found += 1
+
+    def record_error(self, error: JobError) -> None:
+        error.stage = error.stage or self.state.stage
+        error.timestamp = error.timestamp or self.clock()
+        self.state.error_count += 1
+        self.errors_by_type[error.error_type] = self.errors_by_type.get(error.error_type, 0) + 1
+        # Written once, with the next write of the job.
+        self._unsaved_errors.append(error)
+
+    def report(self, field: str, value: Any) -> None:
+        """What the spider tells of its progress (the spider-facing API)."""
+        if field == "stage":
+            self.set_stage(value)
+        elif field == "expected_total":
+            self.expected_total = value
+        elif field == "current_page":
+            self.state.current_page = value
+        elif field == "pagination_complete":
+            self.state.pagination_complete = value
+
+    def set_stage(self, stage: str) -> None:
+        state = self.state
+        if stage != state.stage:
+            if state.stage:
+                state.stages_completed.append(state.stage)
+            state.stage = stage
+            self.event(f"stage {stage}")
+
+    def event(self, step: str, details: str | None = None) -> None:
+        now = self.clock()
+        last = self.history[-1].timestamp if self.history else None
+        event = HistoryEvent(
+            step=step,
+            timestamp=now,
+            status=str(self.state.status),
+            duration_ms=0 if last is None else round((now - last) * 1000),
+            details=details,
+        )
+        self.history.append(event)
+        self._unsaved_events.append(event)
+
+    # -- progress ----------------------------------------------------------------
+
+    def refresh(self, requests_pending: int, requests_in_flight: int) -> None:
+        """Take the crawl's frontier and update progress and the estimate."""
+        state = self.state
+        state.requests_pending = requests_pending
+        state.requests_in_flight = requests_in_flight
+        now = self.clock()
+        if self.expected_total:
+            done = state.total_documents_found
+            remaining = max(0, self.expected_total - done)
+            progress: float | None = min(100.0, 100.0 * done / self.expected_total)
+        else:
+            done = state.responses_finished
+            remaining = requests_pending + requests_in_flight
+            progress = 100.0 * done / (done + remaining) if done + remaining else None
+            if progress is not None:
+                # An estimate from the frontier: never backwards, never 100
+                # before the end.
+                progress = min(99.0, max(progress, state.progress or 0.0))
+        state.progress = None if progress is None else round(progress, 2)
+        self._rate_samples.append((now, done))
+        state.estimated_completion = self._estimate_completion(now, remaining)
+
+    def _estimate_completion(self, now: float, remaining: int) -> float | None:
+        if len(self._rate_samples) < 2:
+            return None
+        (t0, d0), (t1, d1) = self._rate_samples[0], self._rate_samples[-1]
+        if t1 <= t0 or d1 <= d0:
+            return None
+        eta = now + remaining / ((d1 - d0) / (t1 - t0))
+        state = self.state
+        if state.timeout and state.started_at:
+            eta = min(eta, state.started_at + state.timeout)
+        return eta
+
+    # -- decisions -----------------------------------------------------------------
+
+    def fail(self, message: str) -> None:
+        self.end_reason = CompletionReason.ERROR
+        self.failure_message = message
+
+    def timeout_reached(self) -> bool:
+        """Whether the timeout stops the crawl (it does unless it is closing)."""
+        if self.closing:
+            return False
+        self.end_reason = CompletionReason.TIMEOUT
+        self.event("timeout reached", details=f"after {self.state.timeout or 0:g} s")
+        self.closing = True
+        return True
+
+    def cancel(self, requested_at: float, source: str, force: bool = False) -> bool:
+        """Whether a cancel request stops the crawl (it does unless it is
+        closing already)."""
+        if self.closing:
+            return False
+        self.end_reason = CompletionReason.CANCELLED
+        self.state.cancel_requested_at = requested_at
+        self._set_status(JobStatus.CANCELLING)
+        self.event("cancel requested", details=f"by {source}" + (", forced" if force else ""))
+        self.closing = True
+        return True
+
+    def forced_stop(self, dropped: int) -> None:
+        self.forced = True
+        self.state.warnings.append(FORCED_STOP_WARNING)
+        self.event("forced stop", details=f"{dropped} in-flight requests dropped")
+
+    def closed(self, close_reason: str) -> JobStatus:
+        """The crawl closed: decide how the job ends and move to finalizing.
+        Returns the status the job is ending with."""
+        state = self.state
+        self.closing = self.ended = True
+        state.close_reason = close_reason
+        if self.end_reason is None:
+            self.end_reason = reason_for_close(close_reason)
+            if self.end_reason is CompletionReason.ERROR and not self.failure_message:
+                self.failure_message = f"The crawl closed with reason {close_reason!r}."
+            if self.end_reason is CompletionReason.CANCELLED and state.cancel_requested_at is None:
+                state.cancel_requested_at = self.clock()
+        self._check_failure_ratio()
+        state.requests_in_flight = 0
+        final = self.final_status()
+        if final is JobStatus.COMPLETED and self.end_reason is CompletionReason.DONE:
+            state.progress = 100.0
+        self.event("closing", details=f"close reason {close_reason}")
+        self.set_stage("finalizing")
+        self._set_status(JobStatus.FINALIZING)
+        return final
+
+    def final_status(self) -> JobStatus:
+        return status_for_reason(self.end_reason or CompletionReason.DONE)
+
+    def finish(self) -> None:
+        """Every feed is closed: the job ends."""
+        state = self.state
+        final = self.final_status()
+        if state.stage:
+            state.stages_completed.append(state.stage)
+        state.stage = None
+        state.completion_reason = str(self.end_reason or CompletionReason.DONE)
+        state.completed_at = self.clock()
+        state.estimated_completion = None
+        self._set_status(final)
+        if final is JobStatus.FAILED:
+            state.error_message = self.failure_message
+            state.message = f"The job failed: {self.failure_message}"
+        elif final is JobStatus.CANCELLED:
+            state.message = "The job was cancelled; the results of finished requests were kept."
+        elif self.end_reason is CompletionReason.TIMEOUT:
+            state.message = "The job reached its timeout; partial results were kept."
+        else:
+            state.message = "The job completed."
+        self.event("finished", details=state.message)
+
+    def _check_failure_ratio(self) -> None:
+        state = self.state
+        if self.end_reason is not CompletionReason.DONE or not state.responses_finished:
+            return
+        if state.failure_ratio > self.failure_ratio:
+            self.fail(
+                f"{state.responses_failed} of {state.responses_finished} responses failed "
+                f"({state.failure_ratio:.0%}), above JOBSTATUS_FAILURE_RATIO={self.failure_ratio}."
+            )
+
+    def _set_status(self, status: JobStatus) -> None:
+        if self.state.status is not status:
+            self.state.status = status
+            self.state.message = None
+
+    # -- what a store write carries ----------------------------------------------
+
+    def take_unsaved(self) -> tuple[list[JobError], list[HistoryEvent]]:
+        errors, events = self._unsaved_errors, self._unsaved_events
+        self._unsaved_errors, self._unsaved_events = [], []
+        return errors, events
+
+    def put_back_unsaved(self, errors: list[JobError], events: list[HistoryEvent]) -> None:
+        """A write failed: its errors and events go with the next one."""
+        self._unsaved_errors[:0] = errors
+        self._unsaved_events[:0] = events
+
+    def stats(self) -> dict[str, int | float | str]:
+        """The job's figures as Scrapy stats: numbers and strings only."""
+        state = self.state
+        stats: dict[str, int | float | str] = {
+            "jobstatus/status": str(state.status),
+            "jobstatus/pages_crawled": state.total_pages_crawled,
+            "jobstatus/documents_found": state.total_documents_found,
+            "jobstatus/responses_failed": state.responses_failed,
+            "jobstatus/failure_ratio": round(state.failure_ratio, 4),
+            "jobstatus/requests_pending": state.requests_pending,
+            "jobstatus/requests_in_flight": state.requests_in_flight,
+        }
+        if state.progress is not None:
+            stats["jobstatus/progress"] = state.progress
+        for error_type, count in self.errors_by_type.items():
+            stats[f"jobstatus/errors/{error_type}"] = count
+        if self.ended:
+            # From the close on: the status the job is ending with.
+            stats["jobstatus/status"] = str(self.final_status())
+            stats["jobstatus/completion_reason"] = str(self.end_reason)
+        return stats

@@ -1,0 +1,169 @@
+"""The crawl's writes to the job store, off the event loop.
+
+Every store call of a crawl runs in one thread of its own, in order, so that
+the crawl never waits for the store: a lock held by another crawl, a slow or
+full disk. A write that fails is retried with backoff while the crawl keeps
+counting; what it carried goes with the next one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy.utils.asyncio import call_later
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from ._store import StoreError, open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._model import JobState
+    from ._store import JobStore, SaveResult, StartResult
+    from ._tracker import JobTracker
+
+logger = logging.getLogger("scrapy_jobstatus.extension")
+
+MAX_BACKOFF = 30.0
+
+
+class StoreWriter:
+    def __init__(self, location: str, interval: float):
+        self.location = location
+        self.interval = interval
+        self.writes = 0
+        self.failures = 0
+        self._store: JobStore | None = None
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="jobstatus-store")
+        self._in_flight: Deferred[Any] | None = None
+        self._retry_at = 0.0
+
+    def start(self) -> None:
+        from twisted.internet import reactor
+
+        self._pool.start()
+        # Its thread would keep the process alive: stopped with the reactor
+        # whatever happens to the crawl.
+        self._shutdown_trigger = reactor.addSystemEventTrigger(
+            "during", "shutdown", self._pool.stop
+        )
+
+    async def stop(self) -> None:
+        from twisted.internet import reactor
+
+        try:
+            await maybe_deferred_to_future(self._call(self._close_store))
+        finally:
+            self._pool.stop()
+            reactor.removeSystemEventTrigger(self._shutdown_trigger)
+
+    # -- calls ---------------------------------------------------------------------
+
+    def _call(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        from twisted.internet import reactor
+
+        return deferToThreadPool(reactor, self._pool, function, *args)
+
+    def _open_store(self) -> JobStore:
+        if self._store is None:
+            self._store = open_store(self.location)
+        return self._store
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _in_thread(self, method: str, *args: Any) -> Any:
+        store = self._open_store()
+        try:
+            return getattr(store, method)(*args)
+        except StoreError:
+            # A broken connection is opened anew at the next try.
+            self._close_store()
+            raise
+        finally:
+            if self._store is not None:
+                self.writes = self._store.writes
+
+    async def start_job(self, state: JobState) -> StartResult:
+        """Raises StoreError when the store cannot be used."""
+        return await maybe_deferred_to_future(self._call(self._in_thread, "start_job", state))
+
+    # -- saves ---------------------------------------------------------------------
+
+    def save(self, tracker: JobTracker, now: float) -> Deferred[SaveResult | None] | None:
+        """Write the job as it is now, unless a write is under way or the
+        store is being retried later; fires with None when the write failed."""
+        if self._in_flight is not None or now < self._retry_at:
+            return None
+        errors, events = tracker.take_unsaved()
+        snapshot = copy.deepcopy(tracker.state)
+        history = list(tracker.history)
+        d = self._call(self._in_thread, "save", snapshot, errors, events, history)
+
+        def failed(failure: Any) -> None:
+            failure.trap(StoreError)
+            tracker.put_back_unsaved(errors, events)
+            self._failed(failure.value, now)
+
+        d.addCallbacks(self._succeeded, failed)
+        self._in_flight = d
+        d.addBoth(self._done)
+        return d
+
+    def _succeeded(self, result: SaveResult) -> SaveResult:
+        if self.failures:
+            logger.info("The job store %(db)s is usable again", {"db": self.location})
+        self.failures = 0
+        self._retry_at = 0.0
+        return result
+
+    def _failed(self, error: StoreError, now: float) -> None:
+        self.failures += 1
+        backoff = min(MAX_BACKOFF, self.interval * 2**self.failures)
+        self._retry_at = now + backoff
+        if self.failures == 1:
+            logger.error(
+                "%(error)s; the crawl goes on and the job is written when the store is "
+                "usable again (retried with backoff)",
+                {"error": error},
+            )
+
+    def _done(self, result: Any) -> Any:
+        self._in_flight = None
+        return result
+
+    async def settle(self) -> None:
+        """Wait for the write under way, if any."""
+        if self._in_flight is not None:
+            d: Deferred[None] = Deferred()
+            self._in_flight.addBoth(lambda _: d.callback(None))
+            await maybe_deferred_to_future(d)
+
+    async def save_final(self, tracker: JobTracker, clock: Callable[[], float], wait: float) -> bool:
+        """Write the job's final status, retrying for up to ``wait`` seconds
+        while the store is unusable; False when it could not be written."""
+        deadline = clock() + wait
+        self._retry_at = 0.0
+        while True:
+            await self.settle()
+            now = clock()
+            d = self.save(tracker, now)
+            result = await maybe_deferred_to_future(d) if d is not None else None
+            if result is not None:
+                return True
+            if clock() >= deadline:
+                return False
+            await _sleep(min(max(self._retry_at - clock(), 0.05), deadline - clock()))
+
+
+async def _sleep(seconds: float) -> None:
+    d: Deferred[None] = Deferred()
+    call_later(seconds, d.callback, None)
+    await maybe_deferred_to_future(d)
