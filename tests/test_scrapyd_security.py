@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, unique
 
 AUTH = ("admin", "s3cret")
@@ -152,3 +153,27 @@ def test_scrapyd_cancel_with_a_hostile_id_leaves_the_store_alone(node: ScrapydNo
     answer = node.post("cancel.json", {"project": PROJECT, "job": "../../etc/passwd"}).json()
     assert answer["status"] == "ok" and answer["prevstate"] is None
     assert node.get("jobs.json").json()["total"] == before
+
+
+def test_a_refused_request_is_one_log_line_without_a_traceback(node: ScrapydNode) -> None:
+    start = len(node.log.read_text())
+    refusals = [
+        ("GET", "jobstatus.json", {"job": "a/b"}),
+        ("GET", "jobs.json", {"limit": "0"}),
+        ("POST", "jobcancel.json", {}),
+        ("POST", "schedule.json", {"project": "no-such-project", "spider": "batch"}),
+        ("POST", "schedule.json", {"project": PROJECT, "spider": "batch", "jobid": "a/b"}),
+        ("POST", "cancel.json", {"project": PROJECT}),
+    ]
+    for method, endpoint, params in refusals:
+        answer = node.request(method, endpoint, params)
+        assert answer.json()["status"] == "error", (endpoint, answer.body)
+
+    def logged() -> list[str] | None:
+        lines = node.log.read_text()[start:].splitlines()
+        refused = [line for line in lines if "Refused" in line]
+        return lines if len(refused) == len(refusals) else None
+
+    lines = wait_for(logged, timeout=10, what="one log line per refused request")
+    assert not any("Traceback" in line for line in lines), lines
+    assert [line.count("Refused") for line in lines if "Refused" in line] == [1] * len(refusals)

@@ -86,6 +86,9 @@ class JobStatusExtension:
         self._deadline_call: Any = None
         self._grace_call: Any = None
         self._feeds_closed: Deferred[None] = Deferred()
+        self._opening = False
+        self._opened: Deferred[None] = Deferred()
+        self._done = False
         self._ended_elsewhere = False
 
     @classmethod
@@ -114,6 +117,13 @@ class JobStatusExtension:
     # -- lifecycle -------------------------------------------------------------------
 
     async def spider_opened(self, spider: Spider) -> None:
+        self._opening = True
+        try:
+            await self._open_job(spider)
+        finally:
+            self._opened.callback(None)
+
+    async def _open_job(self, spider: Spider) -> None:
         settings = self.crawler.settings
         job_id = getattr(spider, "_job", None)
         if job_id is None:
@@ -151,8 +161,7 @@ class JobStatusExtension:
                 logger.error(
                     "%(error)s: not crawling (JOBSTATUS_REQUIRED is set)", {"error": exc}
                 )
-                await writer.stop()
-                self.writer = None
+                await self._stop_writer()
                 self._close(CLOSE_STORE_UNAVAILABLE)
                 return
             logger.error(
@@ -169,12 +178,12 @@ class JobStatusExtension:
                     "Job %(job)s is %(status)s already: not crawling",
                     {"job": job_id, "status": started.job.status},
                 )
-                await writer.stop()
-                self.writer = None
+                await self._stop_writer()
                 self._close(CLOSE_CANCEL)
                 return
         self.tracker = tracker
         tracker.event("opened", details=f"pid {os.getpid()}")
+        self._wrap_scrapy_handlers()  # if Scrapy installed them since from_crawler
         if self.setting_error:
             tracker.fail(self.setting_error)
             logger.error("Job failing: %(message)s", {"message": self.setting_error})
@@ -193,7 +202,7 @@ class JobStatusExtension:
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         tracker, writer = self.tracker, self.writer
-        if tracker is None or writer is None:
+        if tracker is None or writer is None or tracker.ended:
             self._restore_signal_handlers()
             return
         self._stop_timers()
@@ -222,8 +231,37 @@ class JobStatusExtension:
                  "db": writer.location, "wait": wait},
             )  # fmt: skip
         self._write_stats()
-        await writer.stop()
+        await self._stop_writer()
+
+    async def _stop_writer(self) -> None:
+        self._done = True
+        if self.writer is not None:
+            await self.writer.stop()
         self._restore_signal_handlers()
+
+    async def _end_interrupted(self) -> None:
+        """The reactor is stopping before the crawl closed: a signal that
+        Scrapy took while the crawl was starting stops the reactor without
+        closing the engine. The job ends cancelled, as the process does."""
+        await maybe_deferred_to_future(self._opened)
+        tracker, writer = self.tracker, self.writer
+        if self._done or tracker is None or writer is None or tracker.ended:
+            return
+        self._stop_timers()
+        logger.info("The crawl was stopped while starting: the job is cancelled")
+        tracker.cancel(self._signal_at or time.time(), source="signal")
+        tracker.closed(CLOSE_SHUTDOWN)
+        tracker.finish()
+        self._write_stats()
+        wait = (self.config or JobSettings.defaults()).store_wait
+        await writer.save_final(tracker, time.time, wait)
+        await self._stop_writer()
+
+    def _reactor_stopping(self) -> Deferred[None] | None:
+        if self._done or not self._opening:
+            return None
+        # The reactor waits for this deferred before it stops.
+        return deferred_from_coro(self._end_interrupted())
 
     def feed_exporter_closed(self) -> None:
         if self.tracker is not None:
@@ -368,9 +406,11 @@ class JobStatusExtension:
 
     def _install_signal_handlers(self) -> None:
         """Take SIGINT and SIGTERM from the start, so that a signal at any
-        moment of start-up cancels the job; once Scrapy installs its own
-        handlers (after the reactor starts), wrap them."""
+        moment of start-up cancels the job: wrap Scrapy's handlers where they
+        are installed already, else handle the signals until Scrapy installs
+        its own (once the reactor runs), then wrap those."""
         try:
+            self._wrap_scrapy_handlers()
             for signum in SHUTDOWN_SIGNALS:
                 if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
                     self._scrapy_handlers[signum] = signal.getsignal(signum)
@@ -379,7 +419,9 @@ class JobStatusExtension:
             return
         from twisted.internet import reactor
 
-        reactor.addSystemEventTrigger("after", "startup", self._after_startup)
+        if not reactor.running:
+            reactor.addSystemEventTrigger("after", "startup", self._after_startup)
+        reactor.addSystemEventTrigger("before", "shutdown", self._reactor_stopping)
 
     def _after_startup(self) -> None:
         # Scrapy installs its handlers in an "after startup" trigger too:
@@ -390,6 +432,10 @@ class JobStatusExtension:
         for signum in SHUTDOWN_SIGNALS:
             current = signal.getsignal(signum)
             if isinstance(getattr(current, "__self__", None), CrawlerProcessBase):
+                if current.__func__ is CrawlerProcessBase._signal_kill and self._signal_at is None:
+                    # Scrapy took a first signal before the job existed.
+                    self._signal_at = time.time()
+                    self.signals_received = 1
                 self._scrapy_handlers[signum] = current
                 signal.signal(signum, self._on_os_signal)
 

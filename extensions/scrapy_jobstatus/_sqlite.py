@@ -148,12 +148,7 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         try:
             if self.readonly:
-                if not self.path.exists():
-                    raise StoreError(f"no job store at {self.path}")
-                conn = sqlite3.connect(
-                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                    check_same_thread=False,
-                )  # fmt: skip
+                conn = self._connect_readonly()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(
@@ -172,6 +167,23 @@ class SQLiteStore:
             raise StoreError(_version_problem(self.path, version))
         self._file_id = _file_id(self.path)
         return conn
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise StoreError(f"no job store at {self.path}")
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA user_version")
+            return conn
+        except sqlite3.OperationalError:
+            # A WAL store on a read-only disk, without the shared-memory file
+            # a reader needs: nothing can change it, so read it as immutable.
+            return sqlite3.connect(
+                f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
 
     def close(self) -> None:
         if self._conn is not None:

@@ -288,7 +288,7 @@ class JobErrors(JobResource):
             txrequest.setHeader("Content-Type", "application/json")
             chunks = self._json(state)
         task = cooperate(_write_each(txrequest, chunks))
-        task.whenDone().addCallbacks(lambda _: txrequest.finish(), _stream_failed, (txrequest,))
+        task.whenDone().addCallbacks(_stream_done, _stream_failed, (txrequest,), None, (txrequest,))
         txrequest.notifyFinish().addErrback(lambda _: task.stop())
         return server.NOT_DONE_YET
 
@@ -326,6 +326,11 @@ def _write_each(txrequest: Request, chunks: Iterator[bytes]) -> Iterator[None]:
     for chunk in chunks:
         txrequest.write(chunk)
         yield None
+
+
+def _stream_done(_: object, txrequest: Request) -> None:
+    if not txrequest.finished and txrequest.channel is not None:
+        txrequest.finish()
 
 
 def _stream_failed(failure: Failure, txrequest: Request) -> None:

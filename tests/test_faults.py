@@ -1,0 +1,260 @@
+"""Faults are normal events: signals at any moment of start-up, a store file
+deleted, unusable or read-only, a full disk. Real ``scrapy crawl`` processes
+against the local site; the job's record must match what the process did, and
+monitoring failing must never cost the user the crawl."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scrapy_jobstatus import open_store
+from tests.helpers import ROOT, read_lines, run_crawl, start_crawl, wait_for
+
+FAST = {"JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}
+# Pages one after the other: the store breaks while the crawl goes on.
+ONE_AT_A_TIME = {"CONCURRENT_REQUESTS": "1"}
+
+
+def slow_urls(site: str, count: int, delay: float) -> str:
+    return ",".join(f"{site}/slow?delay={delay}&n={i}" for i in range(count))
+
+
+def document(db: Path, job: str = "job1") -> dict | None:
+    if not db.exists():
+        return None
+    store = open_store(db, readonly=True)
+    try:
+        return store.document(job, errors_kept=1000)
+    finally:
+        store.close()
+
+
+def valid_lines(feed: Path) -> list[dict]:
+    """The feed's items; every line must be whole JSON."""
+    return read_lines(feed)
+
+
+def errors_in(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "] ERROR:" in line]
+
+
+# -- F1: a signal at any moment of start-up ------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(tmp_path, site, signum):
+    # Moments spread over the first 2 s: imports, settings, the job opening,
+    # the first requests of a crawl that would last 6 s. Four crawls at a time.
+    delays = [i * 0.15 for i in range(14)]
+    runs = []
+    for batch in range(0, len(delays), 4):
+        started = []
+        for delay in delays[batch : batch + 4]:
+            work = tmp_path / f"at-{delay:.2f}"
+            work.mkdir()
+            process = start_crawl(
+                "batch", work / "jobs.db", work / "crawl.log", output=work / "items.jl",
+                args={"urls": slow_urls(site, 6, 2), "_job": "job1"},
+                settings={**FAST, "CONCURRENT_REQUESTS": "2"},
+            )  # fmt: skip
+            started.append((delay, work, process, time.monotonic()))
+        for delay, work, process, began in started:
+            # The moment is the point of the test: not a wait for a condition.
+            time.sleep(max(0.0, began + delay - time.monotonic()))
+            process.send_signal(signum)
+        for delay, work, process, _ in started:
+            returncode = process.wait(60)
+            runs.append((delay, work, returncode))
+    for delay, work, returncode in runs:
+        doc = document(work / "jobs.db")
+        items = valid_lines(work / "items.jl")
+        log = (work / "crawl.log").read_text()
+        if doc is None:
+            # Signalled before the extension existed: no job, nothing crawled.
+            assert items == [], (delay, log[-2000:])
+            continue
+        assert doc["status"] == "cancelled", (delay, doc["status"], doc["error_message"])
+        assert doc["completion_reason"] == "cancelled"
+        assert returncode == 0, (delay, log[-2000:])
+        assert doc["total_documents_found"] == len(items), delay
+        assert "Traceback" not in log, (delay, log[-3000:])
+    # The moments did reach a started job, not only the interpreter's start.
+    assert sum(document(work / "jobs.db") is not None for _, work, _ in runs) >= len(runs) // 2
+
+
+# -- F2: the store file deleted mid-crawl --------------------------------------
+
+
+def test_a_deleted_store_file_gets_the_job_again_from_the_crawls_memory(tmp_path, site):
+    db, log, feed = tmp_path / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
+    urls = slow_urls(site, 8, 0.4) + f",{site}/status/404"
+    process = start_crawl("batch", db, log, output=feed, settings={**FAST, "CONCURRENT_REQUESTS": "2"},
+                          args={"urls": urls, "_job": "job1"})  # fmt: skip
+    wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 2, what="first pages")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    assert process.wait(60) == 0
+    doc = document(db)
+    assert doc is not None, "the record was never written again"
+    assert doc["status"] == "completed"
+    assert doc["total_pages_crawled"] == 9 == len(valid_lines(feed))
+    assert doc["error_count"] == 1 and doc["responses_failed"] == 1
+    # The history came back from memory, from the start.
+    assert [e["step"] for e in doc["history"]][:2] == ["opened", "stage fetch"]
+    warnings = [line for line in log.read_text().splitlines() if "written again from memory" in line]
+    assert len(warnings) == 1, warnings
+
+
+# -- F4: a store that cannot be used at start ------------------------------------
+
+
+def test_an_unusable_store_at_start_leaves_the_crawl_running_unmonitored(tmp_path, site):
+    (tmp_path / "a-file").write_text("not a directory")
+    db, log, feed = tmp_path / "a-file" / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
+    code = run_crawl("batch", db, log, output=feed, settings={**FAST, "JOBSTATUS_STORE_WAIT": "1"},
+                     args={"urls": f"{site}/sample/,{site}/sample/apple", "_job": "job1"})  # fmt: skip
+    assert code == 0
+    assert len(valid_lines(feed)) == 2
+    errors = errors_in(log)
+    assert any("cannot open the job store" in line and "unmonitored" in line for line in errors)
+    # One line at start, one at the end for the final status: no traceback.
+    assert len(errors) == 2, errors
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_required_store_that_cannot_be_used_refuses_the_crawl(tmp_path, site):
+    (tmp_path / "a-file").write_text("not a directory")
+    db, log, feed = tmp_path / "a-file" / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
+    run_crawl("batch", db, log, output=feed, settings={**FAST, "JOBSTATUS_REQUIRED": "True"},
+              args={"urls": f"{site}/sample/", "_job": "job1"})  # fmt: skip
+    assert valid_lines(feed) == []
+    (line,) = errors_in(log)
+    assert "cannot open the job store" in line and "JOBSTATUS_REQUIRED" in line
+    assert "jobstatus_store_unavailable" in log.read_text()
+
+
+# -- F5: a store that becomes unwritable ---------------------------------------
+
+
+def break_store(db: Path) -> None:
+    """The store's path becomes unusable: a directory where the file was."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.mkdir()
+
+
+def test_an_unwritable_store_is_retried_and_gets_the_final_status_when_it_comes_back(
+    tmp_path, site
+):
+    db, log, feed = tmp_path / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
+    process = start_crawl("batch", db, log, output=feed,
+                          settings={**FAST, **ONE_AT_A_TIME, "JOBSTATUS_STORE_WAIT": "60"},
+                          args={"urls": slow_urls(site, 4, 0.5), "_job": "job1"})  # fmt: skip
+    wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 1, what="first page")
+    break_store(db)
+    # The crawl goes on counting and ends; its final write waits for the store.
+    wait_for(lambda: len(valid_lines(feed)) == 4 and "Closing spider" in log.read_text(),
+             timeout=60, what="the crawl to finish")  # fmt: skip
+    assert process.poll() is None, "the crawl exited without waiting for the store"
+    db.rmdir()
+    assert process.wait(60) == 0
+    doc = document(db)
+    assert doc is not None and doc["status"] == "completed"
+    assert doc["total_pages_crawled"] == 4
+    errors = errors_in(log)
+    assert len(errors) == 1 and "retried with backoff" in errors[0], errors
+    assert "usable again" in log.read_text()
+
+
+def test_a_store_that_never_comes_back_is_waited_for_then_named_in_one_line(tmp_path, site):
+    db, log, feed = tmp_path / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
+    process = start_crawl("batch", db, log, output=feed,
+                          settings={**FAST, **ONE_AT_A_TIME, "JOBSTATUS_STORE_WAIT": "1.5"},
+                          args={"urls": slow_urls(site, 3, 0.5), "_job": "job1"})  # fmt: skip
+    wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 1, what="first page")
+    break_store(db)
+    assert process.wait(60) == 0
+    assert len(valid_lines(feed)) == 3
+    final = [line for line in errors_in(log) if "final status" in line]
+    assert len(final) == 1 and "within 1.5 s" in final[0] and "completed" in final[0], final
+
+
+# -- F6: reads never write: a read-only store, a full disk ------------------------
+
+
+@pytest.fixture
+def finished_store(tmp_path, site) -> Path:
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    db = store_dir / "jobs.db"
+    code = run_crawl("batch", db, tmp_path / "crawl.log",
+                     args={"urls": f"{site}/sample/,{site}/status/404", "_job": "job1"},
+                     settings=FAST)  # fmt: skip
+    assert code == 0
+    return db
+
+
+def read_commands(db: Path, **popen: object) -> list[subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return [
+        subprocess.run(  # noqa: S603 (the project's own commands)
+            [sys.executable, "-m", "scrapy", *args, "--db", str(db)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env=env, **popen,
+        )  # fmt: skip
+        for args in (["jobs", "--json"], ["jobstatus", "job1", "--json"])
+    ]
+
+
+def check_reads(results: list[subprocess.CompletedProcess[str]]) -> None:
+    listing, status = results
+    assert listing.returncode == 0, listing.stderr
+    assert [j["job_id"] for j in json.loads(listing.stdout)["jobs"]] == ["job1"]
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["status"] == "completed" and doc["error_count"] == 1
+
+
+def test_reads_work_on_a_read_only_store(finished_store, tmp_path):
+    mount = tmp_path / "read-only"
+    mount.mkdir()
+    try:
+        subprocess.run(  # noqa: S603, S607 (a read-only view of the store's directory)
+            ["mount", "--bind", "-o", "ro", str(finished_store.parent), str(mount)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.fail(f"cannot make a read-only mount here: {e}")
+    try:
+        check_reads(read_commands(mount / finished_store.name))
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)  # noqa: S603, S607
+
+
+def _full_disk() -> None:
+    # No file may grow: what a full disk does to writers.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def test_reads_work_on_a_full_disk(finished_store):
+    before = finished_store.read_bytes()
+    check_reads(read_commands(finished_store, preexec_fn=_full_disk))
+    assert finished_store.read_bytes() == before
+
+
+def test_a_store_made_of_something_else_is_one_line(tmp_path):
+    bogus = tmp_path / "jobs.db"
+    bogus.write_text("not a database")
+    results = read_commands(bogus)
+    for result in results:
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        assert "Traceback" not in result.stderr
