@@ -30,7 +30,10 @@ TEST_SETTINGS = {
 def local_site(env: dict[str, str] | None = None) -> Iterator[str]:
     """The local test website (``tests/site.py``) running; yields its base URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.site"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tests.site"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, **(env or {})},
     )
     assert process.stdout is not None
@@ -45,7 +48,11 @@ def local_site(env: dict[str, str] | None = None) -> Iterator[str]:
 
 
 def crawl_command(
-    spider: str, db: Path, *, args: dict[str, str] | None = None, settings: dict[str, Any] | None = None,
+    spider: str,
+    db: Path,
+    *,
+    args: dict[str, str] | None = None,
+    settings: dict[str, Any] | None = None,
     output: Path | None = None,
 ) -> list[str]:
     command = [sys.executable, "-m", "scrapy", "crawl", spider]
@@ -62,7 +69,10 @@ def start_crawl(spider: str, db: Path, log: Path, **kwargs: Any) -> subprocess.P
     """A real ``scrapy crawl`` process in the project, in the background."""
     with open(log, "wb") as out:
         return subprocess.Popen(
-            crawl_command(spider, db, **kwargs), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            crawl_command(spider, db, **kwargs),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
@@ -80,12 +90,18 @@ def run_crawl(spider: str, db: Path, log: Path, timeout: float = 120, **kwargs: 
 def scrapy(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """A scrapy command run in the project, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "scrapy", *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-m", "scrapy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05, what: str = "") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll until ``condition`` returns something true; return it."""
     deadline = time.monotonic() + timeout
     while True:
@@ -98,7 +114,10 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float 
 
 
 def poll_until(
-    read: Callable[[], T], done: Callable[[T], Any], timeout: float = 60, interval: float = 0.05,
+    read: Callable[[], T],
+    done: Callable[[T], Any],
+    timeout: float = 60,
+    interval: float = 0.05,
     what: str = "",
 ) -> list[T]:
     """Every reading of ``read`` until one satisfies ``done`` (the last one

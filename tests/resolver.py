@@ -3,10 +3,9 @@ under ``.invalid`` fails at once, so DNS-error tests send no query out."""
 
 from __future__ import annotations
 
+from scrapy.resolver import CachingThreadedResolver
 from twisted.internet import defer
 from twisted.internet.error import DNSLookupError
-
-from scrapy.resolver import CachingThreadedResolver
 
 
 class LoopbackResolver(CachingThreadedResolver):

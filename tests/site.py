@@ -64,7 +64,9 @@ class Pages(resource.Resource):
             if child <= maximum
         )
         broken = int(_arg(request, "broken", "0"))
-        body += "".join(f"<a href='/status/404?from={number}&n={i}'>gone</a> " for i in range(broken))
+        body += "".join(
+            f"<a href='/status/404?from={number}&n={i}'>gone</a> " for i in range(broken)
+        )
         padding = "<p>" + "lorem ipsum " * max(0, size // 12) + "</p>"
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         return _page(f"Page {number}", body + padding)
@@ -133,7 +135,9 @@ class Sample(resource.Resource):
             return _page("Not found")
         delay = float(_arg(request, "delay", "0"))
         if delay:
-            reactor.callLater(delay, lambda: (request.write(_page(self.PAGES[name])), request.finish()))
+            reactor.callLater(
+                delay, lambda: (request.write(_page(self.PAGES[name])), request.finish())
+            )
             return server.NOT_DONE_YET
         return _page(self.PAGES[name])
 

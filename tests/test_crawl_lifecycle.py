@@ -75,7 +75,9 @@ class Job:
     def doc(self) -> dict | None:
         if not self.db.exists():
             return None
-        store = open_store(self.db, readonly=True)
+        # Opened as a crawl opens it: a read racing the crawl that creates the
+        # store finds it made, not half made.
+        store = open_store(self.db)
         try:
             return store.document(self.job_id, errors_kept=1000)
         finally:
@@ -610,11 +612,16 @@ def test_a_job_id_is_never_run_twice(tmp_path, site):
     assert second.doc() == {**done, "running_time": None}
 
 
-def test_an_unusable_store_stops_the_crawl_with_one_clear_error(tmp_path, site):
+def test_a_required_store_that_cannot_be_used_stops_the_crawl_with_one_clear_error(
+    tmp_path, site
+):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    job = Job(tmp_path, args={"urls": f"{site}/sample/apple"}, db=blocker / "jobs.db").run()
-    assert f"Cannot use the job store {blocker / 'jobs.db'}" in job.log_text
+    job = Job(tmp_path, args={"urls": f"{site}/sample/apple"}, db=blocker / "jobs.db",
+              settings={"JOBSTATUS_REQUIRED": "True"}).run()
+    (error,) = [line for line in job.log_text.splitlines() if "] ERROR: " in line]
+    assert f"cannot open the job store {blocker / 'jobs.db'}" in error
+    assert "JOBSTATUS_REQUIRED" in error
     assert job.items == []
     assert "Traceback" not in job.log_text
 

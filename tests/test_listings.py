@@ -95,7 +95,7 @@ def test_max_pages_stops_pagination_and_leaves_it_incomplete(tmp_path, site):
 def read_document(db: Path, job_id: str) -> dict[str, Any] | None:
     if not db.exists():
         return None
-    store = open_store(db, readonly=True)
+    store = open_store(db)  # as the crawl opens it: never found half made
     try:
         return store.document(job_id)
     finally:

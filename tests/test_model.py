@@ -31,9 +31,9 @@ def test_a_job_being_cancelled_or_finalized_never_goes_back_to_running(status):
 
 def test_the_normal_path_and_the_cancel_path_are_allowed():
     path = [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FINALIZING, JobStatus.COMPLETED]
-    assert all(can_transition(a, b) for a, b in zip(path, path[1:]))
+    assert all(can_transition(a, b) for a, b in zip(path, path[1:], strict=False))
     cancel = [JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.FINALIZING, JobStatus.CANCELLED]
-    assert all(can_transition(a, b) for a, b in zip(cancel, cancel[1:]))
+    assert all(can_transition(a, b) for a, b in zip(cancel, cancel[1:], strict=False))
     assert can_transition(JobStatus.PENDING, JobStatus.CANCELLED)
 
 
@@ -60,9 +60,20 @@ def test_scrapy_close_reasons_map_to_completion_reasons(close_reason, reason, st
 # other text Scrapyd can run.
 @pytest.mark.parametrize(
     "job_id",
-    ["a", "job-1.2_3", new_job_id(), "2026-11-29T16:39:20.123456+00:00", "nightly run 7", "-a",
-     ".hidden", "..", "x'; DROP TABLE jobs; --", "<img src=x onerror=alert(1)>", "é" * 100,
-     "A" * 200],
+    [
+        "a",
+        "job-1.2_3",
+        new_job_id(),
+        "2026-11-29T16:39:20.123456+00:00",
+        "nightly run 7",
+        "-a",
+        ".hidden",
+        "..",
+        "x'; DROP TABLE jobs; --",
+        "<img src=x onerror=alert(1)>",
+        "é" * 100,
+        "A" * 200,
+    ],
 )
 def test_any_id_scrapyd_can_run_is_accepted(job_id):
     assert validate_job_id(job_id) == job_id
@@ -70,8 +81,19 @@ def test_any_id_scrapyd_can_run_is_accepted(job_id):
 
 @pytest.mark.parametrize(
     "job_id",
-    ["", "../etc/passwd", "a/b", "A" * 201, "é" * 101, "a\nb", "a\x00", "tab\there", "\x7f",
-     None, 12],
+    [
+        "",
+        "../etc/passwd",
+        "a/b",
+        "A" * 201,
+        "é" * 101,
+        "a\nb",
+        "a\x00",
+        "tab\there",
+        "\x7f",
+        None,
+        12,
+    ],
 )
 def test_empty_overlong_or_unrunnable_job_ids_are_refused_with_a_one_line_message(job_id):
     with pytest.raises(InvalidJobId) as info:
@@ -81,8 +103,15 @@ def test_empty_overlong_or_unrunnable_job_ids_are_refused_with_a_one_line_messag
 
 
 def test_the_status_document_of_an_active_job():
-    state = JobState(job_id="j1", spider="batch", status=JobStatus.RUNNING, started_at=100.0,
-                     responses_finished=4, responses_failed=1, total_pages_crawled=4)
+    state = JobState(
+        job_id="j1",
+        spider="batch",
+        status=JobStatus.RUNNING,
+        started_at=100.0,
+        responses_finished=4,
+        responses_failed=1,
+        total_pages_crawled=4,
+    )
     doc = state.to_document(errors=[], history=[], now=110.5)
     assert doc["is_active"] is True
     assert doc["running_time"] == 10.5
@@ -94,10 +123,23 @@ def test_the_status_document_of_an_active_job():
 
 
 def test_the_status_document_of_a_finished_job_with_errors_and_history():
-    state = JobState(job_id="j1", status=JobStatus.COMPLETED, started_at=100.0,
-                     completed_at=160.0, completion_reason="done", error_count=3)
-    error = JobError(error_type="http_error", error_message="HTTP 500", page_url="http://x/",
-                     http_status=500, timestamp=120.0, is_recoverable=True, error_id=7)
+    state = JobState(
+        job_id="j1",
+        status=JobStatus.COMPLETED,
+        started_at=100.0,
+        completed_at=160.0,
+        completion_reason="done",
+        error_count=3,
+    )
+    error = JobError(
+        error_type="http_error",
+        error_message="HTTP 500",
+        page_url="http://x/",
+        http_status=500,
+        timestamp=120.0,
+        is_recoverable=True,
+        error_id=7,
+    )
     event = HistoryEvent(step="finished", timestamp=160.0, status="completed", duration_ms=5)
     doc = state.to_document(errors=[error], history=[event], now=999.0)
     assert doc["is_active"] is False
@@ -105,8 +147,21 @@ def test_the_status_document_of_a_finished_job_with_errors_and_history():
     assert doc["running_time"] is None
     assert doc["error_count"] == 3 and doc["has_errors"] is True
     assert set(doc["errors"][0]) == {
-        "error_id", "stage", "error_type", "error_message", "page_url", "http_status",
-        "timestamp", "is_recoverable",
+        "error_id",
+        "stage",
+        "error_type",
+        "error_message",
+        "page_url",
+        "http_status",
+        "timestamp",
+        "is_recoverable",
     }
-    assert doc["history"] == [{"step": "finished", "timestamp": "1970-01-01T00:02:40.000Z",
-                               "duration_ms": 5, "status": "completed", "details": None}]
+    assert doc["history"] == [
+        {
+            "step": "finished",
+            "timestamp": "1970-01-01T00:02:40.000Z",
+            "duration_ms": 5,
+            "status": "completed",
+            "details": None,
+        }
+    ]

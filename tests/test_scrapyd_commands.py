@@ -128,8 +128,11 @@ def test_scrapyd_client_commands_work_with_the_shipped_scrapy_cfg(
     def client(*args: str) -> str:
         result = subprocess.run(  # noqa: S603 (scrapyd-client's own command)
             [str(BIN / "scrapyd-client"), *args],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0 and "rror" not in result.stdout, result.stdout + result.stderr
         return result.stdout
 

@@ -16,12 +16,18 @@ RECORDER = {"tests.stats_probe.ClosingStatsRecorder": 500}
 def crawl_seen_stats(tmp_path: Path, urls: list[str], **settings: str) -> dict[str, object]:
     seen = tmp_path / "seen.json"
     code = run_crawl(
-        "batch", tmp_path / "jobs.db", tmp_path / "crawl.log",
+        "batch",
+        tmp_path / "jobs.db",
+        tmp_path / "crawl.log",
         args={"urls": ",".join(urls), "_job": "stats-job"},
-        settings={"EXTENSIONS": json.dumps(RECORDER), "STATS_PROBE_FILE": str(seen),
-                  "RETRY_ENABLED": "False", **settings},
+        settings={
+            "EXTENSIONS": json.dumps(RECORDER),
+            "STATS_PROBE_FILE": str(seen),
+            "RETRY_ENABLED": "False",
+            **settings,
+        },
         output=tmp_path / "items.jl",
-    )  # fmt: skip
+    )
     assert code == 0, (tmp_path / "crawl.log").read_text()[-3000:]
     return json.loads(seen.read_text())
 

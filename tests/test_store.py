@@ -41,13 +41,23 @@ def ids(page):
 
 def running(job_id: str, **kwargs) -> JobState:
     now = time.time()
-    return JobState(job_id=job_id, spider="batch", status=JobStatus.RUNNING, created_at=now,
-                    started_at=now, updated_at=now, pid=os.getpid(), node=None, **kwargs)
+    return JobState(
+        job_id=job_id,
+        spider="batch",
+        status=JobStatus.RUNNING,
+        created_at=now,
+        started_at=now,
+        updated_at=now,
+        pid=os.getpid(),
+        node=None,
+        **kwargs,
+    )
 
 
 def pending(job_id: str, args=None, created_at=None, spider="batch") -> JobState:
-    return pending_job(job_id, project="p", spider=spider, node="n", args=args,
-                       created_at=created_at)
+    return pending_job(
+        job_id, project="p", spider=spider, node="n", args=args, created_at=created_at
+    )
 
 
 def test_the_store_creates_its_directory_and_uses_wal(store, tmp_path):
@@ -137,11 +147,22 @@ def test_errors_are_all_kept_and_the_document_holds_the_latest(store):
     state = running("j1")
     store.start_job(state)
     for batch in range(3):
-        errors = [JobError(error_type="http_error", error_message=f"HTTP {500 + i}",
-                           page_url=f"http://x/{batch}/{i}", http_status=500 + i,
-                           timestamp=time.time()) for i in range(10)]
-        save_errors(store, state, errors, [HistoryEvent(step=f"step {batch}",
-                                                         timestamp=time.time(), status="running")])
+        errors = [
+            JobError(
+                error_type="http_error",
+                error_message=f"HTTP {500 + i}",
+                page_url=f"http://x/{batch}/{i}",
+                http_status=500 + i,
+                timestamp=time.time(),
+            )
+            for i in range(10)
+        ]
+        save_errors(
+            store,
+            state,
+            errors,
+            [HistoryEvent(step=f"step {batch}", timestamp=time.time(), status="running")],
+        )
     assert len(store.errors("j1")) == 30
     # In batches, after an error id: the report's stream.
     first = store.errors("j1", limit=12)
@@ -155,8 +176,9 @@ def test_errors_are_all_kept_and_the_document_holds_the_latest(store):
 
 def test_listing_is_newest_first_with_filters_and_total(store):
     for i in range(5):
-        store.add_pending(pending(f"j{i}", created_at=1000.0 + i,
-                                  spider="batch" if i % 2 else "documents"))
+        store.add_pending(
+            pending(f"j{i}", created_at=1000.0 + i, spider="batch" if i % 2 else "documents")
+        )
     page = store.list_jobs(ALL, limit=2)
     assert page.total == 5 and ids(page) == ["j4", "j3"]
     page = store.list_jobs(JobFilter(spider="batch"))
@@ -186,8 +208,9 @@ def test_listing_summaries_carry_each_jobs_error_count(store):
     for job_id, errors in (("a", 3), ("b", 0)):
         state = running(job_id)
         store.start_job(state)
-        save_errors(store, state,
-                    [JobError(error_type="other", error_message="x", timestamp=1.0)] * errors)
+        save_errors(
+            store, state, [JobError(error_type="other", error_message="x", timestamp=1.0)] * errors
+        )
     summaries = {s.job_id: s.to_document([], [], time.time()) for s in store.list_jobs(ALL).jobs}
     assert (summaries["a"]["error_count"], summaries["a"]["has_errors"]) == (3, True)
     assert (summaries["b"]["error_count"], summaries["b"]["has_errors"]) == (0, False)
@@ -264,8 +287,10 @@ def test_a_deleted_store_file_gets_the_record_again_from_the_crawl(store, tmp_pa
     store.start_job(state)
     save_errors(store, state, [JobError(error_type="other", error_message="e", timestamp=1.0)])
     os.unlink(store.location)
-    history = [HistoryEvent(step="opened", timestamp=1.0, status="running"),
-               HistoryEvent(step="tick", timestamp=2.0, status="running")]
+    history = [
+        HistoryEvent(step="opened", timestamp=1.0, status="running"),
+        HistoryEvent(step="tick", timestamp=2.0, status="running"),
+    ]
     state.total_pages_crawled = 5
     result = store.save(state, [], history[1:], history)
     assert result.written and result.recreated
@@ -295,12 +320,19 @@ def test_a_finished_job_without_errors_takes_at_most_1_5_kb(tmp_path):
         state.project = "crawler"
         state.args = {"urls": "https://example.com/a,https://example.com/b"}
         store.start_job(state)
-        events = [HistoryEvent(step=step, timestamp=time.time(), status="running",
-                               duration_ms=12, details=details)
-                  for step, details in (("opened", "pid 4242"), ("stage fetch", None),
-                                        ("first response", "https://example.com/a"),
-                                        ("closing", "close reason finished"),
-                                        ("stage finalizing", None), ("feeds closed", None))]
+        events = [
+            HistoryEvent(
+                step=step, timestamp=time.time(), status="running", duration_ms=12, details=details
+            )
+            for step, details in (
+                ("opened", "pid 4242"),
+                ("stage fetch", None),
+                ("first response", "https://example.com/a"),
+                ("closing", "close reason finished"),
+                ("stage finalizing", None),
+                ("feeds closed", None),
+            )
+        ]
         state.total_pages_crawled = state.total_documents_found = 2
         state.responses_finished = 2
         state.progress = 100.0
@@ -324,7 +356,8 @@ def _writer(path: str, job_id: str, rounds: int, expect_cancel: bool) -> None:
     for i in range(rounds):
         state.total_pages_crawled = i + 1
         cancel_seen = save_errors(
-            store, state,
+            store,
+            state,
             [JobError(error_type="other", error_message=f"e{i}", timestamp=time.time())],
             [HistoryEvent(step=f"tick {i}", timestamp=time.time(), status="running")],
         ).cancel_requested_at
@@ -382,10 +415,17 @@ def test_concurrent_writers_and_readers_lose_nothing(tmp_path):
 def test_the_document_holds_the_latest_errors_and_shows_a_cancel_request(store, errors_kept):
     state = running("run")
     store.start_job(state)
-    save_errors(store, state, [JobError(error_type="other", error_message=f"e{i}",
-                                        timestamp=float(i)) for i in range(120)])
+    save_errors(
+        store,
+        state,
+        [
+            JobError(error_type="other", error_message=f"e{i}", timestamp=float(i))
+            for i in range(120)
+        ],
+    )
     store.request_cancel("run")
     doc = store.document("run", errors_kept)
     assert doc["status"] == "cancelling" and doc["error_count"] == 120
     assert [e["error_message"] for e in doc["errors"]] == [
-        f"e{i}" for i in range(120 - min(errors_kept, 120), 120)]
+        f"e{i}" for i in range(120 - min(errors_kept, 120), 120)
+    ]

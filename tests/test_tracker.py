@@ -82,7 +82,9 @@ def test_stages_are_recorded_in_order_with_timed_events():
     t.report("pagination_complete", False)
     assert t.state.stage == "download" and t.state.stages_completed == ["discovery"]
     assert [(e.step, e.duration_ms) for e in t.history] == [
-        ("stage discovery", 0), ("stage download", 1500)]
+        ("stage discovery", 0),
+        ("stage download", 1500),
+    ]
     assert (t.state.current_page, t.state.pagination_complete) == (3, False)
 
 

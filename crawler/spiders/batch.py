@@ -30,12 +30,16 @@ def parse_url_list(urls: str | None, urls_file: str | None) -> list[str]:
         try:
             entries = Path(urls_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise SpiderArgumentError(f"urls_file: cannot read {urls_file!r}: {exc.strerror or exc}") from None
+            raise SpiderArgumentError(
+                f"urls_file: cannot read {urls_file!r}: {exc.strerror or exc}"
+            ) from None
     elif urls:
         argument = "urls"
         entries = urls.split(",")
     else:
-        raise SpiderArgumentError("urls: no URL given (use -a urls=URL,URL,... or -a urls_file=PATH)")
+        raise SpiderArgumentError(
+            "urls: no URL given (use -a urls=URL,URL,... or -a urls_file=PATH)"
+        )
     result = [parse_start_url(argument, entry) for entry in entries if entry.strip()]
     if not result:
         raise SpiderArgumentError(f"{argument}: the URL list is empty")
@@ -61,11 +65,20 @@ class BatchSpider(scrapy.Spider):
         set_expected_total(self, len(targets))
         set_stage(self, "fetch")
         for url in targets:
-            yield scrapy.Request(url, callback=self.parse, errback=self.failed, dont_filter=True, meta={"batch_url": url})
+            yield scrapy.Request(
+                url,
+                callback=self.parse,
+                errback=self.failed,
+                dont_filter=True,
+                meta={"batch_url": url},
+            )
 
     def parse(self, response: Response) -> PageOutcome:
         title = None
-        if isinstance(response, TextResponse) and b"html" in response.headers.get(b"Content-Type", b"html").lower():
+        if (
+            isinstance(response, TextResponse)
+            and b"html" in response.headers.get(b"Content-Type", b"html").lower()
+        ):
             title = response.css("title::text").get()
             title = " ".join(title.split()) if title else None
         return PageOutcome(url=response.meta["batch_url"], status=response.status, title=title)
@@ -73,4 +86,6 @@ class BatchSpider(scrapy.Spider):
     def failed(self, failure: Failure) -> PageOutcome:
         request = failure.request  # type: ignore[attr-defined]
         error = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
-        return PageOutcome(url=request.meta["batch_url"], status=None, error=" ".join(error.split()))
+        return PageOutcome(
+            url=request.meta["batch_url"], status=None, error=" ".join(error.split())
+        )

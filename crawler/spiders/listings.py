@@ -28,7 +28,12 @@ from crawler.arguments import (
     parse_selector,
     parse_start_url,
 )
-from scrapy_jobstatus import set_current_page, set_expected_total, set_pagination_complete, set_stage
+from scrapy_jobstatus import (
+    set_current_page,
+    set_expected_total,
+    set_pagination_complete,
+    set_stage,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

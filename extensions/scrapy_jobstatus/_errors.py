@@ -54,11 +54,10 @@ _FAILURE_REPR = re.compile(r"<twisted\.python\.failure\.Failure (?:[\w]+\.)*([\w
 
 
 def classify_exception(exception: BaseException, url: str) -> JobError:
-    for classes, kind, recoverable in _KINDS:
-        if isinstance(exception, classes):
-            break
-    else:
-        kind, recoverable = ErrorType.OTHER, False
+    kind, recoverable = next(
+        ((k, r) for classes, k, r in _KINDS if isinstance(exception, classes)),
+        (ErrorType.OTHER, False),
+    )
     # Twisted failures inside the message are shown as "Class: message".
     message = _FAILURE_REPR.sub(r"\1", str(exception)) or type(exception).__name__
     return JobError(

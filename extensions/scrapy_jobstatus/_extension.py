@@ -158,15 +158,12 @@ class JobStatusExtension:
             started = await writer.start_job(state)
         except StoreError as exc:
             if config.required:
-                logger.error(
-                    "%(error)s: not crawling (JOBSTATUS_REQUIRED is set)", {"error": exc}
-                )
+                logger.error("%(error)s: not crawling (JOBSTATUS_REQUIRED is set)", {"error": exc})
                 await self._stop_writer()
                 self._close(CLOSE_STORE_UNAVAILABLE)
                 return
             logger.error(
-                "%(error)s; the crawl goes on unmonitored and the store is retried with "
-                "backoff",
+                "%(error)s; the crawl goes on unmonitored and the store is retried with backoff",
                 {"error": exc},
             )
             writer.failures = 1
@@ -227,9 +224,13 @@ class JobStatusExtension:
             logger.error(
                 "The final status of job %(job)s (%(status)s) could not be written to the "
                 "job store %(db)s within %(wait)g s (JOBSTATUS_STORE_WAIT)",
-                {"job": tracker.state.job_id, "status": tracker.state.status,
-                 "db": writer.location, "wait": wait},
-            )  # fmt: skip
+                {
+                    "job": tracker.state.job_id,
+                    "status": tracker.state.status,
+                    "db": writer.location,
+                    "wait": wait,
+                },
+            )
         self._write_stats()
         await self._stop_writer()
 

@@ -50,9 +50,7 @@ class ErrorType(StrEnum):
     OTHER = "other"
 
 
-TERMINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
-)
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES
 
 # A terminal job never moves again, and nothing leads back to pending or
@@ -154,9 +152,7 @@ def validate_job_id(job_id: Any) -> str:
             f"invalid job id {shown}: it must be at most {MAX_JOB_ID_BYTES} bytes in UTF-8"
         )
     if _JOB_ID_REFUSED.search(job_id):
-        raise InvalidJobId(
-            f"invalid job id {shown}: it must not contain '/' or control characters"
-        )
+        raise InvalidJobId(f"invalid job id {shown}: it must not contain '/' or control characters")
     return job_id
 
 
@@ -223,11 +219,7 @@ def utc_now() -> datetime:
 def isoformat(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return (
-        datetime.fromtimestamp(ts, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -337,8 +329,7 @@ class JobState:
             "node": self.node,
             "status": str(status),
             "is_active": active,
-            "message": (self.message if status is self.status else None)
-            or default_message(status),
+            "message": (self.message if status is self.status else None) or default_message(status),
             "completion_reason": self.completion_reason,
             "close_reason": self.close_reason,
             "error_message": self.error_message,
@@ -347,9 +338,7 @@ class JobState:
             "completed_at": isoformat(self.completed_at),
             "updated_at": isoformat(self.updated_at),
             "cancel_requested_at": isoformat(self.cancel_requested_at),
-            "estimated_completion": isoformat(self.estimated_completion)
-            if active
-            else None,
+            "estimated_completion": isoformat(self.estimated_completion) if active else None,
             "running_time": elapsed if active else None,
             "processing_time": None if active else elapsed,
             "timeout": self.timeout,

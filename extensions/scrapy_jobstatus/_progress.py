@@ -16,9 +16,7 @@ progress_reported = object()
 
 
 def _report(spider: Spider, field: str, value: Any) -> None:
-    spider.crawler.signals.send_catch_log(
-        signal=progress_reported, field=field, value=value
-    )
+    spider.crawler.signals.send_catch_log(signal=progress_reported, field=field, value=value)
 
 
 def set_stage(spider: Spider, stage: str) -> None:

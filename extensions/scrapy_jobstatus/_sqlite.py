@@ -152,9 +152,11 @@ class SQLiteStore:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False,
+                    self.path,
+                    isolation_level=None,
+                    check_same_thread=False,
                     timeout=BUSY_TIMEOUT_MS / 1000,
-                )  # fmt: skip
+                )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -334,7 +336,7 @@ class SQLiteStore:
             params += [*terminal, time.time() - older_than]
         if keep is not None:
             clauses.append(
-                f"(status IN ({marks}) AND id NOT IN (SELECT id FROM jobs"
+                f"(status IN ({marks}) AND id NOT IN (SELECT id FROM jobs"  # noqa: S608
                 f" WHERE status IN ({marks}) ORDER BY created_at DESC, id DESC LIMIT ?))"
             )
             params += [*terminal, *terminal, keep]
@@ -536,10 +538,18 @@ def _insert_errors(conn: sqlite3.Connection, job: int | None, errors: Iterable[J
         "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
         " timestamp, is_recoverable) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (job, e.stage, e.error_type, e.error_message, e.page_url, e.http_status,
-             e.timestamp, int(e.is_recoverable))
+            (
+                job,
+                e.stage,
+                e.error_type,
+                e.error_message,
+                e.page_url,
+                e.http_status,
+                e.timestamp,
+                int(e.is_recoverable),
+            )
             for e in errors
-        ],  # fmt: skip
+        ],
     )
 
 

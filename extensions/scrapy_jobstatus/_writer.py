@@ -146,7 +146,9 @@ class StoreWriter:
             self._in_flight.addBoth(lambda _: d.callback(None))
             await maybe_deferred_to_future(d)
 
-    async def save_final(self, tracker: JobTracker, clock: Callable[[], float], wait: float) -> bool:
+    async def save_final(
+        self, tracker: JobTracker, clock: Callable[[], float], wait: float
+    ) -> bool:
         """Write the job's final status, retrying for up to ``wait`` seconds
         while the store is unusable; False when it could not be written."""
         deadline = clock() + wait

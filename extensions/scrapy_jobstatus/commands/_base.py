@@ -183,9 +183,7 @@ class JobCommand(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument(
-            "--db", metavar="PATH", help="the job store (default: JOBSTATUS_DB)"
-        )
+        parser.add_argument("--db", metavar="PATH", help="the job store (default: JOBSTATUS_DB)")
         parser.add_argument(
             "--url",
             metavar="URL",

@@ -21,15 +21,21 @@ class Command(JobCommand):
         parser.add_argument("--project", help="only this project's jobs")
         parser.add_argument("--spider", help="only this spider's jobs")
         parser.add_argument("--status", help="only jobs with this status")
-        parser.add_argument("--limit", type=int, default=50, help="at most this many jobs (default: 50)")
+        parser.add_argument(
+            "--limit", type=int, default=50, help="at most this many jobs (default: 50)"
+        )
         parser.add_argument("--offset", type=int, default=0, help="skip this many jobs first")
         parser.add_argument("--json", action="store_true", help="print the list as JSON")
         parser.add_argument(
-            "--prune-keep", type=int, metavar="N",
+            "--prune-keep",
+            type=int,
+            metavar="N",
             help="first delete finished jobs beyond the newest N (local store only)",
         )
         parser.add_argument(
-            "--prune-days", type=float, metavar="DAYS",
+            "--prune-days",
+            type=float,
+            metavar="DAYS",
             help="first delete jobs finished more than DAYS days ago (local store only)",
         )
 
@@ -39,7 +45,9 @@ class Command(JobCommand):
                 f"--status: {opts.status!r} is not one of {', '.join(JobStatus)}", EXIT_BAD_INPUT
             )
         if not 1 <= opts.limit <= 1000 or opts.offset < 0:
-            raise CommandError("--limit must be 1 to 1000 and --offset not negative", EXIT_BAD_INPUT)
+            raise CommandError(
+                "--limit must be 1 to 1000 and --offset not negative", EXIT_BAD_INPUT
+            )
         if (opts.prune_keep is not None and opts.prune_keep < 0) or (
             opts.prune_days is not None and opts.prune_days < 0
         ):
@@ -47,7 +55,10 @@ class Command(JobCommand):
         jobs_source = self.jobs(opts)
         if opts.prune_keep is not None or opts.prune_days is not None:
             if not isinstance(jobs_source, LocalJobs):
-                raise CommandError("--prune-keep and --prune-days work on the local store, not --url", EXIT_BAD_INPUT)
+                raise CommandError(
+                    "--prune-keep and --prune-days work on the local store, not --url",
+                    EXIT_BAD_INPUT,
+                )
             older_than = None if opts.prune_days is None else opts.prune_days * 86400
             pruned = jobs_source.prune(keep=opts.prune_keep, older_than=older_than)
             print(f"pruned {pruned} finished jobs")

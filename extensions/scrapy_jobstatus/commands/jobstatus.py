@@ -25,7 +25,10 @@ class Command(JobCommand):
             print_json(job)
             return None
         print(f"job:         {job['job_id']} ({job['spider']})")
-        print(f"status:      {job['status']}" + (f" ({job['completion_reason']})" if job["completion_reason"] else ""))
+        print(
+            f"status:      {job['status']}"
+            + (f" ({job['completion_reason']})" if job["completion_reason"] else "")
+        )
         print(f"message:     {job['message']}")
         print(f"progress:    {percent(job['progress'])}")
         print(

@@ -14,8 +14,8 @@ import io
 import re
 import time
 import traceback
-from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from scrapyd import webservice
 from scrapyd.webservice import WsResource, param
@@ -463,9 +463,7 @@ def unqueue(root: Any, job_id: str, project: str | None) -> int:
     )
 
 
-def queued_job(
-    root: Any, node: JobStatusNode, job_id: str, project: str | None
-) -> JobState | None:
+def queued_job(root: Any, node: JobStatusNode, job_id: str, project: str | None) -> JobState | None:
     """A job in Scrapyd's queue that the store does not know (queued before
     the store was set up), as a pending job; nothing is written."""
     for name, queue in _queues_for(root, project):
