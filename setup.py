@@ -10,20 +10,26 @@ reads. The node that runs it has scrapy-jobstatus installed.
 """
 
 import sys
+import tempfile
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 COMMANDS = ("jobs", "jobstatus", "jobcancel", "jobwatch")
 
 if {"bdist_egg", "bdist_uberegg"} & set(sys.argv):
+    # Built outside the tree: an egg-info of the project's name in the
+    # working directory would shadow the installed library's entry points.
+    outside = tempfile.mkdtemp(prefix="crawler-egg-")
     setup(
         packages=find_packages(include=["crawler", "crawler.*"]),
         entry_points={"scrapy": ["settings = crawler.settings"]},
+        options={"egg_info": {"egg_base": outside}},
     )
 else:
     setup(
         package_dir={"": "extensions"},
-        packages=find_packages("extensions"),
+        # The dashboard's static/ folder is package data, not a package.
+        packages=find_namespace_packages("extensions", include=["scrapy_jobstatus*"]),
         entry_points={
             "scrapy.commands": [
                 f"{name} = scrapy_jobstatus.commands.{name}:Command" for name in COMMANDS

