@@ -10,10 +10,12 @@ python3 -m venv .venv
 
 # System packages the tests use: the Debian Policy Manual is the documents
 # job's real-world corpus; the dashboard's browser tests drive the system's
-# Chromium (Playwright's own browser download is not used).
+# Chromium (Playwright's own browser download is not used); the store's tests
+# start a throwaway PostgreSQL server of their own (its service is not used).
 missing=()
 dpkg -s debian-policy >/dev/null 2>&1 || missing+=(debian-policy)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq

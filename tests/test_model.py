@@ -91,6 +91,7 @@ def test_any_id_scrapyd_can_run_is_accepted(job_id):
         "a\x00",
         "tab\there",
         "\x7f",
+        "bad \udcff byte",
         None,
         12,
     ],

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,15 +21,62 @@ from scrapy_jobstatus._store import (
     open_store,
     process_alive,
 )
+from tests.postgres import PASSWORD, PASSWORD_ROLE, free_port, temporary_database
 
 ALL = JobFilter()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request, tmp_path) -> Iterator[str]:
+    """A new store's location on each backend: a SQLite path, or the URL of
+    a new PostgreSQL database (dropped after the test)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "sub" / "jobs.db")
+    else:
+        with temporary_database(request.getfixturevalue("postgres_url")) as url:
+            yield url
+
+
 @pytest.fixture
-def store(tmp_path):
+def pg_location(postgres_url) -> Iterator[str]:
+    with temporary_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture
+def store(location):
+    store = open_store(location)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    """For what only a SQLite store has: its file."""
     store = open_store(tmp_path / "sub" / "jobs.db")
     yield store
     store.close()
+
+
+@contextlib.contextmanager
+def opened(location, readonly=False):
+    store = open_store(location, readonly=readonly)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def execute(location: str, sql: str) -> None:
+    """Change a store behind its back."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute(sql)
+    else:
+        with contextlib.closing(sqlite3.connect(location)) as conn, conn:
+            conn.execute(sql)
 
 
 def save_errors(store, state, errors, events=()):
@@ -60,10 +110,10 @@ def pending(job_id: str, args=None, created_at=None, spider="batch") -> JobState
     )
 
 
-def test_the_store_creates_its_directory_and_uses_wal(store, tmp_path):
-    assert store.add_pending(pending("j1"))
+def test_the_store_creates_its_directory_and_uses_wal(sqlite_store, tmp_path):
+    assert sqlite_store.add_pending(pending("j1"))
     assert (tmp_path / "sub" / "jobs.db").exists()
-    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sqlite_store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_job_id_is_recorded_once(store):
@@ -217,7 +267,7 @@ def test_listing_summaries_carry_each_jobs_error_count(store):
     assert store.list_jobs(JobFilter(status="cancelled")).total == 0
 
 
-def test_prune_keeps_active_jobs_and_the_newest_finished_ones(store):
+def test_prune_keeps_active_jobs_and_the_newest_finished_ones(store, location):
     for i in range(6):
         job = pending(f"j{i}")
         job.created_at = 1000.0 + i
@@ -227,7 +277,7 @@ def test_prune_keeps_active_jobs_and_the_newest_finished_ones(store):
     assert store.prune(keep=2) == 3
     assert set(ids(store.list_jobs(ALL))) == {"j5", "j4", "j3"}
     assert store.prune(older_than=3600) == 0
-    store.conn.execute("UPDATE jobs SET completed_at = 0 WHERE job_id = 'j3'")
+    execute(location, "UPDATE jobs SET completed_at = 0 WHERE job_id = 'j3'")
     assert store.prune(older_than=3600) == 1
     assert store.get("j5").status is JobStatus.PENDING
     assert store.errors("j3") == []
@@ -282,7 +332,8 @@ def test_a_zombie_process_is_dead():
         process.wait()
 
 
-def test_a_deleted_store_file_gets_the_record_again_from_the_crawl(store, tmp_path):
+def test_a_deleted_store_file_gets_the_record_again_from_the_crawl(sqlite_store):
+    store = sqlite_store
     state = running("j1")
     store.start_job(state)
     save_errors(store, state, [JobError(error_type="other", error_message="e", timestamp=1.0)])
@@ -294,8 +345,27 @@ def test_a_deleted_store_file_gets_the_record_again_from_the_crawl(store, tmp_pa
     state.total_pages_crawled = 5
     result = store.save(state, [], history[1:], history)
     assert result.written and result.recreated
-    fresh = open_store(store.location, readonly=True)
-    doc = fresh.document("j1")
+    with opened(store.location, readonly=True) as fresh:
+        doc = fresh.document("j1")
+    assert doc["total_pages_crawled"] == 5 and doc["error_count"] == 1
+    assert [h["step"] for h in doc["history"]] == ["opened", "tick"]
+    assert not store.save(state).recreated
+
+
+def test_a_deleted_record_is_written_again_from_the_crawl(store, location):
+    state = running("j1")
+    store.start_job(state)
+    save_errors(store, state, [JobError(error_type="other", error_message="e", timestamp=1.0)])
+    for table, key in (("errors", "job"), ("events", "job"), ("jobs", "id")):
+        execute(location, f"DELETE FROM {table} WHERE {key} IN (SELECT id FROM jobs)")  # noqa: S608
+    history = [
+        HistoryEvent(step="opened", timestamp=1.0, status="running"),
+        HistoryEvent(step="tick", timestamp=2.0, status="running"),
+    ]
+    state.total_pages_crawled = 5
+    result = store.save(state, [], history[1:], history)
+    assert result.written and result.recreated
+    doc = store.document("j1")
     assert doc["total_pages_crawled"] == 5 and doc["error_count"] == 1
     assert [h["step"] for h in doc["history"]] == ["opened", "tick"]
     assert not store.save(state).recreated
@@ -349,7 +419,11 @@ def test_a_finished_job_without_errors_takes_at_most_1_5_kb(tmp_path):
 
 
 def _writer(path: str, job_id: str, rounds: int, expect_cancel: bool) -> None:
-    store = open_store(path)
+    with opened(path) as store:
+        _write_job(store, job_id, rounds, expect_cancel)
+
+
+def _write_job(store, job_id: str, rounds: int, expect_cancel: bool) -> None:
     state = running(job_id)
     store.start_job(state)
     cancel_seen = None
@@ -371,25 +445,33 @@ def _writer(path: str, job_id: str, rounds: int, expect_cancel: bool) -> None:
 
 
 def _canceller(path: str, job_ids: list[str]) -> None:
-    store = open_store(path)
-    for job_id in job_ids:
-        while True:
-            try:
-                store.request_cancel(job_id)
-                break
-            except JobNotFound:
-                time.sleep(0.001)
+    with opened(path) as store:
+        for job_id in job_ids:
+            while True:
+                try:
+                    store.request_cancel(job_id)
+                    break
+                except JobNotFound:
+                    time.sleep(0.001)
 
 
-def test_concurrent_writers_and_readers_lose_nothing(tmp_path):
-    path = str(tmp_path / "jobs.db")
-    open_store(path).get("w0")  # schema first
+def test_concurrent_writers_and_readers_lose_nothing(location):
+    path = location
+    with opened(path) as store:
+        store.get("w0")  # schema first
     context = multiprocessing.get_context("spawn")
     writers = [context.Process(target=_writer, args=(path, f"w{i}", 200, i < 2)) for i in range(4)]
     canceller = context.Process(target=_canceller, args=(path, ["w0", "w1"]))
     for process in [*writers, canceller]:
         process.start()
     reader = open_store(path, readonly=True)
+    try:
+        _read_while_they_write(reader, writers, canceller)
+    finally:
+        reader.close()
+
+
+def _read_while_they_write(reader, writers, canceller) -> None:
     reads = 0
     while any(p.is_alive() for p in writers):
         for job in reader.list_jobs(ALL).jobs:
@@ -429,3 +511,157 @@ def test_the_document_holds_the_latest_errors_and_shows_a_cancel_request(store, 
     assert [e["error_message"] for e in doc["errors"]] == [
         f"e{i}" for i in range(120 - min(errors_kept, 120), 120)
     ]
+
+
+# -- PostgreSQL ------------------------------------------------------------------
+
+
+def test_a_postgres_store_of_a_newer_schema_is_refused_in_one_line(pg_location):
+    with opened(pg_location) as store:
+        store.get("x")
+    execute(pg_location, "UPDATE jobstatus_schema SET version = 99")
+    for readonly in (False, True):
+        with opened(pg_location, readonly=readonly) as store, pytest.raises(StoreError) as info:
+            store.get("x")
+        message = str(info.value)
+        assert "schema version 99" in message and "upgrade scrapy-jobstatus" in message
+        assert "\n" not in message
+
+
+def test_a_postgres_store_of_an_older_schema_is_upgraded_by_its_first_writer(
+    pg_location, monkeypatch
+):
+    from scrapy_jobstatus import _postgres
+
+    with opened(pg_location) as store:
+        store.add_pending(pending("j1"))
+    step = ("ALTER TABLE jobs ADD COLUMN upgraded BOOLEAN NOT NULL DEFAULT TRUE",)
+    monkeypatch.setattr(_postgres, "_MIGRATIONS", [*_postgres._MIGRATIONS, step])
+    monkeypatch.setattr(_postgres, "SCHEMA_VERSION", 2)
+    # A reader cannot upgrade it: it says how.
+    with opened(pg_location, readonly=True) as reader, pytest.raises(StoreError) as info:
+        reader.get("j1")
+    assert "older" in str(info.value) and "\n" not in str(info.value)
+    with opened(pg_location) as store:
+        assert store.get("j1").status is JobStatus.PENDING
+    execute(pg_location, "UPDATE jobs SET upgraded = upgraded")  # the column is there
+    with opened(pg_location, readonly=True) as reader:
+        assert reader.get("j1") is not None
+    import psycopg
+
+    with psycopg.connect(pg_location) as conn:
+        assert conn.execute("SELECT version FROM jobstatus_schema").fetchall() == [(2,)]
+
+
+def test_tables_not_made_by_a_postgres_store_are_left_alone(pg_location):
+    execute(pg_location, "CREATE TABLE jobs (id INTEGER)")
+    with opened(pg_location) as store, pytest.raises(StoreError) as info:
+        store.get("x")
+    assert "not made by scrapy-jobstatus" in str(info.value)
+
+
+def _open_at_once(url: str, barrier) -> None:
+    barrier.wait(30)
+    with opened(url) as store:
+        store.add_pending(pending(f"j{os.getpid()}"))
+
+
+def test_processes_making_the_postgres_schema_at_once_all_succeed(pg_location):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    processes = [
+        context.Process(target=_open_at_once, args=(pg_location, barrier)) for _ in range(4)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    with opened(pg_location, readonly=True) as store:
+        assert store.list_jobs(ALL).total == 4
+    import psycopg
+
+    with psycopg.connect(pg_location) as conn:
+        assert conn.execute("SELECT version FROM jobstatus_schema").fetchall() == [(1,)]
+
+
+def _server(url: str) -> str:
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+@pytest.mark.parametrize(
+    "case", ["wrong password", "unreachable", "malformed password", "password in the query"]
+)
+def test_a_postgres_store_that_cannot_connect_says_why_in_one_line_without_the_password(
+    postgres_url, case
+):
+    server = _server(postgres_url)
+    url = {
+        "wrong password": f"postgresql://{PASSWORD_ROLE}:{PASSWORD}x@{server}/postgres",
+        "unreachable": f"postgresql://u:{PASSWORD}@127.0.0.1:{free_port()}/db",
+        "malformed password": f"postgresql://u:{PASSWORD}%zz@127.0.0.1:{free_port()}/db",
+        "password in the query": f"postgres://{PASSWORD_ROLE}@{server}/postgres"
+        f"?password={PASSWORD}x",
+    }[case]
+    store = open_store(url)
+    assert PASSWORD not in store.location and "***" in store.location
+    with pytest.raises(StoreError) as info:
+        store.get("x")
+    message = str(info.value)
+    assert PASSWORD not in message and "\n" not in message
+    assert message.startswith(f"cannot open the job store {store.location}: ")
+    expected = {
+        "wrong password": "password authentication failed",
+        "unreachable": "Connection refused",
+        "malformed password": "percent-encoded",
+        "password in the query": "password authentication failed",
+    }[case]
+    assert expected in message
+    store.close()
+
+
+def test_the_right_password_opens_a_postgres_store(pg_location):
+    server = _server(pg_location)
+    database = urlsplit(pg_location).path
+    execute(pg_location, f"GRANT ALL ON SCHEMA public TO {PASSWORD_ROLE}")
+    with opened(f"postgresql://{PASSWORD_ROLE}:{PASSWORD}@{server}{database}") as store:
+        assert store.add_pending(pending("j1"))
+        assert store.get("j1").status is JobStatus.PENDING
+
+
+def test_a_reader_never_makes_nor_writes_a_store(location):
+    with opened(location, readonly=True) as reader, pytest.raises(StoreError) as info:
+        reader.get("x")
+    assert "no job store" in str(info.value)
+    with opened(location) as writer:
+        writer.add_pending(pending("j1"))
+    with opened(location, readonly=True) as reader:
+        assert reader.get("j1").status is JobStatus.PENDING
+        with pytest.raises(StoreError) as info:
+            reader.request_cancel("j1")
+        assert "\n" not in str(info.value)
+        assert reader.get("j1").status is JobStatus.PENDING
+
+
+def test_text_with_nul_characters_is_stored(store):
+    state = running("j1")
+    store.start_job(state)
+    message = "bad byte \x00 in the body"
+    save_errors(
+        store,
+        state,
+        [JobError(error_type="other", error_message=message, page_url="http://x/\x00")],
+        [HistoryEvent(step="tick", timestamp=1.0, status="running", details="\x00")],
+    )
+    # PostgreSQL text cannot hold a NUL: it becomes U+FFFD there.
+    (error,) = store.errors("j1")
+    assert error.error_message.replace("\ufffd", "\x00") == message
+    assert store.history("j1")[0].details in ("\x00", "\ufffd")
+
+
+def test_open_store_without_psycopg_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(StoreError) as info:
+        open_store("postgresql://localhost/jobs")
+    assert "pip install 'scrapy-jobstatus[postgres]'" in str(info.value)
+    assert "\n" not in str(info.value)

@@ -227,7 +227,7 @@ class JobStatusExtension:
                 {
                     "job": tracker.state.job_id,
                     "status": tracker.state.status,
-                    "db": writer.location,
+                    "db": writer.shown,
                     "wait": wait,
                 },
             )
@@ -301,7 +301,7 @@ class JobStatusExtension:
         if result.recreated:
             logger.warning(
                 "Job %(job)s was missing from the job store %(db)s: written again from memory",
-                {"job": tracker.state.job_id, "db": self.writer and self.writer.location},
+                {"job": tracker.state.job_id, "db": self.writer and self.writer.shown},
             )
         if not result.written and not self._ended_elsewhere:
             self._ended_elsewhere = True

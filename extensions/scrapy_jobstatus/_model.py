@@ -147,7 +147,11 @@ def validate_job_id(job_id: Any) -> str:
     if not job_id:
         raise InvalidJobId("invalid job id: it must not be empty")
     shown = repr(job_id) if len(job_id) <= 40 else repr(job_id[:40]) + "..."
-    if len(job_id.encode("utf-8", "surrogatepass")) > MAX_JOB_ID_BYTES:
+    try:
+        size = len(job_id.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: undecodable bytes
+        raise InvalidJobId(f"invalid job id {shown}: it must be valid UTF-8") from None
+    if size > MAX_JOB_ID_BYTES:
         raise InvalidJobId(
             f"invalid job id {shown}: it must be at most {MAX_JOB_ID_BYTES} bytes in UTF-8"
         )

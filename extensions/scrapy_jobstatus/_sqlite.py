@@ -10,26 +10,35 @@ full disk. A job id only ever reaches SQL as a bound value.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import socket
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._model import (
     ACTIVE_STATUSES,
-    REASON_FOR_STATUS,
     TERMINAL_STATUSES,
-    CompletionReason,
     HistoryEvent,
     JobError,
     JobState,
     JobStatus,
     sources_of,
+)
+from ._rows import (
+    COLUMNS,
+    UPDATED_COLUMNS,
+    column_value,
+    decode_state,
+    encode_state,
+    end_state,
+    error_from_row,
+    filter_clauses,
+    history_event,
+    row_values,
 )
 from ._store import (
     UNMONITORED_WARNING,
@@ -48,6 +57,9 @@ from ._store import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 1
@@ -98,33 +110,28 @@ CREATE TABLE events (
 CREATE INDEX events_job ON events (job, id);
 """
 
-# The job's fields kept as columns, to filter, sort and update; the others
-# go, when they differ from their default, into the JSON of ``state``.
-COLUMNS = (
-    "job_id",
-    "project",
-    "spider",
-    "status",
-    "node",
-    "pid",
-    "interval",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "cancel_requested_at",
-    "error_count",
-)
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)}, state)"  # noqa: S608 (column names)
     f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
 )
-_UPDATED = [c for c in COLUMNS if c not in ("job_id", "created_at", "cancel_requested_at")]
 _UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _UPDATED)}, state = ?"  # noqa: S608
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in UPDATED_COLUMNS)}, state = ?"  # noqa: S608
     " WHERE job_id = ? AND status IN ({sources})"
 )
-_DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobState)}
-_STATE_FIELDS = [name for name in _DEFAULTS if name not in COLUMNS]
+
+
+def _reading(method: Callable[P, R]) -> Callable[P, R]:
+    """A read's SQLite error as the store's one-line error."""
+
+    @functools.wraps(method)
+    def read(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as e:
+            store = args[0]
+            raise StoreError(f"cannot read the job store {store.path}: {e}") from None  # type: ignore[attr-defined]
+
+    return read
 
 
 class SQLiteStore:
@@ -218,7 +225,7 @@ class SQLiteStore:
     def add_pending(self, state: JobState) -> bool:
         with self._write() as conn:
             try:
-                conn.execute(_INSERT, _row(state))
+                conn.execute(_INSERT, row_values(state))
             except sqlite3.IntegrityError:
                 return False
             return True
@@ -227,9 +234,9 @@ class SQLiteStore:
         with self._write() as conn:
             row = _job_row(conn, state.job_id)
             if row is None:
-                conn.execute(_INSERT, _row(state))
+                conn.execute(_INSERT, row_values(state))
                 return StartResult(True, state)
-            stored = _state(row)
+            stored = decode_state(row)
             if stored.status is not JobStatus.PENDING:
                 return StartResult(False, stored)
             state.created_at = stored.created_at
@@ -256,7 +263,7 @@ class SQLiteStore:
                 if row is not None:
                     return _save_result(conn, state.job_id, written=False)
                 # The record is gone: write it again from the crawl's memory.
-                conn.execute(_INSERT, _row(state))
+                conn.execute(_INSERT, row_values(state))
                 events, recreated = history, True
             job = _job_key(conn, state.job_id)
             _insert_errors(conn, job, errors)
@@ -269,12 +276,12 @@ class SQLiteStore:
             row = _job_row(conn, job_id)
             if row is None:
                 raise JobNotFound(job_id)
-            state = _state(row)
+            state = decode_state(row)
             before = state.status
             if before in TERMINAL_STATUSES:
                 return CancelResult(before, before)
             if before is JobStatus.PENDING:
-                _end(state, JobStatus.CANCELLED, "Cancelled before it started.", now)
+                end_state(state, JobStatus.CANCELLED, "Cancelled before it started.", now)
                 state.cancel_requested_at = now
                 _update(conn, state)
                 after = JobStatus.CANCELLED
@@ -288,7 +295,7 @@ class SQLiteStore:
                 (now, int(force), row["id"]),
             )
             if details:
-                _insert_events(conn, row["id"], [_event("cancelled", now, after, details)])
+                _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
             return CancelResult(before, after)
 
     def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
@@ -297,19 +304,20 @@ class SQLiteStore:
             row = _job_row(conn, job_id)
             if row is None:
                 return False
-            state = _state(row)
+            state = decode_state(row)
             if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
                 return False
-            _end(state, status, message, now)
+            end_state(state, status, message, now)
             if status is JobStatus.FAILED:
                 state.error_message = message
             elif unstarted:
                 state.warnings.append(UNMONITORED_WARNING)
             _update(conn, state)
             step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
-            _insert_events(conn, row["id"], [_event(step, now, status, message)])
+            _insert_events(conn, row["id"], [history_event(step, now, status, message)])
             return True
 
+    @_reading
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         now = time.time()
         active = [s for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
@@ -320,7 +328,7 @@ class SQLiteStore:
         ).fetchall()
         reaped = []
         for row in rows:
-            state = _state(row)
+            state = decode_state(row)
             if state.pid is None or not is_stale(state, now) or alive(state.pid):
                 continue
             if self.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
@@ -357,26 +365,29 @@ class SQLiteStore:
 
     # -- reads ------------------------------------------------------------------
 
+    @_reading
     def get(self, job_id: str) -> JobState | None:
         row = _job_row(self.conn, job_id)
-        return None if row is None else _state(row)
+        return None if row is None else decode_state(row)
 
+    @_reading
     def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
         conn = self.conn
         row = _job_row(conn, job_id)
         if row is None:
             return None
         latest = [
-            _error(r)
+            error_from_row(r)
             for r in conn.execute(
                 "SELECT * FROM errors WHERE job = ? ORDER BY id DESC LIMIT ?",
                 (row["id"], errors_kept),
             )
         ]
-        return _state(row).to_document(
+        return decode_state(row).to_document(
             errors=latest[::-1], history=self._history(row["id"]), now=time.time()
         )
 
+    @_reading
     def history(self, job_id: str) -> list[HistoryEvent]:
         job = _job_key(self.conn, job_id)
         return [] if job is None else self._history(job)
@@ -393,6 +404,7 @@ class SQLiteStore:
             for r in self.conn.execute("SELECT * FROM events WHERE job = ? ORDER BY id", (job,))
         ]
 
+    @_reading
     def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
         job = _job_key(self.conn, job_id)
         if job is None:
@@ -401,12 +413,13 @@ class SQLiteStore:
             "SELECT * FROM errors WHERE job = ? AND id > ? ORDER BY id LIMIT ?",
             (job, after, limit),
         )
-        return [_error(r) for r in rows]
+        return [error_from_row(r) for r in rows]
 
+    @_reading
     def list_jobs(
         self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
     ) -> JobPage:
-        clauses, params = _filter(where)
+        clauses, params = filter_clauses(where)
         conn = self.conn
         condition = " AND ".join(clauses) or "1"
         total = conn.execute(
@@ -426,7 +439,7 @@ class SQLiteStore:
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return JobPage([_state(r) for r in rows], total, next_cursor)
+        return JobPage([decode_state(r) for r in rows], total, next_cursor)
 
 
 # -- schema --------------------------------------------------------------------
@@ -479,38 +492,16 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 # -- rows ----------------------------------------------------------------------
 
 
-def _row(state: JobState) -> tuple[Any, ...]:
-    return (*(_column(state, c) for c in COLUMNS), _encode_state(state))
-
-
-def _column(state: JobState, name: str) -> Any:
-    value = getattr(state, name)
-    if name == "status":
-        return str(value)
-    if name == "created_at" and value is None:
-        return time.time()
-    return value
-
-
-def _encode_state(state: JobState) -> str:
-    data = asdict(state)
-    return json.dumps(
-        {k: data[k] for k in _STATE_FIELDS if data[k] != _DEFAULTS[k]}, separators=(",", ":")
-    )
-
-
-def _state(row: sqlite3.Row) -> JobState:
-    data = json.loads(row["state"])
-    data.update({c: row[c] for c in COLUMNS})
-    data["status"] = JobStatus(row["status"])
-    return JobState(**data)
-
-
 def _update(conn: sqlite3.Connection, state: JobState) -> bool:
     sources = sources_of(state.status)
     cur = conn.execute(
         _UPDATE.format(sources=", ".join("?" * len(sources))),
-        (*(_column(state, c) for c in _UPDATED), _encode_state(state), state.job_id, *sources),
+        (
+            *(column_value(state, c) for c in UPDATED_COLUMNS),
+            encode_state(state),
+            state.job_id,
+            *sources,
+        ),
     )
     return cur.rowcount == 1
 
@@ -563,50 +554,4 @@ def _insert_events(
     )
 
 
-def _event(step: str, now: float, status: JobStatus, details: str) -> HistoryEvent:
-    return HistoryEvent(step=step, timestamp=now, status=str(status), details=details)
-
-
-def _end(state: JobState, status: JobStatus, message: str, now: float) -> None:
-    state.status = status
-    state.message = message
-    state.completion_reason = str(REASON_FOR_STATUS.get(status, CompletionReason.DONE))
-    state.completed_at = now
-    state.updated_at = now
-    state.requests_in_flight = 0
-
-
-def _error(row: sqlite3.Row) -> JobError:
-    return JobError(
-        error_id=row["id"],
-        stage=row["stage"],
-        error_type=row["error_type"],
-        error_message=row["error_message"],
-        page_url=row["page_url"],
-        http_status=row["http_status"],
-        timestamp=row["timestamp"],
-        is_recoverable=bool(row["is_recoverable"]),
-    )
-
-
 # -- listings ------------------------------------------------------------------
-
-
-def _filter(where: JobFilter) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("project", where.project), ("spider", where.spider)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    # A running job with a cancel request is shown as cancelling.
-    if where.status == JobStatus.CANCELLING:
-        clauses.append(
-            "(status = 'cancelling' OR (status = 'running' AND cancel_requested_at IS NOT NULL))"
-        )
-    elif where.status == JobStatus.RUNNING:
-        clauses.append("status = 'running' AND cancel_requested_at IS NULL")
-    elif where.status is not None:
-        clauses.append("status = ?")
-        params.append(where.status)
-    return clauses, params

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._model import HistoryEvent, JobError, JobState, JobStatus
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 STALE_INTERVALS = 5
 MIN_STALE_SECONDS = 5.0
 UNMONITORED_WARNING = "unmonitored: the crawl ran without the job status extension"
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class JobNotFound(LookupError):
@@ -190,8 +192,42 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
     return value, int(key)
 
 
+def is_url(location: str | os.PathLike[str]) -> bool:
+    return isinstance(location, str) and location.startswith(_URL_SCHEMES)
+
+
+def display_location(location: str | os.PathLike[str]) -> str:
+    """The store's location as it may be shown or logged: a URL's password
+    (in the user part or the query) as ``***``."""
+    if not is_url(location):
+        return str(location)
+    url = str(location)
+    parts = urlsplit(url)
+    user, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{user.partition(':')[0]}:***@{hosts}" if at and ":" in user else parts.netloc
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k == "password" for k, _ in pairs):
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def open_store(location: str | os.PathLike[str], *, readonly: bool = False) -> JobStore:
-    """The store at ``location``: a SQLite path."""
+    """The store at ``location``: a ``postgresql://`` (or ``postgres://``) URL,
+    else a SQLite path."""
+    if is_url(location):
+        try:
+            import psycopg  # noqa: F401
+            import psycopg_pool  # noqa: F401
+        except ImportError as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise StoreError(
+                f"a PostgreSQL job store needs psycopg ({reason}):"
+                " pip install 'scrapy-jobstatus[postgres]'"
+            ) from None
+        from ._postgres import PostgresStore
+
+        return PostgresStore(location, readonly=readonly)
     from ._sqlite import SQLiteStore
 
     return SQLiteStore(location, readonly=readonly)

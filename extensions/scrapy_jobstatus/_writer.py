@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from ._store import StoreError, open_store
+from ._store import StoreError, display_location, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,6 +35,7 @@ MAX_BACKOFF = 30.0
 class StoreWriter:
     def __init__(self, location: str, interval: float):
         self.location = location
+        self.shown = display_location(location)
         self.interval = interval
         self.writes = 0
         self.failures = 0
@@ -119,7 +120,7 @@ class StoreWriter:
 
     def _succeeded(self, result: SaveResult) -> SaveResult:
         if self.failures:
-            logger.info("The job store %(db)s is usable again", {"db": self.location})
+            logger.info("The job store %(db)s is usable again", {"db": self.shown})
         self.failures = 0
         self._retry_at = 0.0
         return result

@@ -19,7 +19,15 @@ from scrapy.utils.project import inside_project
 
 from .._model import InvalidJobId, JobStatus, validate_job_id
 from .._settings import store_location
-from .._store import JobFilter, JobNotFound, JobStore, StoreError, open_store, process_alive
+from .._store import (
+    JobFilter,
+    JobNotFound,
+    JobStore,
+    StoreError,
+    is_url,
+    open_store,
+    process_alive,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -207,7 +215,7 @@ class JobCommand(ScrapyCommand):
                 EXIT_BAD_INPUT,
             )
         path = opts.db or store_location(self.settings)
-        if not os.path.exists(path):
+        if not is_url(path) and not os.path.exists(path):
             raise CommandError(f"no job store at {path}: no job has run with it yet")
         errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
         if errors_kept < 0:

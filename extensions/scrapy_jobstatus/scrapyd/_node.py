@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from scrapyd.exceptions import ConfigError
 from zope.interface import Attribute, Interface, implementer
 
-from .._store import JobStore, open_store
+from .._store import JobStore, is_url, open_store
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -39,7 +39,8 @@ class IJobStatusNode(Interface):
 @implementer(IJobStatusNode)
 class JobStatusNode:
     def __init__(self, db: str, timeout_max: float = 0, errors_kept: int = DEFAULT_ERRORS_KEPT):
-        self.db = os.path.abspath(db)
+        # A path is made absolute for the crawls, which run elsewhere.
+        self.db = db if is_url(db) else os.path.abspath(db)
         self.timeout_max = timeout_max
         self.errors_kept = errors_kept
         self.store: JobStore = open_store(self.db)

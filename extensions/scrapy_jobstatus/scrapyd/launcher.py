@@ -74,7 +74,7 @@ class Launcher(launcher.Launcher):
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         log.info(
             "Job store: {db} (JOBSTATUS_TIMEOUT at most {cap} s)",
-            db=self.node.db,
+            db=self.node.store.location,
             cap=self.node.timeout_max or "unlimited",
             log_system="Launcher",
         )

@@ -1,0 +1,611 @@
+"""The PostgreSQL job store: one database shared by the crawls and readers
+of several nodes.
+
+Same contract and encoding as the SQLite store: the job's filter and sort
+fields as columns, the rest as the compact JSON of ``state``, transitions
+guarded in SQL by the statuses they may come from. Every write is one
+transaction; a read-modify-write locks its row first (``FOR UPDATE``), so
+concurrent writers queue on the row instead of losing an update. Values only
+ever reach SQL as server-side parameters. Connecting writes nothing unless
+the schema has to be made or upgraded; a read-only store's sessions cannot
+write at all.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from ._model import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    HistoryEvent,
+    JobError,
+    JobState,
+    JobStatus,
+    sources_of,
+)
+from ._rows import (
+    COLUMNS,
+    UPDATED_COLUMNS,
+    column_value,
+    decode_state,
+    encode_state,
+    end_state,
+    error_from_row,
+    filter_clauses,
+    history_event,
+    row_values,
+)
+from ._store import (
+    UNMONITORED_WARNING,
+    CancelResult,
+    JobFilter,
+    JobNotFound,
+    JobPage,
+    SaveResult,
+    StartResult,
+    StoreError,
+    decode_cursor,
+    died_message,
+    display_location,
+    encode_cursor,
+    is_stale,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    Row = dict[str, Any]
+
+CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+POOL_TIMEOUT = 30.0  # seconds to wait for a connection of the pool
+POOL_MIN, POOL_MAX = 1, 4
+# Serializes the schema's creation and upgrades across processes: the
+# advisory lock of this key (any constant of this project's own).
+SCHEMA_LOCK = 0x6A6F_6273_7461_7475  # "jobstatu"
+
+# _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
+# from nothing. A version 2 appends its statements (ALTER TABLE ...) as
+# _MIGRATIONS[1], and SCHEMA_VERSION follows: a store of version 1 is then
+# upgraded by the first writer that opens it.
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE TABLE jobstatus_schema (version INTEGER NOT NULL)",
+        """CREATE TABLE jobs (
+            id BIGSERIAL PRIMARY KEY,
+            job_id TEXT NOT NULL UNIQUE,
+            project TEXT,
+            spider TEXT,
+            status TEXT NOT NULL,
+            node TEXT,
+            pid BIGINT,
+            "interval" DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION,
+            completed_at DOUBLE PRECISION,
+            cancel_requested_at DOUBLE PRECISION,
+            cancel_force BOOLEAN NOT NULL DEFAULT FALSE,
+            error_count BIGINT NOT NULL DEFAULT 0,
+            state TEXT NOT NULL
+        )""",
+        "CREATE INDEX jobs_created ON jobs (created_at, id)",
+        "CREATE INDEX jobs_project ON jobs (project, created_at, id)",
+        "CREATE INDEX jobs_spider ON jobs (spider, created_at, id)",
+        "CREATE INDEX jobs_status ON jobs (status, created_at, id)",
+        """CREATE TABLE errors (
+            id BIGSERIAL PRIMARY KEY,
+            job BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+            stage TEXT,
+            error_type TEXT NOT NULL,
+            error_message TEXT NOT NULL,
+            page_url TEXT,
+            http_status INTEGER,
+            "timestamp" DOUBLE PRECISION NOT NULL,
+            is_recoverable BOOLEAN NOT NULL
+        )""",
+        "CREATE INDEX errors_job ON errors (job, id)",
+        """CREATE TABLE events (
+            id BIGSERIAL PRIMARY KEY,
+            job BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+            step TEXT NOT NULL,
+            "timestamp" DOUBLE PRECISION NOT NULL,
+            duration_ms BIGINT,
+            status TEXT NOT NULL,
+            details TEXT
+        )""",
+        "CREATE INDEX events_job ON events (job, id)",
+    ),
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _quoted(columns: Iterable[str]) -> list[str]:
+    # Some column names are keywords of PostgreSQL ("interval").
+    return [f'"{c}"' for c in columns]
+
+
+_SAVED = "id, cancel_requested_at, cancel_force"
+_INSERT = (
+    f"INSERT INTO jobs ({', '.join(_quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
+    f" VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})"
+    f" ON CONFLICT (job_id) DO NOTHING RETURNING {_SAVED}"
+)
+_UPDATE = (
+    f"UPDATE jobs SET {', '.join(f'{c} = %s' for c in _quoted(UPDATED_COLUMNS))}, state = %s"  # noqa: S608
+    f" WHERE job_id = %s AND status = ANY(%s) RETURNING {_SAVED}"
+)
+_INSERT_ERROR = (
+    "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
+    ' "timestamp", is_recoverable) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)'
+)
+_INSERT_EVENT = (
+    'INSERT INTO events (job, step, "timestamp", duration_ms, status, details)'
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, readonly: bool = False):
+        self.location = display_location(url)
+        self.readonly = readonly
+        self.node = socket.gethostname()
+        self.writes = 0
+        self._url = url
+        self._secrets = _secrets(url)
+        self._pool: ConnectionPool[Any] | None = None
+        self._lock = threading.Lock()
+
+    # -- connection -------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = self._open()
+                pool = self._pool
+        return pool
+
+    def _open(self) -> ConnectionPool[Any]:
+        """Check (or make) the schema on a connection of its own, whose
+        failure says why, then open the pool."""
+        try:
+            params = self._params()
+            with psycopg.connect(**params, autocommit=True, row_factory=dict_row) as conn:
+                version = _read_version(conn)
+                if 0 <= version < SCHEMA_VERSION and not self.readonly:
+                    version = _migrate(conn)
+        except psycopg.Error as e:
+            raise self._failure("open", e) from None
+        if version != SCHEMA_VERSION:
+            raise StoreError(_version_problem(self.location, version, self.readonly))
+        pool: ConnectionPool[Any] = ConnectionPool(
+            kwargs={**params, "autocommit": True, "row_factory": dict_row},
+            min_size=POOL_MIN,
+            max_size=POOL_MAX,
+            open=False,
+            # A connection the server dropped (restart, idle timeout) is
+            # replaced on checkout instead of failing one call.
+            check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT,
+            name="scrapy-jobstatus",
+        )
+        pool.open(wait=False)
+        return pool
+
+    def _params(self) -> dict[str, Any]:
+        params: dict[str, Any] = conninfo_to_dict(self._url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        params.setdefault("application_name", "scrapy-jobstatus")
+        if self.readonly:
+            options = params.get("options") or ""
+            params["options"] = f"{options} -c default_transaction_read_only=on".strip()
+        return params
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def _failure(self, verb: str, error: psycopg.Error) -> StoreError:
+        return StoreError(f"cannot {verb} the job store {self.location}: {self._text(error)}")
+
+    def _text(self, error: BaseException) -> str:
+        """The error in one line, without the password."""
+        diag = getattr(error, "diag", None)
+        text = (diag.message_primary if diag is not None else None) or str(error)
+        text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text or type(error).__name__
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[Row]]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as e:
+            raise self._failure("write", e) from None
+        self.writes += 1
+
+    @contextmanager
+    def _read(self, snapshot: bool = False) -> Iterator[psycopg.Connection[Row]]:
+        """A connection to read with; ``snapshot``: several statements that
+        see the same moment of the store."""
+        try:
+            with self.pool.connection() as conn:
+                if snapshot:
+                    with conn.transaction():
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        yield conn
+                else:
+                    yield conn
+        except psycopg.Error as e:
+            raise self._failure("read", e) from None
+
+    # -- writes -----------------------------------------------------------------
+
+    def add_pending(self, state: JobState) -> bool:
+        with self._write() as conn:
+            return conn.execute(_INSERT, row_values(state)).fetchone() is not None
+
+    def start_job(self, state: JobState) -> StartResult:
+        with self._write() as conn:
+            while True:
+                row = _job_row(conn, state.job_id, lock=True)
+                if row is not None:
+                    break
+                if conn.execute(_INSERT, row_values(state)).fetchone() is not None:
+                    return StartResult(True, state)
+                # Inserted by another process since: lock and read that one.
+            stored = decode_state(row)
+            if stored.status is not JobStatus.PENDING:
+                return StartResult(False, stored)
+            state.created_at = stored.created_at
+            state.project = state.project or stored.project
+            state.args = state.args or stored.args
+            state.settings = state.settings or stored.settings
+            _update(conn, state)
+            return StartResult(True, state)
+
+    def save(
+        self,
+        state: JobState,
+        errors: Iterable[JobError] = (),
+        events: Iterable[HistoryEvent] = (),
+        history: Iterable[HistoryEvent] = (),
+    ) -> SaveResult:
+        with self._write() as conn:
+            recreated = False
+            row = _update(conn, state)
+            if row is None:
+                row = conn.execute(
+                    "SELECT cancel_requested_at, cancel_force FROM jobs WHERE job_id = %s",
+                    (state.job_id,),
+                ).fetchone()
+                if row is not None:
+                    return SaveResult(False, False, row["cancel_requested_at"], row["cancel_force"])
+                # The record is gone: write it again from the crawl's memory.
+                row = conn.execute(_INSERT, row_values(state)).fetchone()
+                if row is None:  # made again by another process meanwhile
+                    return SaveResult(False, False, None, False)
+                events, recreated = history, True
+            _insert_errors(conn, row["id"], errors)
+            _insert_events(conn, row["id"], events)
+            return SaveResult(True, recreated, row["cancel_requested_at"], row["cancel_force"])
+
+    def request_cancel(self, job_id: str, force: bool = False) -> CancelResult:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id, lock=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = decode_state(row)
+            before = state.status
+            if before in TERMINAL_STATUSES:
+                return CancelResult(before, before)
+            if before is JobStatus.PENDING:
+                end_state(state, JobStatus.CANCELLED, "Cancelled before it started.", now)
+                state.cancel_requested_at = now
+                _update(conn, state)
+                after = JobStatus.CANCELLED
+                details = "cancelled while pending"
+            else:
+                after = JobStatus.CANCELLING
+                details = None
+            conn.execute(
+                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, %s),"
+                " cancel_force = cancel_force OR %s WHERE id = %s",
+                (now, force, row["id"]),
+            )
+            if details:
+                _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
+            return CancelResult(before, after)
+
+    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id, lock=True)
+            if row is None:
+                return False
+            state = decode_state(row)
+            if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
+                return False
+            end_state(state, status, message, now)
+            if status is JobStatus.FAILED:
+                state.error_message = message
+            elif unstarted:
+                state.warnings.append(UNMONITORED_WARNING)
+            _update(conn, state)
+            step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
+            _insert_events(conn, row["id"], [history_event(step, now, status, message)])
+            return True
+
+    def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
+        now = time.time()
+        active = [str(s) for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM jobs WHERE node = %s AND status = ANY(%s)", (node, active)
+            ).fetchall()
+        reaped = []
+        for row in rows:
+            state = decode_state(row)
+            if state.pid is None or not is_stale(state, now) or alive(state.pid):
+                continue
+            if self.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
+                reaped.append(state.job_id)
+        return reaped
+
+    def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
+        terminal = [str(s) for s in TERMINAL_STATUSES]
+        clauses: list[str] = []
+        params: list[Any] = []
+        if older_than is not None:
+            clauses.append("(status = ANY(%s) AND completed_at < %s)")
+            params += [terminal, time.time() - older_than]
+        if keep is not None:
+            clauses.append(
+                "(status = ANY(%s) AND id NOT IN (SELECT id FROM jobs"
+                " WHERE status = ANY(%s) ORDER BY created_at DESC, id DESC LIMIT %s))"
+            )
+            params += [terminal, terminal, keep]
+        if not clauses:
+            return 0
+        with self._write() as conn:
+            # Their errors and events go with them (ON DELETE CASCADE).
+            cur = conn.execute(
+                f"DELETE FROM jobs WHERE {' OR '.join(clauses)}",  # noqa: S608 (constants)
+                params,
+            )
+            return cur.rowcount
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobState | None:
+        with self._read() as conn:
+            row = _job_row(conn, job_id)
+        return None if row is None else decode_state(row)
+
+    def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
+        with self._read(snapshot=True) as conn:
+            row = _job_row(conn, job_id)
+            if row is None:
+                return None
+            latest = conn.execute(
+                "SELECT * FROM errors WHERE job = %s ORDER BY id DESC LIMIT %s",
+                (row["id"], errors_kept),
+            ).fetchall()
+            events = conn.execute(
+                "SELECT * FROM events WHERE job = %s ORDER BY id", (row["id"],)
+            ).fetchall()
+        return decode_state(row).to_document(
+            errors=[error_from_row(r) for r in reversed(latest)],
+            history=[_history_event(r) for r in events],
+            now=time.time(),
+        )
+
+    def history(self, job_id: str) -> list[HistoryEvent]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT e.* FROM events e JOIN jobs j ON j.id = e.job"
+                " WHERE j.job_id = %s ORDER BY e.id",
+                (job_id,),
+            ).fetchall()
+        return [_history_event(r) for r in rows]
+
+    def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT e.* FROM errors e JOIN jobs j ON j.id = e.job"
+                " WHERE j.job_id = %s AND e.id > %s ORDER BY e.id LIMIT %s",
+                (job_id, after, limit),
+            ).fetchall()
+        return [error_from_row(r) for r in rows]
+
+    def list_jobs(
+        self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
+    ) -> JobPage:
+        clauses, params = filter_clauses(where, mark="%s")
+        condition = " AND ".join(clauses) or "TRUE"
+        if cursor is not None:
+            created_at, key = decode_cursor(cursor)
+            clauses.append("(created_at, id) < (%s, %s)")
+            page_params = [*params, created_at, key]
+            offset = 0
+        else:
+            page_params = list(params)
+        with self._read(snapshot=True) as conn:
+            total = conn.execute(
+                f"SELECT COUNT(*) AS n FROM jobs WHERE {condition}",  # noqa: S608
+                params,
+            ).fetchone()["n"]
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE {' AND '.join(clauses) or 'TRUE'}"  # noqa: S608
+                " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
+                [*page_params, limit + 1, offset],
+            ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+        return JobPage([decode_state(r) for r in rows], total, next_cursor)
+
+
+# -- location ------------------------------------------------------------------
+
+
+def _secrets(url: str) -> list[str]:
+    """The URL's password as it may show in an error message: as written
+    (libpq quotes a malformed URL) and decoded."""
+    parts = urlsplit(url)
+    user, at, _ = parts.netloc.rpartition("@")
+    found = [user.partition(":")[2]] if at and ":" in user else []
+    for piece in parts.query.split("&"):
+        key, _, value = piece.partition("=")
+        if unquote(key) == "password":
+            found.append(value)
+    found += [unquote(s) for s in found]
+    # Longest first: a decoded password inside the encoded one goes whole.
+    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+
+
+# -- schema --------------------------------------------------------------------
+
+
+def _read_version(conn: psycopg.Connection[Row]) -> int:
+    """The schema's version: 0 for none, -1 for tables not made by a
+    version of this store."""
+    found = conn.execute(
+        "SELECT to_regclass('jobstatus_schema') IS NOT NULL AS versioned,"
+        " to_regclass('jobs') IS NOT NULL AS jobs"
+    ).fetchone()
+    assert found is not None
+    if not found["versioned"]:
+        return -1 if found["jobs"] else 0
+    row = conn.execute("SELECT max(version) AS version FROM jobstatus_schema").fetchone()
+    return -1 if row is None or row["version"] is None else row["version"]
+
+
+def _migrate(conn: psycopg.Connection[Row]) -> int:
+    """Make or upgrade the schema, once whatever the processes that try at
+    the same moment; returns the version found."""
+    # A session lock taken before the transaction, not a transaction lock
+    # taken in it: a transaction sees the tables that the lock's previous
+    # holder made only if it begins after the wait (a wait on an advisory
+    # lock does not refresh the catalog's cache; a transaction's start does).
+    conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+    try:
+        with conn.transaction():
+            version = _read_version(conn)
+            if not 0 <= version < SCHEMA_VERSION:
+                return version
+            for step in _MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            if version == 0:
+                conn.execute(
+                    "INSERT INTO jobstatus_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
+                )
+            else:
+                conn.execute("UPDATE jobstatus_schema SET version = %s", (SCHEMA_VERSION,))
+    finally:
+        if not conn.closed:  # a lost session lost its lock too
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+    return SCHEMA_VERSION
+
+
+def _version_problem(location: str, version: int, readonly: bool) -> str:
+    if version == 0:
+        return f"no job store at {location} yet"
+    if version == -1:
+        return f"the job store {location} has tables not made by scrapy-jobstatus: move them away"
+    if version < SCHEMA_VERSION:
+        # Only a reader gets here: the first writer upgrades the schema.
+        return (
+            f"the job store {location} has schema version {version}, older than this "
+            f"scrapy-jobstatus uses ({SCHEMA_VERSION}): open it once to write, to upgrade it"
+        )
+    return (
+        f"the job store {location} has schema version {version}, newer than this "
+        f"scrapy-jobstatus supports ({SCHEMA_VERSION}): upgrade scrapy-jobstatus"
+    )
+
+
+# -- rows ----------------------------------------------------------------------
+
+
+def _update(conn: psycopg.Connection[Row], state: JobState) -> Row | None:
+    """Write the job if its stored status may move to the new one; its key
+    and cancel request, or None."""
+    return conn.execute(
+        _UPDATE,
+        (
+            *(column_value(state, c) for c in UPDATED_COLUMNS),
+            encode_state(state),
+            state.job_id,
+            sources_of(state.status),
+        ),
+    ).fetchone()
+
+
+def _job_row(conn: psycopg.Connection[Row], job_id: str, lock: bool = False) -> Row | None:
+    if lock:
+        return conn.execute("SELECT * FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
+    return conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+
+
+def _text(value: str | None) -> str | None:
+    # A PostgreSQL text cannot hold NUL, which SQLite keeps; an error message
+    # may carry one from a binary response.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+def _insert_errors(conn: psycopg.Connection[Row], job: int, errors: Iterable[JobError]) -> None:
+    rows = [
+        (
+            job,
+            _text(e.stage),
+            _text(e.error_type),
+            _text(e.error_message),
+            _text(e.page_url),
+            e.http_status,
+            e.timestamp,
+            bool(e.is_recoverable),
+        )
+        for e in errors
+    ]
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(_INSERT_ERROR, rows)
+
+
+def _insert_events(conn: psycopg.Connection[Row], job: int, events: Iterable[HistoryEvent]) -> None:
+    rows = [
+        (job, _text(e.step), e.timestamp, e.duration_ms, _text(e.status), _text(e.details))
+        for e in events
+    ]
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(_INSERT_EVENT, rows)
+
+
+def _history_event(row: Row) -> HistoryEvent:
+    return HistoryEvent(
+        step=row["step"],
+        timestamp=row["timestamp"],
+        status=row["status"],
+        duration_ms=row["duration_ms"],
+        details=row["details"],
+    )
