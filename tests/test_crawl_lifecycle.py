@@ -49,15 +49,23 @@ class Job:
         self.process = None
 
     def start(self) -> Job:
-        self.process = start_crawl(self.spider, self.db, self.log, args=self.args,
-                                   settings=self.settings, output=self.feed)
+        self.process = start_crawl(
+            self.spider, self.db, self.log, args=self.args, settings=self.settings, output=self.feed
+        )
         STARTED.append(self.process)
         return self
 
     def run(self, timeout: float = 120) -> Job:
         try:
-            self.returncode = run_crawl(self.spider, self.db, self.log, timeout=timeout,
-                                        args=self.args, settings=self.settings, output=self.feed)
+            self.returncode = run_crawl(
+                self.spider,
+                self.db,
+                self.log,
+                timeout=timeout,
+                args=self.args,
+                settings=self.settings,
+                output=self.feed,
+            )
         except subprocess.TimeoutExpired:
             raise AssertionError(
                 f"the crawl of job {self.job_id} did not end within {timeout} s"
@@ -84,15 +92,19 @@ class Job:
             store.close()
 
     def wait_status(self, *statuses: str, timeout: float = 60) -> dict:
-        return self.wait_doc(lambda d: d["status"] in statuses, timeout=timeout,
-                             what=f"status in {statuses}")
+        return self.wait_doc(
+            lambda d: d["status"] in statuses, timeout=timeout, what=f"status in {statuses}"
+        )
 
     def wait_doc(
         self, condition: Callable[[dict], Any], timeout: float = 60, what: str = ""
     ) -> dict:
         """The first status document of the job for which ``condition`` holds."""
-        return wait_for(lambda: (d := self.doc()) and condition(d) and d, timeout=timeout,
-                        what=f"job {self.job_id}: {what or condition}")
+        return wait_for(
+            lambda: (d := self.doc()) and condition(d) and d,
+            timeout=timeout,
+            what=f"job {self.job_id}: {what or condition}",
+        )
 
     def docs_until_done(self, timeout: float = 60, interval: float = 0.02) -> list[dict]:
         """Every status document read while polling until the job ends (the
@@ -165,13 +177,23 @@ def test_a_completed_batch_job_has_exact_counters_history_and_stats(tmp_path, si
     assert doc["stages_completed"] == ["fetch", "finalizing"] and doc["stage"] is None
     assert doc["node"] and doc["spider"] == "batch" and doc["project"] is None
     steps = [event["step"] for event in doc["history"]]
-    assert steps == ["opened", "stage fetch", "first response", "closing",
-                     "stage finalizing", "feeds closed", "finished"]
+    assert steps == [
+        "opened",
+        "stage fetch",
+        "first response",
+        "closing",
+        "stage finalizing",
+        "feeds closed",
+        "finished",
+    ]
     assert all(isinstance(e["duration_ms"], int) and e["duration_ms"] >= 0 for e in doc["history"])
     assert doc["history"][-1]["status"] == "completed"
     titles = {item["url"].rsplit("/", 1)[1]: item["title"] for item in job.items}
     assert titles == {
-        "": "Fruit index", "apple": "Apples", "banana": "Bananas", "nope": "Not found"
+        "": "Fruit index",
+        "apple": "Apples",
+        "banana": "Bananas",
+        "nope": "Not found",
     }
     # The final stats dump carries the job's figures.
     assert "'jobstatus/status': 'completed'" in job.log_text
@@ -190,12 +212,17 @@ def test_every_error_kind_is_recorded_with_url_status_and_recoverability(tmp_pat
         "http://nothing.invalid/",
         f"{site}/slow?delay=10",
     ]
-    job = Job(tmp_path, spider="probe", args={"urls": ",".join(urls)}, settings={
-        "DOWNLOAD_TIMEOUT": "1",
-        "JOBSTATUS_FAILURE_RATIO": "0.9",
-        "ITEM_PIPELINES": json.dumps({"tests.spiders.probe.RefusingPipeline": 100}),
-        "HTTPERROR_ALLOW_ALL": "True",
-    }).run()
+    job = Job(
+        tmp_path,
+        spider="probe",
+        args={"urls": ",".join(urls)},
+        settings={
+            "DOWNLOAD_TIMEOUT": "1",
+            "JOBSTATUS_FAILURE_RATIO": "0.9",
+            "ITEM_PIPELINES": json.dumps({"tests.spiders.probe.RefusingPipeline": 100}),
+            "HTTPERROR_ALLOW_ALL": "True",
+        },
+    ).run()
     doc = job.doc()
     assert doc["status"] == "completed", doc["error_message"]
     errors = {(e["error_type"], e["page_url"]): e for e in doc["errors"]}
@@ -235,8 +262,11 @@ def test_a_job_whose_responses_mostly_fail_ends_failed_saying_why(tmp_path, site
 
 
 def test_a_timeout_stops_scheduling_and_keeps_partial_results(tmp_path, site):
-    job = Job(tmp_path, args={"urls": slow_urls(site, 30, 0.5)}, settings={
-        "JOBSTATUS_TIMEOUT": "1.5", "CONCURRENT_REQUESTS": "2"}).start()
+    job = Job(
+        tmp_path,
+        args={"urls": slow_urls(site, 30, 0.5)},
+        settings={"JOBSTATUS_TIMEOUT": "1.5", "CONCURRENT_REQUESTS": "2"},
+    ).start()
     statuses, doc = job.statuses_until_done()
     assert job.wait() == 0
     assert doc["status"] == "completed"
@@ -264,10 +294,13 @@ def test_cancel_through_the_store_finishes_in_flight_requests_and_loses_no_item(
     # 5 s are in flight when the cancel arrives, and 24 more wait.
     quick = [f"{site}/sample/{name}" for name in ("apple", "banana", "cherry")]
     slow = [f"{site}/slow?delay=5&n={i}" for i in range(27)]
-    job = Job(tmp_path, args={"urls": ",".join(quick + slow)},
-              settings={"CONCURRENT_REQUESTS": "3"}).start()
-    job.wait_doc(lambda d: d["total_pages_crawled"] == 3 and d["requests_in_flight"] == 3,
-                 what="the quick pages crawled and three slow ones in flight")
+    job = Job(
+        tmp_path, args={"urls": ",".join(quick + slow)}, settings={"CONCURRENT_REQUESTS": "3"}
+    ).start()
+    job.wait_doc(
+        lambda d: d["total_pages_crawled"] == 3 and d["requests_in_flight"] == 3,
+        what="the quick pages crawled and three slow ones in flight",
+    )
     result = scrapy("jobcancel", "job1", "--db", str(job.db))
     assert result.returncode == 0, result.stderr
     assert "cancellation requested" in result.stdout
@@ -302,8 +335,9 @@ def test_cancel_through_the_store_finishes_in_flight_requests_and_loses_no_item(
 
 
 def test_sigint_cancels_gracefully(tmp_path, site):
-    job = Job(tmp_path, args={"urls": slow_urls(site, 30, 0.8)},
-              settings={"CONCURRENT_REQUESTS": "3"}).start()
+    job = Job(
+        tmp_path, args={"urls": slow_urls(site, 30, 0.8)}, settings={"CONCURRENT_REQUESTS": "3"}
+    ).start()
     wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 3, what="first pages")
     job.process.send_signal(signal.SIGINT)
     statuses, doc = job.statuses_until_done()
@@ -338,8 +372,11 @@ def test_a_second_signal_drops_in_flight_requests_but_closes_feeds_and_writes_th
 
 
 def test_the_grace_period_ends_a_cancel_whose_requests_hang(tmp_path, site):
-    job = Job(tmp_path, args={"urls": f"{site}/sample/apple," + slow_urls(site, 2, 60)},
-              settings={"JOBSTATUS_CANCEL_GRACE": "1"}).start()
+    job = Job(
+        tmp_path,
+        args={"urls": f"{site}/sample/apple," + slow_urls(site, 2, 60)},
+        settings={"JOBSTATUS_CANCEL_GRACE": "1"},
+    ).start()
     wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 1, what="first page")
     assert scrapy("jobcancel", "job1", "--db", str(job.db)).returncode == 0
     assert job.wait(timeout=20) == 0
@@ -374,8 +411,9 @@ def test_a_killed_crawl_is_reported_failed_by_the_next_reader(tmp_path, site):
         document = json.loads(result.stdout)
         return document if document["status"] == "failed" else None
 
-    doc = wait_for(reported_failed, timeout=30, interval=0.2,
-                   what="jobstatus to report the dead job failed")
+    doc = wait_for(
+        reported_failed, timeout=30, interval=0.2, what="jobstatus to report the dead job failed"
+    )
     assert doc["completion_reason"] == "error"
     assert f"pid {job.process.pid}" in doc["error_message"] and "died" in doc["error_message"]
     assert doc["history"][-1]["step"] == "failed"
@@ -386,9 +424,14 @@ def test_a_killed_crawl_is_reported_failed_by_the_next_reader(tmp_path, site):
 def test_concurrent_crawls_share_one_store_while_a_reader_polls(tmp_path, site):
     db = tmp_path / "shared.db"
     jobs = [
-        Job(tmp_path, spider="follow", job_id=f"c{i}", db=db,
+        Job(
+            tmp_path,
+            spider="follow",
+            job_id=f"c{i}",
+            db=db,
             args={"url": f"{site}/pages/0?links=4&max=300&c={i}"},
-            settings={"JOBSTATUS_INTERVAL": "0.05"}).start()
+            settings={"JOBSTATUS_INTERVAL": "0.05"},
+        ).start()
         for i in range(3)
     ]
     reads = 0
@@ -488,8 +531,11 @@ def test_an_invalid_job_id_is_refused_and_nothing_is_recorded(tmp_path, site):
 
 
 def test_with_the_extension_disabled_spiders_run_unchanged(tmp_path, site):
-    job = Job(tmp_path, args={"urls": f"{site}/sample/apple,{site}/sample/fig"},
-              settings={"JOBSTATUS_ENABLED": "False"}).run()
+    job = Job(
+        tmp_path,
+        args={"urls": f"{site}/sample/apple,{site}/sample/fig"},
+        settings={"JOBSTATUS_ENABLED": "False"},
+    ).run()
     assert job.returncode == 0
     assert len(job.items) == 2
     assert not job.db.exists()
@@ -506,8 +552,9 @@ def test_a_generated_job_id_is_logged_at_start(tmp_path, site):
 
 
 def test_exact_progress_never_goes_backwards_and_reaches_100(tmp_path, site):
-    job = Job(tmp_path, args={"urls": slow_urls(site, 12, 0.3)},
-              settings={"CONCURRENT_REQUESTS": "2"}).start()
+    job = Job(
+        tmp_path, args={"urls": slow_urls(site, 12, 0.3)}, settings={"CONCURRENT_REQUESTS": "2"}
+    ).start()
     docs = job.docs_until_done(interval=0.05)
     assert job.wait() == 0
     assert docs[-1]["status"] == "completed"
@@ -522,8 +569,12 @@ def test_exact_progress_never_goes_backwards_and_reaches_100(tmp_path, site):
 
 
 def test_estimated_progress_from_the_frontier_never_goes_backwards(tmp_path, site):
-    job = Job(tmp_path, spider="follow", args={"url": f"{site}/pages/0?links=3&max=400"},
-              settings={"CONCURRENT_REQUESTS": "4", "DOWNLOAD_DELAY": "0.005"}).start()
+    job = Job(
+        tmp_path,
+        spider="follow",
+        args={"url": f"{site}/pages/0?links=3&max=400"},
+        settings={"CONCURRENT_REQUESTS": "4", "DOWNLOAD_DELAY": "0.005"},
+    ).start()
     docs = job.docs_until_done(timeout=120)
     assert job.wait() == 0
     values = [doc["progress"] for doc in docs if doc["progress"] is not None]
@@ -575,11 +626,10 @@ def test_job_commands_list_show_watch_and_refuse_bad_input(tmp_path, site):
 
 
 def test_jobwatch_follows_a_running_job_to_its_end(tmp_path, site):
-    job = Job(tmp_path, args={"urls": slow_urls(site, 6, 0.3)},
-              settings={"CONCURRENT_REQUESTS": "1"}).start()
-    # jobwatch --wait waits for a job to appear in a store, not for the store
-    # itself: the crawl creates it first.
-    wait_for(job.db.exists, what="the crawl to create its job store")
+    job = Job(
+        tmp_path, args={"urls": slow_urls(site, 6, 0.3)}, settings={"CONCURRENT_REQUESTS": "1"}
+    ).start()
+    # Watched at once: --wait covers the store the crawl has not made yet.
     watched = scrapy("jobwatch", "job1", "--db", str(job.db), "--wait", "30", "--interval", "0.1")
     job.wait()
     assert watched.returncode == 0, watched.stderr
@@ -590,8 +640,12 @@ def test_jobwatch_follows_a_running_job_to_its_end(tmp_path, site):
 
 
 def test_a_crawl_process_writes_the_store_per_interval_not_per_page(tmp_path, site):
-    job = Job(tmp_path, spider="follow", args={"url": f"{site}/pages/0?links=5&max=600"},
-              settings={"JOBSTATUS_INTERVAL": "0.5"}).run()
+    job = Job(
+        tmp_path,
+        spider="follow",
+        args={"url": f"{site}/pages/0?links=5&max=600"},
+        settings={"JOBSTATUS_INTERVAL": "0.5"},
+    ).run()
     doc = job.doc()
     assert doc["total_pages_crawled"] == 601
     writes = int(re.search(r"'jobstatus/store_writes': (\d+)", job.log_text).group(1))
@@ -612,13 +666,15 @@ def test_a_job_id_is_never_run_twice(tmp_path, site):
     assert second.doc() == {**done, "running_time": None}
 
 
-def test_a_required_store_that_cannot_be_used_stops_the_crawl_with_one_clear_error(
-    tmp_path, site
-):
+def test_a_required_store_that_cannot_be_used_stops_the_crawl_with_one_clear_error(tmp_path, site):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    job = Job(tmp_path, args={"urls": f"{site}/sample/apple"}, db=blocker / "jobs.db",
-              settings={"JOBSTATUS_REQUIRED": "True"}).run()
+    job = Job(
+        tmp_path,
+        args={"urls": f"{site}/sample/apple"},
+        db=blocker / "jobs.db",
+        settings={"JOBSTATUS_REQUIRED": "True"},
+    ).run()
     (error,) = [line for line in job.log_text.splitlines() if "] ERROR: " in line]
     assert f"cannot open the job store {blocker / 'jobs.db'}" in error
     assert "JOBSTATUS_REQUIRED" in error
@@ -629,15 +685,25 @@ def test_a_required_store_that_cannot_be_used_stops_the_crawl_with_one_clear_err
 def test_a_fatal_close_reason_fails_the_job_and_a_limit_reached_completes_it(tmp_path, site):
     slow = [f"{site}/slow?delay=0.5&n={i}" for i in range(5)]
     urls = ",".join([f"{site}/sample/apple?spider-error", *slow])
-    fatal = Job(tmp_path, spider="probe", job_id="fatal", args={"urls": urls},
-                settings={"CLOSESPIDER_ERRORCOUNT": "1"}).run()
+    fatal = Job(
+        tmp_path,
+        spider="probe",
+        job_id="fatal",
+        args={"urls": urls},
+        settings={"CLOSESPIDER_ERRORCOUNT": "1"},
+    ).run()
     doc = fatal.doc()
     assert (doc["status"], doc["completion_reason"]) == ("failed", "error")
     assert doc["close_reason"] == "closespider_errorcount"
     assert "closespider_errorcount" in doc["error_message"]
 
-    limit = Job(tmp_path, spider="probe", job_id="limit", args={"urls": urls.split(",", 1)[1]},
-                settings={"CLOSESPIDER_ITEMCOUNT": "2", "CONCURRENT_REQUESTS": "1"}).run()
+    limit = Job(
+        tmp_path,
+        spider="probe",
+        job_id="limit",
+        args={"urls": urls.split(",", 1)[1]},
+        settings={"CLOSESPIDER_ITEMCOUNT": "2", "CONCURRENT_REQUESTS": "1"},
+    ).run()
     doc = limit.doc()
     assert (doc["status"], doc["completion_reason"]) == ("completed", "done")
     assert doc["close_reason"] == "closespider_itemcount"

@@ -72,10 +72,17 @@ def wait(awaitable: Awaitable[T]) -> T:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
-    # Two slots: two crawls run while a third one waits.
+    # Two slots: two crawls run while a third one waits. Every job's log and
+    # items are kept (Scrapyd keeps 5 a spider): however many crawls the
+    # tests before started, the links of a job lead to its files.
     yield from running_node(
         tmp_path_factory.mktemp("scrapyd-dashboard"),
-        options={"max_proc": "2", "poll_interval": "0.2", "items_dir": "items"},
+        options={
+            "max_proc": "2",
+            "poll_interval": "0.2",
+            "items_dir": "items",
+            "jobs_to_keep": "100",
+        },
         auth=AUTH,
     )
 
@@ -86,9 +93,7 @@ LIVE = {"running": "running", "slow": "running", "pending": "pending"}
 
 
 @pytest.fixture(scope="module")
-def ended(
-    node: ScrapydNode, site: str, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
+def ended(node: ScrapydNode, site: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One job in each end status; the names are the job ids."""
     names = {
         "completed": "catalogue",

@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 
 from tests.helpers import poll_until, wait_for
-from tests.test_documents import EXPECTED, PAGES_FETCHED
-from tests.test_listings import DETAIL_ARGS, PRODUCT_ARGS
 from tests.scrapyd_node import (
     BIN,
     PROJECT,
@@ -27,7 +25,8 @@ from tests.scrapyd_node import (
     slow_urls,
     unique,
 )
-
+from tests.test_documents import EXPECTED, PAGES_FETCHED
+from tests.test_listings import DETAIL_ARGS, PRODUCT_ARGS
 
 # The error object of the contract, in its order (the CSV header's).
 ERROR_FIELDS = [
@@ -227,9 +226,27 @@ def test_jobs_filters_and_pages(node: ScrapydNode, lifecycle: dict[str, Any]) ->
     assert node.get("jobs.json", {"project": "other"}).json()["total"] == 0
 
 
+def test_a_cursor_pages_through_every_job_once(
+    node: ScrapydNode, lifecycle: dict[str, Any]
+) -> None:
+    everything = node.get("jobs.json", {"limit": 1000}).json()
+    assert everything["next"] is None
+    seen, params = [], {"limit": 1}
+    while True:
+        page = node.get("jobs.json", params).json()
+        assert page["total"] == everything["total"]
+        seen += [job["job_id"] for job in page["jobs"]]
+        if page["next"] is None:
+            break
+        params = {"limit": 1, "cursor": page["next"]}
+    assert seen == [job["job_id"] for job in everything["jobs"]]
+
+
 @pytest.mark.parametrize(
     ("params", "named"),
     [
+        ({"cursor": "nonsense"}, "cursor"),
+        ({"cursor": "nan_1"}, "cursor"),
         ({"status": "done"}, "status"),
         ({"limit": "0"}, "limit"),
         ({"limit": "1001"}, "limit"),
@@ -309,6 +326,17 @@ def test_schedule_keeps_scrapyd_errors(node: ScrapydNode) -> None:
     }
 
 
+def test_schedule_takes_spider_arguments_of_any_length_as_scrapyd_does(
+    node: ScrapydNode, site: str
+) -> None:
+    urls = ",".join(f"{site}/sample/apple?n={i}" for i in range(60))
+    assert len(urls) > 2048
+    job = unique("long-args")
+    assert node.schedule(job=job, urls=urls).json()["status"] == "ok"
+    done = node.wait_status(job, "completed", "failed", "cancelled")
+    assert (done["status"], done["total_pages_crawled"]) == ("completed", 60)
+
+
 def test_schedule_accepts_a_timeout_within_the_cap(node: ScrapydNode, site: str) -> None:
     job = unique("timeout")
     answer = node.schedule(
@@ -363,6 +391,9 @@ def test_scrapyd_deploy_egg_holds_the_crawler_project_alone(tmp_path: Path) -> N
     assert {"crawler/settings.py", "crawler/spiders/batch.py"} <= names
     # The node has the library installed: the egg is the project alone.
     assert not any(name.startswith(("tests/", "scrapy_jobstatus/")) for name in names)
+    # Its metadata was built elsewhere: an egg-info of the library's name in
+    # the project would hide the installed library's commands.
+    assert not list(source.glob("**/*.egg-info"))
     assert "[scrapy]\nsettings = crawler.settings" in entry_points
 
 

@@ -59,6 +59,9 @@ class LocalJobs:
     @property
     def reader(self) -> JobStore:
         if self._reader is None:
+            if not is_url(self.location) and not os.path.exists(self.location):
+                # Opening it to write would make it: a read creates nothing.
+                raise CommandError(f"no job store at {self.location}: no job has run with it yet")
             writer = open_store(self.location)
             try:
                 writer.reap_dead_jobs(writer.node, process_alive)
@@ -215,8 +218,6 @@ class JobCommand(ScrapyCommand):
                 EXIT_BAD_INPUT,
             )
         path = opts.db or store_location(self.settings)
-        if not is_url(path) and not os.path.exists(path):
-            raise CommandError(f"no job store at {path}: no job has run with it yet")
         errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
         if errors_kept < 0:
             raise CommandError(f"JOBSTATUS_ERRORS_KEPT must not be negative, got {errors_kept}")

@@ -5,6 +5,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._model import JobStatus
+from .._store import StoreError
 from ._base import EXIT_BAD_INPUT, EXIT_NOT_OK, CommandError, JobCommand, percent
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Command(JobCommand):
         while True:
             try:
                 job = jobs.status(job_id)
-            except CommandError:
+            except (CommandError, StoreError):  # not there yet: no job, or no store
                 if time.monotonic() >= give_up_at:
                     raise
                 time.sleep(opts.interval)

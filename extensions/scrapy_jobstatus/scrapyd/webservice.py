@@ -91,6 +91,9 @@ class NodeResource(WsResource):
     """
 
     client_error_code: int | None = http.BAD_REQUEST
+    # Nothing a job service takes is longer; Scrapyd's services take spider
+    # arguments of any length.
+    max_param_bytes: int | None = MAX_PARAM_BYTES
 
     def __init__(self, root: Any):
         super().__init__(root)
@@ -100,7 +103,8 @@ class NodeResource(WsResource):
         try:
             if txrequest.method == b"HEAD" and not hasattr(self, "render_GET"):
                 raise resource.UnsupportedMethod([b"POST"])
-            _refuse_oversized(txrequest)
+            if self.max_param_bytes:
+                _refuse_oversized(txrequest, self.max_param_bytes)
             data = resource.Resource.render(self, txrequest)
         except ServiceError as e:
             txrequest.setResponseCode(e.code)
@@ -349,6 +353,7 @@ class Schedule(NodeResource, webservice.Schedule):
     job is queued, and recording the pending job in the store."""
 
     client_error_code = None  # Scrapyd's answers
+    max_param_bytes = None
 
     def render_POST(self, txrequest: Request) -> dict[str, Any]:
         # Scrapyd's @param decorators consume the parameters: read them first.
@@ -415,6 +420,7 @@ class Cancel(NodeResource, webservice.Cancel):
     takes as a cancel."""
 
     client_error_code = None  # Scrapyd's answers
+    max_param_bytes = None
 
     def render_POST(self, txrequest: Request) -> dict[str, Any]:
         given = {key: list(values) for key, values in txrequest.args.items()}
@@ -498,13 +504,11 @@ def _log_refusal(txrequest: Request, code: int, message: str) -> None:
 # -- parameters -----------------------------------------------------------------
 
 
-def _refuse_oversized(txrequest: Request) -> None:
+def _refuse_oversized(txrequest: Request, limit: int) -> None:
     for key, values in (txrequest.args or {}).items():
-        if len(key) > MAX_PARAM_BYTES or any(len(v) > MAX_PARAM_BYTES for v in values):
+        if len(key) > limit or any(len(v) > limit for v in values):
             name = key[:40].decode(errors="replace")
-            raise ServiceError(
-                http.BAD_REQUEST, f"{name}: too long (at most {MAX_PARAM_BYTES} bytes)"
-            )
+            raise ServiceError(http.BAD_REQUEST, f"{name}: too long (at most {limit} bytes)")
 
 
 def _job_id(value: str) -> str:
