@@ -177,20 +177,26 @@ def break_store(db: Path) -> None:
     db.mkdir()
 
 
-def test_an_unwritable_store_is_retried_and_gets_the_final_status_when_it_comes_back(
-    tmp_path, site
-):
+def crawl_then_break_store(tmp_path: Path, site: str, pages: int, store_wait: float):
+    """A crawl whose store becomes unusable after its first page."""
     db, log, feed = tmp_path / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
     process = start_crawl(
         "batch",
         db,
         log,
         output=feed,
-        settings={**FAST, **ONE_AT_A_TIME, "JOBSTATUS_STORE_WAIT": "60"},
-        args={"urls": slow_urls(site, 4, 0.5), "_job": "job1"},
+        settings={**FAST, **ONE_AT_A_TIME, "JOBSTATUS_STORE_WAIT": str(store_wait)},
+        args={"urls": slow_urls(site, pages, 0.5), "_job": "job1"},
     )
     wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 1, what="first page")
     break_store(db)
+    return process, db, log, feed
+
+
+def test_an_unwritable_store_is_retried_and_gets_the_final_status_when_it_comes_back(
+    tmp_path, site
+):
+    process, db, log, feed = crawl_then_break_store(tmp_path, site, pages=4, store_wait=60)
     # The crawl goes on counting and ends; its final write waits for the store.
     wait_for(
         lambda: len(valid_lines(feed)) == 4 and "Closing spider" in log.read_text(),
@@ -209,17 +215,7 @@ def test_an_unwritable_store_is_retried_and_gets_the_final_status_when_it_comes_
 
 
 def test_a_store_that_never_comes_back_is_waited_for_then_named_in_one_line(tmp_path, site):
-    db, log, feed = tmp_path / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
-    process = start_crawl(
-        "batch",
-        db,
-        log,
-        output=feed,
-        settings={**FAST, **ONE_AT_A_TIME, "JOBSTATUS_STORE_WAIT": "1.5"},
-        args={"urls": slow_urls(site, 3, 0.5), "_job": "job1"},
-    )
-    wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 1, what="first page")
-    break_store(db)
+    process, _, log, feed = crawl_then_break_store(tmp_path, site, pages=3, store_wait=1.5)
     assert process.wait(60) == 0
     assert len(valid_lines(feed)) == 3
     final = [line for line in errors_in(log) if "final status" in line]

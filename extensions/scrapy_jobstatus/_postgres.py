@@ -45,6 +45,7 @@ from ._rows import (
     filter_clauses,
     history_event,
     row_values,
+    take_over_pending,
 )
 from ._store import (
     UNMONITORED_WARNING,
@@ -273,10 +274,7 @@ class PostgresStore:
             stored = decode_state(row)
             if stored.status is not JobStatus.PENDING:
                 return StartResult(False, stored)
-            state.created_at = stored.created_at
-            state.project = state.project or stored.project
-            state.args = state.args or stored.args
-            state.settings = state.settings or stored.settings
+            take_over_pending(state, stored)
             _update(conn, state)
             return StartResult(True, state)
 

@@ -40,6 +40,14 @@ _DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobSta
 _STATE_FIELDS = [name for name in _DEFAULTS if name not in COLUMNS]
 
 
+def take_over_pending(state: JobState, pending: JobState) -> None:
+    """A crawl starting a pending job keeps what scheduling recorded."""
+    state.created_at = pending.created_at
+    state.project = state.project or pending.project
+    state.args = state.args or pending.args
+    state.settings = state.settings or pending.settings
+
+
 def row_values(state: JobState) -> tuple[Any, ...]:
     return (*(column_value(state, c) for c in COLUMNS), encode_state(state))
 
