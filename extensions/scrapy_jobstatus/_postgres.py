@@ -103,6 +103,10 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX jobs_project ON jobs (project, created_at, id)",
         "CREATE INDEX jobs_spider ON jobs (spider, created_at, id)",
         "CREATE INDEX jobs_status ON jobs (status, created_at, id)",
+        "CREATE INDEX jobs_project_spider ON jobs (project, spider, created_at, id)",
+        "CREATE INDEX jobs_project_status ON jobs (project, status, created_at, id)",
+        "CREATE INDEX jobs_spider_status ON jobs (spider, status, created_at, id)",
+        "CREATE INDEX jobs_filters ON jobs (project, spider, status, created_at, id)",
         """CREATE TABLE errors (
             id BIGSERIAL PRIMARY KEY,
             job BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,

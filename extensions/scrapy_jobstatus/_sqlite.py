@@ -65,6 +65,8 @@ R = TypeVar("R")
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 1
 
+# An index for every combination of the listing's filters, newest first: a
+# page and its total cost the same whatever the filter and the store's size.
 _SCHEMA = """
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY,
@@ -87,6 +89,10 @@ CREATE INDEX jobs_created ON jobs (created_at, id);
 CREATE INDEX jobs_project ON jobs (project, created_at, id);
 CREATE INDEX jobs_spider ON jobs (spider, created_at, id);
 CREATE INDEX jobs_status ON jobs (status, created_at, id);
+CREATE INDEX jobs_project_spider ON jobs (project, spider, created_at, id);
+CREATE INDEX jobs_project_status ON jobs (project, status, created_at, id);
+CREATE INDEX jobs_spider_status ON jobs (spider, status, created_at, id);
+CREATE INDEX jobs_filters ON jobs (project, spider, status, created_at, id);
 CREATE TABLE errors (
     id INTEGER PRIMARY KEY,
     job INTEGER NOT NULL,

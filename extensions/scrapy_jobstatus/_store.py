@@ -135,15 +135,22 @@ class JobStore(Protocol):
     ) -> JobPage: ...
 
 
-def iter_errors(store: JobStore, job_id: str, batch: int = 1000) -> Iterator[JobError]:
-    """Every error of a job, read in batches: memory stays flat."""
+def error_batches(store: JobStore, job_id: str, batch: int = 1000) -> Iterator[list[JobError]]:
+    """Every error of a job, oldest first, read a batch at a time: memory
+    stays flat whatever their number."""
     after = 0
     while True:
         errors = store.errors(job_id, after=after, limit=batch)
-        yield from errors
+        if errors:
+            yield errors
         if len(errors) < batch:
             return
         after = errors[-1].error_id or 0
+
+
+def iter_errors(store: JobStore, job_id: str, batch: int = 1000) -> Iterator[JobError]:
+    for errors in error_batches(store, job_id, batch):
+        yield from errors
 
 
 def is_stale(state: JobState, now: float) -> bool:

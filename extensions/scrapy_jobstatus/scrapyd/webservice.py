@@ -19,28 +19,27 @@ from urllib.parse import quote
 
 from scrapyd import webservice
 from scrapyd.webservice import WsResource, param
-from twisted.internet import task as task_module
-from twisted.internet.task import cooperate
+from twisted.internet import reactor
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import error, http, resource, server
+from zope.interface import implementer
 
 from .._model import (
     InvalidJobId,
     InvalidSetting,
-    JobError,
     JobState,
     parse_timeout,
     pending_job,
     validate_job_id,
 )
 from .._model import JobStatus as Status
-from .._store import CancelResult, JobFilter, JobNotFound, decode_cursor
+from .._store import CancelResult, JobFilter, JobNotFound, decode_cursor, error_batches
 from ._node import node_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from twisted.python.failure import Failure
     from twisted.web.server import Request
 
     from ._node import JobStatusNode
@@ -269,11 +268,12 @@ def cancel_code(result: CancelResult) -> int:
 
 
 class JobErrors(JobResource):
-    """The full error report, streamed from the store in batches that give
-    the reactor back between them: other requests are served meanwhile, and
-    the node's memory does not grow with the number of errors."""
+    """The full error report, streamed from the store a batch at a time as
+    the client takes it: other requests are served between two batches, and
+    the node's memory does not grow with the number of errors nor with a
+    slow client."""
 
-    batch = 500
+    batch = 100
 
     @param("job")
     @param("project", required=False)
@@ -291,20 +291,8 @@ class JobErrors(JobResource):
         else:
             txrequest.setHeader("Content-Type", "application/json")
             chunks = self._json(state)
-        task = cooperate(_write_each(txrequest, chunks))
-        task.whenDone().addCallbacks(_stream_done, _stream_failed, (txrequest,), None, (txrequest,))
-        txrequest.notifyFinish().addErrback(lambda _: task.stop())
+        ChunkProducer(txrequest, chunks).start()
         return server.NOT_DONE_YET
-
-    def _batches(self, job_id: str) -> Iterator[list[JobError]]:
-        after = 0
-        while True:
-            errors = self.node.store.errors(job_id, after=after, limit=self.batch)
-            if errors:
-                yield errors
-            if len(errors) < self.batch:
-                return
-            after = errors[-1].error_id or 0
 
     def _json(self, state: JobState) -> Iterator[bytes]:
         encode = self.json_encoder.encode
@@ -314,7 +302,7 @@ class JobErrors(JobResource):
             f'"job": {summary}, "errors": ['
         ).encode()
         count = 0
-        for errors in self._batches(state.job_id):
+        for errors in error_batches(self.node.store, state.job_id, self.batch):
             rows = ", ".join(encode(e.to_dict()) for e in errors)
             yield (", " if count else "").encode() + rows.encode()
             count += len(errors)
@@ -322,27 +310,61 @@ class JobErrors(JobResource):
 
     def _csv(self, job_id: str) -> Iterator[bytes]:
         yield _csv_rows([], header=True)
-        for errors in self._batches(job_id):
+        for errors in error_batches(self.node.store, job_id, self.batch):
             yield _csv_rows([e.to_dict() for e in errors])
 
 
-def _write_each(txrequest: Request, chunks: Iterator[bytes]) -> Iterator[None]:
-    for chunk in chunks:
-        txrequest.write(chunk)
-        yield None
+@implementer(IPushProducer)
+class ChunkProducer:
+    """Writes one chunk per turn of the reactor, so that other requests are
+    served between two, and stops while the connection's buffer is full
+    (Twisted pauses it), so that a slow client costs no memory."""
 
+    def __init__(self, txrequest: Request, chunks: Iterator[bytes]):
+        self.txrequest = txrequest
+        self.chunks = chunks
+        self.paused = False
+        self._call: Any = None
 
-def _stream_done(_: object, txrequest: Request) -> None:
-    if not txrequest.finished and txrequest.channel is not None:
-        txrequest.finish()
+    def start(self) -> None:
+        self.txrequest.registerProducer(self, True)
+        self._schedule()
 
+    def _schedule(self) -> None:
+        if self._call is None and not self.paused:
+            self._call = reactor.callLater(0, self._produce)
 
-def _stream_failed(failure: Failure, txrequest: Request) -> None:
-    # The answer has begun: nothing can be said but a cut connection.
-    if not failure.check(task_module.TaskStopped):
-        log.failure("Error while streaming {path}", failure, path=txrequest.path)
-    if not txrequest.finished and txrequest.channel is not None:
-        txrequest.loseConnection()
+    def _produce(self) -> None:
+        self._call = None
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.txrequest.unregisterProducer()
+            self.txrequest.finish()
+            return
+        except Exception:
+            # The answer has begun: nothing can be said but a cut connection.
+            log.failure("Error while streaming {path}", path=self.txrequest.path)
+            self.txrequest.unregisterProducer()
+            self.txrequest.loseConnection()
+            return
+        self.txrequest.write(chunk)
+        self._schedule()
+
+    def pauseProducing(self) -> None:  # noqa: N802 (Twisted's name)
+        self.paused = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    def resumeProducing(self) -> None:  # noqa: N802 (Twisted's name)
+        self.paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:  # noqa: N802 (Twisted's name)
+        # The client went away.
+        self.pauseProducing()
+        self.chunks = iter(())
 
 
 # -- Scrapyd's services, overridden -------------------------------------------
