@@ -51,6 +51,8 @@ log = Logger(namespace="scrapy_jobstatus.scrapyd.webservice")
 MAX_PARAM_BYTES = 1024
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
+# Documents a listing renders in one turn of the reactor.
+LISTING_SLICE = 10
 MAX_OFFSET = 10**9
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 # Settings of the node, not of a job.
@@ -196,7 +198,7 @@ class Jobs(JobResource):
         limit: int,
         offset: int,
         cursor: str | None,
-    ) -> dict[str, Any]:
+    ) -> int:
         project, spider = _name("project", project), _name("spider", spider)
         if status is not None and status not in set(Status):
             raise ServiceError(
@@ -213,17 +215,31 @@ class Jobs(JobResource):
                 raise ServiceError(
                     http.BAD_REQUEST, f"cursor: {_shown(cursor)} is not a cursor of jobs.json"
                 ) from None
-        page = self.node.store.list_jobs(
-            JobFilter(project, spider, status), limit=limit, offset=offset, cursor=cursor
-        )
+        self.cors_headers(txrequest)
+        txrequest.setHeader("Content-Type", "application/json")
+        where = JobFilter(project, spider, status)
+        ChunkProducer(txrequest, self._json(where, limit, offset, cursor)).start()
+        return server.NOT_DONE_YET
+
+    def _json(
+        self, where: JobFilter, limit: int, offset: int, cursor: str | None
+    ) -> Iterator[bytes]:
+        # In slices, a few documents each: a status request waiting behind a
+        # listing waits for one slice, not for the whole page.
+        page = self.node.store.list_jobs(where, limit=limit, offset=offset, cursor=cursor)
+        encode = self.json_encoder.encode
+        yield (
+            f'{{"status": "ok", "node_name": {encode(self.root.node_name)}, '
+            f'"total": {page.total}, "limit": {limit}, "offset": {offset}, '
+            f'"next": {encode(page.next_cursor)}, "jobs": ['
+        ).encode()
         now = time.time()
-        return {
-            "jobs": [state.to_document([], [], now) for state in page.jobs],
-            "total": page.total,
-            "limit": limit,
-            "offset": offset,
-            "next": page.next_cursor,
-        }
+        for start in range(0, len(page.jobs), LISTING_SLICE):
+            documents = [
+                s.to_document([], [], now) for s in page.jobs[start : start + LISTING_SLICE]
+            ]
+            yield (", " if start else "").encode() + ", ".join(map(encode, documents)).encode()
+        yield b"]}\n"
 
 
 class JobCancel(JobResource):
