@@ -9,6 +9,8 @@ bdist_egg`` (or ``bdist_uberegg``) next to scrapy.cfg: that egg holds the
 reads. The node that runs it has scrapy-jobstatus installed.
 """
 
+import atexit
+import shutil
 import sys
 import tempfile
 
@@ -20,6 +22,7 @@ if {"bdist_egg", "bdist_uberegg"} & set(sys.argv):
     # Built outside the tree: an egg-info of the project's name in the
     # working directory would shadow the installed library's entry points.
     outside = tempfile.mkdtemp(prefix="crawler-egg-")
+    atexit.register(shutil.rmtree, outside, ignore_errors=True)
     setup(
         packages=find_packages(include=["crawler", "crawler.*"]),
         entry_points={"scrapy": ["settings = crawler.settings"]},
