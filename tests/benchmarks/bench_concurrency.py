@@ -1,0 +1,462 @@
+"""Sixteen crawls on one job store: how long store work blocks a crawl's event loop.
+
+Run by hand, alone on the machine:
+``python -m tests.benchmarks.bench_concurrency [--crawls 16] [--seconds 25] [--rounds 2]
+[--delay 0]``.
+
+``--crawls`` ``scrapy crawl`` processes run at once, all writing their jobs to
+one SQLite store, each crawling the local test site (a page in eleven links
+to a 404) until ``CLOSESPIDER_TIMEOUT`` = ``--seconds``. Three batches are
+alternated, ``--rounds`` times: ``JOBSTATUS_INTERVAL`` 1 s, 0.2 s (five times
+the writes, to stress the store), and the extension disabled (a baseline for
+the loop lag). With ``--delay 0`` every crawl fetches as fast as it can, so
+16 crawls on a small machine are CPU-bound and overcommitted; a
+``DOWNLOAD_DELAY`` (``--delay 0.1``: some 10 pages a second per crawl) gives
+crawls that wait for the network, as real ones mostly do.
+
+In every crawl process the benchmark-only extension ``StoreTiming`` (below)
+wraps, with ``time.perf_counter``, the store calls that run on the event
+loop: ``StoreWriter.save`` (taking the unsaved errors, the ``deepcopy`` of
+the job, the hand-over to the writer thread), the callbacks run when a
+write returns (``StoreWriter._succeeded`` and ``_done``,
+``JobStatusExtension._saved``) and the loop part of ``StoreWriter.start_job``
+and ``stop`` (the hand-over, ``StoreWriter._call``); for information, the
+extension's whole periodic ``_tick`` (refresh, stats, save). A 10 ms timer
+measures how late the loop runs it (the loop lag).
+
+Wall time alone does not say what held a call up, so each call also keeps
+its thread's CPU time and context switches (``getrusage(RUSAGE_THREAD)``):
+a voluntary switch in a few microseconds of Python means the thread waited
+for the GIL (or a lock), an involuntary one that the OS preempted it.
+
+In the writer thread: ``SQLiteStore.save`` (waits for the other crawls
+included), and, through a proxy of its connection, the wait for the store's
+write lock (``BEGIN IMMEDIATE``) and how long the lock is then held until
+``COMMIT`` returns, with the thread's CPU time meanwhile: every statement
+gives the GIL up and takes it back, and in a busy crawl process taking it
+back waits for the event loop thread (``sys.getswitchinterval()``, 5 ms).
+
+Every job must end ``completed`` with the crawl's own figures: pages =
+``response_received_count``, documents = ``item_scraped_count``, failed
+responses and errors = the responses with a status of 400 and above, and as
+many error records in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.asyncio import call_later
+
+from tests.benchmarks.bench_extension import load, machine, percentile
+from tests.helpers import ROOT, crawl_command, local_site
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Callable
+    from typing import Self
+
+    from scrapy.crawler import Crawler
+
+COMMAND = "python -m tests.benchmarks.bench_concurrency"
+TIMING = "tests.benchmarks.bench_concurrency.StoreTiming"
+PROBE_PERIOD = 0.01
+# The loop-side store calls, reported one by one and together; then, for
+# information, the extension's whole periodic tick (the job's refresh from
+# the crawl's stats, the stats written back, and the save).
+LOOP_CALLS = ("save", "_succeeded", "_done", "_saved", "start_job", "stop")
+TICK = "_tick"
+THREAD_CALLS = ("SQLiteStore.save", "lock wait", "lock held", "SQLiteStore.start_job")
+# The batches: (name, JOBSTATUS_ENABLED, JOBSTATUS_INTERVAL).
+BATCHES = (("interval 1 s", True, 1.0), ("interval 0.2 s", True, 0.2), ("disabled", False, 1.0))
+
+# A sample: wall seconds, thread CPU seconds, voluntary and involuntary
+# context switches of the thread.
+Sample = tuple[float, float, int, int]
+
+
+def _clock() -> Sample:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return time.perf_counter(), time.thread_time(), usage.ru_nvcsw, usage.ru_nivcsw
+
+
+def _since(start: Sample) -> Sample:
+    end = _clock()
+    return end[0] - start[0], end[1] - start[1], end[2] - start[2], end[3] - start[3]
+
+
+class TimedConnection:
+    """The store's SQLite connection, timing its transactions: the wait for
+    the write lock (``BEGIN IMMEDIATE``) and the time it is held."""
+
+    def __init__(self, conn: sqlite3.Connection, samples: dict[str, list[Sample]]):
+        self._conn = conn
+        self._samples = samples
+        self._begun: Sample | None = None
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        start = _clock()
+        result = self._conn.execute(sql, *args)
+        if sql == "BEGIN IMMEDIATE":
+            self._samples["lock wait"].append(_since(start))
+            self._begun = _clock()
+        elif sql in ("COMMIT", "ROLLBACK") and self._begun is not None:
+            self._samples["lock held"].append(_since(self._begun))
+            self._begun = None
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class StoreTiming:
+    """Benchmark-only extension: times the job extension's store calls in
+    this crawl process and probes the loop lag; writes it all, with the
+    crawl's stats, to ``BENCH_TIMING_FILE`` once the engine has stopped (the
+    job's final write is done by then)."""
+
+    def __init__(self, crawler: Crawler, path: str):
+        self.crawler = crawler
+        self.path = path
+        self.samples: dict[str, list[Sample]] = defaultdict(list)
+        self.lag: list[float] = []
+        self._due = 0.0
+        self._probe: Any = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        path = crawler.settings.get("BENCH_TIMING_FILE")
+        if not path:
+            raise NotConfigured
+        timing = cls(crawler, path)
+        timing._instrument()
+        crawler.signals.connect(timing.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(timing.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(timing.engine_stopped, signal=signals.engine_stopped)
+        return timing
+
+    def _instrument(self) -> None:
+        # The classes are patched in this crawl process only, before the
+        # job opens: every later call goes through the wrappers.
+        from scrapy_jobstatus._extension import JobStatusExtension
+        from scrapy_jobstatus._sqlite import SQLiteStore
+        from scrapy_jobstatus._writer import StoreWriter
+
+        for cls, name, label in (
+            (StoreWriter, "save", "save"),
+            (StoreWriter, "_succeeded", "_succeeded"),
+            (StoreWriter, "_done", "_done"),
+            (JobStatusExtension, "_saved", "_saved"),
+            (JobStatusExtension, "_tick", TICK),
+            (SQLiteStore, "save", "SQLiteStore.save"),
+            (SQLiteStore, "start_job", "SQLiteStore.start_job"),
+        ):
+            setattr(cls, name, self._timed(label, getattr(cls, name)))
+        call = StoreWriter._call
+        timed_start, timed_stop = self._timed("start_job", call), self._timed("stop", call)
+
+        @functools.wraps(call)
+        def handed_over(writer: StoreWriter, function: Callable[..., Any], *args: Any) -> Any:
+            # The hand-over of a save is timed within "save"; start_job and
+            # stop are coroutines, and this is all they do on the loop but
+            # resume.
+            if args and args[0] == "start_job":
+                return timed_start(writer, function, *args)
+            if getattr(function, "__name__", "") == "_close_store":
+                return timed_stop(writer, function, *args)
+            return call(writer, function, *args)
+
+        StoreWriter._call = handed_over  # type: ignore[method-assign]
+        connection = SQLiteStore.conn.fget
+        assert connection is not None
+        samples = self.samples
+        SQLiteStore.conn = property(  # type: ignore[method-assign, assignment]
+            lambda store: TimedConnection(connection(store), samples)
+        )
+
+    def _timed(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        samples = self.samples[label]
+
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = _clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                samples.append(_since(start))
+
+        return timed
+
+    # -- the loop lag probe ----------------------------------------------------------
+
+    def spider_opened(self) -> None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._due = time.perf_counter() + PROBE_PERIOD
+        self._probe = call_later(PROBE_PERIOD, self._tick)
+
+    def _tick(self) -> None:
+        self.lag.append(max(0.0, time.perf_counter() - self._due))
+        self._schedule()
+
+    def spider_closed(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
+
+    def engine_stopped(self) -> None:
+        stats = {
+            key: value
+            for key, value in self.crawler.stats.get_stats().items()
+            if isinstance(value, int | float | str)
+        }
+        Path(self.path).write_text(
+            json.dumps({"samples": self.samples, "lag": self.lag, "stats": stats})
+        )
+
+
+# -- a batch of crawls -------------------------------------------------------------------
+
+
+def run_batch(
+    site: str, enabled: bool, interval: float, args: argparse.Namespace, workdir: Path, tag: str
+) -> list[dict[str, Any]]:
+    """``args.crawls`` crawls at once on one store; each one's timings and
+    stats, and its job as the store has it."""
+    db = workdir / f"{tag}.db"
+    processes = []
+    for number in range(args.crawls):
+        job = f"{tag}-{number:02d}"
+        command = crawl_command(
+            "follow",
+            db,
+            args={"url": f"{site}/pages/0?links=10&broken=1", "_job": job},
+            settings={
+                "JOBSTATUS_ENABLED": str(enabled),
+                "JOBSTATUS_INTERVAL": str(interval),
+                "CLOSESPIDER_TIMEOUT": str(args.seconds),
+                "CONCURRENT_REQUESTS": "8",
+                "DOWNLOAD_DELAY": str(args.delay),
+                "RETRY_ENABLED": "False",
+                "LOG_LEVEL": "WARNING",
+                "LOG_FILE": str(workdir / f"{job}.log"),
+                "LOGSTATS_INTERVAL": "0",
+                "TELNETCONSOLE_ENABLED": "False",
+                "EXTENSIONS": json.dumps({TIMING: 0}),
+                "BENCH_TIMING_FILE": str(workdir / f"{job}.json"),
+            },
+            output=workdir / f"{job}.jl",
+        )
+        # Standard error to a file: a pipe nobody reads yet could fill and
+        # stall the crawl.
+        with open(workdir / f"{job}.err", "wb") as stderr:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        processes.append((job, process))
+    crawls = []
+    for job, process in processes:
+        process.wait(timeout=args.seconds + 300)
+        timing = workdir / f"{job}.json"
+        if process.returncode != 0 or not timing.exists():
+            stderr = (workdir / f"{job}.err").read_text()[-3000:]
+            raise RuntimeError(f"crawl {job} failed ({process.returncode}): {stderr}")
+        crawl = json.loads(timing.read_text())
+        crawl["job_id"] = job
+        log = (workdir / f"{job}.log").read_text()
+        crawl["log_errors"] = [line for line in log.splitlines() if "] ERROR:" in line]
+        crawls.append(crawl)
+    if enabled:
+        check_jobs(db, crawls)
+    for path in workdir.iterdir():
+        path.unlink()
+    return crawls
+
+
+def check_jobs(db: Path, crawls: list[dict[str, Any]]) -> None:
+    """Each crawl's job as the store has it, against the crawl's stats;
+    what differs goes to ``crawl["problems"]``."""
+    from scrapy_jobstatus._store import iter_errors, open_store
+
+    store = open_store(db, readonly=True)
+    try:
+        for crawl in crawls:
+            stats = crawl["stats"]
+            failed = sum(
+                count
+                for key, count in stats.items()
+                if key.startswith("downloader/response_status_count/")
+                and int(key.rsplit("/", 1)[1]) >= 400
+            ) + stats.get("downloader/exception_count", 0)
+            document = store.document(crawl["job_id"]) or {}
+            expected = {
+                "status": "completed",
+                "total_pages_crawled": stats["response_received_count"],
+                "total_documents_found": stats.get("item_scraped_count", 0),
+                "responses_failed": failed,
+                "error_count": failed,
+            }
+            problems = [
+                f"{key} {document.get(key)!r}, expected {value!r}"
+                for key, value in expected.items()
+                if document.get(key) != value
+            ]
+            records = sum(1 for _ in iter_errors(store, crawl["job_id"]))
+            if records != failed:
+                problems.append(f"{records} error records, expected {failed}")
+            crawl["problems"] = problems
+            crawl["document"] = {key: document.get(key) for key in expected}
+            crawl["completion_reason"] = document.get("completion_reason")
+    finally:
+        store.close()
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def pooled(crawls: list[dict[str, Any]], labels: tuple[str, ...]) -> list[Sample]:
+    return [
+        tuple(sample)  # type: ignore[misc]
+        for crawl in crawls
+        for label in labels
+        for sample in crawl["samples"].get(label, [])
+    ]
+
+
+def row(name: str, samples: list[Sample], switches: bool = True) -> str:
+    wall = [s[0] for s in samples]
+    cells = [name, f"{len(samples):,}"]
+    cells += [ms(percentile(wall, q)) for q in (50, 99)] + [ms(max(wall, default=float("nan")))]
+    cells += [ms(percentile([s[1] for s in samples], 99))]
+    if switches:
+        slow = [s for s in samples if s[0] > 0.001]
+        waited = sum(1 for s in slow if s[2])
+        preempted = sum(1 for s in slow if s[3] and not s[2])
+        cells += [f"{len(slow):,}", f"{waited:,}", f"{preempted:,}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def report(results: dict[str, list[dict[str, Any]]]) -> None:
+    enabled = [name for name, on, _ in BATCHES if on]
+    print(
+        "\nEvent loop blocked per store call, all crawls pooled (ms). CPU p99: the thread's "
+        "CPU time, the work itself. Of the calls over 1 ms: how many waited (a voluntary "
+        "switch: the GIL, a lock), how many were only preempted.\n"
+    )
+    print("| Batch | Call | Calls | p50 | p99 | max | CPU p99 | > 1 ms | waited | preempted |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in enabled:
+        crawls = results[name]
+        for label in (*LOOP_CALLS, "all loop-side calls", TICK):
+            labels = LOOP_CALLS if label.startswith("all") else (label,)
+            shown = f"**{label}**" if label.startswith("all") else f"`{label}`"
+            shown += " (whole tick, for information)" if label == TICK else ""
+            print(row(f"{name} | {shown}", pooled(crawls, labels)))
+    print(
+        "\nIn the writer thread (ms): the whole save, waits for the other crawls included; "
+        "the wait for the store's write lock; the time the lock is held, and the thread's "
+        "CPU time meanwhile:\n"
+    )
+    print("| Batch | Call | Calls | p50 | p99 | max | CPU p99 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name in enabled:
+        for label in THREAD_CALLS:
+            samples = pooled(results[name], (label,))
+            print(row(f"{name} | {label}", samples, switches=False))
+    print("\nEvent loop lag: lateness of a 10 ms timer in every crawl (ms):\n")
+    print("| Batch | Samples | p50 | p99 | max | Pages/s per crawl, median |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, _, _ in BATCHES:
+        crawls = results[name]
+        lag = [value for crawl in crawls for value in crawl["lag"]]
+        rates = [
+            c["stats"]["response_received_count"] / c["stats"]["elapsed_time_seconds"]
+            for c in crawls
+        ]
+        cells = [f"{len(lag):,}", *(ms(percentile(lag, q)) for q in (50, 99)), ms(max(lag))]
+        print(f"| {name} | {' | '.join(cells)} | {statistics.median(rates):.0f} |")
+    print("\nJobs in the store:\n")
+    for name in enabled:
+        crawls = results[name]
+        bad = [c for c in crawls if c["problems"]]
+        pages = sum(c["document"]["total_pages_crawled"] or 0 for c in crawls)
+        errors = sum(c["document"]["error_count"] or 0 for c in crawls)
+        saves = len(pooled(crawls, ("save",)))
+        writes = len(pooled(crawls, ("SQLiteStore.save",)))
+        reasons = sorted({str(c["completion_reason"]) for c in crawls})
+        print(
+            f"- {name}: {len(crawls) - len(bad)} of {len(crawls)} jobs `completed` (completion "
+            f"reason {', '.join(reasons)}) with the crawl's counts ({pages:,} pages, {errors:,} "
+            f"errors recorded in all); {writes:,} writes for {saves:,} saves asked (the others "
+            "found a write under way)"
+        )
+        for crawl in bad:
+            print(f"  - {crawl['job_id']}: {'; '.join(crawl['problems'])}")
+    log_errors = [line for crawls in results.values() for c in crawls for line in c["log_errors"]]
+    print(f"- ERROR lines in the crawl logs: {len(log_errors)}")
+    for line in log_errors[:10]:
+        print(f"  - {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crawls", type=int, default=16, help="crawl processes at once")
+    parser.add_argument("--seconds", type=int, default=25, help="CLOSESPIDER_TIMEOUT")
+    parser.add_argument("--rounds", type=int, default=2, help="times each batch runs")
+    parser.add_argument("--delay", type=float, default=0.0, help="DOWNLOAD_DELAY of each crawl")
+    args = parser.parse_args()
+    command = (
+        f"{COMMAND} --crawls {args.crawls} --seconds {args.seconds} --rounds {args.rounds}"
+        f" --delay {args.delay:g}"
+    )
+    print(
+        f"{command}\n{machine()}, switch interval {sys.getswitchinterval() * 1000:g} ms\n"
+        f"start: {load()}",
+        flush=True,
+    )
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in BATCHES}
+    with local_site() as site, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for round_ in range(args.rounds):
+            # The order rotates every round: no batch always runs first.
+            shift = round_ % len(BATCHES)
+            for name, enabled, interval in BATCHES[shift:] + BATCHES[:shift]:
+                tag = f"r{round_}-{name.replace(' ', '').replace('.', '')}"
+                started = time.perf_counter()
+                crawls = run_batch(site, enabled, interval, args, workdir, tag)
+                results[name] += crawls
+                saves = len(pooled(crawls, ("save",)))
+                print(
+                    f"round {round_ + 1} {name}: {len(crawls)} crawls in "
+                    f"{time.perf_counter() - started:.0f} s, {saves} saves, {load()}",
+                    flush=True,
+                )
+    print(f"\nMachine: {machine()}.\n`{command}`")
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
