@@ -31,7 +31,8 @@ if {"bdist_egg", "bdist_uberegg"} & set(sys.argv):
 else:
     setup(
         package_dir={"": "extensions"},
-        # The dashboard's static/ folder is package data, not a package.
+        # Namespace packages too: the dashboard's static/ folder, whose files
+        # are package data.
         packages=find_namespace_packages("extensions", include=["scrapy_jobstatus*"]),
         entry_points={
             "scrapy.commands": [

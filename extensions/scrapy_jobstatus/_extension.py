@@ -11,7 +11,6 @@ is retried, unless ``JOBSTATUS_REQUIRED`` is set.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from scrapy import signals
 from scrapy.crawler import CrawlerProcessBase
 from scrapy.exceptions import NotConfigured
 from scrapy.extensions.feedexport import FeedExporter
-from scrapy.utils.asyncio import call_later, create_looping_call, is_asyncio_available
+from scrapy.utils.asyncio import call_later, create_looping_call
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
@@ -66,6 +65,8 @@ CLOSE_BAD_SETTING = "jobstatus_bad_setting"
 CLOSE_START_ERROR = "jobstatus_start_error"
 CLOSE_INVALID_ID = "jobstatus_invalid_job_id"
 CLOSE_STORE_UNAVAILABLE = "jobstatus_store_unavailable"
+# The job id names a job that cannot run again (it ran, runs, or was cancelled).
+CLOSE_NOT_STARTABLE = "jobstatus_job_not_startable"
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -88,6 +89,7 @@ class JobStatusExtension:
         self._feeds_closed: Deferred[None] = Deferred()
         self._opening = False
         self._opened: Deferred[None] = Deferred()
+        self._stopped: Deferred[None] = Deferred()
         self._done = False
         self._ended_elsewhere = False
 
@@ -111,6 +113,8 @@ class JobStatusExtension:
         crawler.signals.connect(ext.feed_exporter_closed, signal=signals.feed_exporter_closed)
         crawler.signals.connect(ext.download_failed, signal=download_failed)
         crawler.signals.connect(ext.progress_reported, signal=progress_reported)
+        # A crawl that never opened its job still gives the signals back.
+        crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         ext._install_signal_handlers()
         return ext
 
@@ -166,7 +170,6 @@ class JobStatusExtension:
                 "%(error)s; the crawl goes on unmonitored and the store is retried with backoff",
                 {"error": exc},
             )
-            writer.failures = 1
         else:
             if not started.started:
                 # A job id names one job: a cancelled pending job never starts,
@@ -176,7 +179,7 @@ class JobStatusExtension:
                     {"job": job_id, "status": started.job.status},
                 )
                 await self._stop_writer()
-                self._close(CLOSE_CANCEL)
+                self._close(CLOSE_NOT_STARTABLE)
                 return
         self.tracker = tracker
         tracker.event("opened", details=f"pid {os.getpid()}")
@@ -200,8 +203,15 @@ class JobStatusExtension:
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         tracker, writer = self.tracker, self.writer
         if tracker is None or writer is None or tracker.ended:
-            self._restore_signal_handlers()
+            if not self._done:  # the job never opened
+                await self._stop_writer()
             return
+        try:
+            await self._close_job(tracker, writer, reason)
+        finally:
+            await self._stop_writer()
+
+    async def _close_job(self, tracker: JobTracker, writer: StoreWriter, reason: str) -> None:
         self._stop_timers()
         self._refresh()
         final = tracker.closed(reason)
@@ -219,8 +229,13 @@ class JobStatusExtension:
             await maybe_deferred_to_future(self._feeds_closed)
         tracker.finish()
         self._write_stats()
+        await self._save_final(tracker, writer)
+        self._write_stats()
+
+    async def _save_final(self, tracker: JobTracker, writer: StoreWriter) -> None:
         wait = (self.config or JobSettings.defaults()).store_wait
-        if not await writer.save_final(tracker, time.time, wait):
+        result = await writer.save_final(tracker, time.time, wait)
+        if result is None:
             logger.error(
                 "The final status of job %(job)s (%(status)s) could not be written to the "
                 "job store %(db)s within %(wait)g s (JOBSTATUS_STORE_WAIT)",
@@ -231,14 +246,16 @@ class JobStatusExtension:
                     "wait": wait,
                 },
             )
-        self._write_stats()
-        await self._stop_writer()
+        else:
+            self._saved(result)
 
     async def _stop_writer(self) -> None:
         self._done = True
         if self.writer is not None:
             await self.writer.stop()
         self._restore_signal_handlers()
+        if not self._stopped.called:
+            self._stopped.callback(None)
 
     async def _end_interrupted(self) -> None:
         """The reactor is stopping before the crawl closed: a signal that
@@ -246,7 +263,11 @@ class JobStatusExtension:
         closing the engine. The job ends cancelled, as the process does."""
         await maybe_deferred_to_future(self._opened)
         tracker, writer = self.tracker, self.writer
-        if self._done or tracker is None or writer is None or tracker.ended:
+        if self._done or tracker is None or writer is None:
+            return
+        if tracker.ended:
+            # spider_closed is writing the end: the reactor waits for it.
+            await maybe_deferred_to_future(self._stopped)
             return
         self._stop_timers()
         logger.info("The crawl was stopped while starting: the job is cancelled")
@@ -254,15 +275,19 @@ class JobStatusExtension:
         tracker.closed(CLOSE_SHUTDOWN)
         tracker.finish()
         self._write_stats()
-        wait = (self.config or JobSettings.defaults()).store_wait
-        await writer.save_final(tracker, time.time, wait)
-        await self._stop_writer()
+        try:
+            await self._save_final(tracker, writer)
+        finally:
+            await self._stop_writer()
 
     def _reactor_stopping(self) -> Deferred[None] | None:
         if self._done or not self._opening:
             return None
         # The reactor waits for this deferred before it stops.
         return deferred_from_coro(self._end_interrupted())
+
+    def engine_stopped(self) -> None:
+        self._restore_signal_handlers()
 
     def feed_exporter_closed(self) -> None:
         if self.tracker is not None:
@@ -448,12 +473,9 @@ class JobStatusExtension:
 
     def _on_os_signal(self, signum: int, frame: Any) -> None:
         # Nothing else may run inside a signal handler: hand over to the loop.
-        if is_asyncio_available():
-            asyncio.get_event_loop().call_soon_threadsafe(self._os_signal_received, signum)
-        else:
-            from twisted.internet import reactor
+        from twisted.internet import reactor
 
-            reactor.callFromThread(self._os_signal_received, signum)
+        reactor.callFromThread(self._os_signal_received, signum)
 
     def _os_signal_received(self, signum: int) -> None:
         self.signals_received += 1

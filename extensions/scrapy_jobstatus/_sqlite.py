@@ -127,6 +127,17 @@ _UPDATE = (
 )
 
 
+def _open(location: str | Path) -> sqlite3.Connection:
+    uri = isinstance(location, str) and location.startswith("file:")
+    return sqlite3.connect(
+        location,
+        uri=uri,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+
+
 def _reading(method: Callable[P, R]) -> Callable[P, R]:
     """A read's SQLite error as the store's one-line error."""
 
@@ -160,27 +171,25 @@ class SQLiteStore:
         return self._conn
 
     def _connect(self) -> sqlite3.Connection:
+        conn = None
         try:
             if self.readonly:
                 conn = self._connect_readonly()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(
-                    self.path,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                )
+                conn = _open(self.path)
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and not self.readonly:
                 version = _create_schema(conn)
-        except (sqlite3.Error, OSError) as e:
+            if version != SCHEMA_VERSION:
+                raise StoreError(_version_problem(self.path, version))
+        except (sqlite3.Error, OSError, StoreError) as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"cannot open the job store {self.path}: {e}") from None
-        if version != SCHEMA_VERSION:
-            conn.close()
-            raise StoreError(_version_problem(self.path, version))
         self._file_id = _file_id(self.path)
         return conn
 
@@ -188,18 +197,15 @@ class SQLiteStore:
         if not self.path.exists():
             raise StoreError(f"no job store at {self.path}")
         uri = self.path.resolve().as_uri()
+        conn = _open(f"{uri}?mode=ro")
         try:
-            conn = sqlite3.connect(
-                f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-            )
             conn.execute("PRAGMA user_version")
-            return conn
         except sqlite3.OperationalError:
             # A WAL store on a read-only disk, without the shared-memory file
             # a reader needs: nothing can change it, so read it as immutable.
-            return sqlite3.connect(
-                f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
-            )
+            conn.close()
+            return _open(f"{uri}?immutable=1")
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._model import HistoryEvent, JobError, JobState, JobStatus
-
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterable, Iterator
+
+    from ._model import HistoryEvent, JobError, JobState, JobStatus
 
 # A heartbeat this many intervals old, with the process gone, means it died.
 STALE_INTERVALS = 5

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._model import (
     CompletionReason,
@@ -23,6 +22,9 @@ from ._model import (
     reason_for_close,
     status_for_reason,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FORCED_STOP_WARNING = "forced stop: in-flight requests were dropped and their results may be lost"
 # Samples of (time, finished work) kept for the recent rate.

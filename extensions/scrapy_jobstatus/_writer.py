@@ -18,13 +18,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from ._store import StoreError, display_location, open_store
+from ._store import SaveResult, StoreError, display_location, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._model import JobState
-    from ._store import JobStore, SaveResult, StartResult
+    from ._store import JobStore, StartResult
     from ._tracker import JobTracker
 
 logger = logging.getLogger("scrapy_jobstatus.extension")
@@ -43,6 +43,10 @@ class StoreWriter:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="jobstatus-store")
         self._in_flight: Deferred[Any] | None = None
         self._retry_at = 0.0
+        self._shutdown_trigger: Any = None
+        # The job is recorded once start_job went through; until then (the
+        # store was unusable at start) every write starts it first.
+        self._job_started = False
 
     def start(self) -> None:
         from twisted.internet import reactor
@@ -55,13 +59,16 @@ class StoreWriter:
         )
 
     async def stop(self) -> None:
+        if self._shutdown_trigger is None:
+            return  # not started, or stopped already
         from twisted.internet import reactor
 
+        trigger, self._shutdown_trigger = self._shutdown_trigger, None
         try:
             await maybe_deferred_to_future(self._call(self._close_store))
         finally:
             self._pool.stop()
-            reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            reactor.removeSystemEventTrigger(trigger)
 
     # -- calls ---------------------------------------------------------------------
 
@@ -93,8 +100,26 @@ class StoreWriter:
                 self.writes = self._store.writes
 
     async def start_job(self, state: JobState) -> StartResult:
-        """Raises StoreError when the store cannot be used."""
-        return await maybe_deferred_to_future(self._call(self._in_thread, "start_job", state))
+        """Raises StoreError when the store cannot be used: the crawl goes on
+        and its writes start the job once the store can be used."""
+        try:
+            result = await maybe_deferred_to_future(self._call(self._in_thread, "start_job", state))
+        except StoreError:
+            self.failures = 1
+            raise
+        self._job_started = True
+        return result
+
+    def _save_in_thread(
+        self, state: JobState, errors: Any, events: Any, history: Any
+    ) -> SaveResult:
+        if not self._job_started:
+            started = self._in_thread("start_job", state)
+            if not started.started:  # ended, or run, elsewhere meanwhile
+                return SaveResult(False, False, started.job.cancel_requested_at, False)
+            self._job_started = True
+            events = history  # the record was just made: its whole history
+        return self._in_thread("save", state, errors, events, history)
 
     # -- saves ---------------------------------------------------------------------
 
@@ -106,10 +131,11 @@ class StoreWriter:
         errors, events = tracker.take_unsaved()
         snapshot = copy.deepcopy(tracker.state)
         history = list(tracker.history)
-        d = self._call(self._in_thread, "save", snapshot, errors, events, history)
+        d = self._call(self._save_in_thread, snapshot, errors, events, history)
 
         def failed(failure: Any) -> None:
-            failure.trap(StoreError)
+            # Whatever went wrong, the crawl goes on and the write is retried.
+            failure.trap(Exception)
             tracker.put_back_unsaved(errors, events)
             self._failed(failure.value, now)
 
@@ -125,11 +151,13 @@ class StoreWriter:
         self._retry_at = 0.0
         return result
 
-    def _failed(self, error: StoreError, now: float) -> None:
+    def _failed(self, error: BaseException, now: float) -> None:
         self.failures += 1
         backoff = min(MAX_BACKOFF, self.interval * 2**self.failures)
         self._retry_at = now + backoff
         if self.failures == 1:
+            if not isinstance(error, StoreError):
+                error = StoreError(f"cannot write the job to {self.shown}: {error!r}")
             logger.error(
                 "%(error)s; the crawl goes on and the job is written when the store is "
                 "usable again (retried with backoff)",
@@ -144,14 +172,19 @@ class StoreWriter:
         """Wait for the write under way, if any."""
         if self._in_flight is not None:
             d: Deferred[None] = Deferred()
-            self._in_flight.addBoth(lambda _: d.callback(None))
+
+            def settled(result: Any) -> Any:
+                d.callback(None)
+                return result
+
+            self._in_flight.addBoth(settled)
             await maybe_deferred_to_future(d)
 
     async def save_final(
         self, tracker: JobTracker, clock: Callable[[], float], wait: float
-    ) -> bool:
+    ) -> SaveResult | None:
         """Write the job's final status, retrying for up to ``wait`` seconds
-        while the store is unusable; False when it could not be written."""
+        while the store is unusable; None when it could not be written."""
         deadline = clock() + wait
         self._retry_at = 0.0
         while True:
@@ -160,9 +193,9 @@ class StoreWriter:
             d = self.save(tracker, now)
             result = await maybe_deferred_to_future(d) if d is not None else None
             if result is not None:
-                return True
+                return result
             if clock() >= deadline:
-                return False
+                return None
             await _sleep(min(max(self._retry_at - clock(), 0.05), deadline - clock()))
 
 

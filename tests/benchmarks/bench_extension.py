@@ -182,7 +182,10 @@ def crawl(
             # extension costs; the stats come from the probe.
             "LOG_LEVEL": "WARNING",
             "LOG_FILE": str(log),
+            # The project's settings allow 8 requests per domain: the
+            # local site is the only domain.
             "CONCURRENT_REQUESTS": "16",
+            "CONCURRENT_REQUESTS_PER_DOMAIN": "16",
             "RETRY_ENABLED": "False",
             "JOBSTATUS_FAILURE_RATIO": "1",
             "LOGSTATS_INTERVAL": "0",

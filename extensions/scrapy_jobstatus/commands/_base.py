@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 # bad input (Scrapy's own usage errors exit with 2 as well).
 EXIT_NOT_OK = 1
 EXIT_BAD_INPUT = 2
+# Seconds between two looks for dead jobs while a command keeps reading.
+REAP_INTERVAL = 5.0
 
 
 class CommandError(Exception):
@@ -55,6 +57,7 @@ class LocalJobs:
         self.location = location
         self.errors_kept = errors_kept
         self._reader: JobStore | None = None
+        self._reaped_at = 0.0
 
     @property
     def reader(self) -> JobStore:
@@ -62,15 +65,26 @@ class LocalJobs:
             if not is_url(self.location) and not os.path.exists(self.location):
                 # Opening it to write would make it: a read creates nothing.
                 raise CommandError(f"no job store at {self.location}: no job has run with it yet")
-            writer = open_store(self.location)
-            try:
-                writer.reap_dead_jobs(writer.node, process_alive)
-            except StoreError:
-                pass  # a read-only store: its jobs are read as they are
-            finally:
-                writer.close()
+            self._reap_dead_jobs()
             self._reader = open_store(self.location, readonly=True)
+        elif time.monotonic() - self._reaped_at >= REAP_INTERVAL:
+            self._reap_dead_jobs()  # a job watched for long may die meanwhile
         return self._reader
+
+    def _reap_dead_jobs(self) -> None:
+        self._reaped_at = time.monotonic()
+        writer = open_store(self.location)
+        try:
+            writer.reap_dead_jobs(writer.node, process_alive)
+        except StoreError:
+            pass  # a read-only store: its jobs are read as they are
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def status(self, job_id: str) -> dict[str, Any]:
         document = self.reader.document(job_id, self.errors_kept)
@@ -191,6 +205,7 @@ class RemoteJobs:
 class JobCommand(ScrapyCommand):
     requires_crawler_process = False
     default_settings = {"LOG_ENABLED": False}
+    _local: LocalJobs | None = None
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
@@ -221,7 +236,8 @@ class JobCommand(ScrapyCommand):
         errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
         if errors_kept < 0:
             raise CommandError(f"JOBSTATUS_ERRORS_KEPT must not be negative, got {errors_kept}")
-        return LocalJobs(path, errors_kept)
+        self._local = LocalJobs(path, errors_kept)
+        return self._local
 
     def job_id(self, args: list[str]) -> str:
         if len(args) != 1:
@@ -245,6 +261,9 @@ class JobCommand(ScrapyCommand):
         except Exception as exc:  # never a traceback for the user
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             self.exitcode = EXIT_NOT_OK
+        finally:
+            if self._local is not None:
+                self._local.close()
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int | None:
         raise NotImplementedError

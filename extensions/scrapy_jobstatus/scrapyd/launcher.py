@@ -18,14 +18,16 @@ from scrapyd.exceptions import ConfigError
 from scrapyd.interfaces import IEnvironment
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from .._model import InvalidJobId, validate_job_id
 from .._model import JobStatus as Status
-from .._store import StoreError, process_alive
+from .._store import JobStore, StoreError, open_store, process_alive
 from ._node import IJobStatusNode, JobStatusNode
 
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
     from twisted.python.failure import Failure
 
 log = Logger(namespace="scrapy_jobstatus.scrapyd.launcher")
@@ -70,6 +72,8 @@ class Launcher(launcher.Launcher):
         self.node = JobStatusNode.from_config(config)
         app.setComponent(IJobStatusNode, self.node)
         self._reaper: LoopingCall | None = None
+        self._reaper_store: JobStore | None = None
+        self._reaping = False
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         log.info(
@@ -82,22 +86,41 @@ class Launcher(launcher.Launcher):
         # Reads never write: finding the jobs whose crawl died is this
         # timer's work (a crawl this launcher started is checked at its exit).
         self._reaper = LoopingCall(self._reap_dead_jobs)
-        self._reaper.start(REAP_INTERVAL, now=True)
+        self._reaper.start(REAP_INTERVAL, now=True).addErrback(self._reap_failed)
 
     def stopService(self) -> None:  # noqa: N802 (Twisted's name)
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
         super().stopService()
 
-    def _reap_dead_jobs(self) -> None:
-        store = self.node.store
-        try:
-            reaped = store.reap_dead_jobs(store.node, process_alive)
-        except StoreError as e:
-            log.error("Could not look for dead jobs: {error}", error=str(e))
-            return
+    def _reap_dead_jobs(self) -> Deferred[None] | None:
+        # In a thread, with a store of its own: a write waiting for the store's
+        # lock must not hold up the node's services.
+        if self._reaping:
+            return None
+        self._reaping = True
+        d = deferToThread(self._reap_in_thread)
+        d.addCallbacks(self._reaped, self._reap_failed)
+        d.addBoth(self._reap_done)
+        return d
+
+    def _reap_in_thread(self) -> list[str]:
+        if self._reaper_store is None:
+            self._reaper_store = open_store(self.node.db)
+        return self._reaper_store.reap_dead_jobs(self._reaper_store.node, process_alive)
+
+    def _reaped(self, reaped: list[str]) -> None:
         for job in reaped:
             log.warn("Job {job} failed: its crawl process died", job=job)
+
+    def _reap_failed(self, failure: Failure) -> None:
+        if failure.check(StoreError):
+            log.error("Could not look for dead jobs: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("Could not look for dead jobs", failure)
+
+    def _reap_done(self, _: Any) -> None:
+        self._reaping = False
 
     def _spawn_process(self, message: dict[str, Any], slot: int) -> None:
         job = message["_job"]
