@@ -150,6 +150,28 @@ def test_an_unusable_store_at_start_leaves_the_crawl_running_unmonitored(tmp_pat
     assert "Traceback" not in log.read_text()
 
 
+def test_a_store_unusable_at_start_gets_the_whole_job_once_it_comes_back(tmp_path, site):
+    db, log, feed = tmp_path / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
+    db.mkdir()  # a directory where the store's file goes
+    process = start_crawl(
+        "batch",
+        db,
+        log,
+        output=feed,
+        settings={**FAST, **ONE_AT_A_TIME, "JOBSTATUS_STORE_WAIT": "60"},
+        args={"urls": slow_urls(site, 4, 0.5), "_job": "job1"},
+    )
+    wait_for(lambda: "unmonitored" in log.read_text(), what="the store's error line")
+    db.rmdir()
+    assert process.wait(60) == 0
+    doc = document(db)
+    assert doc is not None and doc["status"] == "completed"
+    assert doc["total_pages_crawled"] == 4 == len(valid_lines(feed))
+    # Started by the first write that went through, with its history from the start.
+    assert [e["step"] for e in doc["history"]][:2] == ["opened", "stage fetch"]
+    assert "written again from memory" not in log.read_text()
+
+
 def test_a_required_store_that_cannot_be_used_refuses_the_crawl(tmp_path, site):
     (tmp_path / "a-file").write_text("not a directory")
     db, log, feed = tmp_path / "a-file" / "jobs.db", tmp_path / "crawl.log", tmp_path / "items.jl"
