@@ -14,6 +14,7 @@ import pytest
 
 from scrapy_jobstatus import open_store
 from tests.helpers import poll_until, read_lines, run_crawl, scrapy, start_crawl, wait_for
+from tests.postgres import temporary_database
 
 FAST = {"JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}
 # The order a job's statuses follow when it is cancelled, or when it ends by itself.
@@ -707,3 +708,24 @@ def test_a_fatal_close_reason_fails_the_job_and_a_limit_reached_completes_it(tmp
     doc = limit.doc()
     assert (doc["status"], doc["completion_reason"]) == ("completed", "done")
     assert doc["close_reason"] == "closespider_itemcount"
+
+
+def test_a_crawl_on_a_postgresql_store_is_read_by_the_commands(tmp_path, site, postgres_url):
+    with temporary_database(postgres_url) as url:
+        log, feed = tmp_path / "crawl.log", tmp_path / "items.jl"
+        urls = f"{site}/sample/,{site}/sample/apple,{site}/status/404"
+        code = run_crawl(
+            "batch", url, log, output=feed, args={"urls": urls, "_job": "pg-job"}, settings=FAST
+        )
+        assert code == 0, log.read_text()[-3000:]
+        shown = scrapy("jobstatus", "pg-job", "--db", url, "--json")
+        assert shown.returncode == 0, shown.stderr
+        doc = json.loads(shown.stdout)
+        assert (doc["status"], doc["completion_reason"]) == ("completed", "done")
+        assert doc["total_pages_crawled"] == 3 == len(read_lines(feed))
+        assert doc["error_count"] == 1 and doc["errors"][0]["http_status"] == 404
+        assert [e["step"] for e in doc["history"]][-1] == "finished"
+        listing = scrapy("jobs", "--db", url, "--json")
+        assert [job["job_id"] for job in json.loads(listing.stdout)["jobs"]] == ["pg-job"]
+        refused = scrapy("jobcancel", "pg-job", "--db", url)
+        assert refused.returncode == 1 and "already completed" in refused.stdout
