@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,10 +44,15 @@ def test_a_job_runs_and_is_served_from_postgresql(node: ScrapydNode, database: s
     assert shown.returncode == 0 and "completed" in shown.stdout, shown.stderr
 
 
-def test_a_running_job_is_cancelled_through_postgresql(node: ScrapydNode, site: str):
+def test_a_running_job_is_cancelled_through_postgresql(node: ScrapydNode, database: str, site: str):
     job = unique("pg-cancel")
     node.schedule(job=job, urls=slow_urls(site, 6, 2), settings={"CONCURRENT_REQUESTS": 2})
     node.wait_status(job, "running")
+    # The store's URL reached the crawl in its environment, not on its
+    # command line, which anyone on the machine can read.
+    pid = node.crawl_pid(job)
+    assert database.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert f"JOBSTATUS_DB={database}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
     answer = node.post("jobcancel.json", {"job": job})
     assert answer.code == 202 and answer.json()["job"]["status"] == "cancelling"
     done = node.wait_status(job, "cancelled", "completed", "failed", timeout=60)

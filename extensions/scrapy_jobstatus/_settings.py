@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,9 @@ from ._model import InvalidSetting, parse_timeout, setting_number
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
+
+
+STORE_VARIABLE = "JOBSTATUS_DB"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class JobSettings:
 
 
 def store_location(settings: BaseSettings) -> str:
-    """JOBSTATUS_DB, else ``jobstatus.db`` in the project's data directory
-    (``.scrapy/``), made when the store is first written."""
-    return settings.get("JOBSTATUS_DB") or data_path("jobstatus.db")
+    """The JOBSTATUS_DB setting, else the environment variable of that name
+    (how a Scrapyd node passes its store), else ``jobstatus.db`` in the
+    project's data directory (``.scrapy/``), made when first written."""
+    return (
+        settings.get("JOBSTATUS_DB") or os.environ.get(STORE_VARIABLE) or data_path("jobstatus.db")
+    )

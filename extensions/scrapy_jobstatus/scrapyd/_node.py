@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from scrapyd.exceptions import ConfigError
 from zope.interface import Attribute, Interface, implementer
 
+from .._settings import STORE_VARIABLE
 from .._store import JobStore, is_url, open_store
 
 if TYPE_CHECKING:
@@ -58,7 +59,12 @@ class JobStatusNode:
     def crawl_settings(self, project: str) -> dict[str, str]:
         """The settings every crawl of this node gets; they win over the
         job's own."""
-        return {"JOBSTATUS_DB": self.db, "JOBSTATUS_PROJECT": project}
+        return {"JOBSTATUS_PROJECT": project}
+
+    def crawl_environment(self) -> dict[str, str]:
+        """The store goes to the crawl in its environment, not on its command
+        line, where anyone on the machine could read a password in a URL."""
+        return {STORE_VARIABLE: self.db}
 
 
 def _number(options: dict[str, Any], name: str, default: float) -> float:

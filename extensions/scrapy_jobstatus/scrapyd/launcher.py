@@ -148,6 +148,7 @@ class Launcher(launcher.Launcher):
         # Scrapyd's own _spawn_process from here, with a process protocol
         # that keeps the exit status.
         env = environment.get_environment(message, slot)
+        env.update(self.node.crawl_environment())
         args = [sys.executable, "-m", self.runner, "crawl", *launcher.get_crawl_args(message)]
 
         process = JobProcessProtocol(project, message["_spider"], job, env, args)
