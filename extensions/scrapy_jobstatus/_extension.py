@@ -202,9 +202,11 @@ class JobStatusExtension:
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         tracker, writer = self.tracker, self.writer
-        if tracker is None or writer is None or tracker.ended:
+        if tracker is None or writer is None:
             if not self._done:  # the job never opened
                 await self._stop_writer()
+            return
+        if tracker.ended:  # ended by the reactor stopping: that path owns the writer
             return
         try:
             await self._close_job(tracker, writer, reason)
