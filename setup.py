@@ -10,6 +10,7 @@ reads. The node that runs it has scrapy-jobstatus installed.
 """
 
 import atexit
+import os
 import shutil
 import sys
 import tempfile
@@ -26,7 +27,13 @@ if {"bdist_egg", "bdist_uberegg"} & set(sys.argv):
     setup(
         packages=find_packages(include=["crawler", "crawler.*"]),
         entry_points={"scrapy": ["settings = crawler.settings"]},
-        options={"egg_info": {"egg_base": outside}},
+        options={
+            "egg_info": {"egg_base": outside},
+            # Not ./build: a wheel built later from the tree would pick the
+            # project up from there.
+            "build": {"build_base": os.path.join(outside, "build")},
+            "bdist_egg": {"bdist_dir": os.path.join(outside, "bdist")},
+        },
     )
 else:
     setup(

@@ -391,9 +391,10 @@ def test_scrapyd_deploy_egg_holds_the_crawler_project_alone(tmp_path: Path) -> N
     assert {"crawler/settings.py", "crawler/spiders/batch.py"} <= names
     # The node has the library installed: the egg is the project alone.
     assert not any(name.startswith(("tests/", "scrapy_jobstatus/")) for name in names)
-    # Its metadata was built elsewhere: an egg-info of the library's name in
-    # the project would hide the installed library's commands.
-    assert not list(source.glob("**/*.egg-info"))
+    # Built elsewhere: an egg-info of the library's name in the project would
+    # hide the installed library's commands, and a build/ directory would put
+    # the project into a wheel built from the tree later.
+    assert not list(source.glob("**/*.egg-info")) and not (source / "build").exists()
     assert "[scrapy]\nsettings = crawler.settings" in entry_points
 
 
