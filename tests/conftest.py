@@ -4,7 +4,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from scrapy_jobstatus._store import open_store
 from tests.helpers import local_site
+from tests.postgres import temporary_database
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,21 @@ def postgres_url() -> Iterator[str]:
         yield server.start().url()
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request, tmp_path) -> Iterator[str]:
+    """A new store's location on each backend: a SQLite path, or the URL of
+    a new PostgreSQL database (dropped after the test)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "sub" / "jobs.db")
+    else:
+        with temporary_database(request.getfixturevalue("postgres_url")) as url:
+            yield url
+
+
+@pytest.fixture
+def store(location):
+    store = open_store(location)
+    yield store
+    store.close()

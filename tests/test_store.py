@@ -26,28 +26,10 @@ from tests.postgres import PASSWORD, PASSWORD_ROLE, free_port, temporary_databas
 ALL = JobFilter()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def location(request, tmp_path) -> Iterator[str]:
-    """A new store's location on each backend: a SQLite path, or the URL of
-    a new PostgreSQL database (dropped after the test)."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "sub" / "jobs.db")
-    else:
-        with temporary_database(request.getfixturevalue("postgres_url")) as url:
-            yield url
-
-
 @pytest.fixture
 def pg_location(postgres_url) -> Iterator[str]:
     with temporary_database(postgres_url) as url:
         yield url
-
-
-@pytest.fixture
-def store(location):
-    store = open_store(location)
-    yield store
-    store.close()
 
 
 @pytest.fixture
@@ -528,29 +510,42 @@ def test_a_postgres_store_of_a_newer_schema_is_refused_in_one_line(pg_location):
         assert "\n" not in message
 
 
-def test_a_postgres_store_of_an_older_schema_is_upgraded_by_its_first_writer(
-    pg_location, monkeypatch
-):
-    from scrapy_jobstatus import _postgres
+def test_a_store_of_schema_version_1_is_upgraded_by_its_first_writer(location, monkeypatch):
+    from scrapy_jobstatus import _postgres, _sqlite
 
-    with opened(pg_location) as store:
-        store.add_pending(pending("j1"))
-    step = ("ALTER TABLE jobs ADD COLUMN upgraded BOOLEAN NOT NULL DEFAULT TRUE",)
-    monkeypatch.setattr(_postgres, "_MIGRATIONS", [*_postgres._MIGRATIONS, step])
-    monkeypatch.setattr(_postgres, "SCHEMA_VERSION", 2)
-    # A reader cannot upgrade it: it says how.
-    with opened(pg_location, readonly=True) as reader, pytest.raises(StoreError) as info:
+    backend = _postgres if location.startswith("postgresql://") else _sqlite
+    # A store made by the release of schema version 1.
+    with monkeypatch.context() as m:
+        m.setattr(backend, "_MIGRATIONS", backend._MIGRATIONS[:1])
+        m.setattr(backend, "SCHEMA_VERSION", 1)
+        with opened(location) as store:
+            store.get("j1")  # makes the schema
+    execute(
+        location,
+        "INSERT INTO jobs (job_id, project, spider, status, node, created_at, state)"
+        " VALUES ('j1', 'p', 'batch', 'pending', 'n', 1.0, '{}')",
+    )
+    # A reader cannot upgrade it: it says how, in one line.
+    with opened(location, readonly=True) as reader, pytest.raises(StoreError) as info:
         reader.get("j1")
-    assert "older" in str(info.value) and "\n" not in str(info.value)
-    with opened(pg_location) as store:
+    assert "schema version 1, older" in str(info.value) and "\n" not in str(info.value)
+    with opened(location) as store:
         assert store.get("j1").status is JobStatus.PENDING
-    execute(pg_location, "UPDATE jobs SET upgraded = upgraded")  # the column is there
-    with opened(pg_location, readonly=True) as reader:
-        assert reader.get("j1") is not None
-    import psycopg
+        store.add_pending(pending_job("q1", project="p", spider="s", node=None))
+        assert store.claim_job("n1").job_id == "q1"  # the queue of version 2
+    with opened(location, readonly=True) as reader:
+        assert reader.get("j1") is not None and reader.get("q1").node == "n1"
+    assert schema_version(location) == backend.SCHEMA_VERSION == 2
 
-    with psycopg.connect(pg_location) as conn:
-        assert conn.execute("SELECT version FROM jobstatus_schema").fetchall() == [(2,)]
+
+def schema_version(location: str) -> int:
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as conn:
+            return conn.execute("SELECT max(version) FROM jobstatus_schema").fetchone()[0]
+    with contextlib.closing(sqlite3.connect(location)) as conn:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
 def test_tables_not_made_by_a_postgres_store_are_left_alone(pg_location):
@@ -579,10 +574,7 @@ def test_processes_making_the_postgres_schema_at_once_all_succeed(pg_location):
         assert process.exitcode == 0
     with opened(pg_location, readonly=True) as store:
         assert store.list_jobs(ALL).total == 4
-    import psycopg
-
-    with psycopg.connect(pg_location) as conn:
-        assert conn.execute("SELECT version FROM jobstatus_schema").fetchall() == [(1,)]
+    assert schema_version(pg_location) == 2
 
 
 def _server(url: str) -> str:

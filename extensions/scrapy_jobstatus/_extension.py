@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +40,7 @@ from ._model import (
 )
 from ._progress import progress_reported
 from ._settings import JobSettings, store_location
-from ._store import StoreError
+from ._store import StoreError, node_name
 from ._tracker import JobTracker
 from ._writer import StoreWriter
 
@@ -146,7 +145,7 @@ class JobStatusExtension:
             job_id=job_id,
             spider=spider.name,
             project=settings.get("JOBSTATUS_PROJECT"),
-            node=socket.gethostname(),
+            node=node_name(),
             status=JobStatus.RUNNING,
             created_at=now,
             started_at=now,

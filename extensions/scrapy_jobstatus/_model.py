@@ -202,9 +202,14 @@ def pending_job(
     args: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     created_at: float | None = None,
+    priority: float = 0.0,
+    version: str | None = None,
 ) -> JobState:
-    """A job scheduled and waiting for a free slot: the one way to make one."""
+    """A job scheduled and waiting for a free slot: the one way to make one.
+    ``node`` None queues it for the first node with a free slot."""
     return JobState(
+        priority=priority,
+        version=version,
         job_id=job_id,
         project=project,
         spider=spider,
@@ -306,6 +311,9 @@ class JobState:
     settings: dict[str, Any] = field(default_factory=dict)
     pid: int | None = None
     interval: float | None = None
+    # Scrapyd's queue: the claim order, and the egg version to run.
+    priority: float = 0.0
+    version: str | None = None
 
     @property
     def failure_ratio(self) -> float:

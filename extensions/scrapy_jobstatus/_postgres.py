@@ -13,7 +13,6 @@ write at all.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from . import _cluster_sql as sql
 from ._model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -53,6 +53,8 @@ from ._store import (
     JobFilter,
     JobNotFound,
     JobPage,
+    NodeInfo,
+    ReapedJob,
     SaveResult,
     StartResult,
     StoreError,
@@ -61,6 +63,8 @@ from ._store import (
     display_location,
     encode_cursor,
     is_stale,
+    node_died_message,
+    node_name,
 )
 
 if TYPE_CHECKING:
@@ -76,9 +80,7 @@ POOL_MIN, POOL_MAX = 1, 4
 SCHEMA_LOCK = 0x6A6F_6273_7461_7475  # "jobstatu"
 
 # _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
-# from nothing. A version 2 appends its statements (ALTER TABLE ...) as
-# _MIGRATIONS[1], and SCHEMA_VERSION follows: a store of version 1 is then
-# upgraded by the first writer that opens it.
+# from nothing. The first writer to open an older store upgrades it.
 _MIGRATIONS: list[tuple[str, ...]] = [
     (
         "CREATE TABLE jobstatus_schema (version INTEGER NOT NULL)",
@@ -130,6 +132,30 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX events_job ON events (job, id)",
     ),
+    # Version 2: Scrapyd's queue (pending jobs with no node yet), the nodes
+    # sharing the store, and the projects' eggs.
+    (
+        "ALTER TABLE jobs ADD COLUMN priority DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id)"
+        " WHERE status = 'pending' AND node IS NULL",
+        """CREATE TABLE nodes (
+            name TEXT PRIMARY KEY,
+            url TEXT,
+            max_proc INTEGER NOT NULL,
+            running INTEGER NOT NULL,
+            version TEXT,
+            started_at DOUBLE PRECISION NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE eggs (
+            id BIGSERIAL PRIMARY KEY,
+            project TEXT NOT NULL,
+            version TEXT NOT NULL,
+            egg BYTEA NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (project, version)
+        )""",
+    ),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -163,7 +189,7 @@ class PostgresStore:
     def __init__(self, url: str, *, readonly: bool = False):
         self.location = display_location(url)
         self.readonly = readonly
-        self.node = socket.gethostname()
+        self.node = node_name()
         self.writes = 0
         self._url = url
         self._secrets = _secrets(url)
@@ -357,14 +383,8 @@ class PostgresStore:
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         now = time.time()
-        active = [str(s) for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM jobs WHERE node = %s AND status = ANY(%s)", (node, active)
-            ).fetchall()
         reaped = []
-        for row in rows:
-            state = decode_state(row)
+        for state in self._started_jobs(node):
             if state.pid is None or not is_stale(state, now) or alive(state.pid):
                 continue
             if self.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
@@ -463,6 +483,92 @@ class PostgresStore:
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
         return JobPage([decode_state(r) for r in rows], total, next_cursor)
+
+    # -- the queue -----------------------------------------------------------------
+
+    def claim_job(self, node: str, project: str | None = None) -> JobState | None:
+        clause, params = sql.project_clause(project)
+        statement = sql.CLAIM.format(project=clause, lock=" FOR UPDATE SKIP LOCKED")
+        with self._write() as conn:
+            row = conn.execute(sql.postgres(statement), (node, *params)).fetchone()
+        return None if row is None else decode_state(row)
+
+    def queued_jobs(self, project: str | None = None) -> list[JobState]:
+        clause, params = sql.project_clause(project)
+        with self._read() as conn:
+            rows = conn.execute(
+                sql.postgres(sql.QUEUED_JOBS.format(project=clause)), params
+            ).fetchall()
+        return [decode_state(r) for r in rows]
+
+    def count_queued(self, project: str | None = None) -> int:
+        clause, params = sql.project_clause(project)
+        with self._read() as conn:
+            row = conn.execute(sql.postgres(sql.COUNT_QUEUED.format(project=clause)), params)
+            return row.fetchone()["n"]
+
+    # -- the nodes -----------------------------------------------------------------
+
+    def beat(self, node: NodeInfo) -> None:
+        with self._write() as conn:
+            conn.execute(sql.postgres(sql.BEAT), sql.beat_values(node))
+
+    def nodes(self) -> list[NodeInfo]:
+        with self._read() as conn:
+            return [sql.node_from_row(r) for r in conn.execute(sql.NODES)]
+
+    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
+        now = time.time()
+        with self._read() as conn:
+            dead = conn.execute(sql.postgres(sql.DEAD_NODES), (now - timeout,)).fetchall()
+        reaped = []
+        for node in dead:
+            name = node["name"]
+            with self._write() as conn:
+                requeued = conn.execute(sql.postgres(sql.REQUEUE), (name,)).fetchall()
+            reaped += [ReapedJob(r["job_id"], name, requeued=True) for r in requeued]
+            for state in self._started_jobs(name):
+                if not is_stale(state, now):
+                    continue  # the crawl still reports: it keeps its job
+                message = node_died_message(state, name, node["last_seen"])
+                if self.end_job(state.job_id, JobStatus.FAILED, message, unstarted=False):
+                    reaped.append(ReapedJob(state.job_id, name, requeued=False))
+        return reaped
+
+    def _started_jobs(self, node: str) -> list[JobState]:
+        active = [str(s) for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM jobs WHERE node = %s AND status = ANY(%s)", (node, active)
+            ).fetchall()
+        return [decode_state(r) for r in rows]
+
+    # -- the eggs ------------------------------------------------------------------
+
+    def put_egg(self, project: str, version: str, egg: bytes) -> None:
+        with self._write() as conn:
+            conn.execute(sql.postgres(sql.PUT_EGG), (project, version, egg, time.time()))
+
+    def get_egg(self, project: str, version: str) -> bytes | None:
+        with self._read() as conn:
+            row = conn.execute(sql.postgres(sql.GET_EGG), (project, version)).fetchone()
+        return None if row is None else bytes(row["egg"])
+
+    def egg_versions(self, project: str) -> list[str]:
+        with self._read() as conn:
+            rows = conn.execute(sql.postgres(sql.EGG_VERSIONS), (project,)).fetchall()
+        return [r["version"] for r in rows]
+
+    def egg_projects(self) -> list[str]:
+        with self._read() as conn:
+            return [r["project"] for r in conn.execute(sql.EGG_PROJECTS)]
+
+    def delete_eggs(self, project: str, version: str | None = None) -> int:
+        statement, params = sql.DELETE_EGGS, (project,)
+        if version is not None:
+            statement, params = statement + " AND version = ?", (project, version)
+        with self._write() as conn:
+            return conn.execute(sql.postgres(statement), params).rowcount
 
 
 # -- location ------------------------------------------------------------------

@@ -34,6 +34,7 @@ COLUMNS = (
     "completed_at",
     "cancel_requested_at",
     "error_count",
+    "priority",
 )
 UPDATED_COLUMNS = [c for c in COLUMNS if c not in ("job_id", "created_at", "cancel_requested_at")]
 _DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobState)}
@@ -46,6 +47,8 @@ def take_over_pending(state: JobState, pending: JobState) -> None:
     state.project = state.project or pending.project
     state.args = state.args or pending.args
     state.settings = state.settings or pending.settings
+    state.priority = pending.priority
+    state.version = state.version or pending.version
 
 
 def row_values(state: JobState) -> tuple[Any, ...]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from . import _cluster_sql as sql
 from ._model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -47,6 +47,8 @@ from ._store import (
     JobFilter,
     JobNotFound,
     JobPage,
+    NodeInfo,
+    ReapedJob,
     SaveResult,
     StartResult,
     StoreError,
@@ -54,6 +56,8 @@ from ._store import (
     died_message,
     encode_cursor,
     is_stale,
+    node_died_message,
+    node_name,
 )
 
 if TYPE_CHECKING:
@@ -63,11 +67,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 1
 
-# An index for every combination of the listing's filters, newest first: a
-# page and its total cost the same whatever the filter and the store's size.
-_SCHEMA = """
+# _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
+# from nothing. The first writer to open an older store upgrades it.
+#
+# Version 1: an index for every combination of the listing's filters, newest
+# first: a page and its total cost the same whatever the filter and size.
+_V1 = """
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL UNIQUE,
@@ -116,6 +122,32 @@ CREATE TABLE events (
 );
 CREATE INDEX events_job ON events (job, id);
 """
+# Version 2: Scrapyd's queue (pending jobs with no node yet), the nodes
+# sharing the store, and the projects' eggs.
+_V2 = """
+ALTER TABLE jobs ADD COLUMN priority REAL NOT NULL DEFAULT 0;
+CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id)
+    WHERE status = 'pending' AND node IS NULL;
+CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    url TEXT,
+    max_proc INTEGER NOT NULL,
+    running INTEGER NOT NULL,
+    version TEXT,
+    started_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE eggs (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    version TEXT NOT NULL,
+    egg BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (project, version)
+);
+"""
+_MIGRATIONS = (_V1, _V2)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)}, state)"  # noqa: S608 (column names)
@@ -157,7 +189,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.location = str(self.path)
         self.readonly = readonly
-        self.node = socket.gethostname()
+        self.node = node_name()
         self.writes = 0
         self._conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None
@@ -180,10 +212,10 @@ class SQLiteStore:
                 conn = _open(self.path)
             conn.row_factory = sqlite3.Row
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0 and not self.readonly:
-                version = _create_schema(conn)
+            if 0 <= version < SCHEMA_VERSION and not self.readonly:
+                version = _migrate(conn)
             if version != SCHEMA_VERSION:
-                raise StoreError(_version_problem(self.path, version))
+                raise StoreError(_version_problem(self.path, version, self.readonly))
         except (sqlite3.Error, OSError, StoreError) as e:
             if conn is not None:
                 conn.close()
@@ -327,18 +359,10 @@ class SQLiteStore:
             _insert_events(conn, row["id"], [history_event(step, now, status, message)])
             return True
 
-    @_reading
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         now = time.time()
-        active = [s for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
-        marks = ", ".join("?" * len(active))
-        rows = self.conn.execute(
-            f"SELECT * FROM jobs WHERE node = ? AND status IN ({marks})",  # noqa: S608
-            (node, *map(str, active)),
-        ).fetchall()
         reaped = []
-        for row in rows:
-            state = decode_state(row)
+        for state in self._started_jobs(node):
             if state.pid is None or not is_stale(state, now) or alive(state.pid):
                 continue
             if self.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
@@ -451,22 +475,114 @@ class SQLiteStore:
         next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
         return JobPage([decode_state(r) for r in rows], total, next_cursor)
 
+    # -- the queue -----------------------------------------------------------------
+
+    def claim_job(self, node: str, project: str | None = None) -> JobState | None:
+        # One writer at a time (BEGIN IMMEDIATE): a job goes to one node.
+        clause, params = sql.project_clause(project)
+        with self._write() as conn:
+            row = conn.execute(
+                sql.CLAIM.format(project=clause, lock=""), (node, *params)
+            ).fetchone()
+        return None if row is None else decode_state(row)
+
+    @_reading
+    def queued_jobs(self, project: str | None = None) -> list[JobState]:
+        clause, params = sql.project_clause(project)
+        rows = self.conn.execute(sql.QUEUED_JOBS.format(project=clause), params)
+        return [decode_state(r) for r in rows]
+
+    @_reading
+    def count_queued(self, project: str | None = None) -> int:
+        clause, params = sql.project_clause(project)
+        return self.conn.execute(sql.COUNT_QUEUED.format(project=clause), params).fetchone()[0]
+
+    # -- the nodes -----------------------------------------------------------------
+
+    def beat(self, node: NodeInfo) -> None:
+        with self._write() as conn:
+            conn.execute(sql.BEAT, sql.beat_values(node))
+
+    @_reading
+    def nodes(self) -> list[NodeInfo]:
+        return [sql.node_from_row(r) for r in self.conn.execute(sql.NODES)]
+
+    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
+        now = time.time()
+        try:
+            dead = self.conn.execute(sql.DEAD_NODES, (now - timeout,)).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store {self.path}: {e}") from None
+        reaped = []
+        for node in dead:
+            name = node["name"]
+            with self._write() as conn:
+                requeued = conn.execute(sql.REQUEUE, (name,)).fetchall()
+            reaped += [ReapedJob(r[0], name, requeued=True) for r in requeued]
+            for state in self._started_jobs(name):
+                if not is_stale(state, now):
+                    continue  # the crawl still reports: it keeps its job
+                message = node_died_message(state, name, node["last_seen"])
+                if self.end_job(state.job_id, JobStatus.FAILED, message, unstarted=False):
+                    reaped.append(ReapedJob(state.job_id, name, requeued=False))
+        return reaped
+
+    @_reading
+    def _started_jobs(self, node: str) -> list[JobState]:
+        active = [s for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
+        marks = ", ".join("?" * len(active))
+        rows = self.conn.execute(
+            f"SELECT * FROM jobs WHERE node = ? AND status IN ({marks})",  # noqa: S608
+            (node, *map(str, active)),
+        ).fetchall()
+        return [decode_state(r) for r in rows]
+
+    # -- the eggs ------------------------------------------------------------------
+
+    def put_egg(self, project: str, version: str, egg: bytes) -> None:
+        with self._write() as conn:
+            conn.execute(sql.PUT_EGG, (project, version, egg, time.time()))
+
+    @_reading
+    def get_egg(self, project: str, version: str) -> bytes | None:
+        row = self.conn.execute(sql.GET_EGG, (project, version)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    @_reading
+    def egg_versions(self, project: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(sql.EGG_VERSIONS, (project,))]
+
+    @_reading
+    def egg_projects(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(sql.EGG_PROJECTS)]
+
+    def delete_eggs(self, project: str, version: str | None = None) -> int:
+        statement, params = sql.DELETE_EGGS, (project,)
+        if version is not None:
+            statement, params = statement + " AND version = ?", (project, version)
+        with self._write() as conn:
+            return conn.execute(statement, params).rowcount
+
 
 # -- schema --------------------------------------------------------------------
 
 
-def _create_schema(conn: sqlite3.Connection) -> int:
-    """Make the schema of a new store; returns the version found."""
+def _migrate(conn: sqlite3.Connection) -> int:
+    """Make or upgrade the schema, in one transaction: whatever the processes
+    that try at the same moment, one does it. Returns the version found."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone():
-                conn.execute("ROLLBACK")
-                return -1  # tables from before versions: not ours to convert
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        if (
+            version == 0
+            and conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone()
+        ):
+            version = -1  # tables from before versions: not ours to convert
+        elif 0 <= version < SCHEMA_VERSION:
+            for script in _MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             version = SCHEMA_VERSION
         conn.execute("COMMIT")
@@ -480,11 +596,17 @@ def _create_schema(conn: sqlite3.Connection) -> int:
     return version
 
 
-def _version_problem(path: Path, version: int) -> str:
+def _version_problem(path: Path, version: int, readonly: bool) -> str:
     if version == 0:
         return f"no job store at {path} yet"
-    if version == -1 or version < SCHEMA_VERSION:
+    if version == -1:
         return f"the job store {path} has an older, unsupported schema: move it away"
+    if version < SCHEMA_VERSION:
+        # Only a reader gets here: the first writer upgrades the schema.
+        return (
+            f"the job store {path} has schema version {version}, older than this "
+            f"scrapy-jobstatus uses ({SCHEMA_VERSION}): open it once to write, to upgrade it"
+        )
     return (
         f"the job store {path} has schema version {version}, newer than this "
         f"scrapy-jobstatus supports ({SCHEMA_VERSION}): upgrade scrapy-jobstatus"

@@ -10,10 +10,13 @@ The store knows the job model, not Scrapy.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ._model import isoformat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +28,9 @@ STALE_INTERVALS = 5
 MIN_STALE_SECONDS = 5.0
 UNMONITORED_WARNING = "unmonitored: the crawl ran without the job status extension"
 _URL_SCHEMES = ("postgresql://", "postgres://")
+# How a Scrapyd node names itself to the crawls it starts: several nodes may
+# share one machine, and each reaps only the crawls it started.
+NODE_VARIABLE = "JOBSTATUS_NODE"
 
 
 class JobNotFound(LookupError):
@@ -72,6 +78,41 @@ class JobPage:
     jobs: list[JobState]
     total: int
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A Scrapyd node sharing the store, as its last heartbeat described it."""
+
+    name: str
+    url: str | None
+    max_proc: int
+    running: int
+    version: str | None
+    started_at: float
+    last_seen: float
+
+    def to_dict(self, now: float, timeout: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "max_proc": self.max_proc,
+            "running": self.running,
+            "version": self.version,
+            "started_at": isoformat(self.started_at),
+            "last_seen": isoformat(self.last_seen),
+            "alive": now - self.last_seen < timeout,
+        }
+
+
+@dataclass(frozen=True)
+class ReapedJob:
+    """A job of a dead node: ``failed``, or given back to the queue when its
+    crawl had not started."""
+
+    job_id: str
+    node: str
+    requeued: bool
 
 
 @dataclass(frozen=True)
@@ -133,6 +174,44 @@ class JobStore(Protocol):
         self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
     ) -> JobPage: ...
 
+    # -- the queue: pending jobs with no node yet -------------------------------
+
+    def claim_job(self, node: str, project: str | None = None) -> JobState | None:
+        """Give the next queued job (highest priority, then oldest) to
+        ``node``; each job goes to one node only, whatever the nodes asking
+        at the same moment."""
+
+    def queued_jobs(self, project: str | None = None) -> list[JobState]:
+        """The queued jobs, in the order they will be claimed."""
+
+    def count_queued(self, project: str | None = None) -> int: ...
+
+    # -- the nodes sharing the store --------------------------------------------
+
+    def beat(self, node: NodeInfo) -> None:
+        """Record a node's heartbeat."""
+
+    def nodes(self) -> list[NodeInfo]: ...
+
+    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
+        """The jobs of nodes unseen for ``timeout`` seconds: a started job
+        whose own heartbeat is stale too ends ``failed``, naming its node; a
+        claimed job that never started goes back to the queue. A crawl that
+        still reports keeps its job."""
+
+    # -- the eggs of the Scrapyd projects ---------------------------------------
+
+    def put_egg(self, project: str, version: str, egg: bytes) -> None: ...
+
+    def get_egg(self, project: str, version: str) -> bytes | None: ...
+
+    def egg_versions(self, project: str) -> list[str]:
+        """The project's versions, in the order they were added."""
+
+    def egg_projects(self) -> list[str]: ...
+
+    def delete_eggs(self, project: str, version: str | None = None) -> int: ...
+
 
 def error_batches(store: JobStore, job_id: str, batch: int = 1000) -> Iterator[list[JobError]]:
     """Every error of a job, oldest first, read a batch at a time: memory
@@ -161,11 +240,27 @@ def is_stale(state: JobState, now: float) -> bool:
 
 
 def died_message(state: JobState) -> str:
-    heartbeat = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.updated_at or 0))
     return (
         f"The crawl process (pid {state.pid}) died without reporting an end; "
-        f"its last heartbeat was at {heartbeat}."
+        f"its last heartbeat was at {_utc(state.updated_at or 0)}."
     )
+
+
+def node_died_message(state: JobState, node: str, last_seen: float) -> str:
+    return (
+        f"The node '{node}' that ran the crawl stopped (last seen at {_utc(last_seen)}); "
+        f"the crawl's last heartbeat was at {_utc(state.updated_at or 0)}."
+    )
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def node_name() -> str:
+    """This process's node: the one a Scrapyd node names in the environment
+    of the crawls it starts, else this machine's name."""
+    return os.environ.get(NODE_VARIABLE) or socket.gethostname()
 
 
 def process_alive(pid: int) -> bool:
