@@ -163,3 +163,20 @@ def test_a_reader_sees_the_queue_and_cannot_claim(location):
         reader.close()
     with opened(location) as writer:
         assert writer.claim_job("n").job_id == "j"
+
+
+def test_finished_jobs_are_those_whose_crawl_ran_latest_end_first(store):
+    now = time.time()
+    for i, job in enumerate(("first", "second", "third")):
+        state = JobState(
+            job_id=job, spider="s", status=JobStatus.RUNNING, pid=100 + i,
+            created_at=now, started_at=now, updated_at=now,
+        )  # fmt: skip
+        store.start_job(state)
+    store.add_pending(queued("never-ran"))
+    store.request_cancel("never-ran")  # cancelled while pending: it never ran
+    store.end_job("second", JobStatus.FAILED, "died", unstarted=False)
+    store.end_job("first", JobStatus.FAILED, "died", unstarted=False)
+    assert [s.job_id for s in store.finished_jobs(10)] == ["first", "second"]
+    assert store.count_finished(10) == 2 and store.count_finished(1) == 1
+    assert [s.job_id for s in store.finished_jobs(1)] == ["first"]

@@ -635,7 +635,7 @@ async def test_cancelling_a_pending_job_from_the_page(
         await expect(pending.locator("button")).to_have_count(1)  # only the job id's
         await expect(page.locator("#notice")).to_contain_text(f"Job {job}: cancelled")
     assert node.status(job)["status"] == "cancelled"
-    assert node.scrapyd_state(job) is None  # out of Scrapyd's queue
+    assert node.scrapyd_state(job) is None  # out of Scrapyd's queue, never run
 
 
 @deferred_f_from_coro_f

@@ -62,7 +62,7 @@ def test_pending_job_is_taken_out_of_the_queue_and_never_starts(
     assert body["job"]["status"] == "cancelled"
     assert body["job"]["completion_reason"] == "cancelled"
     assert body["job"]["cancel_requested_at"] is not None
-    assert node.scrapyd_state(job) is None  # out of Scrapyd's queue
+    assert node.scrapyd_state(job) is None  # out of Scrapyd's queue, never run
     assert job not in [queued["id"] for queued in node.get("listjobs.json").json()["pending"]]
 
     again = cancel(node, job)

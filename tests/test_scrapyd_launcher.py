@@ -4,6 +4,7 @@ finished jobs outlive a Scrapyd restart."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers import scrapy
+from tests.postgres import temporary_database
 from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, slow_urls, unique
 
 
@@ -107,6 +109,40 @@ def test_finished_statuses_outlive_a_restart_and_a_queued_job_still_runs(
     assert node.wait_status(queued, "completed", "failed", "cancelled")["status"] == "completed"
     listed = [job["job_id"] for job in node.get("jobs.json").json()["jobs"]]
     assert {finished, blocker, queued} <= set(listed)
-    # Scrapyd itself forgets finished jobs on restart (in-memory job storage).
-    assert node.get("status.json", {"job": finished}).json()["currstate"] is None
+    # Scrapyd's finished jobs are the store's: they survive the restart.
+    assert node.get("status.json", {"job": finished}).json()["currstate"] == "finished"
+    finished_jobs = node.get("listjobs.json").json()["finished"]
+    assert finished in [j["id"] for j in finished_jobs]
     node.wait_idle()
+
+
+@pytest.mark.parametrize(
+    ("options", "shared", "expected"),
+    [
+        (
+            {"spiderqueue": "scrapyd.spiderqueue.SqliteSpiderQueue"},
+            False,
+            "the job launcher needs spiderqueue = scrapy_jobstatus.scrapyd.SpiderQueue",
+        ),
+        ({"poller": "scrapyd.poller.QueuePoller"}, False, "needs poller = "),
+        (
+            {"eggstorage": "scrapyd.eggstorage.FilesystemEggStorage"},
+            True,
+            "needs eggstorage = scrapy_jobstatus.scrapyd.EggStorage in [scrapyd]"
+            " (the store is shared by several nodes)",
+        ),
+    ],
+)
+def test_a_node_without_the_store_s_queue_refuses_to_start_in_one_line(
+    tmp_path, request: pytest.FixtureRequest, options: dict, shared: bool, expected: str
+) -> None:
+    with contextlib.ExitStack() as stack:
+        jobstatus = {}
+        if shared:
+            url = request.getfixturevalue("postgres_url")
+            jobstatus["db"] = stack.enter_context(temporary_database(url))
+        node = ScrapydNode(tmp_path, options=options, jobstatus=jobstatus)
+        with pytest.raises(AssertionError, match="scrapyd exited"):
+            node.start()
+    lines = node.log.read_text().strip().splitlines()
+    assert lines == [lines[0]] and expected in lines[0]

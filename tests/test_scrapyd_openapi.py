@@ -93,6 +93,8 @@ def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
         call("GET", path, {"job": "x"}, auth=None)
     call("GET", "/jobs.json", {"limit": "5000"})
     call("GET", "/jobs.json", {}, auth=None)
+    call("GET", "/nodes.json")
+    call("GET", "/nodes.json", auth=None)
     call("POST", "/jobcancel.json", {"job": "no-such-job"})
     call("POST", "/jobcancel.json", {"job": "a/b"})
     call("GET", "/jobcancel.json", {"job": "a"})
@@ -136,7 +138,13 @@ def test_real_answers_match_the_document(
             )
         checked.add((method.lower(), path, code))
     # Every documented answer of the job services was seen for real.
-    for path in ("/jobstatus.json", "/jobs.json", "/jobcancel.json", "/joberrors.json"):
+    for path in (
+        "/jobstatus.json",
+        "/jobs.json",
+        "/jobcancel.json",
+        "/joberrors.json",
+        "/nodes.json",
+    ):
         for method, operation in spec["paths"][path].items():
             for code in operation["responses"]:
                 assert (method, path, code) in checked, f"{method} {path} {code} never seen"

@@ -161,8 +161,6 @@ def test_a_refused_request_is_one_log_line_without_a_traceback(node: ScrapydNode
         ("GET", "jobstatus.json", {"job": "a/b"}),
         ("GET", "jobs.json", {"limit": "0"}),
         ("POST", "jobcancel.json", {}),
-        ("POST", "schedule.json", {"project": "no-such-project", "spider": "batch"}),
-        ("POST", "schedule.json", {"project": PROJECT, "spider": "batch", "jobid": "a/b"}),
         ("POST", "cancel.json", {"project": PROJECT}),
     ]
     for method, endpoint, params in refusals:

@@ -25,6 +25,12 @@ QUEUED_JOBS = "SELECT * FROM jobs WHERE " + QUEUED + "{project} ORDER BY " + QUE
 COUNT_QUEUED = "SELECT COUNT(*) AS n FROM jobs WHERE " + QUEUED + "{project}"
 REQUEUE = "UPDATE jobs SET node = NULL WHERE status = 'pending' AND node = ? RETURNING job_id"
 
+# Scrapyd's list of finished jobs, the latest to end first: the jobs whose
+# crawl ran (a job cancelled while pending never did, and never had a pid).
+ENDED = "completed_at IS NOT NULL AND NOT (status = 'cancelled' AND pid IS NULL)"
+FINISHED = "SELECT * FROM jobs WHERE " + ENDED + " ORDER BY completed_at DESC, id DESC LIMIT ?"
+COUNT_FINISHED = "SELECT COUNT(*) AS n FROM (SELECT 1 FROM jobs WHERE " + ENDED + " LIMIT ?) AS f"
+
 BEAT = (
     "INSERT INTO nodes (name, url, max_proc, running, version, started_at, last_seen)"
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"

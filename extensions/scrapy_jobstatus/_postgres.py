@@ -138,6 +138,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE jobs ADD COLUMN priority DOUBLE PRECISION NOT NULL DEFAULT 0",
         "CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id)"
         " WHERE status = 'pending' AND node IS NULL",
+        "CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL",
         """CREATE TABLE nodes (
             name TEXT PRIMARY KEY,
             url TEXT,
@@ -506,6 +507,15 @@ class PostgresStore:
         with self._read() as conn:
             row = conn.execute(sql.postgres(sql.COUNT_QUEUED.format(project=clause)), params)
             return row.fetchone()["n"]
+
+    def finished_jobs(self, limit: int) -> list[JobState]:
+        with self._read() as conn:
+            rows = conn.execute(sql.postgres(sql.FINISHED), (limit,)).fetchall()
+        return [decode_state(r) for r in rows]
+
+    def count_finished(self, limit: int) -> int:
+        with self._read() as conn:
+            return conn.execute(sql.postgres(sql.COUNT_FINISHED), (limit,)).fetchone()["n"]
 
     # -- the nodes -----------------------------------------------------------------
 

@@ -128,6 +128,7 @@ _V2 = """
 ALTER TABLE jobs ADD COLUMN priority REAL NOT NULL DEFAULT 0;
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id)
     WHERE status = 'pending' AND node IS NULL;
+CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
 CREATE TABLE nodes (
     name TEXT PRIMARY KEY,
     url TEXT,
@@ -496,6 +497,14 @@ class SQLiteStore:
     def count_queued(self, project: str | None = None) -> int:
         clause, params = sql.project_clause(project)
         return self.conn.execute(sql.COUNT_QUEUED.format(project=clause), params).fetchone()[0]
+
+    @_reading
+    def finished_jobs(self, limit: int) -> list[JobState]:
+        return [decode_state(r) for r in self.conn.execute(sql.FINISHED, (limit,))]
+
+    @_reading
+    def count_finished(self, limit: int) -> int:
+        return self.conn.execute(sql.COUNT_FINISHED, (limit,)).fetchone()[0]
 
     # -- the nodes -----------------------------------------------------------------
 

@@ -186,6 +186,13 @@ class JobStore(Protocol):
 
     def count_queued(self, project: str | None = None) -> int: ...
 
+    def finished_jobs(self, limit: int) -> list[JobState]:
+        """The ended jobs whose crawl ran, the latest to end first: Scrapyd's
+        finished list."""
+
+    def count_finished(self, limit: int) -> int:
+        """How many jobs ended, counted up to ``limit``."""
+
     # -- the nodes sharing the store --------------------------------------------
 
     def beat(self, node: NodeInfo) -> None:
@@ -313,9 +320,12 @@ def display_location(location: str | os.PathLike[str]) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def open_store(location: str | os.PathLike[str], *, readonly: bool = False) -> JobStore:
+def open_store(
+    location: str | os.PathLike[str], *, readonly: bool = False, node: str | None = None
+) -> JobStore:
     """The store at ``location``: a ``postgresql://`` (or ``postgres://``) URL,
-    else a SQLite path."""
+    else a SQLite path; ``node`` names the node whose jobs it reaps (this
+    process's node by default)."""
     if is_url(location):
         try:
             import psycopg  # noqa: F401
@@ -328,7 +338,10 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False) -> J
             ) from None
         from ._postgres import PostgresStore
 
-        return PostgresStore(location, readonly=readonly)
-    from ._sqlite import SQLiteStore
+        store: JobStore = PostgresStore(location, readonly=readonly)
+    else:
+        from ._sqlite import SQLiteStore
 
-    return SQLiteStore(location, readonly=readonly)
+        store = SQLiteStore(location, readonly=readonly)
+    store.node = node or node_name()
+    return store

@@ -1,22 +1,25 @@
 """The job store of a Scrapyd node and its settings: the ``[jobstatus]``
 section of scrapyd.conf.
 
-The launcher builds it once and registers it as a component of Scrapyd's
-application, so that the launcher and every service share one store (one
-SQLite connection) per Scrapyd process.
+One per Scrapyd process (``shared_node``): the queue, the job and egg
+storages, the launcher and every service share its store (one SQLite
+connection, or one PostgreSQL pool). The launcher registers it as a
+component of Scrapyd's application for the services.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from scrapyd.exceptions import ConfigError
 from zope.interface import Attribute, Interface, implementer
 
 from .._settings import STORE_VARIABLE
-from .._store import JobStore, is_url, open_store
+from .._store import NODE_VARIABLE, JobStore, is_url, open_store
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -26,12 +29,20 @@ SECTION = "jobstatus"
 # this name never meets one of them.
 DEFAULT_DB = "dbs/jobstatus.sqlite3"
 DEFAULT_ERRORS_KEPT = 20
+# Seconds without a heartbeat after which a node is dead: its crawls that
+# stopped reporting end failed, its claimed jobs go back to the queue. Nodes
+# beat every 5 s; a dead node's jobs end within this plus 5 s.
+DEFAULT_NODE_TIMEOUT = 20
+_NODES: weakref.WeakKeyDictionary[Any, JobStatusNode] = weakref.WeakKeyDictionary()
 
 
 class IJobStatusNode(Interface):
     """The job store of a Scrapyd node and the limits it enforces."""
 
     store = Attribute("the node's JobStore")
+    name = Attribute("the node's name: Scrapyd's node_name")
+    url = Attribute("the node's URL, shown to the other nodes")
+    node_timeout = Attribute("seconds without a heartbeat after which a node is dead")
     db = Attribute("the absolute path of the store, passed to every crawl")
     timeout_max = Attribute("the largest JOBSTATUS_TIMEOUT schedule.json accepts, 0 for no cap")
     errors_kept = Attribute("errors inside a status document")
@@ -39,12 +50,24 @@ class IJobStatusNode(Interface):
 
 @implementer(IJobStatusNode)
 class JobStatusNode:
-    def __init__(self, db: str, timeout_max: float = 0, errors_kept: int = DEFAULT_ERRORS_KEPT):
+    def __init__(
+        self,
+        db: str,
+        name: str,
+        url: str | None = None,
+        *,
+        timeout_max: float = 0,
+        errors_kept: int = DEFAULT_ERRORS_KEPT,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
+    ):
         # A path is made absolute for the crawls, which run elsewhere.
         self.db = db if is_url(db) else os.path.abspath(db)
+        self.name = name
+        self.url = url
         self.timeout_max = timeout_max
         self.errors_kept = errors_kept
-        self.store: JobStore = open_store(self.db)
+        self.node_timeout = node_timeout
+        self.store: JobStore = open_store(self.db, node=name)
 
     @classmethod
     def from_config(cls, config: Config) -> JobStatusNode:
@@ -52,9 +75,18 @@ class JobStatusNode:
         # A relative path is relative to the directory scrapyd runs in, like
         # Scrapyd's own dbs_dir.
         db = options.get("db") or DEFAULT_DB
-        timeout_max = _number(options, "timeout_max", 0)
-        errors_kept = _number(options, "errors_kept", DEFAULT_ERRORS_KEPT)
-        return cls(db, timeout_max, int(errors_kept))
+        node_timeout = _number(options, "node_timeout", DEFAULT_NODE_TIMEOUT)
+        if node_timeout < 10:
+            raise ConfigError(f"[{SECTION}] node_timeout must be 10 seconds or more")
+        return cls(
+            db,
+            # Scrapyd's own name for the node, in every answer of its services.
+            config.get("node_name", socket.gethostname()),
+            options.get("node_url") or _own_url(config),
+            timeout_max=_number(options, "timeout_max", 0),
+            errors_kept=int(_number(options, "errors_kept", DEFAULT_ERRORS_KEPT)),
+            node_timeout=node_timeout,
+        )
 
     def crawl_settings(self, project: str) -> dict[str, str]:
         """The settings every crawl of this node gets; they win over the
@@ -64,7 +96,25 @@ class JobStatusNode:
     def crawl_environment(self) -> dict[str, str]:
         """The store goes to the crawl in its environment, not on its command
         line, where anyone on the machine could read a password in a URL."""
-        return {STORE_VARIABLE: self.db}
+        return {STORE_VARIABLE: self.db, NODE_VARIABLE: self.name}
+
+
+def shared_node(config: Config) -> JobStatusNode:
+    """The node of this Scrapyd process: Scrapyd builds each of its
+    components from the same config, and they all share one store."""
+    node = _NODES.get(config)
+    if node is None:
+        node = _NODES[config] = JobStatusNode.from_config(config)
+    return node
+
+
+def _own_url(config: Config) -> str:
+    # As Scrapyd's application reads them.
+    host = os.getenv("SCRAPYD_BIND_ADDRESS") or config.get("bind_address", "127.0.0.1")
+    port = os.getenv("SCRAPYD_HTTP_PORT") or config.get("http_port", "6800")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def _number(options: dict[str, Any], name: str, default: float) -> float:

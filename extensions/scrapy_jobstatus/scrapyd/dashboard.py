@@ -16,8 +16,11 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 from scrapyd import website
+from scrapyd.interfaces import ISpiderScheduler
 from twisted.web import resource
 from twisted.web.util import Redirect
+
+from .queue import Scheduler
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -108,8 +111,12 @@ class Home(website.Home):
 
 class Root(website.Root):
     """Scrapyd's web root, whose home page links to the jobs dashboard:
-    ``webroot = scrapy_jobstatus.scrapyd.dashboard.Root`` in scrapyd.conf."""
+    ``webroot = scrapy_jobstatus.scrapyd.dashboard.Root`` in scrapyd.conf.
+
+    It installs the scheduler that knows every project of the store
+    (Scrapyd's knows those deployed to this node since it started)."""
 
     def __init__(self, config: Any, app: Any):
+        app.setComponent(ISpiderScheduler, Scheduler(config))
         super().__init__(config, app)
         self.putChild(b"", Home(self))

@@ -1,6 +1,8 @@
 """Scrapyd's launcher, overridden to pass the job store to every crawl it
 starts, to skip a job that was cancelled while pending, and to mark a job
-``failed`` at once when its process ends without a final status.
+``failed`` at once when its process ends without a final status. Every 5 s
+it records the node's heartbeat and ends the jobs of crawls and of nodes
+that died.
 
 It overrides private methods of Scrapyd's Launcher, written for Scrapyd 1.6;
 a Scrapyd without them is refused at start-up with one line naming it.
@@ -10,6 +12,9 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as distribution_version
 from typing import TYPE_CHECKING, Any
 
 import scrapyd
@@ -23,8 +28,16 @@ from twisted.logger import Logger
 
 from .._model import InvalidJobId, validate_job_id
 from .._model import JobStatus as Status
-from .._store import JobStore, StoreError, open_store, process_alive
-from ._node import IJobStatusNode, JobStatusNode
+from .._store import (
+    JobStore,
+    NodeInfo,
+    ReapedJob,
+    StoreError,
+    is_url,
+    open_store,
+    process_alive,
+)
+from ._node import IJobStatusNode, shared_node
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -33,9 +46,20 @@ if TYPE_CHECKING:
 log = Logger(namespace="scrapy_jobstatus.scrapyd.launcher")
 
 SUPPORTED_SCRAPYD = "1.6"
-# Seconds between two looks for jobs whose crawl died without the launcher
-# seeing it end (a crawl started before a restart of this node).
+# Seconds between two heartbeats of the node, and two looks for jobs whose
+# crawl died without the launcher seeing it end (a crawl started before a
+# restart of this node), or whose node died.
 REAP_INTERVAL = 5.0
+# The components the job services rely on: the queue in the store.
+REQUIRED_COMPONENTS = {
+    "spiderqueue": "scrapy_jobstatus.scrapyd.SpiderQueue",
+    "poller": "scrapy_jobstatus.scrapyd.Poller",
+}
+# What a node sharing its store with others needs besides.
+CLUSTER_COMPONENTS = {
+    "eggstorage": "scrapy_jobstatus.scrapyd.EggStorage",
+    "webroot": "scrapy_jobstatus.scrapyd.dashboard.Root",
+}
 # What this launcher uses of Scrapyd's.
 _SCRAPYD_INTERNALS = (
     (launcher.Launcher, "_spawn_process"),
@@ -65,19 +89,41 @@ def check_scrapyd_supported() -> None:
         )
 
 
+def check_components(config: Any, shared: bool) -> None:
+    """Scrapyd's own queue would hide pending jobs from the job services, and
+    a node sharing its store must read the shared eggs and projects."""
+    required = {**REQUIRED_COMPONENTS, **(CLUSTER_COMPONENTS if shared else {})}
+    for option, path in required.items():
+        if config.get(option, "") != path:
+            why = " (the store is shared by several nodes)" if option in CLUSTER_COMPONENTS else ""
+            raise ConfigError(f"the job launcher needs {option} = {path} in [scrapyd]{why}")
+
+
+def _node_version() -> str:
+    try:
+        ours = distribution_version("scrapy-jobstatus")
+    except PackageNotFoundError:
+        ours = "unknown"
+    return f"scrapy-jobstatus {ours}, Scrapyd {scrapyd.__version__}"
+
+
 class Launcher(launcher.Launcher):
     def __init__(self, config: Any, app: Any):
         check_scrapyd_supported()
         super().__init__(config, app)
-        self.node = JobStatusNode.from_config(config)
+        self.node = shared_node(config)
+        check_components(config, shared=is_url(self.node.db))
         app.setComponent(IJobStatusNode, self.node)
+        self.started_at = time.time()
+        self.version = _node_version()
         self._reaper: LoopingCall | None = None
         self._reaper_store: JobStore | None = None
         self._reaping = False
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         log.info(
-            "Job store: {db} (JOBSTATUS_TIMEOUT at most {cap} s)",
+            "Node {node}, job store: {db} (JOBSTATUS_TIMEOUT at most {cap} s)",
+            node=self.node.name,
             db=self.node.store.location,
             cap=self.node.timeout_max or "unlimited",
             log_system="Launcher",
@@ -99,19 +145,41 @@ class Launcher(launcher.Launcher):
         if self._reaping:
             return None
         self._reaping = True
-        d = deferToThread(self._reap_in_thread)
+        heartbeat = NodeInfo(
+            name=self.node.name,
+            url=self.node.url,
+            max_proc=self.max_proc,
+            running=len(self.processes),
+            version=self.version,
+            started_at=self.started_at,
+            last_seen=time.time(),
+        )
+        d = deferToThread(self._reap_in_thread, heartbeat)
         d.addCallbacks(self._reaped, self._reap_failed)
         d.addBoth(self._reap_done)
         return d
 
-    def _reap_in_thread(self) -> list[str]:
-        if self._reaper_store is None:
-            self._reaper_store = open_store(self.node.db)
-        return self._reaper_store.reap_dead_jobs(self._reaper_store.node, process_alive)
+    def _reap_in_thread(self, heartbeat: NodeInfo) -> tuple[list[str], list[ReapedJob]]:
+        store = self._reaper_store
+        if store is None:
+            store = self._reaper_store = open_store(self.node.db, node=self.node.name)
+        store.beat(heartbeat)
+        return (
+            store.reap_dead_jobs(self.node.name, process_alive),
+            store.reap_dead_nodes(self.node.node_timeout),
+        )
 
-    def _reaped(self, reaped: list[str]) -> None:
-        for job in reaped:
+    def _reaped(self, reaped: tuple[list[str], list[ReapedJob]]) -> None:
+        dead_crawls, dead_nodes_jobs = reaped
+        for job in dead_crawls:
             log.warn("Job {job} failed: its crawl process died", job=job)
+        for job in dead_nodes_jobs:
+            if job.requeued:
+                log.warn(
+                    "Job {job} queued again: its node {node} died", job=job.job_id, node=job.node
+                )
+            else:
+                log.warn("Job {job} failed: its node {node} died", job=job.job_id, node=job.node)
 
     def _reap_failed(self, failure: Failure) -> None:
         if failure.check(StoreError):
@@ -139,7 +207,20 @@ class Launcher(launcher.Launcher):
             self._get_message(slot)
             return
 
-        project = message["_project"]
+        try:
+            self._start_crawl(message, slot)
+        except Exception as e:
+            # Nothing waits on this call: without this, the slot would be lost
+            # for good and the job pending for ever.
+            log.failure("Could not start job {job}", job=job)
+            if state is not None:
+                self.node.store.end_job(
+                    state.job_id, Status.FAILED, f"The crawl could not start: {e}", unstarted=True
+                )
+            self._get_message(slot)
+
+    def _start_crawl(self, message: dict[str, Any], slot: int) -> None:
+        project, job = message["_project"], message["_job"]
         environment = self.app.getComponent(IEnvironment)
         message.setdefault("settings", {})
         message["settings"].update(environment.get_settings(message))

@@ -1,6 +1,6 @@
 """The job services of a Scrapyd node (jobstatus.json, jobs.json,
-jobcancel.json, joberrors.json), and Scrapyd's schedule.json and cancel.json
-overridden to record pending jobs and their cancels.
+jobcancel.json, joberrors.json, nodes.json), and Scrapyd's cancel.json
+extended to cancel a job that runs on another node of the cluster.
 
 The job services answer with the HTTP codes of the contract (400 bad input,
 404 unknown job, 202 cancellation under way), where Scrapyd's own services
@@ -27,14 +27,11 @@ from zope.interface import implementer
 
 from .._model import (
     InvalidJobId,
-    InvalidSetting,
     JobState,
-    parse_timeout,
-    pending_job,
     validate_job_id,
 )
 from .._model import JobStatus as Status
-from .._store import CancelResult, JobFilter, JobNotFound, decode_cursor, error_batches
+from .._store import CancelResult, JobFilter, decode_cursor, error_batches
 from ._node import node_of
 
 if TYPE_CHECKING:
@@ -55,8 +52,9 @@ DEFAULT_LIMIT = 50
 LISTING_SLICE = 10
 MAX_OFFSET = 10**9
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-# Settings of the node, not of a job.
-NODE_SETTINGS = ("JOBSTATUS_DB", "JOBSTATUS_PROJECT")
+# cancel.json's signals that stop a crawl at once (Scrapy takes INT and TERM
+# as a graceful stop).
+FORCE_SIGNALS = {"KILL", "SIGKILL", "9"}
 ERROR_FIELDS = (
     "error_id",
     "stage",
@@ -161,9 +159,8 @@ class JobResource(NodeResource):
     """A job service."""
 
     def find_job(self, job_id: str, project: str | None) -> JobState:
-        """The job, recorded in the store or still in Scrapyd's queue; 404
-        otherwise, or if it belongs to another project."""
-        state = self.node.store.get(job_id) or queued_job(self.root, self.node, job_id, project)
+        """The job; 404 if unknown, or if it belongs to another project."""
+        state = self.node.store.get(job_id)
         if state is None or (project is not None and state.project != project):
             where = f" in project '{project}'" if project is not None else ""
             raise ServiceError(http.NOT_FOUND, f"job '{job_id}' not found{where}")
@@ -251,13 +248,11 @@ class JobCancel(JobResource):
     ) -> dict[str, Any]:
         job_id, project = _job_id(job), _name("project", project)
         force_stop = _flag("force", force)
-        state = self.find_job(job_id, project)
+        self.find_job(job_id, project)
         store = self.node.store
-        if state.status is Status.PENDING:
-            # Out of Scrapyd's queue first, so that it never starts; if the
-            # launcher took it already, the crawl finds it cancelled and stops.
-            unqueue(self.root, job_id, state.project)
-            store.add_pending(state)  # a job queued before the store knew it
+        # A pending job is cancelled at once: no node claims it, and a crawl
+        # started meanwhile finds it cancelled. A running one, on this node or
+        # another, reads the request within one interval.
         result = store.request_cancel(job_id, force=force_stop)
         document = store.document(job_id, self.node.errors_kept)
         assert document is not None
@@ -384,79 +379,23 @@ class ChunkProducer:
         self.chunks = iter(())
 
 
-# -- Scrapyd's services, overridden -------------------------------------------
+class Nodes(NodeResource):
+    """The nodes sharing the store, from their heartbeats."""
+
+    def render_GET(self, txrequest: Request) -> dict[str, Any]:
+        now = time.time()
+        timeout = self.node.node_timeout
+        nodes = [n.to_dict(now, timeout) for n in self.node.store.nodes()]
+        return {"nodes": nodes}
 
 
-class Schedule(NodeResource, webservice.Schedule):
-    """Scrapyd's schedule.json, refusing a bad job id or timeout before the
-    job is queued, and recording the pending job in the store."""
-
-    client_error_code = None  # Scrapyd's answers
-    max_param_bytes = None
-
-    def render_POST(self, txrequest: Request) -> dict[str, Any]:
-        # Scrapyd's @param decorators consume the parameters: read them first.
-        given = {key: list(values) for key, values in txrequest.args.items()}
-        jobid = _first(given, "jobid")
-        store = self.node.store
-        if jobid is not None:
-            try:
-                validate_job_id(jobid)
-            except InvalidJobId as e:
-                raise error.Error(code=http.OK, message=str(e).encode()) from None
-            if store.get(jobid) is not None:
-                raise error.Error(
-                    code=http.OK, message=b"job id '%b' is already used" % jobid.encode()
-                )
-        settings = dict(s.split("=", 1) for s in _all(given, "setting") if "=" in s)
-        self._check_settings(settings)
-
-        result = super().render_POST(txrequest)
-
-        # Still in the same reactor turn: the launcher cannot have started
-        # the job yet, so it is pending when the crawl opens.
-        job_id = result["jobid"]
-        project = _first(given, "project")
-        try:
-            recorded = store.add_pending(
-                pending_job(
-                    job_id,
-                    project=project,
-                    spider=_first(given, "spider"),
-                    node=store.node,
-                    args=_spider_args(given),
-                    settings=settings,
-                )
-            )
-        except Exception:
-            unqueue(self.root, job_id, project)
-            raise
-        if not recorded:
-            unqueue(self.root, job_id, project)
-            raise error.Error(
-                code=http.OK, message=b"job id '%b' is already used" % job_id.encode()
-            )
-        return result
-
-    def _check_settings(self, settings: dict[str, str]) -> None:
-        for name in NODE_SETTINGS:
-            if name in settings:
-                raise error.Error(
-                    code=http.OK, message=f"{name} is set by the node, not by a job".encode()
-                )
-        cap = self.node.timeout_max
-        try:
-            parse_timeout(
-                settings.get("JOBSTATUS_TIMEOUT"), cap, f"this node's maximum of {cap:g} seconds"
-            )
-        except InvalidSetting as e:
-            raise error.Error(code=http.OK, message=str(e).encode()) from None
+# -- Scrapyd's services, extended ---------------------------------------------
 
 
 class Cancel(NodeResource, webservice.Cancel):
-    """Scrapyd's cancel.json, recording a pending job it removes from the
-    queue as cancelled. A running job gets Scrapyd's signal, which the crawl
-    takes as a cancel."""
+    """Scrapyd's cancel.json, which also cancels a job running on another
+    node sharing the store: gracefully, or at once for ``signal=KILL``. A
+    pending job is cancelled by the queue's removal (``SpiderQueue``)."""
 
     client_error_code = None  # Scrapyd's answers
     max_param_bytes = None
@@ -464,69 +403,26 @@ class Cancel(NodeResource, webservice.Cancel):
     def render_POST(self, txrequest: Request) -> dict[str, Any]:
         given = {key: list(values) for key, values in txrequest.args.items()}
         result = super().render_POST(txrequest)
-        if result.get("prevstate") not in ("pending", "running"):
-            return result
         try:
             job_id = validate_job_id(_first(given, "job"))
         except InvalidJobId:
             return result
         store = self.node.store
+        state = store.get(job_id)
+        if state is None or state.project != _first(given, "project"):
+            return result
         if result["prevstate"] == "running":
             # A crawl that has not opened its job yet may die of the signal
             # before it can report: record the cancel, so that it reads
             # cancelled, not failed. An opened crawl takes the signal itself.
-            state = store.get(job_id)
-            if state is not None and state.status is Status.PENDING:
+            if state.status is Status.PENDING:
                 store.request_cancel(job_id)
-            return result
-        try:
-            store.request_cancel(job_id)
-        except JobNotFound:
-            # Queued before the store knew of it: record it, cancelled.
-            store.add_pending(
-                pending_job(job_id, project=_first(given, "project"), spider=None, node=store.node)
-            )
-            store.request_cancel(job_id)
+        elif result["prevstate"] is None and state.status.is_active:
+            # Claimed or running elsewhere: that crawl reads the request.
+            signal = (_first(given, "signal") or "").upper()
+            store.request_cancel(job_id, force=signal in FORCE_SIGNALS)
+            result["prevstate"] = "running"
         return result
-
-
-# -- Scrapyd's queue ------------------------------------------------------------
-
-
-def _queues_for(root: Any, project: str | None) -> list[tuple[str, Any]]:
-    queues = root.poller.queues
-    if project is not None and project in queues:
-        return [(project, queues[project])]
-    return list(queues.items())
-
-
-def unqueue(root: Any, job_id: str, project: str | None) -> int:
-    """Remove a pending job from Scrapyd's queue, as cancel.json does."""
-    return sum(
-        queue.remove(lambda message: message.get("_job") == job_id) or 0
-        for _, queue in _queues_for(root, project)
-    )
-
-
-def queued_job(root: Any, node: JobStatusNode, job_id: str, project: str | None) -> JobState | None:
-    """A job in Scrapyd's queue that the store does not know (queued before
-    the store was set up), as a pending job; nothing is written."""
-    for name, queue in _queues_for(root, project):
-        for message in queue.list():
-            if message.get("_job") == job_id:
-                return pending_job(
-                    job_id,
-                    project=name,
-                    spider=message.get("name"),
-                    node=node.store.node,
-                    args={
-                        k: v
-                        for k, v in message.items()
-                        if k not in ("name", "_job", "_version", "settings")
-                    },
-                    settings=message.get("settings"),
-                )
-    return None
 
 
 def _log_refusal(txrequest: Request, code: int, message: str) -> None:
@@ -582,19 +478,6 @@ def _shown(value: str) -> str:
 def _first(given: dict[bytes, list[bytes]], name: str) -> str | None:
     values = given.get(name.encode())
     return values[0].decode(errors="replace") if values else None
-
-
-def _all(given: dict[bytes, list[bytes]], name: str) -> list[str]:
-    return [v.decode(errors="replace") for v in given.get(name.encode(), [])]
-
-
-def _spider_args(given: dict[bytes, list[bytes]]) -> dict[str, str]:
-    # As Scrapyd's schedule.json: every other parameter is a spider argument.
-    return {
-        key.decode(errors="replace"): values[0].decode(errors="replace")
-        for key, values in given.items()
-        if key not in (b"project", b"spider", b"_version", b"jobid", b"priority", b"setting")
-    }
 
 
 def _attachment(filename: str) -> str:

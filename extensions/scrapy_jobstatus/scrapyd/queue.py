@@ -1,0 +1,195 @@
+"""Scrapyd's queue in the job store: ``spiderqueue`` and ``poller`` in
+scrapyd.conf.
+
+schedule.json records a pending job with no node; a node with a free slot
+claims the next one (priority first, then age), whatever node it was
+scheduled on: the nodes sharing a store share one queue. cancel.json's
+removal of a pending job is that job's cancel. Scrapyd's own services stay as
+they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from scrapyd.interfaces import IPoller, ISpiderQueue
+from scrapyd.scheduler import SpiderScheduler
+from scrapyd.utils import get_project_list
+from twisted.internet.defer import DeferredQueue
+from twisted.logger import Logger
+from twisted.web import error, http
+from zope.interface import implementer
+
+from .._model import (
+    InvalidJobId,
+    InvalidSetting,
+    JobState,
+    parse_timeout,
+    pending_job,
+    validate_job_id,
+)
+from .._model import JobStatus as Status
+from .._store import StoreError
+from ._node import shared_node
+
+if TYPE_CHECKING:
+    from scrapyd.config import Config
+
+log = Logger(namespace="scrapy_jobstatus.scrapyd.queue")
+
+# Settings of the node, not of a job.
+NODE_SETTINGS = ("JOBSTATUS_DB", "JOBSTATUS_PROJECT")
+
+
+def message_of(state: JobState) -> dict[str, Any]:
+    """A queued job as Scrapyd's queues give it: spider arguments, with the
+    spider's ``name``, the ``_job`` id, its ``settings`` and egg ``_version``."""
+    message = {**state.args, "name": state.spider, "_job": state.job_id, "settings": state.settings}
+    if state.version is not None:
+        message["_version"] = state.version
+    return message
+
+
+def refuse(message: str) -> error.Error:
+    """A refusal as Scrapyd's schedule.json answers one: status "error"."""
+    return error.Error(code=http.OK, message=message.encode())
+
+
+@implementer(ISpiderQueue)
+class SpiderQueue:
+    """The pending jobs of one project."""
+
+    def __init__(self, config: Config, project: str):
+        self.node = shared_node(config)
+        self.project = project
+
+    def add(self, name: str, priority: float = 0.0, **spider_args: Any) -> None:
+        """Record the pending job; a bad job id, a node setting or a timeout
+        above the node's cap is refused before anything is written."""
+        job = spider_args.pop("_job")
+        settings = spider_args.pop("settings", None) or {}
+        version = spider_args.pop("_version", None)
+        try:
+            validate_job_id(job)
+        except InvalidJobId as e:
+            raise refuse(str(e)) from None
+        self._check_settings(settings)
+        state = pending_job(
+            job,
+            project=self.project,
+            spider=name,
+            node=None,  # queued: the first node with a free slot claims it
+            args=spider_args,
+            settings=settings,
+            priority=priority,
+            version=version,
+        )
+        if not self.node.store.add_pending(state):
+            raise refuse(f"job id '{job}' is already used")
+
+    def _check_settings(self, settings: dict[str, str]) -> None:
+        for name in NODE_SETTINGS:
+            if name in settings:
+                raise refuse(f"{name} is set by the node, not by a job")
+        cap = self.node.timeout_max
+        try:
+            parse_timeout(
+                settings.get("JOBSTATUS_TIMEOUT"), cap, f"this node's maximum of {cap:g} seconds"
+            )
+        except InvalidSetting as e:
+            raise refuse(str(e)) from None
+
+    def pop(self) -> dict[str, Any] | None:
+        state = self.node.store.claim_job(self.node.name, self.project)
+        return None if state is None else message_of(state)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [message_of(s) for s in self.node.store.queued_jobs(self.project)]
+
+    def count(self) -> int:
+        return self.node.store.count_queued(self.project)
+
+    def remove(self, func: Callable[[dict[str, Any]], bool]) -> int:
+        """Cancel the pending jobs ``func`` selects: they stay in the store,
+        ``cancelled``, and no node claims them."""
+        store = self.node.store
+        removed = 0
+        for state in store.queued_jobs(self.project):
+            if (
+                func(message_of(state))
+                and store.request_cancel(state.job_id).before is Status.PENDING
+            ):
+                removed += 1
+        return removed
+
+    def clear(self) -> None:
+        self.remove(lambda message: True)
+
+
+class ProjectQueues(Mapping[str, SpiderQueue]):
+    """The queue of every project, read from the store at each use: a
+    project deployed through any node of the cluster is known to all."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def _projects(self) -> list[str]:
+        return get_project_list(self.config)
+
+    def __getitem__(self, project: str) -> SpiderQueue:
+        if project not in self._projects():
+            raise KeyError(project)
+        return SpiderQueue(self.config, project)
+
+    def __contains__(self, project: object) -> bool:
+        return project in self._projects()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._projects())
+
+    def __len__(self) -> int:
+        return len(self._projects())
+
+
+@implementer(IPoller)
+class Poller:
+    """Scrapyd's poller, claiming from the shared queue one job per free
+    slot of this node, of any project, the highest priority first."""
+
+    def __init__(self, config: Config):
+        self.node = shared_node(config)
+        self.queues = ProjectQueues(config)
+        self.dq: DeferredQueue[dict[str, Any]] = DeferredQueue()
+
+    def poll(self) -> None:
+        # The launcher waits on next() once per free slot.
+        try:
+            store = self.node.store
+            while self.dq.waiting and store.count_queued():
+                state = store.claim_job(self.node.name)
+                if state is None:  # claimed by another node meanwhile
+                    return
+                message = message_of(state)
+                message["_project"] = state.project
+                message["_spider"] = message.pop("name")
+                self.dq.put(message)
+        except StoreError as e:
+            # Scrapyd's timer stops for good on an error: say why, poll again.
+            log.error("Could not read the queue: {error}", error=str(e))
+        except Exception:
+            log.failure("Could not read the queue")
+
+    def next(self) -> Any:
+        return self.dq.get()
+
+    def update_projects(self) -> None:
+        """Nothing to refresh: the projects are read at each use."""
+
+
+class Scheduler(SpiderScheduler):
+    """Scrapyd's scheduler with the projects of the whole store. Scrapyd has
+    no option for it: the web root (``dashboard.Root``) installs it."""
+
+    def update_projects(self) -> None:
+        self.queues = ProjectQueues(self.config)

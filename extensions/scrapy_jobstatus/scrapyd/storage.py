@@ -1,0 +1,111 @@
+"""Scrapyd's finished jobs and eggs in the job store: ``jobstorage`` and
+``eggstorage`` in scrapyd.conf.
+
+listjobs.json's finished jobs are the store's ended jobs: they survive a
+restart and cover every node sharing the store. An egg deployed to any node
+(scrapyd-deploy, addversion.json) is in the store, where every node's crawls
+read it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from scrapyd.eggstorage import sorted_versions
+from scrapyd.exceptions import DirectoryTraversalError, EggNotFoundError, ProjectNotFoundError
+from scrapyd.interfaces import IEggStorage, IJobStorage
+from twisted.python import filepath
+from zope.interface import implementer
+
+from ._node import shared_node
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from scrapyd.config import Config
+    from scrapyd.launcher import ScrapyProcessProtocol
+
+    from .._model import JobState
+
+
+@implementer(IJobStorage)
+class JobStorage:
+    def __init__(self, config: Config):
+        self.node = shared_node(config)
+        self.finished_to_keep = config.getint("finished_to_keep", 100)
+
+    def add(self, job: Any) -> None:
+        """Nothing to add: the crawl, or the launcher when it died, wrote its
+        end to the store already."""
+
+    def list(self) -> list[ScrapyProcessProtocol]:
+        return list(self)
+
+    def __len__(self) -> int:
+        return self.node.store.count_finished(self.finished_to_keep)
+
+    def __iter__(self) -> Iterator[ScrapyProcessProtocol]:
+        for state in self.node.store.finished_jobs(self.finished_to_keep):
+            yield _finished(state)
+
+
+def _finished(state: JobState) -> ScrapyProcessProtocol:
+    # Imported here: Scrapyd's launcher installs a reactor, which the egg
+    # storage, loaded in the crawl's process, must not.
+    from scrapyd.launcher import ScrapyProcessProtocol
+
+    # What listjobs.json reads of a finished job, as Scrapyd's own storage
+    # gives it: local times, like Scrapyd's datetime.now().
+    job = ScrapyProcessProtocol(state.project, state.spider, state.job_id, env={}, args=[])
+    ended = state.completed_at or 0.0
+    job.start_time = datetime.fromtimestamp(state.started_at or ended)
+    job.end_time = datetime.fromtimestamp(ended)
+    return job
+
+
+@implementer(IEggStorage)
+class EggStorage:
+    """The eggs in the store. A project's name still becomes part of paths
+    (Scrapyd's logs and items, the runner's copy of the egg): a name that is
+    not one file name is refused as Scrapyd's own storage refuses it."""
+
+    def __init__(self, config: Config):
+        self.store = shared_node(config).store
+
+    def put(self, eggfile: BinaryIO, project: str, version: str) -> None:
+        self.store.put_egg(_checked(project), version, eggfile.read())
+
+    def get(self, project: str, version: str | None = None) -> tuple[str | None, BinaryIO | None]:
+        if version is None:
+            versions = self.list(project)
+            if not versions:
+                return None, None
+            version = versions[-1]
+        egg = self.store.get_egg(_checked(project), version)
+        if egg is None:
+            return None, None
+        # The runner names its copy of the egg after the version it is given:
+        # as Scrapyd names its egg files.
+        return re.sub(r"[^A-Za-z0-9_-]", "_", version), io.BytesIO(egg)
+
+    def list(self, project: str) -> list[str]:
+        """The versions, latest last, ordered as Scrapyd orders them."""
+        return sorted_versions(self.store.egg_versions(_checked(project)))
+
+    def list_projects(self) -> list[str]:
+        return self.store.egg_projects()
+
+    def delete(self, project: str, version: str | None = None) -> None:
+        if not self.store.delete_eggs(_checked(project), version):
+            raise ProjectNotFoundError if version is None else EggNotFoundError
+
+
+def _checked(project: str) -> str:
+    try:
+        filepath.FilePath("eggs").child(project)
+    except filepath.InsecurePath as e:
+        raise DirectoryTraversalError(project) from e
+    return project
