@@ -863,7 +863,7 @@ async def test_readable_on_a_phone(
 ) -> None:
     async with browsing(browser, width=390, height=844) as page:
         await open_dashboard(page, node.url + "dashboard")
-        await expect(page.locator("thead")).to_be_hidden()
+        await expect(page.locator("#jobs thead")).to_be_hidden()
         card = row(page, ended["completed"])
         await expect(card.locator(".status .badge")).to_be_visible()
         await expect(card.locator(".pages")).to_have_text("9")

@@ -1,15 +1,22 @@
 /* The jobs dashboard of a Scrapyd node.
  *
  * Reads the node's job services with relative URLs (jobs.json, jobstatus.json,
- * jobcancel.json, joberrors.json), so the page's basic auth and path prefix
- * apply. Everything shown comes from crawled sites, spiders or users: it is put
- * in the page as text (textContent, attributes), never parsed as HTML, and the
- * page's Content-Security-Policy lets no other script run.
+ * jobcancel.json, joberrors.json, nodes.json), so the page's basic auth and
+ * path prefix apply. Everything shown comes from crawled sites, spiders, users
+ * or other nodes: it is put in the page as text (textContent, attributes),
+ * never parsed as HTML, and the page's Content-Security-Policy lets no other
+ * script run.
  */
 "use strict";
 
 (() => {
   const POLL_MS = 2000;
+  // Nodes record a heartbeat every 5 s: the nodes panel is read as often.
+  const NODES_POLL_MS = 5000;
+  // An older scrapyd.conf has no nodes.json: it is asked again now and then,
+  // with no panel and no error meanwhile.
+  const NODES_MISSING_POLL_MS = 60000;
+  const MAX_CLOCK_SKEW_MS = 2000;
   const TIMEOUT_MS = 10000;
   const STATUSES = ["pending", "running", "cancelling", "finalizing", "completed", "failed", "cancelled"];
   // Statuses in which a crawl is moving: their bars animate when progress is unknown.
@@ -38,6 +45,14 @@
     timer: null,
     generation: 0,
     failingSince: null,
+    nodes: {
+      list: [],
+      self: null, // the name of the node serving this page
+      skewMs: 0, // the node's clock minus this browser's
+      opened: false, // the panel was opened or closed once, by the page or by hand
+      timer: null,
+      generation: 0,
+    },
   };
 
   // -- DOM -------------------------------------------------------------------
@@ -68,7 +83,7 @@
   }
 
   function append(node, children) {
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : String(child));
     }
@@ -94,6 +109,22 @@
   function timeEl(iso) {
     if (!iso) return "—";
     return el("time", { datetime: iso, title: iso, text: fmtTime(iso) });
+  }
+
+  function fmtAgo(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} m ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+
+  /* A past time as an age on the node's clock ("3 s ago"), the time itself in its title. */
+  function agoEl(iso) {
+    const t = Date.parse(iso);
+    if (!iso || Number.isNaN(t)) return "—";
+    const age = (Date.now() + state.nodes.skewMs - t) / 1000;
+    return el("time", { datetime: iso, title: iso, text: fmtAgo(age) });
   }
 
   function fmtDuration(seconds) {
@@ -155,7 +186,7 @@
     } catch {
       data = null;
     }
-    return { code: response.status, ok: response.ok, data };
+    return { code: response.status, ok: response.ok, data, date: response.headers.get("Date") };
   }
 
   function jobQuery(job, extra) {
@@ -165,17 +196,31 @@
     return params;
   }
 
+  function nodeBase(job) {
+    // A crawl's log and items stay on the node that ran it: another node of
+    // the cluster links to that node's own address.
+    if (!job.node || job.node === state.nodes.self) return "";
+    const node = (state.nodes.list || []).find((n) => n.name === job.node);
+    if (node && typeof node.url === "string" && /^https?:\/\//i.test(node.url)) {
+      return node.url.endsWith("/") ? node.url : `${node.url}/`;
+    }
+    return "";
+  }
+
+  function crawlFileUrl(job, dir, extension) {
+    const parts = [job.project, job.spider].map(encodeURIComponent).join("/");
+    return `${nodeBase(job)}${dir}/${parts}/${encodeURIComponent(job.job_id)}.${extension}`;
+  }
+
   function logUrl(job) {
     if (!serves.logs || !job.project || !job.spider || !job.started_at) return null;
-    const parts = [job.project, job.spider].map(encodeURIComponent).join("/");
-    return `logs/${parts}/${encodeURIComponent(job.job_id)}.log`;
+    return crawlFileUrl(job, "logs", "log");
   }
 
   function itemsUrl(job) {
     // Scrapyd writes the feed once items come.
     if (!serves.items || !job.project || !job.spider || !job.total_documents_found) return null;
-    const parts = [job.project, job.spider].map(encodeURIComponent).join("/");
-    return `items/${parts}/${encodeURIComponent(job.job_id)}.jl`;
+    return crawlFileUrl(job, "items", "jl");
   }
 
   function errorsUrl(job, format) {
@@ -247,6 +292,49 @@
       throw new NodeError(`the node answered HTTP ${answer.code}`);
     }
     renderDetails();
+  }
+
+  /* The nodes sharing the job store, from nodes.json: less often than the
+   * jobs. The job list tells when the node is unreachable; this panel only
+   * keeps its last known state then. */
+  async function refreshNodes() {
+    const nodes = state.nodes;
+    clearTimeout(nodes.timer);
+    nodes.timer = null;
+    if (document.hidden) return;
+    const generation = ++nodes.generation;
+    let delay = NODES_POLL_MS;
+    try {
+      const answer = await call("nodes.json");
+      if (generation !== nodes.generation) return;
+      if (answer.code === 404) {
+        // A scrapyd.conf without the service: no panel, and no error.
+        nodes.list = [];
+        renderNodes();
+        delay = NODES_MISSING_POLL_MS;
+      } else if (answer.ok && answer.data && Array.isArray(answer.data.nodes)) {
+        nodes.list = answer.data.nodes;
+        nodes.self = answer.data.node_name || null;
+        nodes.skewMs = clockSkew(answer.date);
+        renderNodes();
+      }
+    } catch (error) {
+      if (!(error instanceof NodeError)) throw error;
+    } finally {
+      if (generation === nodes.generation && !document.hidden && nodes.timer === null) {
+        nodes.timer = setTimeout(refreshNodes, delay);
+      }
+    }
+  }
+
+  /* The node's clock minus this browser's, from an answer's Date header: ages
+   * are the node's, whatever the browser's clock says. The header is to the
+   * second (cut, hence the half second): clocks that agree within that are
+   * taken to agree. */
+  function clockSkew(date) {
+    const t = Date.parse(date || "");
+    const skew = Number.isNaN(t) ? 0 : t + 500 - Date.now();
+    return Math.abs(skew) < MAX_CLOCK_SKEW_MS ? 0 : skew;
   }
 
   function setLive(mode, text) {
@@ -426,6 +514,58 @@
     );
   }
 
+  // -- the nodes panel ---------------------------------------------------------
+
+  function nodeRow(node) {
+    const alive = node.alive === true;
+    const health = alive ? "alive" : "dead";
+    const slots = `${fmtInt(node.running)} / ${fmtInt(node.max_proc)}`;
+    return el(
+      "tr",
+      { class: `node-row ${health}`, dataset: { node: node.name } },
+      cell(
+        "Node",
+        [
+          el("span", { class: "node-name", title: node.name, text: node.name }),
+          node.name === state.nodes.self ? [" ", el("span", { class: "chip this", text: "this node" })] : null,
+        ],
+        "name",
+      ),
+      cell("State", el("span", { class: `badge badge-${health}`, text: health }), "state"),
+      cell("Crawls", el("span", { title: "crawls running / max_proc", text: slots }), "num slots"),
+      cell("Last seen", agoEl(node.last_seen), "seen"),
+      cell("Up since", timeEl(node.started_at), "since"),
+      cell("Version", node.version ? el("span", { title: node.version, text: node.version }) : "—", "version"),
+      cell("URL", node.url ? pageLink(node.url) : "—", "address"),
+    );
+  }
+
+  function renderNodes() {
+    const { list } = state.nodes;
+    const panel = $("nodes");
+    // One node is all the jobs ran on: the jobs table needs no node column.
+    document.body.classList.toggle("one-node", list.length === 1);
+    if (!list.length) {
+      panel.hidden = true;
+      return;
+    }
+    const alive = list.filter((node) => node.alive === true).length;
+    const dead = list.length - alive;
+    const summary = $("nodes-summary");
+    summary.replaceChildren();
+    append(summary, [
+      `${list.length} ${list.length === 1 ? "node" : "nodes"}, ${alive} alive`,
+      dead ? [" ", el("span", { class: "badge badge-dead", text: `${dead} dead` })] : null,
+    ]);
+    $("nodes-body").replaceChildren(...list.map(nodeRow));
+    if (!state.nodes.opened) {
+      // Open at first when there is something to see: several nodes, or a dead one.
+      panel.open = list.length > 1 || dead > 0;
+    }
+    panel.hidden = false;
+    if (state.rows.size) renderTable(); // rows whose node's address is known now
+  }
+
   // -- the jobs table --------------------------------------------------------
 
   function badge(status) {
@@ -502,6 +642,7 @@
       { class: `job status-${knownStatus(job.status)}`, dataset: { job: job.job_id, status: job.status } },
       cell("Job", el("button", { type: "button", class: "link job-id", title: "Progress details", onclick: () => openDetails(job) }, job.job_id), "job"),
       cell("Spider", job.spider || "—", "spider"),
+      cell("Node", job.node ? el("span", { title: job.node, text: job.node }) : "—", "node"),
       cell("Status", badge(job.status), "status"),
       cell("Progress", progressBar(job), "progress-cell"),
       cell("Pages", fmtInt(job.total_pages_crawled), "num pages"),
@@ -521,7 +662,8 @@
     const seen = new Set();
     let previous = null;
     for (const job of state.jobs) {
-      const key = JSON.stringify(job);
+      // A row links to the files on the job's node, known from nodes.json.
+      const key = `${JSON.stringify(job)} ${nodeBase(job)}`;
       let entry = state.rows.get(job.job_id);
       if (!entry || entry.key !== key) {
         const tr = buildRow(job);
@@ -880,14 +1022,21 @@
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && state.details) closeDetails();
     });
+    $("nodes").addEventListener("toggle", () => {
+      state.nodes.opened = true;
+    });
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) {
         clearTimeout(state.timer);
         state.timer = null;
         state.generation += 1; // an answer on its way is not shown
+        clearTimeout(state.nodes.timer);
+        state.nodes.timer = null;
+        state.nodes.generation += 1;
         setLive("paused");
       } else {
         refresh();
+        refreshNodes();
       }
     });
     window.addEventListener("hashchange", () => {
@@ -896,6 +1045,7 @@
     });
     readHash();
     refresh();
+    refreshNodes();
   }
 
   start();
