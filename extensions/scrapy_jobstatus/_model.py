@@ -38,6 +38,8 @@ class CompletionReason(StrEnum):
     TIMEOUT = "timeout"
     ERROR = "error"
     CANCELLED = "cancelled"
+    # Cancelled by the stall watchdog: no progress for JOBSTATUS_STALL_TIMEOUT.
+    STALLED = "stalled"
 
 
 class ErrorType(StrEnum):
@@ -204,12 +206,14 @@ def pending_job(
     created_at: float | None = None,
     priority: float = 0.0,
     version: str | None = None,
+    webhooks: list[str] | None = None,
 ) -> JobState:
     """A job scheduled and waiting for a free slot: the one way to make one.
     ``node`` None queues it for the first node with a free slot."""
     return JobState(
         priority=priority,
         version=version,
+        webhooks=list(webhooks or []),
         job_id=job_id,
         project=project,
         spider=spider,
@@ -314,6 +318,8 @@ class JobState:
     # Scrapyd's queue: the claim order, and the egg version to run.
     priority: float = 0.0
     version: str | None = None
+    # The URLs called on the job's events (Standard Webhooks).
+    webhooks: list[str] = field(default_factory=list)
 
     @property
     def failure_ratio(self) -> float:
@@ -371,7 +377,23 @@ class JobState:
             "warnings": list(self.warnings),
             "history": [h.to_dict() for h in history],
             "args": dict(self.args),
+            "webhooks": [redact_url(url) for url in self.webhooks],
         }
+
+
+def redact_url(url: str) -> str:
+    """A URL as it may be shown: the password of its user part as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if not sep or not at:
+        return url
+    name = user.partition(":")[0]
+    return (
+        f"{scheme}://{name}:***@{host}{slash}{path}"
+        if ":" in user
+        else f"{scheme}://***@{host}{slash}{path}"
+    )
 
 
 _MESSAGES = {

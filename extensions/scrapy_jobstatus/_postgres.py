@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from . import _cluster_sql as sql
+from . import _sql as sql
 from ._model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -42,14 +42,22 @@ from ._rows import (
     encode_state,
     end_state,
     error_from_row,
+    event_from_row,
     filter_clauses,
     history_event,
+    new_event_id,
     row_values,
     take_over_pending,
+    webhook_body,
+    webhook_types,
 )
 from ._store import (
+    ERRORS_IN_WEBHOOKS,
+    STARTED,
     UNMONITORED_WARNING,
+    Attempt,
     CancelResult,
+    Delivery,
     JobFilter,
     JobNotFound,
     JobPage,
@@ -78,6 +86,8 @@ POOL_MIN, POOL_MAX = 1, 4
 # Serializes the schema's creation and upgrades across processes: the
 # advisory lock of this key (any constant of this project's own).
 SCHEMA_LOCK = 0x6A6F_6273_7461_7475  # "jobstatu"
+# Serializes the writes that add history events, to their commit.
+EVENTS_LOCK = 0x6A6F_6273_6576_6E74  # "jobsevnt"
 
 # _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
 # from nothing. The first writer to open an older store upgrades it.
@@ -156,6 +166,49 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             created_at DOUBLE PRECISION NOT NULL,
             UNIQUE (project, version)
         )""",
+    ),
+    # Version 3: the webhook outbox and its attempts, the counters' series,
+    # and the completion reason as a column (metrics count by it).
+    (
+        "ALTER TABLE jobs ADD COLUMN completion_reason TEXT",
+        "UPDATE jobs SET completion_reason = state::jsonb ->> 'completion_reason'",
+        """CREATE TABLE deliveries (
+            id BIGSERIAL PRIMARY KEY,
+            job BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            url TEXT NOT NULL,
+            body TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            lease_until DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending'",
+        "CREATE INDEX deliveries_job ON deliveries (job, id)",
+        """CREATE TABLE delivery_attempts (
+            id BIGSERIAL PRIMARY KEY,
+            delivery BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            attempted_at DOUBLE PRECISION NOT NULL,
+            http_status INTEGER,
+            error TEXT,
+            duration_ms INTEGER NOT NULL,
+            next_attempt_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery, id)",
+        """CREATE TABLE series (
+            id BIGSERIAL PRIMARY KEY,
+            job BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+            t DOUBLE PRECISION NOT NULL,
+            pages BIGINT NOT NULL,
+            documents BIGINT NOT NULL,
+            errors BIGINT NOT NULL,
+            failed BIGINT NOT NULL,
+            in_flight BIGINT NOT NULL,
+            progress DOUBLE PRECISION
+        )""",
+        "CREATE INDEX series_job ON series (job, id)",
     ),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -299,7 +352,9 @@ class PostgresStore:
                 row = _job_row(conn, state.job_id, lock=True)
                 if row is not None:
                     break
-                if conn.execute(_INSERT, row_values(state)).fetchone() is not None:
+                inserted = conn.execute(_INSERT, row_values(state)).fetchone()
+                if inserted is not None:
+                    self._started(conn, inserted["id"], state)
                     return StartResult(True, state)
                 # Inserted by another process since: lock and read that one.
             stored = decode_state(row)
@@ -307,7 +362,12 @@ class PostgresStore:
                 return StartResult(False, stored)
             take_over_pending(state, stored)
             _update(conn, state)
+            self._started(conn, row["id"], state)
             return StartResult(True, state)
+
+    def _started(self, conn: psycopg.Connection[Row], job: int, state: JobState) -> None:
+        _insert_point(conn, job, state)
+        self._notify(conn, job, [STARTED])
 
     def save(
         self,
@@ -316,6 +376,7 @@ class PostgresStore:
         events: Iterable[HistoryEvent] = (),
         history: Iterable[HistoryEvent] = (),
     ) -> SaveResult:
+        new_events = events
         with self._write() as conn:
             recreated = False
             row = _update(conn, state)
@@ -333,6 +394,8 @@ class PostgresStore:
                 events, recreated = history, True
             _insert_errors(conn, row["id"], errors)
             _insert_events(conn, row["id"], events)
+            _insert_point(conn, row["id"], state)
+            self._notify(conn, row["id"], webhook_types(state.status, new_events))
             return SaveResult(True, recreated, row["cancel_requested_at"], row["cancel_force"])
 
     def request_cancel(self, job_id: str, force: bool = False) -> CancelResult:
@@ -361,6 +424,7 @@ class PostgresStore:
             )
             if details:
                 _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
+                self._notify(conn, row["id"], webhook_types(after))
             return CancelResult(before, after)
 
     def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
@@ -380,7 +444,47 @@ class PostgresStore:
             _update(conn, state)
             step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
             _insert_events(conn, row["id"], [history_event(step, now, status, message)])
+            self._notify(conn, row["id"], webhook_types(status))
             return True
+
+    def warn_pending(self, job_id: str, warning: str) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id, lock=True)
+            if row is None:
+                return False
+            state = decode_state(row)
+            if state.status is not JobStatus.PENDING or warning in state.warnings:
+                return False
+            state.warnings.append(warning)
+            conn.execute(
+                "UPDATE jobs SET state = %s WHERE id = %s", (encode_state(state), row["id"])
+            )
+            stalled = [history_event("stalled", now, JobStatus.PENDING, warning)]
+            _insert_events(conn, row["id"], stalled)
+            self._notify(conn, row["id"], webhook_types(None, stalled))
+            return True
+
+    def _notify(self, conn: psycopg.Connection[Row], job: int, types: list[str]) -> None:
+        """The job's webhooks for these events, in the outbox, in the write
+        that makes the change they report."""
+        if not types:
+            return
+        row = conn.execute("SELECT * FROM jobs WHERE id = %s", (job,)).fetchone()
+        assert row is not None
+        state = decode_state(row)
+        if not state.webhooks:
+            return
+        now = time.time()
+        document = _document(conn, row, ERRORS_IN_WEBHOOKS, now)
+        insert = sql.postgres(sql.INSERT_DELIVERY)
+        with conn.cursor() as cur:
+            for event_type in types:
+                body, event_id = _text(webhook_body(event_type, now, document)), new_event_id()
+                cur.executemany(
+                    insert,
+                    [(job, event_id, event_type, url, body, now, now) for url in state.webhooks],
+                )
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         now = time.time()
@@ -425,20 +529,7 @@ class PostgresStore:
     def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
         with self._read(snapshot=True) as conn:
             row = _job_row(conn, job_id)
-            if row is None:
-                return None
-            latest = conn.execute(
-                "SELECT * FROM errors WHERE job = %s ORDER BY id DESC LIMIT %s",
-                (row["id"], errors_kept),
-            ).fetchall()
-            events = conn.execute(
-                "SELECT * FROM events WHERE job = %s ORDER BY id", (row["id"],)
-            ).fetchall()
-        return decode_state(row).to_document(
-            errors=[error_from_row(r) for r in reversed(latest)],
-            history=[_history_event(r) for r in events],
-            now=time.time(),
-        )
+            return None if row is None else _document(conn, row, errors_kept, time.time())
 
     def history(self, job_id: str) -> list[HistoryEvent]:
         with self._read() as conn:
@@ -447,7 +538,7 @@ class PostgresStore:
                 " WHERE j.job_id = %s ORDER BY e.id",
                 (job_id,),
             ).fetchall()
-        return [_history_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
         with self._read() as conn:
@@ -516,6 +607,71 @@ class PostgresStore:
     def count_finished(self, limit: int) -> int:
         with self._read() as conn:
             return conn.execute(sql.postgres(sql.COUNT_FINISHED), (limit,)).fetchone()["n"]
+
+    # -- the webhook outbox ----------------------------------------------------------
+
+    def claim_deliveries(
+        self, now: float, lease: float, limit: int, job_id: str | None = None
+    ) -> list[Delivery]:
+        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
+        statement = sql.CLAIM_DELIVERIES.format(job=clause, lock=" FOR UPDATE SKIP LOCKED")
+        with self._write() as conn:
+            rows = conn.execute(
+                sql.postgres(statement), (now + lease, now, now, *params, limit)
+            ).fetchall()
+        return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)
+
+    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> None:
+        with self._write() as conn:
+            conn.execute(sql.postgres(sql.INSERT_ATTEMPT), sql.attempt_values(delivery, attempt))
+            conn.execute(sql.postgres(sql.END_ATTEMPT), sql.end_values(delivery, attempt))
+
+    def webhook_log(self, job_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return sql.webhook_log(
+                conn.execute(sql.postgres(sql.WEBHOOK_LOG), (job_id,)).fetchall()
+            )
+
+    def count_undelivered(self, job_id: str | None = None) -> int:
+        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
+        with self._read() as conn:
+            statement = sql.postgres(sql.COUNT_UNDELIVERED.format(job=clause))
+            return conn.execute(statement, params).fetchone()["n"]
+
+    def delivery_counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            return {r["status"]: r["n"] for r in conn.execute(sql.DELIVERY_COUNTS)}
+
+    # -- the event stream and the series ---------------------------------------------
+
+    def events_after(
+        self, since: int, job_id: str | None = None, limit: int = 100
+    ) -> list[tuple[int, str, HistoryEvent]]:
+        clause, params = (sql.EVENT_OF_JOB, (job_id,)) if job_id is not None else ("", ())
+        statement = sql.postgres(sql.EVENTS_AFTER.format(job=clause))
+        with self._read() as conn:
+            rows = conn.execute(statement, (since, *params, limit)).fetchall()
+        return [(r["id"], r["job_id"], event_from_row(r)) for r in rows]
+
+    def last_event_id(self) -> int:
+        with self._read() as conn:
+            return conn.execute(sql.LAST_EVENT).fetchone()["n"] or 0
+
+    def series(self, job_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(sql.postgres(sql.SERIES), (job_id,)).fetchall()
+        return [sql.point_from_row(r) for r in rows]
+
+    # -- figures for metrics ---------------------------------------------------------
+
+    def status_counts(self) -> list[tuple[str, str | None, str | None, int]]:
+        with self._read() as conn:
+            rows = conn.execute(sql.STATUS_COUNTS).fetchall()
+        return [(r["status"], r["project"], r["spider"], r["n"]) for r in rows]
+
+    def reason_counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            return {r["completion_reason"]: r["n"] for r in conn.execute(sql.REASON_COUNTS)}
 
     # -- the nodes -----------------------------------------------------------------
 
@@ -710,20 +866,35 @@ def _insert_errors(conn: psycopg.Connection[Row], job: int, errors: Iterable[Job
 
 
 def _insert_events(conn: psycopg.Connection[Row], job: int, events: Iterable[HistoryEvent]) -> None:
+    """The events, with ids in the order their writes commit: events.json
+    reads them after an id, and must not miss one committed late with a
+    smaller id. The lock is held to the commit; events are few."""
     rows = [
         (job, _text(e.step), e.timestamp, e.duration_ms, _text(e.status), _text(e.details))
         for e in events
     ]
     if rows:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
         with conn.cursor() as cur:
             cur.executemany(_INSERT_EVENT, rows)
 
 
-def _history_event(row: Row) -> HistoryEvent:
-    return HistoryEvent(
-        step=row["step"],
-        timestamp=row["timestamp"],
-        status=row["status"],
-        duration_ms=row["duration_ms"],
-        details=row["details"],
+def _document(
+    conn: psycopg.Connection[Row], row: Row, errors_kept: int, now: float
+) -> dict[str, Any]:
+    latest = conn.execute(
+        "SELECT * FROM errors WHERE job = %s ORDER BY id DESC LIMIT %s", (row["id"], errors_kept)
+    ).fetchall()
+    events = conn.execute("SELECT * FROM events WHERE job = %s ORDER BY id", (row["id"],))
+    return decode_state(row).to_document(
+        errors=[error_from_row(r) for r in reversed(latest)],
+        history=[event_from_row(r) for r in events],
+        now=now,
     )
+
+
+def _insert_point(conn: psycopg.Connection[Row], job: int, state: JobState) -> None:
+    conn.execute(sql.postgres(sql.INSERT_POINT), sql.point_values(job, state))
+    count = conn.execute(sql.postgres(sql.COUNT_POINTS), (job,)).fetchone()
+    if count is not None and count["n"] > sql.SERIES_POINTS:
+        conn.execute(sql.postgres(sql.THIN_POINTS), (job,))

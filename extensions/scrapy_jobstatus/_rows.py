@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields
 from typing import Any
 
 from ._model import (
     REASON_FOR_STATUS,
+    TERMINAL_STATUSES,
     CompletionReason,
     HistoryEvent,
     JobError,
     JobState,
     JobStatus,
+    isoformat,
 )
 from ._store import JobFilter
 
@@ -35,6 +38,7 @@ COLUMNS = (
     "cancel_requested_at",
     "error_count",
     "priority",
+    "completion_reason",
 )
 UPDATED_COLUMNS = [c for c in COLUMNS if c not in ("job_id", "created_at", "cancel_requested_at")]
 _DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobState)}
@@ -49,6 +53,8 @@ def take_over_pending(state: JobState, pending: JobState) -> None:
     state.settings = state.settings or pending.settings
     state.priority = pending.priority
     state.version = state.version or pending.version
+    # The crawl's own URLs (JOBSTATUS_WEBHOOKS) and those scheduling gave.
+    state.webhooks = list(dict.fromkeys([*pending.webhooks, *state.webhooks]))
 
 
 def row_values(state: JobState) -> tuple[Any, ...]:
@@ -89,6 +95,41 @@ def end_state(state: JobState, status: JobStatus, message: str, now: float) -> N
     state.completed_at = now
     state.updated_at = now
     state.requests_in_flight = 0
+
+
+# History steps that call the job's webhooks, besides its status changes.
+WEBHOOK_STEPS = {"stalled": "job.stalled"}
+
+
+def webhook_types(status: JobStatus | None, events: Iterable[HistoryEvent] = ()) -> list[str]:
+    """The webhook events of a write: the status it moves the job to, and
+    the history steps that have one."""
+    types = [f"job.{status}"] if status in TERMINAL_STATUSES else []
+    types += [WEBHOOK_STEPS[e.step] for e in events if e.step in WEBHOOK_STEPS]
+    return types
+
+
+def webhook_body(event_type: str, now: float, document: dict[str, Any]) -> str:
+    """The Standard Webhooks envelope, fixed once: every attempt sends (and
+    signs) the same bytes."""
+    return json.dumps(
+        {"type": event_type, "timestamp": isoformat(now), "data": document},
+        separators=(",", ":"),
+    )
+
+
+def new_event_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def event_from_row(row: Mapping[str, Any]) -> HistoryEvent:
+    return HistoryEvent(
+        step=row["step"],
+        timestamp=row["timestamp"],
+        status=row["status"],
+        duration_ms=row["duration_ms"],
+        details=row["details"],
+    )
 
 
 def error_from_row(row: Mapping[str, Any]) -> JobError:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from . import _cluster_sql as sql
+from . import _sql as sql
 from ._model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -36,14 +36,22 @@ from ._rows import (
     encode_state,
     end_state,
     error_from_row,
+    event_from_row,
     filter_clauses,
     history_event,
+    new_event_id,
     row_values,
     take_over_pending,
+    webhook_body,
+    webhook_types,
 )
 from ._store import (
+    ERRORS_IN_WEBHOOKS,
+    STARTED,
     UNMONITORED_WARNING,
+    Attempt,
     CancelResult,
+    Delivery,
     JobFilter,
     JobNotFound,
     JobPage,
@@ -147,7 +155,50 @@ CREATE TABLE eggs (
     UNIQUE (project, version)
 );
 """
-_MIGRATIONS = (_V1, _V2)
+# Version 3: the webhook outbox and its attempts, the counters' series, and
+# the completion reason as a column (metrics count by it).
+_V3 = """
+ALTER TABLE jobs ADD COLUMN completion_reason TEXT;
+UPDATE jobs SET completion_reason = json_extract(state, '$.completion_reason');
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_job ON deliveries (job, id);
+CREATE TABLE delivery_attempts (
+    id INTEGER PRIMARY KEY,
+    delivery INTEGER NOT NULL,
+    attempted_at REAL NOT NULL,
+    http_status INTEGER,
+    error TEXT,
+    duration_ms INTEGER NOT NULL,
+    next_attempt_at REAL
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery, id);
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL,
+    t REAL NOT NULL,
+    pages INTEGER NOT NULL,
+    documents INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    in_flight INTEGER NOT NULL,
+    progress REAL
+);
+CREATE INDEX series_job ON series (job, id);
+"""
+_MIGRATIONS = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT = (
@@ -281,12 +332,15 @@ class SQLiteStore:
             row = _job_row(conn, state.job_id)
             if row is None:
                 conn.execute(_INSERT, row_values(state))
-                return StartResult(True, state)
-            stored = decode_state(row)
-            if stored.status is not JobStatus.PENDING:
-                return StartResult(False, stored)
-            take_over_pending(state, stored)
-            _update(conn, state)
+            else:
+                stored = decode_state(row)
+                if stored.status is not JobStatus.PENDING:
+                    return StartResult(False, stored)
+                take_over_pending(state, stored)
+                _update(conn, state)
+            job = _job_key(conn, state.job_id)
+            _insert_point(conn, job, state)
+            self._notify(conn, job, [STARTED])
             return StartResult(True, state)
 
     def save(
@@ -297,6 +351,7 @@ class SQLiteStore:
         history: Iterable[HistoryEvent] = (),
     ) -> SaveResult:
         self._reconnect_if_replaced()
+        new_events = events
         with self._write() as conn:
             recreated = False
             if not _update(conn, state):
@@ -311,6 +366,8 @@ class SQLiteStore:
             job = _job_key(conn, state.job_id)
             _insert_errors(conn, job, errors)
             _insert_events(conn, job, events)
+            _insert_point(conn, job, state)
+            self._notify(conn, job, webhook_types(state.status, new_events))
             return _save_result(conn, state.job_id, written=True, recreated=recreated)
 
     def request_cancel(self, job_id: str, force: bool = False) -> CancelResult:
@@ -339,6 +396,7 @@ class SQLiteStore:
             )
             if details:
                 _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
+                self._notify(conn, row["id"], webhook_types(after))
             return CancelResult(before, after)
 
     def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
@@ -358,7 +416,42 @@ class SQLiteStore:
             _update(conn, state)
             step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
             _insert_events(conn, row["id"], [history_event(step, now, status, message)])
+            self._notify(conn, row["id"], webhook_types(status))
             return True
+
+    def warn_pending(self, job_id: str, warning: str) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id)
+            if row is None:
+                return False
+            state = decode_state(row)
+            if state.status is not JobStatus.PENDING or warning in state.warnings:
+                return False
+            state.warnings.append(warning)
+            conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (encode_state(state), row["id"]))
+            stalled = [history_event("stalled", now, JobStatus.PENDING, warning)]
+            _insert_events(conn, row["id"], stalled)
+            self._notify(conn, row["id"], webhook_types(None, stalled))
+            return True
+
+    def _notify(self, conn: sqlite3.Connection, job: int | None, types: list[str]) -> None:
+        """The job's webhooks for these events, in the outbox, in the write
+        that makes the change they report."""
+        if not types:
+            return
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job,)).fetchone()
+        state = decode_state(row)
+        if not state.webhooks:
+            return
+        now = time.time()
+        document = self._document(conn, row, ERRORS_IN_WEBHOOKS, now)
+        for event_type in types:
+            body, event_id = webhook_body(event_type, now, document), new_event_id()
+            conn.executemany(
+                sql.INSERT_DELIVERY,
+                [(job, event_id, event_type, url, body, now, now) for url in state.webhooks],
+            )
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         now = time.time()
@@ -395,6 +488,13 @@ class SQLiteStore:
             ]
             conn.executemany("DELETE FROM errors WHERE job = ?", ids)
             conn.executemany("DELETE FROM events WHERE job = ?", ids)
+            conn.executemany("DELETE FROM series WHERE job = ?", ids)
+            conn.executemany(
+                "DELETE FROM delivery_attempts WHERE delivery IN"
+                " (SELECT id FROM deliveries WHERE job = ?)",
+                ids,
+            )
+            conn.executemany("DELETE FROM deliveries WHERE job = ?", ids)
             conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
             return len(ids)
 
@@ -407,10 +507,12 @@ class SQLiteStore:
 
     @_reading
     def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
-        conn = self.conn
-        row = _job_row(conn, job_id)
-        if row is None:
-            return None
+        row = _job_row(self.conn, job_id)
+        return None if row is None else self._document(self.conn, row, errors_kept, time.time())
+
+    def _document(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, errors_kept: int, now: float
+    ) -> dict[str, Any]:
         latest = [
             error_from_row(r)
             for r in conn.execute(
@@ -419,7 +521,7 @@ class SQLiteStore:
             )
         ]
         return decode_state(row).to_document(
-            errors=latest[::-1], history=self._history(row["id"]), now=time.time()
+            errors=latest[::-1], history=self._history(row["id"]), now=now
         )
 
     @_reading
@@ -428,16 +530,8 @@ class SQLiteStore:
         return [] if job is None else self._history(job)
 
     def _history(self, job: int) -> list[HistoryEvent]:
-        return [
-            HistoryEvent(
-                step=r["step"],
-                timestamp=r["timestamp"],
-                status=r["status"],
-                duration_ms=r["duration_ms"],
-                details=r["details"],
-            )
-            for r in self.conn.execute("SELECT * FROM events WHERE job = ? ORDER BY id", (job,))
-        ]
+        rows = self.conn.execute("SELECT * FROM events WHERE job = ? ORDER BY id", (job,))
+        return [event_from_row(r) for r in rows]
 
     @_reading
     def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
@@ -505,6 +599,65 @@ class SQLiteStore:
     @_reading
     def count_finished(self, limit: int) -> int:
         return self.conn.execute(sql.COUNT_FINISHED, (limit,)).fetchone()[0]
+
+    # -- the webhook outbox ----------------------------------------------------------
+
+    def claim_deliveries(
+        self, now: float, lease: float, limit: int, job_id: str | None = None
+    ) -> list[Delivery]:
+        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
+        statement = sql.CLAIM_DELIVERIES.format(job=clause, lock="")
+        with self._write() as conn:
+            rows = conn.execute(statement, (now + lease, now, now, *params, limit)).fetchall()
+        return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)
+
+    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> None:
+        with self._write() as conn:
+            conn.execute(sql.INSERT_ATTEMPT, sql.attempt_values(delivery, attempt))
+            conn.execute(sql.END_ATTEMPT, sql.end_values(delivery, attempt))
+
+    @_reading
+    def webhook_log(self, job_id: str) -> list[dict[str, Any]]:
+        return sql.webhook_log(self.conn.execute(sql.WEBHOOK_LOG, (job_id,)).fetchall())
+
+    @_reading
+    def count_undelivered(self, job_id: str | None = None) -> int:
+        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
+        row = self.conn.execute(sql.COUNT_UNDELIVERED.format(job=clause), params).fetchone()
+        return row[0]
+
+    @_reading
+    def delivery_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.conn.execute(sql.DELIVERY_COUNTS)}
+
+    # -- the event stream and the series ---------------------------------------------
+
+    @_reading
+    def events_after(
+        self, since: int, job_id: str | None = None, limit: int = 100
+    ) -> list[tuple[int, str, HistoryEvent]]:
+        # One writer at a time: ids are given in the order writes commit.
+        clause, params = (sql.EVENT_OF_JOB, (job_id,)) if job_id is not None else ("", ())
+        rows = self.conn.execute(sql.EVENTS_AFTER.format(job=clause), (since, *params, limit))
+        return [(r["id"], r["job_id"], event_from_row(r)) for r in rows]
+
+    @_reading
+    def last_event_id(self) -> int:
+        return self.conn.execute(sql.LAST_EVENT).fetchone()[0] or 0
+
+    @_reading
+    def series(self, job_id: str) -> list[dict[str, Any]]:
+        return [sql.point_from_row(r) for r in self.conn.execute(sql.SERIES, (job_id,))]
+
+    # -- figures for metrics ---------------------------------------------------------
+
+    @_reading
+    def status_counts(self) -> list[tuple[str, str | None, str | None, int]]:
+        return [tuple(r) for r in self.conn.execute(sql.STATUS_COUNTS)]  # type: ignore[misc]
+
+    @_reading
+    def reason_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.conn.execute(sql.REASON_COUNTS)}
 
     # -- the nodes -----------------------------------------------------------------
 
@@ -683,6 +836,12 @@ def _insert_errors(conn: sqlite3.Connection, job: int | None, errors: Iterable[J
             for e in errors
         ],
     )
+
+
+def _insert_point(conn: sqlite3.Connection, job: int | None, state: JobState) -> None:
+    conn.execute(sql.INSERT_POINT, sql.point_values(job, state))
+    if conn.execute(sql.COUNT_POINTS, (job,)).fetchone()[0] > sql.SERIES_POINTS:
+        conn.execute(sql.THIN_POINTS, (job,))
 
 
 def _insert_events(

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 STALE_INTERVALS = 5
 MIN_STALE_SECONDS = 5.0
 UNMONITORED_WARNING = "unmonitored: the crawl ran without the job status extension"
+# The webhook event of a crawl starting its job; the others are job.<status>
+# and job.stalled.
+STARTED = "job.started"
+# Errors inside the status document a webhook carries.
+ERRORS_IN_WEBHOOKS = 20
 _URL_SCHEMES = ("postgresql://", "postgres://")
 # How a Scrapyd node names itself to the crawls it starts: several nodes may
 # share one machine, and each reaps only the crawls it started.
@@ -116,6 +121,38 @@ class ReapedJob:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery of the outbox: one event, to one URL."""
+
+    delivery_id: int
+    event_id: str  # webhook-id: the same on every attempt
+    event_type: str
+    url: str
+    body: str  # the exact body: what the signature covers
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a delivery."""
+
+    attempted_at: float
+    http_status: int | None
+    error: str | None
+    duration_ms: int
+    delivered: bool
+    # The next try; None once delivered, or given up.
+    next_attempt_at: float | None
+
+    @property
+    def outcome(self) -> str:
+        if self.delivered:
+            return "delivered"
+        return "pending" if self.next_attempt_at is not None else "failed"
+
+
+@dataclass(frozen=True)
 class JobFilter:
     project: str | None = None
     spider: str | None = None
@@ -192,6 +229,45 @@ class JobStore(Protocol):
 
     def count_finished(self, limit: int) -> int:
         """How many jobs ended, counted up to ``limit``."""
+
+    # -- the webhook outbox: written with the status change it reports ---------
+
+    def claim_deliveries(
+        self, now: float, lease: float, limit: int, job_id: str | None = None
+    ) -> list[Delivery]:
+        """The due deliveries, leased for ``lease`` seconds to the caller: no
+        other deliverer gets them meanwhile."""
+
+    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> None: ...
+
+    def webhook_log(self, job_id: str) -> list[dict[str, Any]]: ...
+
+    def count_undelivered(self, job_id: str | None = None) -> int: ...
+
+    def delivery_counts(self) -> dict[str, int]: ...
+
+    # -- the event stream and the series ----------------------------------------
+
+    def events_after(
+        self, since: int, job_id: str | None = None, limit: int = 100
+    ) -> list[tuple[int, str, HistoryEvent]]:
+        """The events with an id above ``since``, oldest first, as (id,
+        job_id, event). Ids grow in the order the events were committed."""
+
+    def last_event_id(self) -> int: ...
+
+    def series(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's counters over time, at most 500 points."""
+
+    def warn_pending(self, job_id: str, warning: str) -> bool:
+        """A pending job waiting too long: a warning, a ``stalled`` event and
+        its webhooks; False if it is no longer pending or has it already."""
+
+    # -- figures for metrics -----------------------------------------------------
+
+    def status_counts(self) -> list[tuple[str, str | None, str | None, int]]: ...
+
+    def reason_counts(self) -> dict[str, int]: ...
 
     # -- the nodes sharing the store --------------------------------------------
 
