@@ -82,8 +82,8 @@ def node_from_row(row: Any) -> NodeInfo:
 
 
 def postgres(statement: str) -> str:
-    """A statement with PostgreSQL's marks."""
-    return statement.replace("?", "%s")
+    """A statement with PostgreSQL's marks (and its ``%`` operator escaped)."""
+    return statement.replace("%", "%%").replace("?", "%s")
 
 
 # -- the webhook outbox --------------------------------------------------------
