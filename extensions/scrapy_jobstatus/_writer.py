@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from ._store import SaveResult, StoreError, display_location, open_store
+from ._webhooks import CrawlDelivery
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ._model import JobState
     from ._store import JobStore, StartResult
     from ._tracker import JobTracker
+    from ._webhooks import WebhookSettings
 
 logger = logging.getLogger("scrapy_jobstatus.extension")
 
@@ -33,8 +35,12 @@ MAX_BACKOFF = 30.0
 
 
 class StoreWriter:
-    def __init__(self, location: str, interval: float):
+    def __init__(self, location: str, interval: float, webhooks: WebhookSettings | None = None):
         self.location = location
+        # Delivers the job's webhooks once the job is recorded, and what is
+        # left of them when the writer stops.
+        self.webhooks = webhooks
+        self._delivery: CrawlDelivery | None = None
         self.shown = display_location(location)
         self.interval = interval
         self.writes = 0
@@ -65,10 +71,33 @@ class StoreWriter:
 
         trigger, self._shutdown_trigger = self._shutdown_trigger, None
         try:
+            await self._finish_delivery()
             await maybe_deferred_to_future(self._call(self._close_store))
         finally:
             self._pool.stop()
             reactor.removeSystemEventTrigger(trigger)
+
+    def _start_delivery(self, job_id: str) -> None:
+        if self.webhooks is not None and self.webhooks.urls and self._delivery is None:
+            self._delivery = CrawlDelivery(self.location, job_id, self.webhooks)
+            self._delivery.start()
+
+    async def _finish_delivery(self) -> None:
+        delivery, self._delivery = self._delivery, None
+        if delivery is None:
+            return
+        left = await maybe_deferred_to_future(deferToThread(delivery.finish))
+        if left < 0:
+            logger.warning(
+                "Could not count the webhook deliveries of job %(job)s left for scrapy jobnotify",
+                {"job": delivery.job_id},
+            )
+        elif left:
+            logger.warning(
+                "%(left)d webhook deliveries of job %(job)s not made within %(wait)g s "
+                "(JOBSTATUS_WEBHOOK_WAIT): left for scrapy jobnotify",
+                {"left": left, "job": delivery.job_id, "wait": delivery.wait},
+            )
 
     # -- calls ---------------------------------------------------------------------
 
@@ -108,6 +137,8 @@ class StoreWriter:
             self.failures = 1
             raise
         self._job_started = True
+        if result.started:
+            self._start_delivery(state.job_id)
         return result
 
     def _save_in_thread(
@@ -118,6 +149,9 @@ class StoreWriter:
             if not started.started:  # ended, or run, elsewhere meanwhile
                 return SaveResult(False, False, started.job.cancel_requested_at, False)
             self._job_started = True
+            from twisted.internet import reactor
+
+            reactor.callFromThread(self._start_delivery, state.job_id)
             events = history  # the record was just made: its whole history
         return self._in_thread("save", state, errors, events, history)
 

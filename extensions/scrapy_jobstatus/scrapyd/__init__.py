@@ -25,6 +25,7 @@ _MODULES = {
     "JobStatus": "webservice",
     "Jobs": "webservice",
     "Nodes": "webservice",
+    "Webhooks": "webhooks",
 }
 
 __all__ = sorted(_MODULES)

@@ -20,6 +20,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from .._settings import STORE_VARIABLE
 from .._store import NODE_VARIABLE, JobStore, is_url, open_store
+from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -43,6 +44,10 @@ class IJobStatusNode(Interface):
     name = Attribute("the node's name: Scrapyd's node_name")
     url = Attribute("the node's URL, shown to the other nodes")
     node_timeout = Attribute("seconds without a heartbeat after which a node is dead")
+    pending_timeout = Attribute("seconds a job may wait in the queue before a warning, 0 for none")
+    webhooks = Attribute("the URLs called on every job's events")
+    webhook_secret = Attribute("the whsec_ secret the node signs deliveries with, or None")
+    webhook_policy = Attribute("timeout, retry delay and maximum age of deliveries")
     db = Attribute("the absolute path of the store, passed to every crawl")
     timeout_max = Attribute("the largest JOBSTATUS_TIMEOUT schedule.json accepts, 0 for no cap")
     errors_kept = Attribute("errors inside a status document")
@@ -59,6 +64,10 @@ class JobStatusNode:
         timeout_max: float = 0,
         errors_kept: int = DEFAULT_ERRORS_KEPT,
         node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        pending_timeout: float = 0,
+        webhooks: list[str] | None = None,
+        webhook_secret: str | None = None,
+        webhook_policy: WebhookPolicy | None = None,
     ):
         # A path is made absolute for the crawls, which run elsewhere.
         self.db = db if is_url(db) else os.path.abspath(db)
@@ -67,6 +76,10 @@ class JobStatusNode:
         self.timeout_max = timeout_max
         self.errors_kept = errors_kept
         self.node_timeout = node_timeout
+        self.pending_timeout = pending_timeout
+        self.webhooks = list(webhooks or [])
+        self.webhook_secret = webhook_secret
+        self.webhook_policy = webhook_policy or WebhookPolicy()
         self.store: JobStore = open_store(self.db, node=name)
 
     @classmethod
@@ -78,6 +91,20 @@ class JobStatusNode:
         node_timeout = _number(options, "node_timeout", DEFAULT_NODE_TIMEOUT)
         if node_timeout < 10:
             raise ConfigError(f"[{SECTION}] node_timeout must be 10 seconds or more")
+        try:
+            webhooks = webhook_urls(options.get("webhooks"))
+            secret = options.get("webhook_secret") or None
+            if secret:
+                check_secret(secret)
+        except InvalidWebhook as e:
+            raise ConfigError(f"[{SECTION}] {e}") from None
+        if webhooks and not secret:
+            raise ConfigError(f"[{SECTION}] webhooks need a webhook_secret to sign them")
+        policy = WebhookPolicy(
+            timeout=_number(options, "webhook_timeout", WebhookPolicy.timeout) or 1,
+            retry_delay=_number(options, "webhook_retry_delay", WebhookPolicy.retry_delay),
+            max_age=_number(options, "webhook_max_age", WebhookPolicy.max_age),
+        )
         return cls(
             db,
             # Scrapyd's own name for the node, in every answer of its services.
@@ -86,12 +113,17 @@ class JobStatusNode:
             timeout_max=_number(options, "timeout_max", 0),
             errors_kept=int(_number(options, "errors_kept", DEFAULT_ERRORS_KEPT)),
             node_timeout=node_timeout,
+            pending_timeout=_number(options, "pending_timeout", 0),
+            webhooks=webhooks,
+            webhook_secret=secret,
+            webhook_policy=policy,
         )
 
     def crawl_settings(self, project: str) -> dict[str, str]:
         """The settings every crawl of this node gets; they win over the
-        job's own."""
-        return {"JOBSTATUS_PROJECT": project}
+        job's own. The node delivers the crawls' webhooks, signed with its
+        secret, and goes on after a crawl has died."""
+        return {"JOBSTATUS_PROJECT": project, "JOBSTATUS_WEBHOOK_DELIVER": "False"}
 
     def crawl_environment(self) -> dict[str, str]:
         """The store goes to the crawl in its environment, not on its command

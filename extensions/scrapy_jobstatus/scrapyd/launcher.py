@@ -38,6 +38,7 @@ from .._store import (
     process_alive,
 )
 from ._node import IJobStatusNode, shared_node
+from .webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -116,6 +117,7 @@ class Launcher(launcher.Launcher):
         app.setComponent(IJobStatusNode, self.node)
         self.started_at = time.time()
         self.version = _node_version()
+        self.webhooks = WebhookDelivery(self.node)
         self._reaper: LoopingCall | None = None
         self._reaper_store: JobStore | None = None
         self._reaping = False
@@ -133,10 +135,12 @@ class Launcher(launcher.Launcher):
         # timer's work (a crawl this launcher started is checked at its exit).
         self._reaper = LoopingCall(self._reap_dead_jobs)
         self._reaper.start(REAP_INTERVAL, now=True).addErrback(self._reap_failed)
+        self.webhooks.start()
 
     def stopService(self) -> None:  # noqa: N802 (Twisted's name)
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
+        self.webhooks.stop()
         super().stopService()
 
     def _reap_dead_jobs(self) -> Deferred[None] | None:
@@ -164,10 +168,23 @@ class Launcher(launcher.Launcher):
         if store is None:
             store = self._reaper_store = open_store(self.node.db, node=self.node.name)
         store.beat(heartbeat)
+        self._warn_pending(store)
         return (
             store.reap_dead_jobs(self.node.name, process_alive),
             store.reap_dead_nodes(self.node.node_timeout),
         )
+
+    def _warn_pending(self, store: JobStore) -> None:
+        """A job queued for longer than pending_timeout gets a warning, a
+        ``stalled`` event and its job.stalled webhook, once."""
+        limit = self.node.pending_timeout
+        if not limit:
+            return
+        oldest = time.time() - limit
+        warning = f"stalled: pending for more than {limit:g} s"
+        for state in store.queued_jobs():
+            if (state.created_at or 0) <= oldest and store.warn_pending(state.job_id, warning):
+                log.warn("Job {job}: {warning}", job=state.job_id, warning=warning)
 
     def _reaped(self, reaped: tuple[list[str], list[ReapedJob]]) -> None:
         dead_crawls, dead_nodes_jobs = reaped

@@ -31,6 +31,7 @@ from .._model import (
 )
 from .._model import JobStatus as Status
 from .._store import StoreError
+from .._webhooks import InvalidWebhook, webhook_urls
 from ._node import shared_node
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 log = Logger(namespace="scrapy_jobstatus.scrapyd.queue")
 
 # Settings of the node, not of a job.
-NODE_SETTINGS = ("JOBSTATUS_DB", "JOBSTATUS_PROJECT")
+NODE_SETTINGS = ("JOBSTATUS_DB", "JOBSTATUS_PROJECT", "JOBSTATUS_WEBHOOK_DELIVER")
+# schedule.json's argument of the job's own webhook URLs (space-separated).
+WEBHOOK_ARGUMENT = "webhook"
 
 
 def message_of(state: JobState) -> dict[str, Any]:
@@ -75,6 +78,7 @@ class SpiderQueue:
         except InvalidJobId as e:
             raise refuse(str(e)) from None
         self._check_settings(settings)
+        webhooks = self._webhooks(spider_args.pop(WEBHOOK_ARGUMENT, None))
         state = pending_job(
             job,
             project=self.project,
@@ -84,6 +88,7 @@ class SpiderQueue:
             settings=settings,
             priority=priority,
             version=version,
+            webhooks=webhooks,
         )
         if not self.node.store.add_pending(state):
             raise refuse(f"job id '{job}' is already used")
@@ -99,6 +104,16 @@ class SpiderQueue:
             )
         except InvalidSetting as e:
             raise refuse(str(e)) from None
+
+    def _webhooks(self, given: str | None) -> list[str]:
+        """The node's webhooks and the job's own, which the node signs."""
+        try:
+            own = webhook_urls(given)
+        except InvalidWebhook as e:
+            raise refuse(str(e)) from None
+        if own and not self.node.webhook_secret:
+            raise refuse("this node has no webhook_secret to sign webhooks with")
+        return list(dict.fromkeys([*self.node.webhooks, *own]))
 
     def pop(self) -> dict[str, Any] | None:
         state = self.node.store.claim_job(self.node.name, self.project)
