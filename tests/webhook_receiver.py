@@ -54,6 +54,10 @@ class Receiver:
     def of_type(self, event_type: str) -> list[Received]:
         return [r for r in self.accepted() if r.payload["type"] == event_type]
 
+    def attempts_of_job(self, job_id: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if json.loads(r.body)["data"]["job_id"] == job_id]
+
     def attempts(self, event_id: str) -> list[Received]:
         with self.lock:
             return [r for r in self.received if r.event_id == event_id]

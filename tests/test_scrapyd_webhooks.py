@@ -1,0 +1,168 @@
+"""End to end: a Scrapyd node delivers its jobs' webhooks from the store's
+outbox to a real receiver that verifies them with ``standardwebhooks``:
+per node and per job, through a crawl killed with -9 and a restart of the
+node, never holding up the node; two nodes on one PostgreSQL store deliver
+each attempt once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.postgres import temporary_database
+from tests.scrapyd_node import ScrapydNode, running_node, sample_urls, slow_urls, unique
+from tests.webhook_receiver import SECRET, Receiver, webhook_receiver
+
+ENDED = ("completed", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[ScrapydNode]:
+    yield from running_node(
+        tmp_path_factory.mktemp("scrapyd-webhooks"),
+        options={"max_proc": "2", "poll_interval": "0.2"},
+        jobstatus={
+            "webhooks": receiver.url,
+            "webhook_secret": SECRET,
+            "webhook_retry_delay": "0.5",
+        },
+    )
+
+
+@pytest.fixture(autouse=True)
+def answering(receiver: Receiver) -> None:
+    receiver.answer = lambda attempt: 200
+    receiver.retry_after = None
+
+
+def events_of(receiver: Receiver, job: str) -> list[str]:
+    return sorted(
+        r.payload["type"] for r in receiver.accepted() if r.payload["data"]["job_id"] == job
+    )
+
+
+def wait_events(receiver: Receiver, job: str, expected: list[str], timeout: float = 30) -> None:
+    wait_for(
+        lambda: events_of(receiver, job) == sorted(expected),
+        timeout=timeout,
+        what=f"{expected} of job {job}",
+    )
+
+
+def test_a_job_s_events_are_delivered_signed_and_once(node: ScrapydNode, receiver: Receiver, site):
+    receiver.answer = lambda attempt: 503 if attempt <= 2 else 200
+    job = unique("hooked")
+    assert node.schedule(job=job, urls=sample_urls(site)).json()["status"] == "ok"
+    node.wait_status(job, *ENDED)
+    wait_events(receiver, job, ["job.completed", "job.started"])
+    completed = next(
+        r for r in receiver.accepted()
+        if r.payload["data"]["job_id"] == job and r.payload["type"] == "job.completed"
+    )  # fmt: skip
+    assert completed.payload["data"]["status"] == "completed"
+    assert completed.payload["data"]["node"] == node.get("daemonstatus.json").json()["node_name"]
+    assert [a.answered for a in receiver.attempts(completed.event_id)] == [503, 503, 200]
+    log = node.get("webhooks.json", {"job": job}).json()["deliveries"]
+    assert {d["type"]: d["status"] for d in log} == {
+        "job.started": "delivered",
+        "job.completed": "delivered",
+    }
+    assert all(len(d["attempts"]) == 3 for d in log)
+    assert node.get("webhooks.json", {"job": "no-such-job"}).code == 404
+
+
+def test_a_job_s_own_webhook_is_called_too_and_a_bad_one_refused(
+    node: ScrapydNode, receiver: Receiver, site
+):
+    job = unique("own")
+    own = receiver.url + "?job=own"
+    answer = node.schedule(job=job, urls=f"{site}/sample/", webhook=own).json()
+    assert answer["status"] == "ok"
+    node.wait_status(job, *ENDED)
+    wait_for(
+        lambda: len([r for r in receiver.accepted() if r.payload["data"]["job_id"] == job]) == 4,
+        what="both URLs called for both events",
+    )
+    assert node.status(job)["webhooks"] == [receiver.url, own]
+    refused = node.schedule(job=unique("bad"), urls=f"{site}/sample/", webhook="ftp://x/").json()
+    assert refused["status"] == "error" and "only http and https" in refused["message"]
+
+
+def test_a_crawl_killed_with_sigkill_still_produces_job_failed(
+    node: ScrapydNode, receiver: Receiver, site
+):
+    job = unique("killed")
+    node.schedule(job=job, urls=slow_urls(site, 4, 20))
+    node.wait_status(job, "running")
+    os.kill(node.crawl_pid(job), signal.SIGKILL)
+    wait_events(receiver, job, ["job.failed", "job.started"])
+    failed = next(r for r in receiver.of_type("job.failed") if r.payload["data"]["job_id"] == job)
+    assert "SIGKILL" in failed.payload["data"]["error_message"]
+
+
+def test_deliveries_pending_at_a_restart_are_made_after_it(
+    node: ScrapydNode, receiver: Receiver, site
+):
+    receiver.answer = lambda attempt: 503  # down
+    job = unique("restart")
+    node.schedule(job=job, urls=f"{site}/sample/")
+    node.wait_status(job, *ENDED)
+    wait_for(lambda: len(receiver.attempts_of_job(job)) >= 2, what="failed attempts")
+    node.stop()
+    receiver.answer = lambda attempt: 200  # back
+    node.start()
+    wait_events(receiver, job, ["job.completed", "job.started"])
+
+
+def test_a_receiver_that_hangs_never_holds_the_node(node: ScrapydNode, receiver: Receiver, site):
+    receiver.answer = lambda attempt: None  # never answers
+    job = unique("hang")
+    node.schedule(job=job, urls=f"{site}/sample/")
+    node.wait_status(job, *ENDED)
+    wait_for(lambda: receiver.attempts_of_job(job), what="a delivery under way")
+    # Deliveries hang in their own threads: the node answers at once.
+    for _ in range(5):
+        started = time.monotonic()
+        assert node.get("jobstatus.json", {"job": job}).code == 200
+        assert time.monotonic() - started < 2
+    receiver.released.set()
+
+
+# -- two nodes, one store ----------------------------------------------------------
+
+
+def test_two_nodes_on_one_store_make_each_attempt_once(tmp_path, postgres_url, site):
+    with webhook_receiver() as receiver, temporary_database(postgres_url) as db:
+        nodes = [
+            ScrapydNode(
+                tmp_path / f"n{i}",
+                options={"node_name": f"n{i}", "max_proc": "2", "poll_interval": "0.2"},
+                jobstatus={"db": db, "webhooks": receiver.url, "webhook_secret": SECRET},
+            )
+            for i in (1, 2)
+        ]
+        try:
+            for node in nodes:
+                node.start()
+            nodes[0].deploy()
+            jobs = [unique("pair") for _ in range(6)]
+            for job in jobs:
+                nodes[0].schedule(job=job, urls=f"{site}/sample/")
+            for job in jobs:
+                wait_events(receiver, job, ["job.completed", "job.started"], timeout=60)
+        finally:
+            for node in nodes:
+                node.stop()
+        ids = [r.event_id for r in receiver.received]
+        assert len(ids) == len(set(ids)) == 12  # every event once, no attempt twice
