@@ -166,3 +166,29 @@ def test_two_nodes_on_one_store_make_each_attempt_once(tmp_path, postgres_url, s
                 node.stop()
         ids = [r.event_id for r in receiver.received]
         assert len(ids) == len(set(ids)) == 12  # every event once, no attempt twice
+
+
+def test_a_job_pending_too_long_gets_a_warning_and_job_stalled(tmp_path, site):
+    with webhook_receiver() as receiver:
+        nodes = running_node(
+            tmp_path,
+            options={"max_proc": "1", "poll_interval": "0.2"},
+            jobstatus={"webhooks": receiver.url, "webhook_secret": SECRET, "pending_timeout": "1"},
+        )
+        node = next(nodes)
+        try:
+            blocker, queued = unique("blocker"), unique("queued")
+            node.schedule(job=blocker, urls=slow_urls(site, 2, 30))
+            node.wait_status(blocker, "running")
+            node.schedule(job=queued, urls=f"{site}/sample/")
+            # The launcher looks every 5 s.
+            wait_events(receiver, queued, ["job.stalled"], timeout=20)
+            document = node.status(queued)
+            assert document["status"] == "pending"
+            assert document["warnings"] == ["stalled: pending for more than 1 s"]
+            assert [h["step"] for h in document["history"]] == ["stalled"]
+            node.post("jobcancel.json", {"job": blocker, "force": "1"})
+            node.wait_status(queued, *ENDED)
+            wait_events(receiver, queued, ["job.completed", "job.stalled", "job.started"])
+        finally:
+            nodes.close()
