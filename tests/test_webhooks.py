@@ -20,7 +20,7 @@ from scrapy_jobstatus._webhooks import (
     check_secret,
     webhook_urls,
 )
-from tests.helpers import run_crawl, scrapy, wait_for
+from tests.helpers import run_crawl, scrapy, start_crawl, wait_for
 from tests.webhook_receiver import SECRET, webhook_receiver
 
 FAST = WebhookPolicy(timeout=2, retry_delay=0.2, max_age=60)
@@ -267,3 +267,32 @@ def test_bad_webhook_settings_fail_the_job_naming_the_setting(tmp_path, site):
         store.close()
     assert document["status"] == "failed"
     assert "JOBSTATUS_WEBHOOKS" in document["error_message"]
+
+
+def test_a_crawl_killed_with_sigkill_gets_job_failed_through_jobnotify(tmp_path, site):
+    db = tmp_path / "jobs.db"
+    with webhook_receiver() as receiver:
+        settings = webhook_settings(receiver, JOBSTATUS_INTERVAL="0.2")
+        crawl = start_crawl(
+            "batch",
+            db,
+            tmp_path / "crawl.log",
+            args={"urls": f"{site}/slow?delay=30", "_job": "killed"},
+            settings=settings,
+        )
+        try:
+            wait_for(lambda: receiver.of_type("job.started"), what="job.started")
+        finally:
+            crawl.kill()
+            crawl.wait()
+        options = [o for name, value in settings.items() for o in ("-s", f"{name}={value}")]
+        # Its heartbeat goes stale after five intervals (at least 5 s).
+        wait_for(
+            lambda: "1 delivered" in scrapy("jobnotify", "--db", str(db), *options).stdout,
+            timeout=30,
+            interval=1,
+            what="jobnotify to find the dead crawl",
+        )
+        (failed,) = receiver.of_type("job.failed")
+    assert failed.payload["data"]["job_id"] == "killed"
+    assert "died" in failed.payload["data"]["error_message"]

@@ -4,7 +4,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .._model import InvalidSetting
-from .._store import open_store
+from .._store import open_store, process_alive
 from .._webhooks import WebhookSender, WebhookSettings
 from ._base import EXIT_BAD_INPUT, EXIT_NOT_OK, CommandError, JobCommand
 
@@ -26,7 +26,8 @@ class Command(JobCommand):
         return (
             "Deliver every webhook event that is due, signed with JOBSTATUS_WEBHOOK_SECRET: "
             "the events a crawl could not deliver before it ended (a receiver down, a crawl "
-            "killed). With --wait, go on delivering the retries that fall due meanwhile. "
+            "killed: its job ends failed here first). With --wait, go on delivering the "
+            "retries that fall due meanwhile. "
             "Exits with 1 when a delivery was given up."
         )
 
@@ -63,6 +64,9 @@ class Command(JobCommand):
         outcomes = {"delivered": 0, "pending": 0, "failed": 0}
         deadline = time.monotonic() + opts.wait
         try:
+            # A crawl killed with -9 gets its job.failed: its job ends here.
+            store = sender.store
+            store.reap_dead_jobs(store.node, process_alive)
             while True:
                 attempts = sender.deliver_due(limit=100)
                 for attempt in attempts:
