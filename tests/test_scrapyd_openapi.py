@@ -95,6 +95,12 @@ def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
     call("GET", "/jobs.json", {}, auth=None)
     call("GET", "/nodes.json")
     call("GET", "/nodes.json", auth=None)
+    call("GET", "/metrics")
+    call("GET", "/metrics", auth=None)
+    call("GET", "/webhooks.json", {"job": done})
+    call("GET", "/webhooks.json", {"job": "no-such-job"})
+    call("GET", "/webhooks.json", {"job": "a/b"})
+    call("GET", "/webhooks.json", {"job": done}, auth=None)
     call("POST", "/jobcancel.json", {"job": "no-such-job"})
     call("POST", "/jobcancel.json", {"job": "a/b"})
     call("GET", "/jobcancel.json", {"job": "a"})
@@ -144,6 +150,7 @@ def test_real_answers_match_the_document(
         "/jobcancel.json",
         "/joberrors.json",
         "/nodes.json",
+        "/webhooks.json",
     ):
         for method, operation in spec["paths"][path].items():
             for code in operation["responses"]:

@@ -38,6 +38,7 @@ from .._store import (
     process_alive,
 )
 from ._node import IJobStatusNode, shared_node
+from .metrics import timed_store_write
 from .webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
@@ -167,7 +168,8 @@ class Launcher(launcher.Launcher):
         store = self._reaper_store
         if store is None:
             store = self._reaper_store = open_store(self.node.db, node=self.node.name)
-        store.beat(heartbeat)
+        with timed_store_write():
+            store.beat(heartbeat)
         self._warn_pending(store)
         return (
             store.reap_dead_jobs(self.node.name, process_alive),

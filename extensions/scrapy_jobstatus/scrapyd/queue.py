@@ -33,6 +33,7 @@ from .._model import JobStatus as Status
 from .._store import StoreError
 from .._webhooks import InvalidWebhook, webhook_urls
 from ._node import shared_node
+from .metrics import timed_store_write
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -182,7 +183,8 @@ class Poller:
         try:
             store = self.node.store
             while self.dq.waiting and store.count_queued():
-                state = store.claim_job(self.node.name)
+                with timed_store_write():
+                    state = store.claim_job(self.node.name)
                 if state is None:  # claimed by another node meanwhile
                     return
                 message = message_of(state)
