@@ -48,6 +48,15 @@ class CommandError(Exception):
         self.code = code
 
 
+class NotAService(CommandError):
+    """The node answered an HTTP error without a JSON body: it has no such
+    service (Scrapyd's 404 page), or something else answered."""
+
+    def __init__(self, message: str, http_status: int):
+        super().__init__(message)
+        self.http_status = http_status
+
+
 class LocalJobs:
     """The job store of this project, as the commands see it. Reading opens
     the store read-only, so a read-only or full disk is no obstacle; dead
@@ -157,6 +166,30 @@ class RemoteJobs:
         self._raise_for(code, body, job_id)
         return (JobStatus.CANCELLING if code == 202 else JobStatus.CANCELLED), body["job"]
 
+    def events(
+        self, since: int | None, job_id: str | None = None, wait: float = 0
+    ) -> tuple[list[dict[str, Any]], int] | None:
+        """The node's events after ``since`` (of the job ``job_id`` if given),
+        waiting up to ``wait`` seconds for one, and the ``since`` of the next
+        call; without ``since``, none and the node's latest event id. None if
+        the node has no events.json (a scrapyd.conf without it)."""
+        params: dict[str, Any] = {
+            "since": since,
+            "job": job_id,
+            "wait": f"{wait:g}" if wait else None,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        try:
+            code, body = self._call("GET", "events.json", params, timeout=self.timeout + wait)
+        except NotAService as e:
+            if e.http_status == 404:
+                return None
+            raise
+        if code == 404:
+            return None
+        self._raise_for(code, body)
+        return body["events"], body["last_id"]
+
     def _raise_for(self, code: int, body: dict[str, Any], job_id: str | None = None) -> None:
         if code in (200, 202):
             return
@@ -168,7 +201,7 @@ class RemoteJobs:
         raise CommandError(f"{self.base}: {message}")
 
     def _call(
-        self, method: str, endpoint: str, params: dict[str, Any]
+        self, method: str, endpoint: str, params: dict[str, Any], timeout: float | None = None
     ) -> tuple[int, dict[str, Any]]:
         query = urllib.parse.urlencode(params)
         url = self.base + endpoint
@@ -181,7 +214,7 @@ class RemoteJobs:
         if self.authorization:
             request.add_header("Authorization", self.authorization)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:  # noqa: S310
                 code, raw = response.status, response.read()
         except urllib.error.HTTPError as e:
             with e:
@@ -194,7 +227,9 @@ class RemoteJobs:
         try:
             body = json.loads(raw)
         except ValueError:
-            raise CommandError(f"{self.base}{endpoint}: not a job service (HTTP {code})") from None
+            raise NotAService(
+                f"{self.base}{endpoint}: not a job service (HTTP {code})", code
+            ) from None
         if not isinstance(body, dict) or (code in (200, 202) and body.get("status") != "ok"):
             message = body.get("message") if isinstance(body, dict) else None
             message = message or f"unexpected answer (HTTP {code})"
