@@ -146,3 +146,42 @@ def test_figures_for_metrics(store):
         ("running", "p", "s", 1),
     ]
     assert store.reason_counts() == {"error": 1}
+
+
+def _write_events(location: str, job_id: str, count: int, barrier) -> None:
+    from scrapy_jobstatus._store import open_store
+
+    store = open_store(location)
+    state = running(job_id)
+    store.start_job(state)
+    barrier.wait(30)
+    for i in range(count):
+        store.save(
+            state, events=[HistoryEvent(step=f"s{i}", timestamp=time.time(), status="running")]
+        )
+    store.close()
+
+
+def test_a_reader_following_the_stream_misses_no_event_of_concurrent_writers(store, location):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    writers = [
+        context.Process(target=_write_events, args=(location, f"w{i}", 60, barrier))
+        for i in range(4)
+    ]
+    for writer in writers:
+        writer.start()
+    seen: list[int] = []
+    since = 0
+    while any(w.is_alive() for w in writers) or store.events_after(since):
+        for event_id, _, _ in store.events_after(since, limit=1000):
+            seen.append(event_id)
+            since = event_id
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    everything = [event_id for event_id, _, _ in store.events_after(0, limit=10_000)]
+    assert len(everything) == 240
+    assert seen == everything  # followed by `since` alone, nothing was skipped

@@ -2,7 +2,7 @@
 in the job store.
 
 It translates Scrapy's signals into calls of the job tracker, and the
-tracker's decisions (timeout, cancel) into engine calls. The job is written
+tracker's decisions (timeout, stall, cancel) into engine calls. The job is written
 once per ``JOBSTATUS_INTERVAL`` and at each transition, off the event loop;
 the same write polls the job's cancel request. Monitoring never costs the
 user the crawl: an unusable store leaves the crawl running, unmonitored, and
@@ -41,7 +41,8 @@ from ._model import (
 from ._progress import progress_reported
 from ._settings import JobSettings, store_location
 from ._store import StoreError, node_name
-from ._tracker import JobTracker
+from ._tracker import STALL_CANCEL, JobTracker
+from ._webhooks import WebhookSettings
 from ._writer import StoreWriter
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scrapy_jobstatus.extension")
 
 CLOSE_TIMEOUT = "jobstatus_timeout"
+CLOSE_STALLED = "jobstatus_stalled"
 CLOSE_CANCEL = "cancelled"
 CLOSE_SHUTDOWN = "shutdown"
 CLOSE_BAD_SETTING = "jobstatus_bad_setting"
@@ -70,10 +72,17 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class JobStatusExtension:
-    def __init__(self, crawler: Crawler, config: JobSettings | None, error: str | None):
+    def __init__(
+        self,
+        crawler: Crawler,
+        config: JobSettings | None,
+        error: str | None,
+        webhooks: WebhookSettings | None = None,
+    ):
         self.crawler: Crawler = crawler
         self.config = config
         self.setting_error = error
+        self.webhooks = webhooks
         self.engine_unsupported = unsupported_reason()
         if self.engine_unsupported:
             logger.error("%(reason)s", {"reason": self.engine_unsupported})
@@ -96,13 +105,15 @@ class JobStatusExtension:
     def from_crawler(cls, crawler: Crawler) -> Self:
         if not crawler.settings.getbool("JOBSTATUS_ENABLED", True):
             raise NotConfigured
+        config = webhooks = error = None
         try:
-            config, error = JobSettings.from_settings(crawler.settings), None
+            config = JobSettings.from_settings(crawler.settings)
+            webhooks = WebhookSettings.from_settings(crawler.settings)
         except InvalidSetting as exc:
             # A bad setting fails the job rather than the process: the job is
             # still recorded, with the reason.
-            config, error = None, str(exc)
-        ext = cls(crawler, config, error)
+            error = str(exc)
+        ext = cls(crawler, config, error, webhooks)
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(ext.response_received, signal=signals.response_received)
@@ -140,7 +151,9 @@ class JobStatusExtension:
             return
         config = self.config or JobSettings.defaults()
         now = time.time()
-        self.writer = writer = StoreWriter(store_location(settings), config.interval)
+        # A plain crawl delivers its webhooks; under Scrapyd, the node does.
+        deliver = self.webhooks if self.webhooks and self.webhooks.deliver else None
+        self.writer = writer = StoreWriter(store_location(settings), config.interval, deliver)
         state = JobState(
             job_id=job_id,
             spider=spider.name,
@@ -153,8 +166,14 @@ class JobStatusExtension:
             timeout=config.timeout,
             pid=os.getpid(),
             interval=config.interval,
+            webhooks=list(self.webhooks.urls) if self.webhooks else [],
         )
-        tracker = JobTracker(state, failure_ratio=config.failure_ratio)
+        tracker = JobTracker(
+            state,
+            failure_ratio=config.failure_ratio,
+            stall_timeout=config.stall_timeout,
+            stall_action=config.stall_action,
+        )
         self.crawler.stats.set_value("jobstatus/job_id", job_id)
         writer.start()
         try:
@@ -300,6 +319,7 @@ class JobStatusExtension:
 
     def _tick(self) -> None:
         self._refresh()
+        self._check_stall()
         self._write_stats()
         self._save()
 
@@ -376,6 +396,34 @@ class JobStatusExtension:
         self._start_grace()
         self._save()
         self._close(CLOSE_TIMEOUT)
+
+    def _check_stall(self) -> None:
+        tracker = self.tracker
+        assert tracker is not None
+        action = tracker.stall_check()
+        if action is None:
+            return
+        state = tracker.state
+        logger.warning(
+            "Job stalled: no progress for %(timeout)g s with %(pending)d requests pending "
+            "and %(in_flight)d in flight",
+            {
+                "timeout": tracker.stall_timeout,
+                "pending": state.requests_pending,
+                "in_flight": state.requests_in_flight,
+            },
+        )
+        if action == STALL_CANCEL:
+            # The cancel path: the tracker took the cancel, with the stall as
+            # its reason; in-flight requests get the grace period.
+            logger.info(
+                "Cancelling the stalled job (JOBSTATUS_STALL_ACTION=cancel): no new requests; "
+                "in-flight requests finish"
+            )
+            self._start_grace()
+            self._close(CLOSE_STALLED)
+        # The tick's write carries the warning and the event (and so the
+        # job.stalled webhook).
 
     def _cancel(self, requested_at: float, source: str, force: bool = False) -> None:
         tracker = self.tracker

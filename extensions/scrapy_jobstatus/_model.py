@@ -132,7 +132,7 @@ def reason_for_close(close_reason: str | None) -> CompletionReason:
 
 
 def status_for_reason(reason: CompletionReason) -> JobStatus:
-    if reason is CompletionReason.CANCELLED:
+    if reason in (CompletionReason.CANCELLED, CompletionReason.STALLED):
         return JobStatus.CANCELLED
     if reason is CompletionReason.ERROR:
         return JobStatus.FAILED

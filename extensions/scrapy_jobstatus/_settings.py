@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from scrapy.utils.project import data_path
 
 from ._model import InvalidSetting, parse_timeout, setting_number
+from ._tracker import STALL_ACTIONS, STALL_WARN
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -25,6 +26,10 @@ class JobSettings:
     failure_ratio: float
     required: bool = False
     store_wait: float = 30.0
+    # The stall watchdog: seconds without progress while requests wait (0:
+    # off), and what a stall does besides its warning.
+    stall_timeout: float = 0.0
+    stall_action: str = STALL_WARN
 
     @classmethod
     def defaults(cls) -> JobSettings:
@@ -61,7 +66,33 @@ class JobSettings:
         except ValueError:
             shown = repr(settings.get("JOBSTATUS_REQUIRED"))[:40]
             raise InvalidSetting(f"JOBSTATUS_REQUIRED must be true or false, not {shown}") from None
-        return cls(timeout, interval, grace, ratio, required, store_wait)
+        stall_timeout = number("JOBSTATUS_STALL_TIMEOUT", 0)
+        if stall_timeout < 0:
+            raise InvalidSetting(
+                f"JOBSTATUS_STALL_TIMEOUT must not be negative, got {stall_timeout:g}"
+            )
+        stall_action = _stall_action(settings.get("JOBSTATUS_STALL_ACTION"))
+        return cls(
+            timeout,
+            interval,
+            grace,
+            ratio,
+            required,
+            store_wait,
+            stall_timeout=stall_timeout,
+            stall_action=stall_action,
+        )
+
+
+def _stall_action(raw: object) -> str:
+    """JOBSTATUS_STALL_ACTION: ``warn`` (the default) or ``cancel``, in any case."""
+    if raw is None or raw == "":
+        return STALL_WARN
+    action = raw.strip().lower() if isinstance(raw, str) else ""
+    if action not in STALL_ACTIONS:
+        shown = repr(raw) if len(str(raw)) <= 40 else repr(str(raw)[:40]) + "..."
+        raise InvalidSetting(f"JOBSTATUS_STALL_ACTION must be warn or cancel, not {shown}")
+    return action
 
 
 def store_location(settings: BaseSettings) -> str:

@@ -1,5 +1,5 @@
 """The job tracker: what a crawl knows of its job, and the decisions it takes
-(progress, estimate, timeout, cancel, failure, the final status).
+(progress, estimate, timeout, stall, cancel, failure, the final status).
 
 Plain Python: no Scrapy, no Twisted. The clock is injected, so the
 arithmetic is tested without a crawl, as Scrapy's AutoThrottle keeps its
@@ -19,6 +19,7 @@ from ._model import (
     JobError,
     JobState,
     JobStatus,
+    isoformat,
     reason_for_close,
     status_for_reason,
 )
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
 FORCED_STOP_WARNING = "forced stop: in-flight requests were dropped and their results may be lost"
 # Samples of (time, finished work) kept for the recent rate.
 RATE_WINDOW = 30
+# JOBSTATUS_STALL_ACTION: what a stall does besides its warning.
+STALL_WARN = "warn"
+STALL_CANCEL = "cancel"
+STALL_ACTIONS = (STALL_WARN, STALL_CANCEL)
+
+
+def stall_warning(stall_timeout: float) -> str:
+    return f"stalled: no progress for {stall_timeout:g} s"
 
 
 class JobTracker:
@@ -37,10 +46,15 @@ class JobTracker:
         state: JobState,
         *,
         failure_ratio: float = 0.5,
+        stall_timeout: float = 0.0,
+        stall_action: str = STALL_WARN,
         clock: Callable[[], float] = time.time,
     ):
         self.state = state
         self.failure_ratio = failure_ratio
+        # The stall watchdog: off at 0.
+        self.stall_timeout = stall_timeout
+        self.stall_action = stall_action
         self.clock = clock
         self.expected_total: int | None = None
         self.end_reason: CompletionReason | None = None
@@ -56,10 +70,17 @@ class JobTracker:
         self._unsaved_errors: list[JobError] = []
         self._unsaved_events: list[HistoryEvent] = []
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
+        # Since when the crawl has made no progress while it had work: the
+        # last response, item or error, or the last tick that found no work.
+        self.progress_at = clock()
+        # Whether the current stall was warned of (each stall is, once).
+        self.stalled = False
+        self.stalls = 0
 
     # -- counting ----------------------------------------------------------------
 
     def response_received(self, url: str, error: JobError | None) -> None:
+        self._progressed()
         state = self.state
         state.total_pages_crawled += 1
         state.responses_finished += 1
@@ -75,9 +96,11 @@ class JobTracker:
         self.record_error(error)
 
     def item_scraped(self) -> None:
+        self._progressed()
         self.state.total_documents_found += 1
 
     def record_error(self, error: JobError) -> None:
+        self._progressed()
         error.stage = error.stage or self.state.stage
         error.timestamp = error.timestamp or self.clock()
         self.state.error_count += 1
@@ -141,6 +164,12 @@ class JobTracker:
         self._rate_samples.append((now, done))
         state.estimated_completion = self._estimate_completion(now, remaining)
 
+    def _progressed(self) -> None:
+        """A response received, an item scraped or an error recorded: the
+        crawl moves, and a stall is over."""
+        self.progress_at = self.clock()
+        self.stalled = False
+
     def _estimate_completion(self, now: float, remaining: int) -> float | None:
         if len(self._rate_samples) < 2:
             return None
@@ -168,12 +197,59 @@ class JobTracker:
         self.closing = True
         return True
 
-    def cancel(self, requested_at: float, source: str, force: bool = False) -> bool:
+    def stall_check(self) -> str | None:
+        """At each tick, after ``refresh``: the stall watchdog's decision.
+        None, or a new stall and what it does: ``warn``, or ``cancel`` (the
+        crawl stops, as on a cancel request, and the job ends ``cancelled``
+        with the completion reason ``stalled``).
+
+        The job is stalled when it has made no progress (no response, item
+        nor error) for ``stall_timeout`` seconds while requests are pending
+        or in flight; a job with no work is finishing or idle, never
+        stalled, and its stall clock starts again. A stall is warned of once
+        (the warning, a ``stalled`` event); progress ends it, and the next
+        stall is warned of again with a new event. A closing job is left to
+        its grace period."""
+        if not self.stall_timeout or self.closing:
+            return None
+        state = self.state
+        now = self.clock()
+        pending, in_flight = state.requests_pending, state.requests_in_flight
+        if not pending and not in_flight:
+            self.progress_at = now
+            self.stalled = False
+            return None
+        if self.stalled or now - self.progress_at < self.stall_timeout:
+            return None
+        self.stalled = True
+        self.stalls += 1
+        warning = stall_warning(self.stall_timeout)
+        if warning not in state.warnings:
+            state.warnings.append(warning)
+        self.event(
+            "stalled",
+            details=(
+                f"no progress since {isoformat(self.progress_at)}: "
+                f"{pending} requests pending, {in_flight} in flight"
+            ),
+        )
+        if self.stall_action == STALL_CANCEL:
+            self.cancel(now, "stall watchdog", reason=CompletionReason.STALLED)
+            return STALL_CANCEL
+        return STALL_WARN
+
+    def cancel(
+        self,
+        requested_at: float,
+        source: str,
+        force: bool = False,
+        reason: CompletionReason = CompletionReason.CANCELLED,
+    ) -> bool:
         """Whether a cancel request stops the crawl (it does unless it is
-        closing already)."""
+        closing already). ``reason``: the completion reason it ends with."""
         if self.closing:
             return False
-        self.end_reason = CompletionReason.CANCELLED
+        self.end_reason = reason
         self.state.cancel_requested_at = requested_at
         self._set_status(JobStatus.CANCELLING)
         self.event("cancel requested", details=f"by {source}" + (", forced" if force else ""))
@@ -224,6 +300,11 @@ class JobTracker:
         if final is JobStatus.FAILED:
             state.error_message = self.failure_message
             state.message = f"The job failed: {self.failure_message}"
+        elif self.end_reason is CompletionReason.STALLED:
+            state.message = (
+                f"The job stalled (no progress for {self.stall_timeout:g} s) and was "
+                "cancelled; the results of finished requests were kept."
+            )
         elif final is JobStatus.CANCELLED:
             state.message = "The job was cancelled; the results of finished requests were kept."
         elif self.end_reason is CompletionReason.TIMEOUT:
@@ -273,6 +354,8 @@ class JobTracker:
         }
         if state.progress is not None:
             stats["jobstatus/progress"] = state.progress
+        if self.stalls:
+            stats["jobstatus/stalls"] = self.stalls
         for error_type, count in self.errors_by_type.items():
             stats[f"jobstatus/errors/{error_type}"] = count
         if self.ended:
