@@ -804,6 +804,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(content)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the page went away during a long poll: nobody to answer
         finally:
             upstream.close()
 

@@ -95,6 +95,7 @@ def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
     call("GET", "/jobs.json", {}, auth=None)
     call("GET", "/nodes.json")
     call("GET", "/nodes.json", auth=None)
+    call("GET", "/jobstatus.json", {"job": done, "series": "1"})
     call("GET", "/events.json")
     call("GET", "/events.json", {"since": "0", "job": done})
     call("GET", "/events.json", {"since": "0", "wait": "61"})

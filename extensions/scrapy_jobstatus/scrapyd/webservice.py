@@ -168,14 +168,28 @@ class JobResource(NodeResource):
 
 
 class JobStatus(JobResource):
+    """The status document; with ``series=1``, also the job's counters over
+    its whole run (``series``: at most 500 points, the first and the latest
+    always kept; none while the job is pending)."""
+
     @param("job")
     @param("project", required=False)
-    def render_GET(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
+    @param("series", dest="with_series", required=False, default="0")
+    def render_GET(
+        self, txrequest: Request, job: str, project: str | None, with_series: str
+    ) -> dict[str, Any]:
         job_id, project = _job_id(job), _name("project", project)
+        wanted = _flag("series", with_series)
+        store = self.node.store
+        # The series is read before the document: its latest point is never
+        # newer than the counters the document shows.
+        series = store.series(job_id) if wanted else None
         # One read on the common path: the job is in the store.
-        document = self.node.store.document(job_id, self.node.errors_kept)
+        document = store.document(job_id, self.node.errors_kept)
         if document is None or (project is not None and document["project"] != project):
             document = self.find_job(job_id, project).to_document([], [], time.time())
+        if series is not None:
+            document["series"] = series
         return {"job": document}
 
 

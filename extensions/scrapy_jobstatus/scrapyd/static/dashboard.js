@@ -1,11 +1,11 @@
 /* The jobs dashboard of a Scrapyd node.
  *
  * Reads the node's job services with relative URLs (jobs.json, jobstatus.json,
- * jobcancel.json, joberrors.json, nodes.json), so the page's basic auth and
- * path prefix apply. Everything shown comes from crawled sites, spiders, users
- * or other nodes: it is put in the page as text (textContent, attributes),
- * never parsed as HTML, and the page's Content-Security-Policy lets no other
- * script run.
+ * jobcancel.json, joberrors.json, nodes.json, events.json, webhooks.json), so
+ * the page's basic auth and path prefix apply. Everything shown comes from
+ * crawled sites, spiders, users or other nodes: it is put in the page as text
+ * (textContent, attributes), never parsed as HTML, and the page's
+ * Content-Security-Policy lets no other script run.
  */
 "use strict";
 
@@ -30,6 +30,19 @@
   const MIN_CHART_MS = 10000;
   const MAX_SAMPLES = 2000;
   const MAX_SAMPLED_JOBS = 500;
+  // The open job's counters over its whole run (jobstatus.json?series=1, at
+  // most 500 points) are read again this often while it runs, and at once on
+  // one of its events; in between, the chart goes on with the counters the
+  // 2 s poll reads.
+  const SERIES_POLL_MS = 10000;
+  // events.json is a long poll: asked to wait this long for the next event.
+  const EVENTS_WAIT_S = 25;
+  // However many events come, at most one long poll and one refresh this often.
+  const EVENTS_GAP_MS = 250;
+  const EVENTS_RETRY_MS = 5000;
+  // A scrapyd.conf without events.json or webhooks.json: asked again now and
+  // then (a restart may add it), with plain polling, no panel and no error meanwhile.
+  const SERVICE_MISSING_POLL_MS = 60000;
 
   const $ = (id) => document.getElementById(id);
   const serves = { logs: document.body.dataset.logs === "1", items: document.body.dataset.items === "1" };
@@ -39,12 +52,23 @@
     jobs: [],
     total: 0,
     rows: new Map(), // job id -> {key, tr}
-    details: null, // {id, project, doc, error}
-    samples: new Map(), // job id -> [[time ms, pages crawled], ...]
+    details: null, // see newDetails()
+    samples: new Map(), // job id -> [[time ms, pages crawled, documents found, failed responses], ...]
     spiders: new Set(),
     timer: null,
     generation: 0,
+    refreshing: 0, // the generation of the refresh under way, if any
+    again: false, // an event came during that refresh: another one at once after it
+    refreshedAt: 0,
     failingSince: null,
+    webhooksMissingUntil: 0, // webhooks.json answered 404 without JSON: not asked until then
+    events: {
+      on: false, // events.json answers: the page refreshes on each event
+      since: null, // the id of the last event seen
+      timer: null,
+      generation: 0,
+      controller: null, // aborts the long poll under way
+    },
     nodes: {
       list: [],
       self: null, // the name of the node serving this page
@@ -163,22 +187,28 @@
 
   class NodeError extends Error {}
 
-  async function call(url, options = {}) {
+  /* A service's answer; a NodeError if none came within timeoutMs (or
+   * options.signal aborted the request). */
+  async function call(url, options = {}, timeoutMs = TIMEOUT_MS) {
+    const { signal, ...rest } = options;
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    const abort = () => controller.abort();
+    const timer = setTimeout(abort, timeoutMs);
+    if (signal) signal.addEventListener("abort", abort);
     let response;
     try {
       response = await fetch(url, {
         credentials: "same-origin",
         cache: "no-store",
         headers: { Accept: "application/json" },
-        ...options,
+        ...rest,
         signal: controller.signal,
       });
     } catch (error) {
-      throw new NodeError(error.name === "AbortError" ? "no answer within 10 s" : "network error");
+      throw new NodeError(error.name === "AbortError" ? `no answer within ${Math.round(timeoutMs / 1000)} s` : "network error");
     } finally {
       clearTimeout(timer);
+      if (signal) signal.removeEventListener("abort", abort);
     }
     let data = null;
     try {
@@ -237,6 +267,9 @@
       return;
     }
     const generation = ++state.generation;
+    state.refreshing = generation;
+    state.again = false;
+    state.refreshedAt = Date.now();
     try {
       const params = new URLSearchParams({ limit: state.filters.limit, offset: state.filters.offset });
       if (state.filters.status) params.set("status", state.filters.status);
@@ -271,27 +304,197 @@
       if (!(error instanceof NodeError)) throw error;
       setUnreachable(error.message);
     } finally {
+      if (state.refreshing === generation) state.refreshing = 0;
       if (generation === state.generation && !document.hidden && state.timer === null) {
-        state.timer = setTimeout(refresh, POLL_MS);
+        // An event came while this refresh was under way: the next one at once.
+        const delay = state.again ? Math.max(0, state.refreshedAt + EVENTS_GAP_MS - Date.now()) : POLL_MS;
+        state.again = false;
+        state.timer = setTimeout(refresh, delay);
       }
     }
   }
 
+  /* A refresh as soon as may be (an event came): a refresh under way is let
+   * finish, then followed by another; never more than one each EVENTS_GAP_MS. */
+  function refreshSoon() {
+    if (document.hidden) return;
+    if (state.refreshing) {
+      state.again = true;
+      return;
+    }
+    clearTimeout(state.timer);
+    state.timer = setTimeout(refresh, Math.max(0, state.refreshedAt + EVENTS_GAP_MS - Date.now()));
+  }
+
+  function newDetails(id, project) {
+    return {
+      id,
+      project: project || null,
+      doc: null,
+      error: null,
+      series: null, // the job's counters over its run, as jobstatus.json?series=1 gives them
+      seriesAt: 0, // when they were read
+      webhooks: null, // the job's webhook deliveries (webhooks.json); null: none to show
+      webhooksAt: 0,
+      changes: 0, // events of the job seen...
+      seen: 0, // ...and how many of them the document read reflects
+    };
+  }
+
+  function readJob(details, withSeries) {
+    const extra = withSeries ? { series: "1" } : {};
+    return call(`jobstatus.json?${jobQuery({ job_id: details.id, project: details.project }, extra)}`);
+  }
+
   async function loadDetails(generation) {
     const details = state.details;
-    if (details.doc && !details.doc.is_active) return; // a finished job does not change
-    const answer = await call(`jobstatus.json?${jobQuery({ job_id: details.id, project: details.project })}`);
-    if (generation !== state.generation || state.details !== details) return;
-    if (answer.ok && answer.data && answer.data.job) {
-      details.doc = answer.data.job;
-      details.error = null;
-      sample(details.doc);
-    } else if (answer.code === 404 || answer.code === 400) {
-      details.error = (answer.data && answer.data.message) || `job ${details.id} not found`;
-    } else {
-      throw new NodeError(`the node answered HTTP ${answer.code}`);
+    const current = () => generation === state.generation && state.details === details;
+    const changes = details.changes;
+    const changed = changes !== details.seen;
+    const { doc } = details;
+    // A finished job does not change: read once, with its series, unless an event says otherwise.
+    if (!doc || doc.is_active || changed || !details.seriesAt) {
+      let withSeries = changed || !details.seriesAt || Date.now() - details.seriesAt >= SERIES_POLL_MS;
+      let answer = await readJob(details, withSeries);
+      if (!current()) return;
+      const job = answer.ok && answer.data ? answer.data.job : null;
+      if (job && !job.is_active && !withSeries) {
+        // It ended since its series was read: once more, for the series' last points.
+        withSeries = true;
+        answer = await readJob(details, true);
+        if (!current()) return;
+      }
+      if (answer.ok && answer.data && answer.data.job) {
+        details.doc = answer.data.job;
+        details.error = null;
+        details.seen = changes;
+        if (withSeries) {
+          // A node older than the series answers without it: the chart makes do with its readings.
+          details.series = Array.isArray(details.doc.series) ? details.doc.series : null;
+          details.seriesAt = Date.now();
+        }
+        delete details.doc.series;
+        sample(details.doc);
+      } else if (answer.code === 404 || answer.code === 400) {
+        details.error = (answer.data && answer.data.message) || `job ${details.id} not found`;
+      } else {
+        throw new NodeError(`the node answered HTTP ${answer.code}`);
+      }
+    }
+    if (wantsWebhooks(details, changed)) {
+      await loadWebhooks(details);
+      if (!current()) return;
     }
     renderDetails();
+  }
+
+  /* The webhook log is read when the details open and on each of the job's
+   * events (a status change is a delivery), and as often as the series while
+   * the job runs or a delivery waits for a retry. */
+  function wantsWebhooks(details, changed) {
+    if (!details.doc || Date.now() < state.webhooksMissingUntil) return false;
+    if (!details.webhooksAt || changed) return true;
+    const waiting = (details.webhooks || []).some((delivery) => delivery.status === "pending");
+    return (details.doc.is_active || waiting) && Date.now() - details.webhooksAt >= SERIES_POLL_MS;
+  }
+
+  async function loadWebhooks(details) {
+    const answer = await call(`webhooks.json?${jobQuery({ job_id: details.id, project: details.project })}`);
+    details.webhooksAt = Date.now();
+    if (answer.ok && answer.data && Array.isArray(answer.data.deliveries)) {
+      details.webhooks = answer.data.deliveries;
+    } else if (answer.code === 404) {
+      details.webhooks = null;
+      // Without JSON: a scrapyd.conf without the service (with JSON: an unknown job).
+      if (!answer.data) state.webhooksMissingUntil = Date.now() + SERVICE_MISSING_POLL_MS;
+    }
+  }
+
+  // -- live updates: events.json ----------------------------------------------
+
+  /* events.json is a long poll, answered as soon as a job's history moves:
+   * it starts, gets its first response, stalls, is cancelled, ends. Each
+   * answer with events refreshes the job list (and the open details, with
+   * their series and webhook log, when the events are their job's) at once,
+   * instead of at the next poll. The 2 s poll stays as it was, as the
+   * heartbeat: counters move between events without making any, and a job
+   * just queued makes none either. Without the service (404: an older
+   * scrapyd.conf), the page polls as before, silently, and asks again now and
+   * then; paused with the rest while the tab is hidden. */
+  async function watchEvents() {
+    const events = state.events;
+    clearTimeout(events.timer);
+    events.timer = null;
+    if (document.hidden || events.controller) return;
+    const generation = ++events.generation;
+    const controller = new AbortController();
+    events.controller = controller;
+    let delay = EVENTS_GAP_MS;
+    try {
+      // Without since: the latest event's id, at once; with it, the events after it, waited for.
+      const params = new URLSearchParams();
+      if (events.since !== null) {
+        params.set("since", events.since);
+        params.set("wait", EVENTS_WAIT_S);
+      }
+      const query = params.toString();
+      const answer = await call(
+        query ? `events.json?${query}` : "events.json",
+        { signal: controller.signal },
+        EVENTS_WAIT_S * 1000 + TIMEOUT_MS,
+      );
+      if (generation !== events.generation) return;
+      const data = answer.data || {};
+      if (answer.ok && Array.isArray(data.events) && Number.isInteger(data.last_id)) {
+        const first = events.since === null;
+        events.since = data.last_id;
+        setEvents(true);
+        if (!first && data.events.length) onEvents(data.events);
+      } else if (answer.code === 404) {
+        events.since = null;
+        setEvents(false);
+        delay = SERVICE_MISSING_POLL_MS;
+      } else {
+        // A refusal or an error (a since the store no longer knows): start again from the latest.
+        if (answer.code === 400) events.since = null;
+        delay = EVENTS_RETRY_MS;
+      }
+    } catch (error) {
+      if (!(error instanceof NodeError)) throw error;
+      // Out of reach: the job list's poll says so; the stream is asked again later.
+      delay = EVENTS_RETRY_MS;
+    } finally {
+      if (events.controller === controller) events.controller = null;
+      if (generation === events.generation && !document.hidden && events.timer === null) {
+        events.timer = setTimeout(watchEvents, delay);
+      }
+    }
+  }
+
+  function stopEvents() {
+    const events = state.events;
+    events.generation += 1; // an answer on its way is not used
+    clearTimeout(events.timer);
+    events.timer = null;
+    if (events.controller) events.controller.abort();
+    events.controller = null;
+    // Shown again, the page reads everything afresh: the stream starts from the latest event.
+    events.since = null;
+  }
+
+  function onEvents(list) {
+    const details = state.details;
+    if (details && list.some((event) => event.job_id === details.id)) details.changes += 1;
+    refreshSoon();
+  }
+
+  function setEvents(on) {
+    state.events.on = on;
+    const live = $("live");
+    live.dataset.events = on ? "on" : "off";
+    live.title = on
+      ? `Updated on each job event (events.json), and every ${POLL_MS / 1000} s`
+      : `Updated every ${POLL_MS / 1000} s`;
   }
 
   /* The nodes sharing the job store, from nodes.json: less often than the
@@ -371,10 +574,11 @@
     $("notice").hidden = false;
   }
 
-  // -- samples for the pages-per-minute chart --------------------------------
+  // -- the pages-per-minute chart ----------------------------------------------
 
-  /* Keep a reading of the job's counters: pages crawled at the time the
-   * crawl wrote them (updated_at, or completed_at once it ended). */
+  /* Keep a reading of the job's counters at the time the crawl wrote them
+   * (updated_at, or completed_at once it ended): they extend the job's series
+   * until it is read again, and stand in for it on a node without one. */
   function sample(job) {
     if (!job.started_at) return;
     const t = Date.parse(job.is_active ? job.updated_at : job.completed_at || job.updated_at);
@@ -387,41 +591,75 @@
     }
     const last = list[list.length - 1];
     if (last && last[0] >= t) return;
-    list.push([t, job.total_pages_crawled]);
+    list.push([t, job.total_pages_crawled, job.total_documents_found, job.responses_failed]);
     if (list.length > MAX_SAMPLES) list.splice(1, list.length - MAX_SAMPLES);
   }
 
-  /* Known points (time, pages crawled) of a job's life: its start (0), its
-   * first response (1), the readings this page took, and its end. */
-  function knownPoints(doc) {
+  /* Points [time ms, pages crawled, documents found, failed responses] of a
+   * job's run, in time order, no counter ever going down; ``recorded`` when
+   * they are the job's series as the node recorded it (jobstatus.json?series=1),
+   * followed by the readings this page took since. Without a series (a node
+   * or a job older than it), the known points: the start (0 pages), the
+   * first response (1), the readings this page took while open, and the end. */
+  function chartPoints(doc, series) {
     const start = Date.parse(doc.started_at);
     if (Number.isNaN(start)) return null;
-    const points = [[start, 0]];
-    const first = (doc.history || []).find((event) => event.step === "first response");
-    if (first) points.push([Date.parse(first.timestamp), 1]);
-    points.push(...(state.samples.get(doc.job_id) || []));
-    if (!doc.is_active && doc.completed_at) points.push([Date.parse(doc.completed_at), doc.total_pages_crawled]);
-    const sorted = points.filter(([t]) => !Number.isNaN(t) && t >= start).sort((a, b) => a[0] - b[0]);
-    const result = [];
-    let most = 0;
-    for (const [t, pages] of sorted) {
-      most = Math.max(most, pages);
-      if (result.length && result[result.length - 1][0] === t) result[result.length - 1][1] = most;
-      else result.push([t, most]);
-    }
-    return result;
-  }
-
-  function pagesAt(points, t) {
-    if (t <= points[0][0]) return points[0][1];
-    for (let i = 1; i < points.length; i += 1) {
-      const [t1, p1] = points[i];
-      if (t <= t1) {
-        const [t0, p0] = points[i - 1];
-        return t1 === t0 ? p1 : p0 + ((p1 - p0) * (t - t0)) / (t1 - t0);
+    const readings = state.samples.get(doc.job_id) || [];
+    const recorded = Array.isArray(series) && series.length > 0;
+    let points;
+    if (recorded) {
+      points = series.map((p) => [Date.parse(p.t), p.pages, p.documents, p.failed]);
+      const end = points[points.length - 1][0];
+      points.push(...readings.filter(([t]) => t > end));
+    } else {
+      points = [[start, 0, 0, 0]];
+      const first = (doc.history || []).find((event) => event.step === "first response");
+      if (first) points.push([Date.parse(first.timestamp), 1, 0, 0]);
+      points.push(...readings);
+      if (!doc.is_active && doc.completed_at) {
+        points.push([Date.parse(doc.completed_at), doc.total_pages_crawled, doc.total_documents_found, doc.responses_failed]);
       }
     }
-    return points[points.length - 1][1];
+    const sorted = points
+      .filter(([t]) => !Number.isNaN(t) && t >= start)
+      .sort((a, b) => a[0] - b[0]);
+    const result = [];
+    const most = [0, 0, 0];
+    for (const [t, ...values] of sorted) {
+      values.forEach((value, i) => {
+        if (typeof value === "number" && Number.isFinite(value)) most[i] = Math.max(most[i], value);
+      });
+      const point = [t, ...most];
+      if (result.length && result[result.length - 1][0] === t) result[result.length - 1] = point;
+      else result.push(point);
+    }
+    return { points: result, recorded };
+  }
+
+  /* A counter at time t, straight between the points around it. */
+  function valueAt(points, t, index) {
+    if (t <= points[0][0]) return points[0][index];
+    for (let i = 1; i < points.length; i += 1) {
+      const t1 = points[i][0];
+      if (t <= t1) {
+        const t0 = points[i - 1][0];
+        const v0 = points[i - 1][index];
+        const v1 = points[i][index];
+        return t1 === t0 ? v1 : v0 + ((v1 - v0) * (t - t0)) / (t1 - t0);
+      }
+    }
+    return points[points.length - 1][index];
+  }
+
+  /* A counter as known at time t: the last point's at or before it (a count
+   * of events goes whole into the step whose point first shows it). */
+  function knownAt(points, t, index) {
+    let value = points[0][index];
+    for (const point of points) {
+      if (point[0] > t) break;
+      value = point[index];
+    }
+    return value;
   }
 
   function largestGap(points, a, b) {
@@ -434,11 +672,13 @@
     return gap;
   }
 
-  function chart(doc) {
-    const points = knownPoints(doc);
+  function chart(doc, series) {
+    const known = chartPoints(doc, series);
+    const points = known && known.points;
     if (!points || points.length < 2 || !doc.total_pages_crawled) {
       return el("p", { class: "muted", text: "No pages crawled." });
     }
+    const { recorded } = known;
     const start = points[0][0];
     const end = points[points.length - 1][0];
     const span = end - start;
@@ -451,12 +691,23 @@
     const step = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400]
       .map((s) => s * 1000)
       .find((s) => span / s <= 40) || 86400000;
+    const perMinute = (a, b, index) => ((valueAt(points, b, index) - valueAt(points, a, index)) * 60000) / (b - a);
     const buckets = [];
     for (let a = start; a < end; a += step) {
       const b = Math.min(a + step, end);
-      const rate = ((pagesAt(points, b) - pagesAt(points, a)) * 60000) / (b - a);
-      buckets.push({ a, b, rate, measured: largestGap(points, a, b) <= Math.max(step, MEASURED_GAP_MS) });
+      buckets.push({
+        a,
+        b,
+        rate: perMinute(a, b, 1),
+        documents: perMinute(a, b, 2),
+        failed: knownAt(points, b, 3) - knownAt(points, a, 3),
+        measured: largestGap(points, a, b) <= Math.max(step, MEASURED_GAP_MS),
+      });
     }
+    // Documents and failures are charted from the recorded series only (known
+    // points say nothing of them).
+    const documents = recorded && points[points.length - 1][2] > 0;
+    const failures = recorded ? buckets.reduce((sum, bucket) => sum + bucket.failed, 0) : 0;
     const width = 600;
     const height = 170;
     const left = 44;
@@ -464,7 +715,9 @@
     const top = 8;
     const plotW = width - left - 8;
     const plotH = height - top - bottom;
-    const peak = Math.max(...buckets.map((bucket) => bucket.rate), 1);
+    const peak = Math.max(...buckets.map((bucket) => Math.max(bucket.rate, documents ? bucket.documents : 0)), 1);
+    const xOf = (t) => left + ((t - start) / span) * plotW;
+    const yOf = (rate) => top + plotH - (rate / peak) * plotH;
     const graph = svg("svg", {
       class: "chart",
       viewBox: `0 0 ${width} ${height}`,
@@ -482,35 +735,69 @@
       svg("text", { class: "label", x: left + plotW, y: height - 4, "text-anchor": "end" }, fmtElapsed(span)),
     );
     buckets.forEach((bucket) => {
-      const x = left + ((bucket.a - start) / span) * plotW;
+      const x = xOf(bucket.a);
       const w = Math.max(1, ((bucket.b - bucket.a) / span) * plotW - 1);
       const h = (bucket.rate / peak) * plotH;
+      const what = [`${fmtRate(bucket.rate)} pages/min`];
+      if (documents) what.push(`${fmtRate(bucket.documents)} documents/min`);
+      if (bucket.failed) what.push(`${fmtInt(bucket.failed)} failed ${bucket.failed === 1 ? "response" : "responses"}`);
+      const how = bucket.measured ? "measured" : "averaged";
       graph.append(
         svg(
           "rect",
-          { class: `col ${bucket.measured ? "measured" : "estimated"}`, x, y: top + plotH - h, width: w, height: h },
-          svg(
-            "title",
-            {},
-            `${fmtElapsed(bucket.a - start)}–${fmtElapsed(bucket.b - start)}: ${fmtRate(bucket.rate)} pages/min ` +
-              `(${bucket.measured ? "measured" : "averaged"})`,
-          ),
+          {
+            class: `col ${bucket.measured ? "measured" : "estimated"}`,
+            x,
+            y: top + plotH - h,
+            width: w,
+            height: h,
+            dataset: { from: bucket.a - start, to: bucket.b - start, rate: bucket.rate },
+          },
+          svg("title", {}, `${fmtElapsed(bucket.a - start)}–${fmtElapsed(bucket.b - start)}: ${what.join(", ")} (${how})`),
         ),
       );
+      if (bucket.failed) {
+        graph.append(
+          svg(
+            "rect",
+            { class: "fail", x, y: top + plotH + 2, width: w, height: 4, dataset: { failed: bucket.failed } },
+            svg("title", {}, `${fmtElapsed(bucket.a - start)}–${fmtElapsed(bucket.b - start)}: ${what[what.length - 1]}`),
+          ),
+        );
+      }
     });
-    const average = (points[points.length - 1][1] * 60000) / span;
+    if (documents) {
+      const line = buckets.map((bucket) => `${xOf((bucket.a + bucket.b) / 2).toFixed(1)},${yOf(bucket.documents).toFixed(1)}`);
+      graph.append(svg("polyline", { class: "docs", points: line.join(" ") }, svg("title", {}, "Documents found per minute")));
+    }
+    const average = ((points[points.length - 1][1] - points[0][1]) * 60000) / span;
     const notes = [`Average ${fmtRate(average)} pages/min over ${fmtDuration(span / 1000)}.`];
+    if (documents) notes.push([el("span", { class: "key key-docs", "aria-hidden": "true" }), "Line: documents per minute."]);
+    if (failures) {
+      notes.push([
+        el("span", { class: "key key-fail", "aria-hidden": "true" }),
+        `Red marks: steps with failed responses (${fmtInt(failures)} in all).`,
+      ]);
+    }
     if (buckets.some((bucket) => !bucket.measured)) {
       notes.push(
-        "Light bars are averages between known points (start, first response, end); " +
-          "dark bars are measured from the counters this page read while open.",
+        recorded
+          ? "Light bars are averages over gaps in the counters the node recorded."
+          : "Light bars are averages between known points (start, first response, end); " +
+              "dark bars are measured from the counters this page read while open.",
       );
     }
+    const source = recorded ? "from the counters the node recorded over the job's run" : "from known points";
     return el(
       "figure",
       { class: "chart-box" },
       graph,
-      el("figcaption", { class: "muted" }, `Pages per minute, ${step / 1000}-second steps. `, notes.join(" ")),
+      el(
+        "figcaption",
+        { class: "muted" },
+        `Pages per minute, ${step / 1000}-second steps, ${source}. `,
+        notes.map((note, i) => [i ? " " : "", note]),
+      ),
     );
   }
 
@@ -750,7 +1037,7 @@
 
   function openDetails(job) {
     if (!state.details || state.details.id !== job.job_id) {
-      state.details = { id: job.job_id, project: job.project || null, doc: null, error: null };
+      state.details = newDetails(job.job_id, job.project);
     }
     $("details").hidden = false;
     document.body.classList.add("with-details");
@@ -881,6 +1168,64 @@
     ];
   }
 
+  const DELIVERY_STATUSES = ["pending", "delivered", "failed"];
+
+  function webhookSummary(deliveries) {
+    return DELIVERY_STATUSES.map((status) => [status, deliveries.filter((d) => d.status === status).length])
+      .filter(([, count]) => count)
+      .map(([status, count]) => `${count} ${status}`)
+      .join(", ");
+  }
+
+  /* Each delivery of the job's webhooks, with its attempts. The URL (its
+   * password redacted by the node) is text, never a link: the page does not
+   * lead anyone to a receiver. */
+  function deliveryLog(deliveries) {
+    return el(
+      "ul",
+      { class: "deliveries" },
+      deliveries.map((delivery) => {
+        const status = DELIVERY_STATUSES.includes(delivery.status) ? delivery.status : "unknown";
+        const attempts = Array.isArray(delivery.attempts) ? delivery.attempts : [];
+        return el(
+          "li",
+          { class: `delivery delivery-${status}`, dataset: { event: delivery.event_id || "" } },
+          el(
+            "div",
+            { class: "delivery-head" },
+            el("span", { class: "chip event-type", text: delivery.type }),
+            el("span", { class: `badge badge-${status}`, text: delivery.status || "unknown" }),
+            el("span", { class: "muted small", text: ` ${attempts.length} ${attempts.length === 1 ? "attempt" : "attempts"}` }),
+          ),
+          el("div", { class: "url hook-url", title: delivery.url, text: delivery.url }),
+          attempts.length
+            ? el(
+                "ol",
+                { class: "attempts" },
+                attempts.map((attempt) =>
+                  el(
+                    "li",
+                    { class: "attempt" },
+                    timeEl(attempt.time),
+                    " ",
+                    attempt.http_status
+                      ? el("span", { class: `chip http${attempt.http_status < 300 ? " ok" : ""}`, text: `HTTP ${attempt.http_status}` })
+                      : null,
+                    attempt.error ? el("span", { class: "attempt-error", text: attempt.error }) : null,
+                    typeof attempt.duration_ms === "number" ? el("span", { class: "muted small", text: ` ${fmtInt(attempt.duration_ms)} ms` }) : null,
+                    attempt.next_retry ? el("span", { class: "muted small retry" }, " · retry at ", timeEl(attempt.next_retry)) : null,
+                  ),
+                ),
+              )
+            : null,
+          delivery.status === "pending" && delivery.next_attempt_at
+            ? el("div", { class: "muted small next-attempt" }, "Next attempt at ", timeEl(delivery.next_attempt_at))
+            : null,
+        );
+      }),
+    );
+  }
+
   function argumentTable(doc) {
     const args = Object.entries(doc.args || {});
     if (!args.length) return el("p", { class: "muted", text: "None." });
@@ -910,9 +1255,12 @@
       parts.push(el("div", { class: "details-progress" }, progressBar(doc)));
       parts.push(el("div", { class: "details-actions" }, actions(doc), el("span", { class: "files" }, fileLinks(doc))));
       parts.push(section("Counters", counters(doc)));
-      parts.push(section("Pages per minute", chart(doc)));
+      parts.push(section("Pages per minute", chart(doc, details.series)));
       if (details.doc) {
         parts.push(section("History", timeline(doc)));
+        if (details.webhooks && details.webhooks.length) {
+          parts.push(section(`Webhooks (${webhookSummary(details.webhooks)})`, deliveryLog(details.webhooks)));
+        }
         parts.push(section(`Latest errors (${(doc.errors || []).length} of ${doc.error_count})`, errorList(doc)));
         parts.push(section("Spider arguments", argumentTable(doc)));
       } else {
@@ -943,7 +1291,7 @@
     sizes.value = String(state.filters.limit);
     const job = params.get("job");
     if (job && (!state.details || state.details.id !== job)) {
-      state.details = { id: job, project: params.get("project") || null, doc: null, error: null };
+      state.details = newDetails(job, params.get("project"));
       $("details").hidden = false;
       document.body.classList.add("with-details");
       renderDetails();
@@ -1033,10 +1381,12 @@
         clearTimeout(state.nodes.timer);
         state.nodes.timer = null;
         state.nodes.generation += 1;
+        stopEvents();
         setLive("paused");
       } else {
         refresh();
         refreshNodes();
+        watchEvents();
       }
     });
     window.addEventListener("hashchange", () => {
@@ -1046,6 +1396,7 @@
     readHash();
     refresh();
     refreshNodes();
+    watchEvents();
   }
 
   start();
