@@ -22,8 +22,6 @@ tests/artifacts/.
 from __future__ import annotations
 
 import asyncio
-import configparser
-import importlib.util
 import math
 import re
 import time
@@ -55,10 +53,6 @@ from tests.test_dashboard_nodes import not_found
 # Chromium, as tests/test_dashboard.py launches it, for this module.
 browser = test_dashboard.browser
 
-SERVICES = {
-    "events.json": "scrapy_jobstatus.scrapyd.events.Events",
-    "webhooks.json": "scrapy_jobstatus.scrapyd.webhooks.Webhooks",
-}
 EVENTS_JSON = re.compile(r"/events\.json(\?|$)")
 WEBHOOKS_JSON = re.compile(r"/webhooks\.json(\?|$)")
 # The page's poll of jobs.json.
@@ -110,24 +104,6 @@ COUNT_EVENT_FETCHES = """() => {
 # -- the node -----------------------------------------------------------------------
 
 
-def add_services(node: ScrapydNode) -> set[str]:
-    """The services of SERVICES whose module exists, added to the node's
-    scrapyd.conf where the shipped one lacks them; those it has."""
-    path = node.workdir / "scrapyd.conf"
-    cfg = configparser.ConfigParser()
-    cfg.read(path)
-    served = set()
-    for name, target in SERVICES.items():
-        if name not in cfg["services"]:
-            if importlib.util.find_spec(target.rpartition(".")[0]) is None:
-                continue
-            cfg["services"][name] = target
-        served.add(name)
-    with open(path, "w") as f:
-        cfg.write(f)
-    return served
-
-
 def write_hooked_job(db: Path) -> None:
     """A completed job with three webhook URLs (a plain one, one with a
     password, one that is markup and script), its job.started and
@@ -176,7 +152,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
         options={"max_proc": "2", "poll_interval": "0.2"},
         auth=AUTH,
     )
-    node.services = add_services(node)  # type: ignore[attr-defined]
     write_hooked_job(node.db)  # before the node starts: its deliverer finds nothing due
     try:
         node.start()
@@ -184,11 +159,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
         yield node
     finally:
         node.stop()
-
-
-def need(node: ScrapydNode, service: str) -> None:
-    if service not in node.services:  # type: ignore[attr-defined]
-        pytest.skip(f"{service}: {SERVICES[service]} does not exist yet")
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -395,7 +365,6 @@ async def check_event_driven(page: Page, job: str, status: str, seen: float) -> 
 async def test_a_job_s_end_shows_within_a_second_through_events_json(
     browser: Browser, node: ScrapydNode, site: str
 ) -> None:
-    need(node, "events.json")
     async with browsing(browser) as page:
         await page.add_init_script(script=f"({LOG_FETCHES})()")
         await open_dashboard(page, node.url + "dashboard")
@@ -471,7 +440,6 @@ async def test_without_events_json_the_page_polls_as_before(
 async def test_a_node_without_events_json_is_asked_again_a_minute_later(
     browser: Browser, node: ScrapydNode
 ) -> None:
-    need(node, "events.json")
     async with browsing(browser) as page:
         await page.clock.install()
         await page.route(EVENTS_JSON, not_found)
@@ -493,7 +461,6 @@ async def test_a_node_without_events_json_is_asked_again_a_minute_later(
 async def test_events_json_is_not_asked_while_the_tab_is_hidden(
     browser: Browser, node: ScrapydNode
 ) -> None:
-    need(node, "events.json")
     async with browsing(browser) as page:
         await page.clock.install()
         await page.add_init_script(script=f"({LOG_FETCHES})()")
@@ -526,7 +493,6 @@ async def test_events_json_is_not_asked_while_the_tab_is_hidden(
 async def test_the_webhook_log_shows_each_delivery_as_text(
     browser: Browser, node: ScrapydNode
 ) -> None:
-    need(node, "webhooks.json")
     answer = node.get("webhooks.json", {"job": HOOKED})
     assert answer.code == 200, answer.body
     deliveries = answer.json()["deliveries"]

@@ -24,24 +24,25 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, Route, expect
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_jobstatus._model import JobState, JobStatus
 from scrapy_jobstatus._store import NodeInfo, open_store
+from tests import test_dashboard
 from tests.scrapyd_node import ScrapydNode, running_node, sample_urls, unique
 from tests.test_dashboard import (
     AUTH,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PAYLOAD,
     SET_HIDDEN,
     browsing,
     open_dashboard,
     row,
     screenshot,
-    wait,
 )
+
+# Chromium, as tests/test_dashboard.py launches it, for this module.
+browser = test_dashboard.browser
 
 NODE = "node-alpha"
 GONE = "node-gone"
@@ -119,19 +120,6 @@ def finished_job(node: ScrapydNode, site: str) -> str:
     node.wait_status(job, "completed")
     assert node.status(job)["node"] == NODE
     return job
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    playwright = wait(async_playwright().start())
-    try:
-        chromium = wait(
-            playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        )
-        yield chromium
-        wait(chromium.close())
-    finally:
-        wait(playwright.stop())
 
 
 def node_row(page: Page, name: str) -> Locator:

@@ -22,7 +22,6 @@ from scrapy_jobstatus._store import open_store
 from tests.helpers import ROOT, scrapy, wait_for
 from tests.scrapyd_node import Response, ScrapydNode, slow_urls, unique
 
-SERVICE = "scrapy_jobstatus.scrapyd.events.Events"
 EVENT_KEYS = {"id", "job_id", "step", "status", "timestamp", "duration_ms", "details"}
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 ENDED = {"completed", "failed", "cancelled"}
@@ -32,15 +31,13 @@ def started_node(workdir: Path, *, events: bool, deploy: bool = True) -> Iterato
     """A node with the shipped config, its services with events.json or
     without it (an older scrapyd.conf)."""
     node = ScrapydNode(workdir, options={"poll_interval": "0.2"})
-    conf = workdir / "scrapyd.conf"
-    cfg = configparser.ConfigParser()
-    cfg.read(conf)
-    if events:
-        cfg["services"]["events.json"] = SERVICE
-    else:
-        cfg["services"].pop("events.json", None)
-    with open(conf, "w") as f:
-        cfg.write(f)
+    if not events:
+        conf = workdir / "scrapyd.conf"
+        cfg = configparser.ConfigParser()
+        cfg.read(conf)
+        cfg["services"].pop("events.json")
+        with open(conf, "w") as f:
+            cfg.write(f)
     try:
         node.start()
         if deploy:

@@ -6,7 +6,6 @@ in this process, on a real SQLite store."""
 
 from __future__ import annotations
 
-import configparser
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,10 +25,9 @@ from scrapy_jobstatus._store import Attempt, NodeInfo, open_store
 from scrapy_jobstatus.scrapyd import metrics
 from scrapy_jobstatus.scrapyd._node import IJobStatusNode, JobStatusNode
 from tests.helpers import wait_for
-from tests.scrapyd_node import PROJECT, ScrapydNode, sample_urls, slow_urls, unique
+from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, sample_urls, slow_urls, unique
 
 AUTH = ("metrics", "s3cret")
-SERVICE = "scrapy_jobstatus.scrapyd.metrics.Metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The running job series and the document fields they show.
 JOB_FIGURES = {
@@ -58,29 +56,13 @@ FAMILIES = {
 WRITES = "jobstatus_store_write_seconds"
 
 
-def add_metrics_service(conf: Path) -> None:
-    """The service in the node's scrapyd.conf (the shipped one has not got it)."""
-    cfg = configparser.ConfigParser()
-    cfg.read(conf)
-    cfg["services"]["metrics"] = SERVICE
-    with open(conf, "w") as f:
-        cfg.write(f)
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
-    scrapyd = ScrapydNode(
+    yield from running_node(
         tmp_path_factory.mktemp("scrapyd-metrics"),
         options={"max_proc": "4", "poll_interval": "0.2"},
         auth=AUTH,
     )
-    add_metrics_service(scrapyd.workdir / "scrapyd.conf")
-    try:
-        scrapyd.start()
-        scrapyd.deploy()
-        yield scrapyd
-    finally:
-        scrapyd.stop()
 
 
 # -- reading the page ------------------------------------------------------------

@@ -70,8 +70,8 @@ from ._store import (
     died_message,
     display_location,
     encode_cursor,
+    end_jobs_of_dead_node,
     is_stale,
-    node_died_message,
     node_name,
 )
 
@@ -693,12 +693,8 @@ class PostgresStore:
             with self._write() as conn:
                 requeued = conn.execute(sql.postgres(sql.REQUEUE), (name,)).fetchall()
             reaped += [ReapedJob(r["job_id"], name, requeued=True) for r in requeued]
-            for state in self._started_jobs(name):
-                if not is_stale(state, now):
-                    continue  # the crawl still reports: it keeps its job
-                message = node_died_message(state, name, node["last_seen"])
-                if self.end_job(state.job_id, JobStatus.FAILED, message, unstarted=False):
-                    reaped.append(ReapedJob(state.job_id, name, requeued=False))
+            started = self._started_jobs(name)
+            reaped += end_jobs_of_dead_node(self, name, node["last_seen"], started, now)
         return reaped
 
     def _started_jobs(self, node: str) -> list[JobState]:

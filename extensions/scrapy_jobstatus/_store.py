@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._model import isoformat
+from ._model import JobStatus, isoformat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from ._model import HistoryEvent, JobError, JobState, JobStatus
+    from ._model import HistoryEvent, JobError, JobState
 
 # A heartbeat this many intervals old, with the process gone, means it died.
 STALE_INTERVALS = 5
@@ -327,6 +327,21 @@ def died_message(state: JobState) -> str:
         f"The crawl process (pid {state.pid}) died without reporting an end; "
         f"its last heartbeat was at {_utc(state.updated_at or 0)}."
     )
+
+
+def end_jobs_of_dead_node(
+    store: JobStore, node: str, last_seen: float, started: list[JobState], now: float
+) -> list[ReapedJob]:
+    """Fail the started jobs of a dead node whose crawl stopped reporting
+    too; a crawl that still reports keeps its job."""
+    reaped = []
+    for state in started:
+        if not is_stale(state, now):
+            continue
+        message = node_died_message(state, node, last_seen)
+        if store.end_job(state.job_id, JobStatus.FAILED, message, unstarted=False):
+            reaped.append(ReapedJob(state.job_id, node, requeued=False))
+    return reaped
 
 
 def node_died_message(state: JobState, node: str, last_seen: float) -> str:
