@@ -57,3 +57,21 @@ def test_a_running_job_is_cancelled_through_postgresql(node: ScrapydNode, databa
     assert answer.code == 202 and answer.json()["job"]["status"] == "cancelling"
     done = node.wait_status(job, "cancelled", "completed", "failed", timeout=60)
     assert (done["status"], done["completion_reason"]) == ("cancelled", "cancelled")
+
+
+def test_the_event_stream_series_and_metrics_on_postgresql(node: ScrapydNode, site: str):
+    start = node.get("events.json").json()["last_id"]
+    job = unique("pg-events")
+    node.schedule(
+        job=job, urls=f"{site}/sample/,{site}/status/404", settings={"JOBSTATUS_INTERVAL": "0.2"}
+    )
+    done = node.wait_status(job, "completed", "failed", "cancelled")
+    answer = node.get("events.json", {"since": start, "job": job, "wait": "5"}).json()
+    steps = [e["step"] for e in answer["events"]]
+    assert steps[0] == "opened" and steps == [h["step"] for h in done["history"]]
+    ids = [e["id"] for e in answer["events"]]
+    assert ids == sorted(ids) and answer["last_id"] == ids[-1]
+    series = node.get("jobstatus.json", {"job": job, "series": "1"}).json()["job"]["series"]
+    assert series and series[-1]["pages"] == done["total_pages_crawled"] == 2
+    metrics = node.get("metrics").body.decode()
+    assert 'jobstatus_finished_jobs{completion_reason="done"}' in metrics
