@@ -97,12 +97,12 @@ curl -sf "${urls[2]}/jobs.json?limit=100" | .venv/bin/python -c '
 import collections, json, sys
 jobs = json.load(sys.stdin)["jobs"]
 for job in sorted(jobs, key=lambda j: j["job_id"]):
-    print(f"  {job[\"job_id\"]:<12} {job[\"status\"]:<10} on {job[\"node\"]}")
+    print("  {job_id:<12} {status:<10} on {node}".format(**job))
 print("Jobs per node:", dict(sorted(collections.Counter(j["node"] for j in jobs).items())))
 '
 echo "Nodes (nodes.json of node 2):"
 curl -sf "${urls[1]}/nodes.json" | .venv/bin/python -c '
 import json, sys
 for node in json.load(sys.stdin)["nodes"]:
-    print(f"  {node[\"name\"]} {node[\"url\"]} running {node[\"running\"]}/{node[\"max_proc\"]}, last seen {node[\"last_seen\"]}")
+    print("  {name} {url} running {running}/{max_proc}, last seen {last_seen}".format(**node))
 '
