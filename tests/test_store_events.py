@@ -90,12 +90,20 @@ def test_a_claimed_delivery_is_leased_then_retried_or_ended(store):
     assert store.count_undelivered() == 0 and store.delivery_counts() == {"delivered": 1}
 
 
-def test_a_lease_ends_by_itself_when_its_deliverer_died(store):
+def test_a_lease_ends_by_itself_and_a_late_attempt_changes_nothing(store):
     store.start_job(running("j", webhooks=[HOOK]))
     now = time.time()
-    assert len(store.claim_deliveries(now, lease=30, limit=10)) == 1
-    assert len(store.claim_deliveries(now + 31, lease=30, limit=10, job_id="j")) == 1
+    (slow,) = store.claim_deliveries(now, lease=30, limit=10)
     assert store.claim_deliveries(now + 31, lease=30, limit=10, job_id="other") == []
+    (taken,) = store.claim_deliveries(now + 31, lease=30, limit=10, job_id="j")
+    delivered = Attempt(now + 32, 200, None, 5, delivered=True, next_attempt_at=None)
+    assert store.record_attempt(taken, delivered)
+    # The first deliverer comes back after its lease: logged, nothing moved.
+    late = Attempt(now + 40, None, "timed out", 10_000, delivered=False, next_attempt_at=now + 50)
+    assert not store.record_attempt(slow, late)
+    (logged,) = store.webhook_log("j")
+    assert logged["status"] == "delivered" and len(logged["attempts"]) == 2
+    assert store.claim_deliveries(now + 3600, lease=30, limit=10) == []
 
 
 def test_given_up_deliveries_are_counted_as_failed(store):

@@ -101,13 +101,25 @@ CLAIM_DELIVERIES = (
     + "{job} ORDER BY next_attempt_at, id LIMIT ?{lock}) RETURNING *"
 )
 OF_JOB = " AND job = (SELECT id FROM jobs WHERE job_id = ?)"
+
+
+def claim_deliveries(
+    now: float, lease: float, limit: int, job_id: str | None, due_by: float | None, lock: str = ""
+) -> tuple[str, tuple[Any, ...]]:
+    """The claim statement and its values."""
+    clause, params = (OF_JOB, (job_id,)) if job_id is not None else ("", ())
+    due = now if due_by is None else due_by
+    return CLAIM_DELIVERIES.format(job=clause, lock=lock), (now + lease, due, now, *params, limit)
+
+
 INSERT_ATTEMPT = (
     "INSERT INTO delivery_attempts (delivery, attempted_at, http_status, error, duration_ms,"
     " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 END_ATTEMPT = (
     "UPDATE deliveries SET status = ?, attempts = attempts + 1,"
-    " next_attempt_at = COALESCE(?, next_attempt_at), lease_until = NULL WHERE id = ?"
+    " next_attempt_at = COALESCE(?, next_attempt_at), lease_until = NULL"
+    " WHERE id = ? AND status = 'pending' AND lease_until = ?"
 )
 WEBHOOK_LOG = (
     "SELECT d.id, d.event_id, d.event_type, d.url, d.status, d.attempts, d.next_attempt_at,"
@@ -191,6 +203,7 @@ def delivery_from_row(row: Any) -> Delivery:
         body=row["body"],
         attempts=row["attempts"],
         created_at=row["created_at"],
+        lease_until=row["lease_until"],
     )
 
 
@@ -206,7 +219,7 @@ def attempt_values(delivery: Delivery, attempt: Attempt) -> tuple[Any, ...]:
 
 
 def end_values(delivery: Delivery, attempt: Attempt) -> tuple[Any, ...]:
-    return (attempt.outcome, attempt.next_attempt_at, delivery.delivery_id)
+    return (attempt.outcome, attempt.next_attempt_at, delivery.delivery_id, delivery.lease_until)
 
 
 def webhook_log(rows: list[Any]) -> list[dict[str, Any]]:

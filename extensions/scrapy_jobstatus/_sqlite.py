@@ -603,18 +603,22 @@ class SQLiteStore:
     # -- the webhook outbox ----------------------------------------------------------
 
     def claim_deliveries(
-        self, now: float, lease: float, limit: int, job_id: str | None = None
+        self,
+        now: float,
+        lease: float,
+        limit: int,
+        job_id: str | None = None,
+        due_by: float | None = None,
     ) -> list[Delivery]:
-        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        statement = sql.CLAIM_DELIVERIES.format(job=clause, lock="")
+        statement, values = sql.claim_deliveries(now, lease, limit, job_id, due_by)
         with self._write() as conn:
-            rows = conn.execute(statement, (now + lease, now, now, *params, limit)).fetchall()
+            rows = conn.execute(statement, values).fetchall()
         return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)
 
-    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> None:
+    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
         with self._write() as conn:
             conn.execute(sql.INSERT_ATTEMPT, sql.attempt_values(delivery, attempt))
-            conn.execute(sql.END_ATTEMPT, sql.end_values(delivery, attempt))
+            return conn.execute(sql.END_ATTEMPT, sql.end_values(delivery, attempt)).rowcount == 1
 
     @_reading
     def webhook_log(self, job_id: str) -> list[dict[str, Any]]:

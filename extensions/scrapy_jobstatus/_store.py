@@ -131,6 +131,8 @@ class Delivery:
     body: str  # the exact body: what the signature covers
     attempts: int
     created_at: float
+    # The claim's lease: an attempt is recorded only while it holds.
+    lease_until: float
 
 
 @dataclass(frozen=True)
@@ -233,12 +235,21 @@ class JobStore(Protocol):
     # -- the webhook outbox: written with the status change it reports ---------
 
     def claim_deliveries(
-        self, now: float, lease: float, limit: int, job_id: str | None = None
+        self,
+        now: float,
+        lease: float,
+        limit: int,
+        job_id: str | None = None,
+        due_by: float | None = None,
     ) -> list[Delivery]:
-        """The due deliveries, leased for ``lease`` seconds to the caller: no
-        other deliverer gets them meanwhile."""
+        """The deliveries due by ``due_by`` (default: now), leased for
+        ``lease`` seconds to the caller: no other deliverer gets them
+        meanwhile."""
 
-    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> None: ...
+    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
+        """Log the attempt and move the delivery on; False, the delivery left
+        as it is, when the claim's lease had run out (another deliverer may
+        have it now)."""
 
     def webhook_log(self, job_id: str) -> list[dict[str, Any]]: ...
 

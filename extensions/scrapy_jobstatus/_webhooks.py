@@ -244,10 +244,12 @@ class WebhookSender:
         for store in stores:
             store.close()
 
-    def claim(self, limit: int, job_id: str | None = None) -> list[Delivery]:
+    def claim(
+        self, limit: int, job_id: str | None = None, due_by: float | None = None
+    ) -> list[Delivery]:
         # The lease outlasts an attempt: nobody else sends it meanwhile.
         lease = self.policy.timeout + 30
-        return self.store.claim_deliveries(self._clock(), lease, limit, job_id)
+        return self.store.claim_deliveries(self._clock(), lease, limit, job_id, due_by)
 
     def deliver(self, delivery: Delivery) -> Attempt:
         attempt = self.send(delivery)
@@ -255,8 +257,17 @@ class WebhookSender:
         return attempt
 
     def deliver_due(self, limit: int = 50, job_id: str | None = None) -> list[Attempt]:
-        """Send what is due now, one after the other."""
-        return [self.deliver(d) for d in self.claim(limit, job_id)]
+        """Send what is due now, one after the other, each claimed just
+        before it is sent: a lease never runs out while others are sent."""
+        # What was due when the call began: a retry falls due later.
+        due_by = self._clock()
+        attempts = []
+        for _ in range(limit):
+            claimed = self.claim(1, job_id, due_by)
+            if not claimed:
+                break
+            attempts.append(self.deliver(claimed[0]))
+        return attempts
 
     def send(self, delivery: Delivery) -> Attempt:
         now = self._clock()
