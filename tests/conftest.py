@@ -50,3 +50,11 @@ def store(location):
     store = open_store(location)
     yield store
     store.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    """For what only a SQLite store has: its file."""
+    store = open_store(tmp_path / "sub" / "jobs.db")
+    yield store
+    store.close()

@@ -180,3 +180,27 @@ def test_finished_jobs_are_those_whose_crawl_ran_latest_end_first(store):
     assert [s.job_id for s in store.finished_jobs(10)] == ["first", "second"]
     assert store.count_finished(10) == 2 and store.count_finished(1) == 1
     assert [s.job_id for s in store.finished_jobs(1)] == ["first"]
+
+
+def test_a_restarted_node_gives_back_its_unstarted_claims_and_old_nodes_go(store):
+    store.add_pending(queued("mine", created_at=1.0))
+    store.add_pending(queued("young", created_at=time.time()))
+    store.claim_job("n1")
+    assert store.requeue_claims("n1") == ["mine"] and store.requeue_claims("n2") == []
+    assert [s.job_id for s in store.queued_jobs(created_before=10.0)] == ["mine"]
+    store.beat(node("gone-long-ago", time.time() - 2 * 86400))
+    store.beat(node("recent", time.time()))
+    store.reap_dead_nodes(timeout=30)
+    assert [n.name for n in store.nodes()] == ["recent"]
+
+
+def test_sqlite_claims_through_the_queue_index(sqlite_store):
+    sqlite_store.add_pending(queued("q"))
+    plan = sqlite_store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM jobs INDEXED BY jobs_queue"
+        " WHERE status = 'pending' AND node IS NULL ORDER BY priority DESC, created_at, id"
+    ).fetchall()
+    assert any("jobs_queue" in row[-1] for row in plan) and not any(
+        "TEMP B-TREE" in row[-1] for row in plan
+    )
+    assert sqlite_store.claim_job("n").job_id == "q"

@@ -32,14 +32,6 @@ def pg_location(postgres_url) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def sqlite_store(tmp_path):
-    """For what only a SQLite store has: its file."""
-    store = open_store(tmp_path / "sub" / "jobs.db")
-    yield store
-    store.close()
-
-
 @contextlib.contextmanager
 def opened(location, readonly=False):
     store = open_store(location, readonly=readonly)
@@ -532,9 +524,10 @@ def test_a_store_of_schema_version_1_is_upgraded_by_its_first_writer(location, m
     with opened(location) as store:
         assert store.get("j1").status is JobStatus.PENDING
         store.add_pending(pending_job("q1", project="p", spider="s", node=None))
-        assert store.claim_job("n1").job_id == "q1"  # the queue of version 2
+        # The queue of version 2, which the pending job of version 1 joined.
+        assert [store.claim_job("n1").job_id for _ in range(2)] == ["j1", "q1"]
     with opened(location, readonly=True) as reader:
-        assert reader.get("j1") is not None and reader.get("q1").node == "n1"
+        assert reader.get("j1").node == reader.get("q1").node == "n1"
     assert schema_version(location) == backend.SCHEMA_VERSION
 
 

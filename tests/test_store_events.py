@@ -193,3 +193,17 @@ def test_a_reader_following_the_stream_misses_no_event_of_concurrent_writers(sto
     everything = [event_id for event_id, _, _ in store.events_after(0, limit=10_000)]
     assert len(everything) == 240
     assert seen == everything  # followed by `since` alone, nothing was skipped
+
+
+def test_event_ids_never_go_back_after_a_prune(store):
+    for job_id in ("old", "new"):
+        state = running(job_id)
+        store.start_job(state)
+        store.save(state, events=[HistoryEvent(step="x", timestamp=time.time(), status="running")])
+    store.end_job("new", JobStatus.FAILED, "died", unstarted=False)  # the newest event is new's
+    last = store.last_event_id()
+    assert store.prune(keep=0) == 1
+    state = running("later")
+    store.start_job(state)
+    store.save(state, events=[HistoryEvent(step="y", timestamp=time.time(), status="running")])
+    assert [e.step for _, _, e in store.events_after(last)] == ["y"]

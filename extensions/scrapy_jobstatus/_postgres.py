@@ -67,12 +67,11 @@ from ._store import (
     StartResult,
     StoreError,
     decode_cursor,
-    died_message,
     display_location,
     encode_cursor,
-    end_jobs_of_dead_node,
-    is_stale,
     node_name,
+    reap_dead_jobs,
+    reap_dead_nodes,
 )
 
 if TYPE_CHECKING:
@@ -142,10 +141,12 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX events_job ON events (job, id)",
     ),
-    # Version 2: Scrapyd's queue (pending jobs with no node yet), the nodes
+    # Version 2: Scrapyd's queue (pending jobs with no node yet: those of
+    # version 1, recorded beside Scrapyd's own queue, join it), the nodes
     # sharing the store, and the projects' eggs.
     (
         "ALTER TABLE jobs ADD COLUMN priority DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "UPDATE jobs SET node = NULL WHERE status = 'pending'",
         "CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id)"
         " WHERE status = 'pending' AND node IS NULL",
         "CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL",
@@ -487,14 +488,7 @@ class PostgresStore:
                 )
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
-        now = time.time()
-        reaped = []
-        for state in self._started_jobs(node):
-            if state.pid is None or not is_stale(state, now) or alive(state.pid):
-                continue
-            if self.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
-                reaped.append(state.job_id)
-        return reaped
+        return reap_dead_jobs(self, node, alive)
 
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         terminal = [str(s) for s in TERMINAL_STATUSES]
@@ -580,23 +574,25 @@ class PostgresStore:
 
     def claim_job(self, node: str, project: str | None = None) -> JobState | None:
         clause, params = sql.project_clause(project)
-        statement = sql.CLAIM.format(project=clause, lock=" FOR UPDATE SKIP LOCKED")
+        statement = sql.CLAIM.format(project=clause, index="", lock=" FOR UPDATE SKIP LOCKED")
         with self._write() as conn:
             row = conn.execute(sql.postgres(statement), (node, *params)).fetchone()
         return None if row is None else decode_state(row)
 
-    def queued_jobs(self, project: str | None = None) -> list[JobState]:
-        clause, params = sql.project_clause(project)
+    def queued_jobs(
+        self, project: str | None = None, created_before: float | None = None
+    ) -> list[JobState]:
+        statement, params = sql.queued_jobs(project, created_before)
         with self._read() as conn:
-            rows = conn.execute(
-                sql.postgres(sql.QUEUED_JOBS.format(project=clause)), params
-            ).fetchall()
+            rows = conn.execute(sql.postgres(statement), params).fetchall()
         return [decode_state(r) for r in rows]
 
     def count_queued(self, project: str | None = None) -> int:
         clause, params = sql.project_clause(project)
         with self._read() as conn:
-            row = conn.execute(sql.postgres(sql.COUNT_QUEUED.format(project=clause)), params)
+            row = conn.execute(
+                sql.postgres(sql.COUNT_QUEUED.format(project=clause, index="")), params
+            )
             return row.fetchone()["n"]
 
     def finished_jobs(self, limit: int) -> list[JobState]:
@@ -689,20 +685,22 @@ class PostgresStore:
             return [sql.node_from_row(r) for r in conn.execute(sql.NODES)]
 
     def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        now = time.time()
-        with self._read() as conn:
-            dead = conn.execute(sql.postgres(sql.DEAD_NODES), (now - timeout,)).fetchall()
-        reaped = []
-        for node in dead:
-            name = node["name"]
-            with self._write() as conn:
-                requeued = conn.execute(sql.postgres(sql.REQUEUE), (name,)).fetchall()
-            reaped += [ReapedJob(r["job_id"], name, requeued=True) for r in requeued]
-            started = self._started_jobs(name)
-            reaped += end_jobs_of_dead_node(self, name, node["last_seen"], started, now)
-        return reaped
+        return reap_dead_nodes(self, timeout)
 
-    def _started_jobs(self, node: str) -> list[JobState]:
+    def dead_nodes(self, seen_before: float) -> list[NodeInfo]:
+        with self._read() as conn:
+            rows = conn.execute(sql.postgres(sql.DEAD_NODES), (seen_before,)).fetchall()
+        return [sql.node_from_row(r) for r in rows]
+
+    def forget_nodes(self, seen_before: float) -> int:
+        with self._write() as conn:
+            return conn.execute(sql.postgres(sql.FORGET_NODES), (seen_before,)).rowcount
+
+    def requeue_claims(self, node: str) -> list[str]:
+        with self._write() as conn:
+            return [r["job_id"] for r in conn.execute(sql.postgres(sql.REQUEUE), (node,))]
+
+    def started_jobs(self, node: str) -> list[JobState]:
         active = [str(s) for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
         with self._read() as conn:
             rows = conn.execute(

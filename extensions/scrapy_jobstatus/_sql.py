@@ -20,11 +20,13 @@ QUEUE_ORDER = "priority DESC, created_at, id"
 # PostgreSQL adds FOR UPDATE SKIP LOCKED ({lock}): a node never waits on
 # the job another one is claiming, it takes the next.
 CLAIM = (
-    "UPDATE jobs SET node = ? WHERE id = (SELECT id FROM jobs WHERE " + QUEUED + "{project}"
+    "UPDATE jobs SET node = ? WHERE id = (SELECT id FROM jobs{index} WHERE " + QUEUED + "{project}"
     " ORDER BY " + QUEUE_ORDER + " LIMIT 1{lock}) AND " + QUEUED + " RETURNING *"
 )
-QUEUED_JOBS = "SELECT * FROM jobs WHERE " + QUEUED + "{project} ORDER BY " + QUEUE_ORDER
-COUNT_QUEUED = "SELECT COUNT(*) AS n FROM jobs WHERE " + QUEUED + "{project}"
+QUEUED_JOBS = (
+    "SELECT * FROM jobs{index} WHERE " + QUEUED + "{project}{created} ORDER BY " + QUEUE_ORDER
+)
+COUNT_QUEUED = "SELECT COUNT(*) AS n FROM jobs{index} WHERE " + QUEUED + "{project}"
 REQUEUE = "UPDATE jobs SET node = NULL WHERE status = 'pending' AND node = ? RETURNING job_id"
 
 # Scrapyd's list of finished jobs, the latest to end first: the jobs whose
@@ -40,7 +42,8 @@ BEAT = (
     " started_at = excluded.started_at, last_seen = excluded.last_seen"
 )
 NODES = "SELECT * FROM nodes ORDER BY name"
-DEAD_NODES = "SELECT * FROM nodes WHERE last_seen < ?"
+DEAD_NODES = "SELECT * FROM nodes WHERE last_seen < ? ORDER BY name"
+FORGET_NODES = "DELETE FROM nodes WHERE last_seen < ?"
 
 PUT_EGG = (
     "INSERT INTO eggs (project, version, egg, created_at) VALUES (?, ?, ?, ?)"
@@ -55,6 +58,16 @@ DELETE_EGGS = "DELETE FROM eggs WHERE project = ?"
 
 def project_clause(project: str | None) -> tuple[str, tuple[Any, ...]]:
     return ("", ()) if project is None else (" AND project = ?", (project,))
+
+
+def queued_jobs(
+    project: str | None, created_before: float | None, index: str = ""
+) -> tuple[str, tuple[Any, ...]]:
+    clause, params = project_clause(project)
+    created = "" if created_before is None else " AND created_at <= ?"
+    if created_before is not None:
+        params = (*params, created_before)
+    return QUEUED_JOBS.format(project=clause, created=created, index=index), params
 
 
 def beat_values(node: NodeInfo) -> tuple[Any, ...]:

@@ -61,11 +61,10 @@ from ._store import (
     StartResult,
     StoreError,
     decode_cursor,
-    died_message,
     encode_cursor,
-    end_jobs_of_dead_node,
-    is_stale,
     node_name,
+    reap_dead_jobs,
+    reap_dead_nodes,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +74,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 BUSY_TIMEOUT_MS = 30_000
+# Without statistics, SQLite's planner prefers the status index and sorts;
+# the queue's partial index holds the queued jobs alone, in claim order.
+QUEUE_INDEX = " INDEXED BY jobs_queue"
+# RETURNING, which the queue and the outbox use.
+MIN_SQLITE = (3, 35)
 
 # _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
 # from nothing. The first writer to open an older store upgrades it.
@@ -130,10 +134,12 @@ CREATE TABLE events (
 );
 CREATE INDEX events_job ON events (job, id);
 """
-# Version 2: Scrapyd's queue (pending jobs with no node yet), the nodes
-# sharing the store, and the projects' eggs.
+# Version 2: Scrapyd's queue (pending jobs with no node yet: those of
+# version 1, recorded beside Scrapyd's own queue, join it), the nodes sharing
+# the store, and the projects' eggs.
 _V2 = """
 ALTER TABLE jobs ADD COLUMN priority REAL NOT NULL DEFAULT 0;
+UPDATE jobs SET node = NULL WHERE status = 'pending';
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id)
     WHERE status = 'pending' AND node IS NULL;
 CREATE INDEX jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
@@ -255,6 +261,11 @@ class SQLiteStore:
         return self._conn
 
     def _connect(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(
+                f"the job store needs SQLite {'.'.join(map(str, MIN_SQLITE))} or later;"
+                f" this Python has {sqlite3.sqlite_version}"
+            )
         conn = None
         try:
             if self.readonly:
@@ -454,14 +465,7 @@ class SQLiteStore:
             )
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
-        now = time.time()
-        reaped = []
-        for state in self._started_jobs(node):
-            if state.pid is None or not is_stale(state, now) or alive(state.pid):
-                continue
-            if self.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
-                reaped.append(state.job_id)
-        return reaped
+        return reap_dead_jobs(self, node, alive)
 
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         terminal = [str(s) for s in TERMINAL_STATUSES]
@@ -487,7 +491,11 @@ class SQLiteStore:
                 )
             ]
             conn.executemany("DELETE FROM errors WHERE job = ?", ids)
-            conn.executemany("DELETE FROM events WHERE job = ?", ids)
+            # The newest event stays, whatever its job: SQLite would give its
+            # id again, and a reader of events.json past it would miss one.
+            conn.executemany(
+                "DELETE FROM events WHERE job = ? AND id < (SELECT MAX(id) FROM events)", ids
+            )
             conn.executemany("DELETE FROM series WHERE job = ?", ids)
             conn.executemany(
                 "DELETE FROM delivery_attempts WHERE delivery IN"
@@ -577,20 +585,23 @@ class SQLiteStore:
         clause, params = sql.project_clause(project)
         with self._write() as conn:
             row = conn.execute(
-                sql.CLAIM.format(project=clause, lock=""), (node, *params)
+                sql.CLAIM.format(project=clause, index=QUEUE_INDEX, lock=""), (node, *params)
             ).fetchone()
         return None if row is None else decode_state(row)
 
     @_reading
-    def queued_jobs(self, project: str | None = None) -> list[JobState]:
-        clause, params = sql.project_clause(project)
-        rows = self.conn.execute(sql.QUEUED_JOBS.format(project=clause), params)
-        return [decode_state(r) for r in rows]
+    def queued_jobs(
+        self, project: str | None = None, created_before: float | None = None
+    ) -> list[JobState]:
+        statement, params = sql.queued_jobs(project, created_before, QUEUE_INDEX)
+        return [decode_state(r) for r in self.conn.execute(statement, params)]
 
     @_reading
     def count_queued(self, project: str | None = None) -> int:
         clause, params = sql.project_clause(project)
-        return self.conn.execute(sql.COUNT_QUEUED.format(project=clause), params).fetchone()[0]
+        return self.conn.execute(
+            sql.COUNT_QUEUED.format(project=clause, index=QUEUE_INDEX), params
+        ).fetchone()[0]
 
     @_reading
     def finished_jobs(self, limit: int) -> list[JobState]:
@@ -674,23 +685,22 @@ class SQLiteStore:
         return [sql.node_from_row(r) for r in self.conn.execute(sql.NODES)]
 
     def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        now = time.time()
-        try:
-            dead = self.conn.execute(sql.DEAD_NODES, (now - timeout,)).fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot read the job store {self.path}: {e}") from None
-        reaped = []
-        for node in dead:
-            name = node["name"]
-            with self._write() as conn:
-                requeued = conn.execute(sql.REQUEUE, (name,)).fetchall()
-            reaped += [ReapedJob(r[0], name, requeued=True) for r in requeued]
-            started = self._started_jobs(name)
-            reaped += end_jobs_of_dead_node(self, name, node["last_seen"], started, now)
-        return reaped
+        return reap_dead_nodes(self, timeout)
 
     @_reading
-    def _started_jobs(self, node: str) -> list[JobState]:
+    def dead_nodes(self, seen_before: float) -> list[NodeInfo]:
+        return [sql.node_from_row(r) for r in self.conn.execute(sql.DEAD_NODES, (seen_before,))]
+
+    def forget_nodes(self, seen_before: float) -> int:
+        with self._write() as conn:
+            return conn.execute(sql.FORGET_NODES, (seen_before,)).rowcount
+
+    def requeue_claims(self, node: str) -> list[str]:
+        with self._write() as conn:
+            return [r[0] for r in conn.execute(sql.REQUEUE, (node,)).fetchall()]
+
+    @_reading
+    def started_jobs(self, node: str) -> list[JobState]:
         active = [s for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
         marks = ", ".join("?" * len(active))
         rows = self.conn.execute(

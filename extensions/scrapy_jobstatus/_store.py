@@ -33,6 +33,8 @@ STARTED = "job.started"
 # Errors inside the status document a webhook carries.
 ERRORS_IN_WEBHOOKS = 20
 _URL_SCHEMES = ("postgresql://", "postgres://")
+# A node unseen for a day is forgotten: its jobs were reaped long ago.
+FORGET_NODES_AFTER = 86400.0
 # How a Scrapyd node names itself to the crawls it starts: several nodes may
 # share one machine, and each reaps only the crawls it started.
 NODE_VARIABLE = "JOBSTATUS_NODE"
@@ -220,7 +222,9 @@ class JobStore(Protocol):
         ``node``; each job goes to one node only, whatever the nodes asking
         at the same moment."""
 
-    def queued_jobs(self, project: str | None = None) -> list[JobState]:
+    def queued_jobs(
+        self, project: str | None = None, created_before: float | None = None
+    ) -> list[JobState]:
         """The queued jobs, in the order they will be claimed."""
 
     def count_queued(self, project: str | None = None) -> int: ...
@@ -293,6 +297,17 @@ class JobStore(Protocol):
         claimed job that never started goes back to the queue. A crawl that
         still reports keeps its job."""
 
+    def dead_nodes(self, seen_before: float) -> list[NodeInfo]: ...
+
+    def forget_nodes(self, seen_before: float) -> int:
+        """Drop nodes unseen for long: nodes.json lists them no more."""
+
+    def requeue_claims(self, node: str) -> list[str]:
+        """Give the jobs ``node`` claimed and did not start back to the queue."""
+
+    def started_jobs(self, node: str) -> list[JobState]:
+        """The jobs of ``node`` a crawl has started and not ended."""
+
     # -- the eggs of the Scrapyd projects ---------------------------------------
 
     def put_egg(self, project: str, version: str, egg: bytes) -> None: ...
@@ -340,18 +355,33 @@ def died_message(state: JobState) -> str:
     )
 
 
-def end_jobs_of_dead_node(
-    store: JobStore, node: str, last_seen: float, started: list[JobState], now: float
-) -> list[ReapedJob]:
-    """Fail the started jobs of a dead node whose crawl stopped reporting
-    too; a crawl that still reports keeps its job."""
+def reap_dead_jobs(store: JobStore, node: str, alive: Callable[[int], bool]) -> list[str]:
+    """End ``failed`` the started jobs of ``node`` whose crawl process died:
+    a stale heartbeat, and no process of that pid on this machine."""
+    now = time.time()
     reaped = []
-    for state in started:
-        if not is_stale(state, now):
+    for state in store.started_jobs(node):
+        if state.pid is None or not is_stale(state, now) or alive(state.pid):
             continue
-        message = node_died_message(state, node, last_seen)
-        if store.end_job(state.job_id, JobStatus.FAILED, message, unstarted=False):
-            reaped.append(ReapedJob(state.job_id, node, requeued=False))
+        if store.end_job(state.job_id, JobStatus.FAILED, died_message(state), unstarted=False):
+            reaped.append(state.job_id)
+    return reaped
+
+
+def reap_dead_nodes(store: JobStore, timeout: float) -> list[ReapedJob]:
+    now = time.time()
+    store.forget_nodes(now - FORGET_NODES_AFTER)
+    reaped = []
+    for node in store.dead_nodes(now - timeout):
+        reaped += [
+            ReapedJob(job, node.name, requeued=True) for job in store.requeue_claims(node.name)
+        ]
+        for state in store.started_jobs(node.name):
+            if not is_stale(state, now):
+                continue  # the crawl still reports: it keeps its job
+            message = node_died_message(state, node.name, node.last_seen)
+            if store.end_job(state.job_id, JobStatus.FAILED, message, unstarted=False):
+                reaped.append(ReapedJob(state.job_id, node.name, requeued=False))
     return reaped
 
 

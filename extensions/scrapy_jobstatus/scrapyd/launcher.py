@@ -121,7 +121,6 @@ class Launcher(launcher.Launcher):
         self.webhooks = WebhookDelivery(self.node)
         self._reaper: LoopingCall | None = None
         self._reaper_store: JobStore | None = None
-        self._reaping = False
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         log.info(
@@ -132,6 +131,15 @@ class Launcher(launcher.Launcher):
             log_system="Launcher",
         )
         super().startService()
+        # Jobs this node claimed before it stopped and never started: they
+        # go back to the queue (their crawls, if any, died with the node).
+        try:
+            requeued = self.node.store.requeue_claims(self.node.name)
+        except StoreError as e:
+            log.error("Could not look for jobs claimed before a restart: {error}", error=str(e))
+        else:
+            for job in requeued:
+                log.warn("Job {job} queued again: claimed before this node restarted", job=job)
         # Reads never write: finding the jobs whose crawl died is this
         # timer's work (a crawl this launcher started is checked at its exit).
         self._reaper = LoopingCall(self._reap_dead_jobs)
@@ -142,14 +150,13 @@ class Launcher(launcher.Launcher):
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
         self.webhooks.stop()
+        if self._reaper_store is not None:
+            self._reaper_store.close()
         super().stopService()
 
-    def _reap_dead_jobs(self) -> Deferred[None] | None:
+    def _reap_dead_jobs(self) -> Deferred[None]:
         # In a thread, with a store of its own: a write waiting for the store's
-        # lock must not hold up the node's services.
-        if self._reaping:
-            return None
-        self._reaping = True
+        # lock must not hold up the node's services. The timer waits for it.
         heartbeat = NodeInfo(
             name=self.node.name,
             url=self.node.url,
@@ -161,7 +168,6 @@ class Launcher(launcher.Launcher):
         )
         d = deferToThread(self._reap_in_thread, heartbeat)
         d.addCallbacks(self._reaped, self._reap_failed)
-        d.addBoth(self._reap_done)
         return d
 
     def _reap_in_thread(self, heartbeat: NodeInfo) -> tuple[list[str], list[ReapedJob]]:
@@ -184,8 +190,8 @@ class Launcher(launcher.Launcher):
             return
         oldest = time.time() - limit
         warning = f"stalled: pending for more than {limit:g} s"
-        for state in store.queued_jobs():
-            if (state.created_at or 0) <= oldest and store.warn_pending(state.job_id, warning):
+        for state in store.queued_jobs(created_before=oldest):
+            if store.warn_pending(state.job_id, warning):
                 log.warn("Job {job}: {warning}", job=state.job_id, warning=warning)
 
     def _reaped(self, reaped: tuple[list[str], list[ReapedJob]]) -> None:
@@ -206,9 +212,6 @@ class Launcher(launcher.Launcher):
         else:
             log.failure("Could not look for dead jobs", failure)
 
-    def _reap_done(self, _: Any) -> None:
-        self._reaping = False
-
     def _spawn_process(self, message: dict[str, Any], slot: int) -> None:
         job = message["_job"]
         state = None
@@ -218,8 +221,9 @@ class Launcher(launcher.Launcher):
             pass
         except Exception:  # the store must not stop the launcher
             log.failure("Could not read job {job} from the job store", job=job)
-        if state is not None and not state.status.is_active:
-            # Cancelled while pending: a cancelled job is never started.
+        if state is not None and state.status is not Status.PENDING:
+            # Cancelled while pending (a cancelled job is never started), or
+            # started by another node that took it for dead.
             log.info(
                 "Job {job} is {status} already: not starting it", job=job, status=str(state.status)
             )
@@ -232,11 +236,14 @@ class Launcher(launcher.Launcher):
             # Nothing waits on this call: without this, the slot would be lost
             # for good and the job pending for ever.
             log.failure("Could not start job {job}", job=job)
-            if state is not None:
-                self.node.store.end_job(
-                    state.job_id, Status.FAILED, f"The crawl could not start: {e}", unstarted=True
-                )
-            self._get_message(slot)
+            try:
+                if state is not None:
+                    message = f"The crawl could not start: {e}"
+                    self.node.store.end_job(job, Status.FAILED, message, unstarted=True)
+            except Exception:
+                log.failure("Could not record that job {job} could not start", job=job)
+            finally:
+                self._get_message(slot)
 
     def _start_crawl(self, message: dict[str, Any], slot: int) -> None:
         project, job = message["_project"], message["_job"]
@@ -276,6 +283,8 @@ class Launcher(launcher.Launcher):
         state = self.node.store.get(job_id)
         if state is None or not state.status.is_active:
             return
+        if state.node not in (None, self.node.name) or state.pid not in (None, process.pid):
+            return  # the job another crawl runs (claimed again elsewhere)
         reason = getattr(process, "exit_reason", None)
         how = _exit_description(reason)
         if state.status is Status.PENDING and getattr(reason, "exitCode", None) == 0:
