@@ -166,3 +166,14 @@ def test_the_status_document_of_a_finished_job_with_errors_and_history():
             "details": None,
         }
     ]
+
+
+def test_a_webhook_url_is_shown_without_its_secrets():
+    from scrapy_jobstatus._model import redact_url
+
+    assert (
+        redact_url("https://user:s3cret@hooks.example/in?token=abc&flag&x=")
+        == "https://user:***@hooks.example/in?token=***&flag&x=***"
+    )
+    assert redact_url("https://t0ken@hooks.example/") == "https://***@hooks.example/"
+    assert redact_url("http://hooks.example/plain") == "http://hooks.example/plain"

@@ -49,7 +49,7 @@ def started_job(location, job_id: str, urls: list[str]) -> None:
 
 
 def sender_for(location, policy=FAST, secret=SECRET, jitter=lambda: 0.0) -> WebhookSender:
-    return WebhookSender(lambda: open_store(location), secret, policy, jitter=jitter)
+    return WebhookSender(str(location), secret, policy, jitter=jitter)
 
 
 def deliver_until_done(sender: WebhookSender, job_id: str | None = None, timeout=30):
@@ -228,7 +228,7 @@ def test_jobnotify_delivers_what_a_crawl_left(tmp_path, site):
     db = tmp_path / "jobs.db"
     with webhook_receiver() as receiver:
         receiver.answer = lambda attempt: 503  # down while the crawl runs
-        settings = webhook_settings(receiver, JOBSTATUS_WEBHOOK_WAIT="0")
+        settings = webhook_settings(receiver, JOBSTATUS_WEBHOOK_WAIT="1")
         code = run_crawl(
             "batch",
             db,
@@ -296,3 +296,15 @@ def test_a_crawl_killed_with_sigkill_gets_job_failed_through_jobnotify(tmp_path,
         (failed,) = receiver.of_type("job.failed")
     assert failed.payload["data"]["job_id"] == "killed"
     assert "died" in failed.payload["data"]["error_message"]
+
+
+def test_a_receiver_is_not_shown_the_other_receivers_urls(location):
+    with webhook_receiver() as receiver:
+        started_job(location, "j", [receiver.url, "https://hooks.example/other?token=t0p"])
+        sender = sender_for(location)
+        try:
+            sender.deliver_due()
+        finally:
+            sender.close()
+    (accepted,) = receiver.accepted()
+    assert "webhooks" not in accepted.payload["data"] and b"t0p" not in accepted.body

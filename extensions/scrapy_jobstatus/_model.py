@@ -382,18 +382,23 @@ class JobState:
 
 
 def redact_url(url: str) -> str:
-    """A URL as it may be shown: the password of its user part as ``***``."""
+    """A URL as it may be shown: the password of its user part, and the
+    values of its query (where tokens go), as ``***``."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, question, query = rest.partition("?")
     netloc, slash, path = rest.partition("/")
     user, at, host = netloc.rpartition("@")
-    if not sep or not at:
-        return url
-    name = user.partition(":")[0]
-    return (
-        f"{scheme}://{name}:***@{host}{slash}{path}"
-        if ":" in user
-        else f"{scheme}://***@{host}{slash}{path}"
-    )
+    if at:
+        name = user.partition(":")[0]
+        netloc = f"{name}:***@{host}" if ":" in user else f"***@{host}"
+    if question:
+        pairs = [p.partition("=") for p in query.split("&")]
+        query = "&".join(
+            f"{k}={'***' if eq else ''}".rstrip("=") if eq else k for k, eq, _ in pairs
+        )
+    return f"{scheme}://{netloc}{slash}{path}{question}{query}"
 
 
 _MESSAGES = {

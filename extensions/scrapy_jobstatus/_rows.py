@@ -112,8 +112,10 @@ def webhook_types(status: JobStatus | None, events: Iterable[HistoryEvent] = ())
 def webhook_body(event_type: str, now: float, document: dict[str, Any]) -> str:
     """The Standard Webhooks envelope, fixed once: every attempt sends (and
     signs) the same bytes."""
+    # A receiver is not shown the other receivers' URLs.
+    data = {k: v for k, v in document.items() if k != "webhooks"}
     return json.dumps(
-        {"type": event_type, "timestamp": isoformat(now), "data": document},
+        {"type": event_type, "timestamp": isoformat(now), "data": data},
         separators=(",", ":"),
     )
 

@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from standardwebhooks.webhooks import Webhook
 
 from ._model import InvalidSetting, redact_url, setting_number
-from ._store import Attempt, Delivery, StoreError, open_store
+from ._store import Attempt, Delivery, StoreError, is_url, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -159,7 +159,7 @@ class CrawlDelivery:
         self.location = location
         self.job_id = job_id
         self.wait = settings.wait
-        self.sender = WebhookSender(lambda: open_store(location), settings.secret, settings.policy)
+        self.sender = WebhookSender(location, settings.secret, settings.policy)
         self._wake = threading.Event()
         self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="jobstatus-webhooks", daemon=True)
@@ -209,19 +209,23 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 class WebhookSender:
     """POSTs deliveries and records their attempts. Thread-safe: each thread
-    gets a store of its own from ``open_store`` (a SQLite connection must not
-    be shared by two threads)."""
+    gets a SQLite store of its own (a SQLite connection must not be shared
+    by two threads); a PostgreSQL store's pool serves them all."""
 
     def __init__(
         self,
-        open_store: Callable[[], JobStore],
+        location: str,
         secret: str | None,
         policy: WebhookPolicy | None = None,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        node: str | None = None,
     ):
-        self._open_store = open_store
+        self._location = location
+        self._node = node
+        self._shared: JobStore | None = None
         self._signer = Webhook(secret) if secret else None
+        self.unsigned = self._signer is None
         self.policy = policy or WebhookPolicy()
         self._clock = clock
         self._jitter = jitter
@@ -231,16 +235,22 @@ class WebhookSender:
 
     @property
     def store(self) -> JobStore:
+        if is_url(self._location):
+            with self._lock:
+                if self._shared is None:
+                    self._shared = open_store(self._location, node=self._node)
+                    self._stores.append(self._shared)
+                return self._shared
         store = getattr(self._local, "store", None)
         if store is None:
-            store = self._local.store = self._open_store()
+            store = self._local.store = open_store(self._location, node=self._node)
             with self._lock:
                 self._stores.append(store)
         return store
 
     def close(self) -> None:
         with self._lock:
-            stores, self._stores = self._stores, []
+            stores, self._stores, self._shared = self._stores, [], None
         for store in stores:
             store.close()
 

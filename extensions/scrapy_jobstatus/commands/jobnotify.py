@@ -4,7 +4,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .._model import InvalidSetting
-from .._store import open_store, process_alive
+from .._store import process_alive
 from .._webhooks import WebhookSender, WebhookSettings
 from ._base import EXIT_BAD_INPUT, EXIT_NOT_OK, CommandError, JobCommand
 
@@ -60,7 +60,7 @@ class Command(JobCommand):
                 "JOBSTATUS_WEBHOOK_SECRET is not set: deliveries cannot be signed", EXIT_BAD_INPUT
             )
         location = self.jobs(opts).location
-        sender = WebhookSender(lambda: open_store(location), settings.secret, settings.policy)
+        sender = WebhookSender(location, settings.secret, settings.policy)
         outcomes = {"delivered": 0, "pending": 0, "failed": 0}
         deadline = time.monotonic() + opts.wait
         try:

@@ -40,8 +40,15 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="scrapy_jobstatus.scrapyd.queue")
 
-# Settings of the node, not of a job.
-NODE_SETTINGS = ("JOBSTATUS_DB", "JOBSTATUS_PROJECT", "JOBSTATUS_WEBHOOK_DELIVER")
+# Settings of the node, not of a job (a job's own webhook is the `webhook`
+# argument, signed by the node).
+NODE_SETTINGS = (
+    "JOBSTATUS_DB",
+    "JOBSTATUS_PROJECT",
+    "JOBSTATUS_WEBHOOKS",
+    "JOBSTATUS_WEBHOOK_SECRET",
+    "JOBSTATUS_WEBHOOK_DELIVER",
+)
 # schedule.json's argument of the job's own webhook URLs (space-separated).
 WEBHOOK_ARGUMENT = "webhook"
 

@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from .._store import StoreError, open_store
+from .._store import StoreError
 from .._webhooks import WebhookSender
 from .webservice import JobResource, _job_id, _name
 
@@ -46,9 +46,7 @@ class WebhookDelivery:
 
     def __init__(self, node: JobStatusNode):
         self.sender = WebhookSender(
-            lambda: open_store(node.db, node=node.name),
-            node.webhook_secret,
-            node.webhook_policy,
+            node.db, node.webhook_secret, node.webhook_policy, node=node.name
         )
         self.pool = ThreadPool(minthreads=0, maxthreads=WORKERS + 1, name="webhooks")
         self.loop = LoopingCall(self.tick)
@@ -56,13 +54,18 @@ class WebhookDelivery:
         self.claiming = False
 
     def start(self) -> None:
+        if self.sender.unsigned:
+            # A project's own JOBSTATUS_WEBHOOKS wait in the outbox for a
+            # deliverer that can sign them (another node, scrapy jobnotify).
+            log.info("No webhook_secret in [jobstatus]: this node delivers no webhooks")
+            return
         self.pool.start()
         self.loop.start(DELIVERY_INTERVAL, now=True)
 
     def stop(self) -> None:
         if self.loop.running:
             self.loop.stop()
-        self.pool.stop()
+            self.pool.stop()
         self.sender.close()
 
     def tick(self) -> None:
