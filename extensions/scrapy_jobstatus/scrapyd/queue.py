@@ -17,6 +17,7 @@ from scrapyd.interfaces import IPoller, ISpiderQueue
 from scrapyd.scheduler import SpiderScheduler
 from scrapyd.utils import get_project_list
 from twisted.internet.defer import DeferredQueue
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import error, http
 from zope.interface import implementer
@@ -30,13 +31,15 @@ from .._model import (
     validate_job_id,
 )
 from .._model import JobStatus as Status
-from .._store import StoreError
+from .._store import JobStore, StoreError, open_store
 from .._webhooks import InvalidWebhook, webhook_urls
 from ._node import shared_node
 from .metrics import timed_store_write
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
+    from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
 
 log = Logger(namespace="scrapy_jobstatus.scrapyd.queue")
 
@@ -178,31 +181,52 @@ class ProjectQueues(Mapping[str, SpiderQueue]):
 @implementer(IPoller)
 class Poller:
     """Scrapyd's poller, claiming from the shared queue one job per free
-    slot of this node, of any project, the highest priority first."""
+    slot of this node, of any project, the highest priority first.
+
+    Claims are made in a thread, with a store of its own: a store that is
+    slow or down never holds up the node's reactor."""
 
     def __init__(self, config: Config):
         self.node = shared_node(config)
         self.queues = ProjectQueues(config)
         self.dq: DeferredQueue[dict[str, Any]] = DeferredQueue()
+        self._store: JobStore | None = None
 
-    def poll(self) -> None:
-        # The launcher waits on next() once per free slot.
-        try:
-            store = self.node.store
-            while self.dq.waiting and store.count_queued():
-                with timed_store_write():
-                    state = store.claim_job(self.node.name)
-                if state is None:  # claimed by another node meanwhile
-                    return
-                message = message_of(state)
-                message["_project"] = state.project
-                message["_spider"] = message.pop("name")
-                self.dq.put(message)
-        except StoreError as e:
-            # Scrapyd's timer stops for good on an error: say why, poll again.
-            log.error("Could not read the queue: {error}", error=str(e))
-        except Exception:
-            log.failure("Could not read the queue")
+    def poll(self) -> Deferred[None] | None:
+        # The launcher waits on next() once per free slot; Scrapyd's timer
+        # waits for the claims before it polls again.
+        free = len(self.dq.waiting)
+        if not free:
+            return None
+        d = deferToThread(self._claim, free)
+        d.addCallbacks(self._claimed, self._failed)
+        return d
+
+    def _claim(self, free: int) -> list[JobState]:
+        if self._store is None:
+            self._store = open_store(self.node.db, node=self.node.name)
+        claimed: list[JobState] = []
+        while len(claimed) < free and self._store.count_queued():
+            with timed_store_write():
+                state = self._store.claim_job(self.node.name)
+            if state is None:  # claimed by another node meanwhile
+                break
+            claimed.append(state)
+        return claimed
+
+    def _claimed(self, claimed: list[JobState]) -> None:
+        for state in claimed:
+            message = message_of(state)
+            message["_project"] = state.project
+            message["_spider"] = message.pop("name")
+            self.dq.put(message)
+
+    def _failed(self, failure: Failure) -> None:
+        # Scrapyd's timer stops for good on an error: say why, poll again.
+        if failure.check(StoreError):
+            log.error("Could not read the queue: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("Could not read the queue", failure)
 
     def next(self) -> Any:
         return self.dq.get()
