@@ -239,7 +239,8 @@ def test_jobnotify_delivers_what_a_crawl_left(tmp_path, site):
         assert code == 0 and receiver.accepted() == []
         receiver.answer = lambda attempt: 200  # back
         options = [o for name, value in settings.items() for o in ("-s", f"{name}={value}")]
-        result = scrapy("jobnotify", "--db", str(db), "--wait", "30", *options)
+        # A claim the crawl held as it exited ends within its lease (timeout + 10 s).
+        result = scrapy("jobnotify", "--db", str(db), "--wait", "60", *options, timeout=120)
         assert result.returncode == 0, result.stderr
         assert "2 delivered" in result.stdout and "0 left" in result.stdout
         assert sorted(r.payload["type"] for r in receiver.accepted()) == [

@@ -43,6 +43,8 @@ DEFAULT_RETRY_DELAY = 5.0
 DEFAULT_MAX_AGE = 86400.0
 MAX_DELAY = 3600.0
 RETRY_STATUSES = frozenset({408, 429})
+# Seconds a claim's lease lasts beyond an attempt's timeout.
+LEASE_MARGIN = 10.0
 # Seconds between two looks for a crawl's own due deliveries.
 CRAWL_DELIVERY_INTERVAL = 0.5
 # Seconds a crawl waits at its end for its last deliveries.
@@ -257,8 +259,9 @@ class WebhookSender:
     def claim(
         self, limit: int, job_id: str | None = None, due_by: float | None = None
     ) -> list[Delivery]:
-        # The lease outlasts an attempt: nobody else sends it meanwhile.
-        lease = self.policy.timeout + 30
+        # The lease outlasts an attempt and its record: nobody else sends it
+        # meanwhile. A deliverer that died holds it no longer than this.
+        lease = self.policy.timeout + LEASE_MARGIN
         return self.store.claim_deliveries(self._clock(), lease, limit, job_id, due_by)
 
     def deliver(self, delivery: Delivery) -> Attempt:
