@@ -15,11 +15,12 @@ writing ``job.started`` and ``job.completed`` into the outbox with its status
 change. Then:
 
 - one ``WebhookSender`` in one thread (``deliver_due(50)`` in a loop until
-  it returns nothing), the receiver in the same process (a thread of its
-  own), ``--rounds`` rounds, each on a new store; the deliveries per second
-  are the events over the loop's wall time. Beside it, the HTTP round trip
-  of an attempt (``Attempt.duration_ms``) against the whole time per
-  delivery (claim, signing, POST, the attempt's write).
+  it returns nothing; it claims each delivery just before sending it), the
+  receiver in the same process (a thread of its own), ``--rounds`` rounds,
+  each on a new store; the deliveries per second are the events over the
+  loop's wall time. Beside it, the HTTP round trip of an attempt
+  (``Attempt.duration_ms``) against the whole time per delivery (claim,
+  signing, POST, the attempt's write).
 - a real Scrapyd node (``tests/scrapyd_node.py``, the shipped scrapyd.conf
   with ``webhook_secret``) whose store was filled before it starts: its
   ``WebhookDelivery`` loop (a ``LoopingCall`` every 1 s claiming up to 4
@@ -199,7 +200,7 @@ def store_location(kind: str, workdir: Path, tag: str, server: Any) -> Iterator[
 def sender_round(kind: str, events: int, workdir: Path, tag: str, server: Any) -> dict[str, Any]:
     with webhook_receiver() as receiver, store_location(kind, workdir, tag, server) as location:
         jobs, filled = fill(location, receiver.url, events, tag)
-        sender = WebhookSender(lambda: open_store(location), SECRET, WebhookPolicy())
+        sender = WebhookSender(location, SECRET, WebhookPolicy())
         round_trips: list[int] = []
         try:
             started = time.perf_counter()
@@ -523,6 +524,7 @@ def main() -> None:
         + (" --no-postgres" if args.no_postgres else "")
     )
     print(f"{command}\n{machine()}\nstart: {load()}", flush=True)
+    began = time.monotonic()
 
     kinds = ["sqlite"]
     server_context: Any = nullcontext(None)
@@ -569,6 +571,7 @@ def main() -> None:
                 )
         crawls = crawl_rounds(args, workdir)
     report(command, senders, nodes, crawls, args)
+    print(f"\nThe benchmark took {(time.monotonic() - began) / 60:.1f} minutes.")
 
 
 if __name__ == "__main__":

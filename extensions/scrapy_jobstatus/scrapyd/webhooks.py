@@ -52,6 +52,8 @@ class WebhookDelivery:
         self.loop = LoopingCall(self.tick)
         self.busy = 0
         self.claiming = False
+        # The last claim got all it asked for: more may be due.
+        self.backlog = False
 
     def start(self) -> None:
         if self.sender.unsigned:
@@ -74,10 +76,12 @@ class WebhookDelivery:
             return
         self.claiming = True
         d = deferToThreadPool(reactor, self.pool, self.sender.claim, free)
-        d.addCallbacks(self._claimed, self._failed)
+        d.addCallback(self._claimed, free)
+        d.addErrback(self._failed)
         d.addBoth(self._claim_done)
 
-    def _claimed(self, deliveries: list[Delivery]) -> None:
+    def _claimed(self, deliveries: list[Delivery], asked: int) -> None:
+        self.backlog = len(deliveries) == asked
         for delivery in deliveries:
             self.busy += 1
             d = deferToThreadPool(reactor, self.pool, self.sender.deliver, delivery)
@@ -89,6 +93,10 @@ class WebhookDelivery:
 
     def _delivered(self, _: Any) -> None:
         self.busy -= 1
+        if self.backlog and self.loop.running:
+            # A backlog (a receiver back after an outage, a restart) is
+            # worked off at the receivers' pace, not one batch a tick.
+            self.tick()
 
     def _failed(self, failure: Failure) -> None:
         # Its lease ends by itself: the delivery is tried again.
