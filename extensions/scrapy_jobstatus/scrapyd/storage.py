@@ -9,9 +9,11 @@ read it.
 
 from __future__ import annotations
 
-import io
+import os
 import re
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from scrapyd.eggstorage import sorted_versions
@@ -70,10 +72,15 @@ def _finished(state: JobState) -> ScrapyProcessProtocol:
 class EggStorage:
     """The eggs in the store. A project's name still becomes part of paths
     (Scrapyd's logs and items, the runner's copy of the egg): a name that is
-    not one file name is refused as Scrapyd's own storage refuses it."""
+    not one file name is refused as Scrapyd's own storage refuses it.
+
+    ``get`` gives the egg as a file of the node's ``eggs_dir``, written from
+    the store: Scrapyd's runner then uses it where it is, instead of copying
+    it to a temporary file that a crawl killed with -9 would leave behind."""
 
     def __init__(self, config: Config):
         self.store = shared_node(config).store
+        self.cache = Path(config.get("eggs_dir", "eggs"))
 
     def put(self, eggfile: BinaryIO, project: str, version: str) -> None:
         self.store.put_egg(_checked(project), version, eggfile.read())
@@ -87,9 +94,14 @@ class EggStorage:
         egg = self.store.get_egg(_checked(project), version)
         if egg is None:
             return None, None
-        # The runner names its copy of the egg after the version it is given:
-        # as Scrapyd names its egg files.
-        return re.sub(r"[^A-Za-z0-9_-]", "_", version), io.BytesIO(egg)
+        # Named as Scrapyd names its egg files; written whole, then renamed:
+        # crawls starting at once never read half an egg.
+        path = self.cache / project / (re.sub(r"[^A-Za-z0-9_-]", "_", version) + ".egg")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as part:
+            part.write(egg)
+        os.replace(part.name, path)
+        return version, open(path, "rb")  # noqa: SIM115 (the runner closes it)
 
     def list(self, project: str) -> list[str]:
         """The versions, latest last, ordered as Scrapyd orders them."""
