@@ -8,7 +8,7 @@ import itertools
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from scrapy_jobstatus._settings import JobSettings
 from scrapy_jobstatus._tracker import FORCED_STOP_WARNING, JobTracker
 from tests.helpers import ROOT, crawl_command, scrapy, wait_for
 from tests.spider_jobs import run_job
+from tests.test_crawl_lifecycle import STARTED, no_crawl_left_running  # noqa: F401 (autouse)
 
 # -- the tracker's decision, with a fake clock ----------------------------------------
 
@@ -290,18 +291,6 @@ FAST = {
     "JOBSTATUS_CANCEL_GRACE": "0.5",
 }
 CANCEL_ORDER = ["running", "cancelling", "finalizing", "cancelled"]
-STARTED: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def no_crawl_left_running() -> Iterator[None]:
-    """A test that fails while its crawl runs leaves no process behind."""
-    yield
-    while STARTED:
-        process = STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 class Crawl:
