@@ -351,8 +351,9 @@ async def check_event_driven(page: Page, job: str, status: str, seen: float) -> 
     answered = carried[0]["answered"]
     after = [e["start"] for e in log if e["url"].startswith("jobs.json") and e["start"] >= answered]
     assert after, "no refresh after the event"
+    # Set off by the event, sooner than the poll would ask (which may still
+    # win the race when it happened to be due at that moment).
     assert after[0] - answered <= 400, after[0] - answered
-    assert after[0] <= seen
     before = [
         e["answered"]
         for e in log
