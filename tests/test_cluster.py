@@ -81,6 +81,26 @@ def running_on(node: ScrapydNode, name: str, prefix: str) -> list[str]:
     ]
 
 
+def fill_slots(
+    cluster: list[ScrapydNode], site: str, prefix: str, pages: int
+) -> tuple[list[str], list[str]]:
+    """As many long jobs as the cluster has slots, scheduled on node 1: each
+    node runs two. The jobs, and the two node 2 runs."""
+    jobs = [f"{prefix}-{i}" for i in range(3 * MAX_PROC)]
+    for job in jobs:
+        cluster[0].schedule(
+            job=job, urls=slow_urls(site, pages, 2), settings={"CONCURRENT_REQUESTS": 1}
+        )
+    on_second = wait_for(
+        lambda: (
+            (found := running_on(cluster[0], "node2", prefix)) and len(found) == MAX_PROC and found
+        ),
+        timeout=60,
+        what="node 2 to run two jobs",
+    )
+    return jobs, on_second
+
+
 def test_jobs_scheduled_on_one_node_run_once_each_spread_over_every_node(
     cluster: list[ScrapydNode], site: str
 ):
@@ -124,17 +144,8 @@ def test_jobs_scheduled_on_one_node_run_once_each_spread_over_every_node(
 def test_a_job_running_on_one_node_is_cancelled_through_another(
     cluster: list[ScrapydNode], site: str
 ):
-    first, second, third = cluster
-    prefix = unique("cancel")
-    # As many long jobs as the cluster has slots: each node runs two.
-    jobs = [f"{prefix}-{i}" for i in range(3 * MAX_PROC)]
-    for job in jobs:
-        first.schedule(job=job, urls=slow_urls(site, 20, 2), settings={"CONCURRENT_REQUESTS": 1})
-    on_second = wait_for(
-        lambda: (found := running_on(third, "node2", prefix)) and len(found) == MAX_PROC and found,
-        timeout=60,
-        what="node 2 to run two jobs",
-    )
+    _, _, third = cluster
+    jobs, on_second = fill_slots(cluster, site, unique("cancel"), pages=20)
     graceful, forced = on_second
 
     answer = third.post("jobcancel.json", {"job": graceful})
@@ -155,15 +166,8 @@ def test_a_dead_nodes_jobs_fail_naming_it_and_the_others_run_on(
 ):
     first, second, third = cluster
     prefix = unique("dead")
-    # Two jobs per node, then more than the slots: a queue is waiting.
-    long_jobs = [f"{prefix}-long-{i}" for i in range(3 * MAX_PROC)]
-    for job in long_jobs:
-        first.schedule(job=job, urls=slow_urls(site, 12, 2), settings={"CONCURRENT_REQUESTS": 1})
-    on_second = wait_for(
-        lambda: (found := running_on(first, "node2", prefix)) and len(found) == MAX_PROC and found,
-        timeout=60,
-        what="node 2 to run two jobs",
-    )
+    long_jobs, on_second = fill_slots(cluster, site, prefix, pages=12)
+    # More than the slots: a queue is waiting.
     queued = [f"{prefix}-queued-{i}" for i in range(4)]
     for job in queued:
         first.schedule(job=job, urls=slow_urls(site, 1, 0.2))
