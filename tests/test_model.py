@@ -26,7 +26,23 @@ def test_a_terminal_job_never_moves_again(terminal):
 @pytest.mark.parametrize("status", [JobStatus.CANCELLING, JobStatus.FINALIZING])
 def test_a_job_being_cancelled_or_finalized_never_goes_back_to_running(status):
     assert not can_transition(status, JobStatus.RUNNING)
-    assert not can_transition(status, JobStatus.PENDING)
+    assert not can_transition(status, JobStatus.PAUSED)
+
+
+def test_a_job_being_cancelled_is_never_queued_again():
+    assert not can_transition(JobStatus.CANCELLING, JobStatus.PENDING)
+    # A failed attempt is retried from where the crawl writes its end.
+    assert can_transition(JobStatus.FINALIZING, JobStatus.PENDING)
+
+
+def test_the_pause_path_and_the_resume_path_are_allowed():
+    pause = [JobStatus.RUNNING, JobStatus.PAUSING, JobStatus.PAUSED]
+    resume = [JobStatus.PAUSED, JobStatus.PENDING, JobStatus.RUNNING]
+    for path in (pause, resume):
+        assert all(can_transition(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert not JobStatus.PAUSED.is_active
+    assert JobStatus.PAUSED not in TERMINAL_STATUSES
+    assert not can_transition(JobStatus.PAUSED, JobStatus.COMPLETED)
 
 
 def test_the_normal_path_and_the_cancel_path_are_allowed():

@@ -21,7 +21,12 @@ _JOB_ID_REFUSED = re.compile(r"[/\x00-\x1f\x7f-\x9f]")
 
 class JobStatus(StrEnum):
     PENDING = "pending"
+    # Stopped with its crawl state kept in a JOBDIR: resumable, neither
+    # active nor terminal.
+    PAUSED = "paused"
     RUNNING = "running"
+    # A pause requested: in-flight requests finish, then the job is paused.
+    PAUSING = "pausing"
     CANCELLING = "cancelling"
     FINALIZING = "finalizing"
     COMPLETED = "completed"
@@ -30,7 +35,7 @@ class JobStatus(StrEnum):
 
     @property
     def is_active(self) -> bool:
-        return self not in TERMINAL_STATUSES
+        return self in ACTIVE_STATUSES
 
 
 class CompletionReason(StrEnum):
@@ -53,21 +58,47 @@ class ErrorType(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-ACTIVE_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES
+ACTIVE_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES - {JobStatus.PAUSED}
 
 # A terminal job never moves again, and nothing leads back to pending or
 # running once a job is being cancelled: a cancelled job is never restarted.
+# Back to pending: a paused job resumed, a failed attempt retried.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     # Completed straight from pending: a crawl that ran unmonitored (the
-    # extension disabled in it) and exited normally.
+    # extension disabled in it) and exited normally. Pending again: a crawl
+    # that died before it opened its job, retried.
     JobStatus.PENDING: frozenset(
-        {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED}
+        {
+            JobStatus.PENDING,
+            JobStatus.PAUSED,
+            JobStatus.RUNNING,
+            JobStatus.COMPLETED,
+            JobStatus.CANCELLED,
+            JobStatus.FAILED,
+        }
+    ),
+    # Running again: `scrapy crawl` run again with the job's JOBDIR.
+    JobStatus.PAUSED: frozenset(
+        {JobStatus.PAUSED, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLED}
     ),
     JobStatus.RUNNING: frozenset(
         {
+            JobStatus.PENDING,
             JobStatus.RUNNING,
+            JobStatus.PAUSING,
+            JobStatus.PAUSED,
             JobStatus.CANCELLING,
             JobStatus.FINALIZING,
+            JobStatus.COMPLETED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+        }
+    ),
+    JobStatus.PAUSING: frozenset(
+        {
+            JobStatus.PENDING,
+            JobStatus.PAUSING,
+            JobStatus.PAUSED,
             JobStatus.COMPLETED,
             JobStatus.FAILED,
             JobStatus.CANCELLED,
@@ -83,6 +114,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     ),
     JobStatus.FINALIZING: frozenset(
         {
+            JobStatus.PENDING,
             JobStatus.FINALIZING,
             JobStatus.COMPLETED,
             JobStatus.FAILED,
@@ -207,6 +239,8 @@ def pending_job(
     priority: float = 0.0,
     version: str | None = None,
     webhooks: list[str] | None = None,
+    retries: int | None = None,
+    retry_delay: float | None = None,
 ) -> JobState:
     """A job scheduled and waiting for a free slot: the one way to make one.
     ``node`` None queues it for the first node with a free slot."""
@@ -214,6 +248,8 @@ def pending_job(
         priority=priority,
         version=version,
         webhooks=list(webhooks or []),
+        retries=retries,
+        retry_delay=retry_delay,
         job_id=job_id,
         project=project,
         spider=spider,
@@ -320,6 +356,24 @@ class JobState:
     version: str | None = None
     # The URLs called on the job's events (Standard Webhooks).
     webhooks: list[str] = field(default_factory=list)
+    # Pause and resume: the crawl's JOBDIR (None: the job cannot be paused
+    # while it runs), a pause request (like cancel_requested_at, polled by
+    # the crawl), and the feeds each run of the job wrote.
+    jobdir: str | None = None
+    pause_requested_at: float | None = None
+    feeds: list[dict[str, Any]] = field(default_factory=list)
+    # Automatic retries: the attempt under way (from 1), the attempts that
+    # ended (dicts of ``attempt_record``), how many retries the job may
+    # have and their base delay, when the current one may start, and
+    # whether the crawl's own failure may be retried (a failure ratio above
+    # the threshold; bad arguments or settings may not).
+    attempt: int = 1
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempt_started_at: float | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
+    run_after: float | None = None
+    retryable: bool = False
 
     @property
     def failure_ratio(self) -> float:
@@ -331,11 +385,7 @@ class JobState:
         self, errors: list[JobError], history: list[HistoryEvent], now: float
     ) -> dict[str, Any]:
         """The status document; a listing's has no errors nor history."""
-        status = JobStatus(self.status)
-        if status is JobStatus.RUNNING and self.cancel_requested_at is not None:
-            # The crawl picks the request up within one interval; until then
-            # it already is being cancelled.
-            status = JobStatus.CANCELLING
+        status = shown_status(self)
         active = status.is_active
         started = self.started_at
         end = now if active else self.completed_at
@@ -378,7 +428,93 @@ class JobState:
             "history": [h.to_dict() for h in history],
             "args": dict(self.args),
             "webhooks": [redact_url(url) for url in self.webhooks],
+            "pausable": self.jobdir is not None,
+            "feeds": [{**f, "uri": redact_url(f["uri"])} for f in self.feeds],
+            "attempt": self.attempt,
+            "attempts": [
+                _attempt_document(a) for a in [*self.attempts, attempt_record(self, status)]
+            ],
+            "retries": self.retries or 0,
+            "retry_at": isoformat(self.run_after) if status is JobStatus.PENDING else None,
         }
+
+
+def shown_status(state: JobState) -> JobStatus:
+    """The status a reader is shown: a running job with a cancel or pause
+    request is cancelling or pausing already (the crawl picks the request up
+    within one interval), and a pausing one asked to cancel, cancelling."""
+    status = JobStatus(state.status)
+    if status in (JobStatus.RUNNING, JobStatus.PAUSING) and state.cancel_requested_at is not None:
+        return JobStatus.CANCELLING
+    if status is JobStatus.RUNNING and state.pause_requested_at is not None:
+        return JobStatus.PAUSING
+    return status
+
+
+def attempt_record(state: JobState, status: JobStatus | None = None) -> dict[str, Any]:
+    """The current attempt of a job, as the ``attempts`` list keeps it."""
+    status = status or state.status
+    return {
+        "attempt": state.attempt,
+        "started_at": state.attempt_started_at,
+        "ended_at": state.completed_at if status in TERMINAL_STATUSES else None,
+        "status": str(status),
+        "completion_reason": state.completion_reason,
+        "error_message": state.error_message,
+        "node": state.node,
+    }
+
+
+def _attempt_document(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **record,
+        "started_at": isoformat(record["started_at"]),
+        "ended_at": isoformat(record["ended_at"]),
+    }
+
+
+DEFAULT_RETRY_DELAY = 60.0
+MAX_RETRY_DELAY = 3600.0
+
+
+def backoff(base: float, attempt: int, jitter: float, cap: float = MAX_RETRY_DELAY) -> float:
+    """The delay before try ``attempt + 1``: ``base`` doubling with each
+    attempt, at most ``cap``, with equal jitter (``jitter`` in [0, 1)), so
+    that what failed together does not come back all at once."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay / 2 + jitter * delay / 2
+
+
+def retry_left(state: JobState) -> bool:
+    """Whether a failed attempt of the job is retried."""
+    return state.attempt <= (state.retries or 0)
+
+
+def queue_retry(state: JobState, now: float, jitter: float) -> float:
+    """A failed attempt ends and the job waits in the queue for the next:
+    the same job id, its history and errors kept. Returns the delay."""
+    state.attempts.append(attempt_record(state))
+    delay = backoff(
+        state.retry_delay if state.retry_delay is not None else 60.0, state.attempt, jitter
+    )
+    state.attempt += 1
+    state.attempt_started_at = None
+    state.run_after = now + delay
+    requeue(state, f"Attempt {state.attempt - 1} failed; attempt {state.attempt} is queued.")
+    return delay
+
+
+def requeue(state: JobState, message: str) -> None:
+    """Back to the queue, for the first node with a free slot."""
+    state.status = JobStatus.PENDING
+    state.message = message
+    state.node = None
+    state.pid = None
+    state.completion_reason = state.close_reason = state.error_message = None
+    state.completed_at = None
+    state.pause_requested_at = None
+    state.requests_in_flight = 0
+    state.retryable = False
 
 
 def redact_url(url: str) -> str:
@@ -403,7 +539,9 @@ def redact_url(url: str) -> str:
 
 _MESSAGES = {
     JobStatus.PENDING: "The job is waiting for a free slot.",
+    JobStatus.PAUSED: "The job is paused: resume it to continue where it stopped.",
     JobStatus.RUNNING: "The job is crawling.",
+    JobStatus.PAUSING: "Pause requested: in-flight requests are finishing.",
     JobStatus.CANCELLING: "Cancellation requested: in-flight requests are finishing.",
     JobStatus.FINALIZING: "All responses processed: results are being written.",
     JobStatus.COMPLETED: "The job completed.",

@@ -32,6 +32,7 @@ from ._model import (
     JobError,
     JobState,
     JobStatus,
+    shown_status,
     sources_of,
 )
 from ._rows import (
@@ -40,13 +41,19 @@ from ._rows import (
     column_value,
     decode_state,
     encode_state,
+    end_for_crawl,
     end_state,
     error_from_row,
     event_from_row,
     filter_clauses,
     history_event,
+    keeps_pause_request,
     new_event_id,
+    pause,
+    resume,
     row_values,
+    settle_end,
+    startable,
     take_over_pending,
     webhook_body,
     webhook_types,
@@ -54,7 +61,6 @@ from ._rows import (
 from ._store import (
     ERRORS_IN_WEBHOOKS,
     STARTED,
-    UNMONITORED_WARNING,
     Attempt,
     CancelResult,
     Delivery,
@@ -211,6 +217,12 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX series_job ON series (job, id)",
     ),
+    # Version 4: pause and resume, and when a retried job may start.
+    (
+        "ALTER TABLE jobs ADD COLUMN run_after DOUBLE PRECISION",
+        "ALTER TABLE jobs ADD COLUMN pause_requested_at DOUBLE PRECISION",
+        "ALTER TABLE jobs ADD COLUMN pause_requeue BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -220,7 +232,7 @@ def _quoted(columns: Iterable[str]) -> list[str]:
     return [f'"{c}"' for c in columns]
 
 
-_SAVED = "id, cancel_requested_at, cancel_force"
+_SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(_quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
     f" VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})"
@@ -347,7 +359,7 @@ class PostgresStore:
         with self._write() as conn:
             return conn.execute(_INSERT, row_values(state)).fetchone() is not None
 
-    def start_job(self, state: JobState) -> StartResult:
+    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
         with self._write() as conn:
             while True:
                 row = _job_row(conn, state.job_id, lock=True)
@@ -359,9 +371,9 @@ class PostgresStore:
                     return StartResult(True, state)
                 # Inserted by another process since: lock and read that one.
             stored = decode_state(row)
-            if stored.status is not JobStatus.PENDING:
+            if not startable(stored, state):
                 return StartResult(False, stored)
-            take_over_pending(state, stored)
+            take_over_pending(state, stored, resume)
             _update(conn, state)
             self._started(conn, row["id"], state)
             return StartResult(True, state)
@@ -377,17 +389,28 @@ class PostgresStore:
         events: Iterable[HistoryEvent] = (),
         history: Iterable[HistoryEvent] = (),
     ) -> SaveResult:
-        new_events = events
+        new_events = list(events)
         with self._write() as conn:
             recreated = False
+            if state.status in (JobStatus.PAUSED, JobStatus.FAILED):
+                flags = _job_row(conn, state.job_id, lock=True)
+                if flags is not None:
+                    settled = settle_end(
+                        state,
+                        flags["cancel_requested_at"] is not None,
+                        flags["pause_requeue"],
+                        time.time(),
+                    )
+                    new_events += settled
+                    events = [*events, *settled]
             row = _update(conn, state)
             if row is None:
                 row = conn.execute(
-                    "SELECT cancel_requested_at, cancel_force FROM jobs WHERE job_id = %s",
+                    f"SELECT {_SAVED} FROM jobs WHERE job_id = %s",  # noqa: S608
                     (state.job_id,),
                 ).fetchone()
                 if row is not None:
-                    return SaveResult(False, False, row["cancel_requested_at"], row["cancel_force"])
+                    return _save_result(row, written=False)
                 # The record is gone: write it again from the crawl's memory.
                 row = conn.execute(_INSERT, row_values(state)).fetchone()
                 if row is None:  # made again by another process meanwhile
@@ -397,7 +420,7 @@ class PostgresStore:
             _insert_events(conn, row["id"], events)
             _insert_point(conn, row["id"], state)
             self._notify(conn, row["id"], webhook_types(state.status, new_events))
-            return SaveResult(True, recreated, row["cancel_requested_at"], row["cancel_force"])
+            return _save_result(row, written=True, recreated=recreated)
 
     def request_cancel(self, job_id: str, force: bool = False) -> CancelResult:
         now = time.time()
@@ -409,12 +432,12 @@ class PostgresStore:
             before = state.status
             if before in TERMINAL_STATUSES:
                 return CancelResult(before, before)
-            if before is JobStatus.PENDING:
-                end_state(state, JobStatus.CANCELLED, "Cancelled before it started.", now)
+            if before in (JobStatus.PENDING, JobStatus.PAUSED):
+                end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
                 state.cancel_requested_at = now
                 _update(conn, state)
                 after = JobStatus.CANCELLED
-                details = "cancelled while pending"
+                details = f"cancelled while {before}"
             else:
                 after = JobStatus.CANCELLING
                 details = None
@@ -437,16 +460,48 @@ class PostgresStore:
             state = decode_state(row)
             if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
                 return False
-            end_state(state, status, message, now)
-            if status is JobStatus.FAILED:
-                state.error_message = message
-            elif unstarted:
-                state.warnings.append(UNMONITORED_WARNING)
+            events = end_for_crawl(state, status, message, now, unstarted=unstarted)
             _update(conn, state)
-            step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
-            _insert_events(conn, row["id"], [history_event(step, now, status, message)])
-            self._notify(conn, row["id"], webhook_types(status))
+            _insert_events(conn, row["id"], events)
+            self._notify(conn, row["id"], webhook_types(state.status))
             return True
+
+    def request_pause(self, job_id: str, requeue: bool = False) -> CancelResult:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id, lock=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = decode_state(row)
+            before = shown_status(state)
+            after, events = pause(state, now)
+            if after is JobStatus.PAUSED and before is not JobStatus.PAUSED:
+                _update(conn, state)
+            elif after is JobStatus.PAUSING:
+                conn.execute(
+                    "UPDATE jobs SET pause_requested_at = COALESCE(pause_requested_at, %s),"
+                    " pause_requeue = pause_requeue OR %s WHERE id = %s",
+                    (now, requeue, row["id"]),
+                )
+            _insert_events(conn, row["id"], events)
+            self._notify(conn, row["id"], webhook_types(state.status) if events else [])
+            return CancelResult(before, after)
+
+    def request_resume(self, job_id: str) -> CancelResult:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id, lock=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = decode_state(row)
+            before = shown_status(state)
+            after, events = resume(state, now)
+            if after is JobStatus.PENDING and before is JobStatus.PAUSED:
+                _update(conn, state)
+            elif events:  # a pause withdrawn
+                conn.execute(_CLEAR_PAUSE, (row["id"],))
+            _insert_events(conn, row["id"], events)
+            return CancelResult(before, after)
 
     def warn_pending(self, job_id: str, warning: str) -> bool:
         now = time.time()
@@ -576,7 +631,7 @@ class PostgresStore:
         clause, params = sql.project_clause(project)
         statement = sql.CLAIM.format(project=clause, index="", lock=" FOR UPDATE SKIP LOCKED")
         with self._write() as conn:
-            row = conn.execute(sql.postgres(statement), (node, *params)).fetchone()
+            row = conn.execute(sql.postgres(statement), (node, *params, time.time())).fetchone()
         return None if row is None else decode_state(row)
 
     def queued_jobs(
@@ -819,9 +874,28 @@ def _version_problem(location: str, version: int, readonly: bool) -> str:
 # -- rows ----------------------------------------------------------------------
 
 
+_CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = FALSE WHERE id = %s"
+
+
+def _save_result(row: Row, *, written: bool, recreated: bool = False) -> SaveResult:
+    return SaveResult(
+        written,
+        recreated,
+        row["cancel_requested_at"],
+        row["cancel_force"],
+        row["pause_requested_at"],
+    )
+
+
 def _update(conn: psycopg.Connection[Row], state: JobState) -> Row | None:
     """Write the job if its stored status may move to the new one; its key
-    and cancel request, or None."""
+    and requests, or None."""
+    if not keeps_pause_request(state.status):
+        conn.execute(
+            "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = FALSE"
+            " WHERE job_id = %s AND pause_requested_at IS NOT NULL",
+            (state.job_id,),
+        )
     return conn.execute(
         _UPDATE,
         (

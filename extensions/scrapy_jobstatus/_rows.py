@@ -4,6 +4,7 @@ columns (to filter, sort and update), the others in a compact JSON text."""
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -19,8 +20,12 @@ from ._model import (
     JobState,
     JobStatus,
     isoformat,
+    queue_retry,
+    requeue,
+    retry_left,
+    shown_status,
 )
-from ._store import JobFilter
+from ._store import UNMONITORED_WARNING, JobFilter
 
 # The job's fields kept as columns, to filter, sort and update; the others
 # go, when they differ from their default, into the JSON of ``state``.
@@ -39,15 +44,54 @@ COLUMNS = (
     "error_count",
     "priority",
     "completion_reason",
+    "run_after",
+    "pause_requested_at",
 )
-UPDATED_COLUMNS = [c for c in COLUMNS if c not in ("job_id", "created_at", "cancel_requested_at")]
+# Requests (cancel, pause) are written by those who make them, never by the
+# crawl's writes of its job.
+UPDATED_COLUMNS = [
+    c
+    for c in COLUMNS
+    if c not in ("job_id", "created_at", "cancel_requested_at", "pause_requested_at")
+]
 _DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobState)}
 _STATE_FIELDS = [name for name in _DEFAULTS if name not in COLUMNS]
 
 
-def take_over_pending(state: JobState, pending: JobState) -> None:
-    """A crawl starting a pending job keeps what scheduling recorded."""
+# What a crawl resuming from its JOBDIR carries over from the run before:
+# it goes on from there. A retry without a resumable JOBDIR starts over.
+_CARRIED = (
+    "total_pages_crawled",
+    "total_documents_found",
+    "responses_failed",
+    "responses_finished",
+    "progress",
+    "stages_completed",
+    "current_page",
+    "pagination_complete",
+    "warnings",
+)
+
+
+def take_over_pending(state: JobState, pending: JobState, resume: bool = False) -> None:
+    """A crawl starting a pending (or paused) job keeps what scheduling
+    recorded, and what earlier runs and attempts of the job did: its
+    attempts, its errors' count, its feeds; its counters too when it
+    resumes from its JOBDIR."""
     state.created_at = pending.created_at
+    state.started_at = pending.started_at or state.started_at
+    state.attempt = pending.attempt
+    state.attempts = pending.attempts
+    state.attempt_started_at = pending.attempt_started_at or state.started_at
+    state.error_count = pending.error_count
+    state.feeds = pending.feeds
+    if pending.retries is not None:
+        state.retries = pending.retries
+    if pending.retry_delay is not None:
+        state.retry_delay = pending.retry_delay
+    if resume:
+        for name in _CARRIED:
+            setattr(state, name, getattr(pending, name))
     state.project = state.project or pending.project
     state.args = state.args or pending.args
     state.settings = state.settings or pending.settings
@@ -55,6 +99,33 @@ def take_over_pending(state: JobState, pending: JobState) -> None:
     state.version = state.version or pending.version
     # The crawl's own URLs (JOBSTATUS_WEBHOOKS) and those scheduling gave.
     state.webhooks = list(dict.fromkeys([*pending.webhooks, *state.webhooks]))
+
+
+def startable(stored: JobState, crawl: JobState) -> bool:
+    """Whether a crawl may start the stored job: a pending one, or a paused
+    one when the crawl has a JOBDIR to go on from (``scrapy crawl`` run
+    again). A job id names one job: one that ran, runs or was cancelled is
+    not run again."""
+    if stored.status is JobStatus.PAUSED:
+        return crawl.jobdir is not None
+    return stored.status is JobStatus.PENDING
+
+
+def end_for_crawl(
+    state: JobState, status: JobStatus, message: str, now: float, *, unstarted: bool
+) -> list[HistoryEvent]:
+    """End an active job for its crawl, which cannot (it died, or ran
+    unmonitored); a failed attempt with a retry left is queued again."""
+    end_state(state, status, message, now)
+    if status is JobStatus.FAILED:
+        state.error_message = message
+    elif unstarted:
+        state.warnings.append(UNMONITORED_WARNING)
+    step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
+    events = [history_event(step, now, status, message)]
+    if status is JobStatus.FAILED and retry_left(state):
+        events += retry(state, now)
+    return events
 
 
 def row_values(state: JobState) -> tuple[Any, ...]:
@@ -85,7 +156,81 @@ def decode_state(row: Mapping[str, Any]) -> JobState:
 
 
 def history_event(step: str, now: float, status: JobStatus, details: str) -> HistoryEvent:
-    return HistoryEvent(step=step, timestamp=now, status=str(status), details=details)
+    return HistoryEvent(step=step, timestamp=now, status=str(status), details=details or None)
+
+
+def keeps_pause_request(status: JobStatus) -> bool:
+    """A pause request lasts while the job runs; written any other status,
+    the job drops it."""
+    return status in (JobStatus.RUNNING, JobStatus.PAUSING)
+
+
+def settle_end(
+    state: JobState, cancel_requested: bool, requeue_on_pause: bool, now: float
+) -> list[HistoryEvent]:
+    """How a job the crawl ends paused or failed is stored, and the events
+    that says: paused after a cancel request, cancelled; paused by its
+    node's shutdown, queued again; failed with a retry left, queued for it."""
+    status = state.status
+    if status is JobStatus.PAUSED and cancel_requested:
+        end_state(state, JobStatus.CANCELLED, "The job was cancelled while it paused.", now)
+        return [history_event("cancelled", now, JobStatus.CANCELLED, "cancelled while pausing")]
+    if status is JobStatus.PAUSED and requeue_on_pause:
+        requeue(state, "Paused by its node's shutdown: queued to resume.")
+        return [
+            history_event(
+                "queued again", now, JobStatus.PENDING, "to resume after the node's shutdown"
+            )
+        ]
+    if status is JobStatus.FAILED and state.retryable and retry_left(state):
+        return retry(state, now)
+    return []
+
+
+def pause(state: JobState, now: float) -> tuple[JobStatus, list[HistoryEvent]]:
+    """What a pause request does: a pending job is paused at once (``state``
+    changed, to be written); a running one with a JOBDIR is to pause
+    (``pausing``: the caller records the request). Anything else stays as it
+    is, shown as it is."""
+    shown = shown_status(state)
+    if shown is JobStatus.PENDING:
+        state.status = JobStatus.PAUSED
+        state.message = "Paused before it started."
+        state.node = None
+        state.updated_at = now
+        return JobStatus.PAUSED, [
+            history_event("paused", now, JobStatus.PAUSED, "paused while pending")
+        ]
+    if shown is JobStatus.RUNNING and state.jobdir is not None:
+        return JobStatus.PAUSING, []
+    return shown, []
+
+
+def resume(state: JobState, now: float) -> tuple[JobStatus, list[HistoryEvent]]:
+    """What a resume request does: a paused job goes back to the queue
+    (``state`` changed, to be written); a pause not yet taken up by its crawl
+    is withdrawn (``running``: the caller clears the request)."""
+    shown = shown_status(state)
+    if shown is JobStatus.PAUSED:
+        requeue(state, "Resumed: waiting for a free slot.")
+        state.run_after = None
+        state.updated_at = now
+        return JobStatus.PENDING, [history_event("resume requested", now, JobStatus.PENDING, "")]
+    if shown is JobStatus.PAUSING and state.status is JobStatus.RUNNING:
+        return JobStatus.RUNNING, [
+            history_event("pause withdrawn", now, JobStatus.RUNNING, "resumed before it paused")
+        ]
+    return shown, []
+
+
+def retry(state: JobState, now: float) -> list[HistoryEvent]:
+    """A failed attempt queued again; its event."""
+    failed = state.error_message
+    delay = queue_retry(state, now, random.random())  # noqa: S311 (jitter, not a secret)
+    details = (
+        f"attempt {state.attempt - 1} failed ({failed}); attempt {state.attempt} in {delay:.1f} s"
+    )
+    return [history_event("retry", now, JobStatus.PENDING, details)]
 
 
 def end_state(state: JobState, status: JobStatus, message: str, now: float) -> None:
@@ -97,6 +242,7 @@ def end_state(state: JobState, status: JobStatus, message: str, now: float) -> N
     state.requests_in_flight = 0
 
 
+WEBHOOK_STATUSES = TERMINAL_STATUSES | {JobStatus.PAUSED}
 # History steps that call the job's webhooks, besides its status changes.
 WEBHOOK_STEPS = {"stalled": "job.stalled"}
 
@@ -104,7 +250,7 @@ WEBHOOK_STEPS = {"stalled": "job.stalled"}
 def webhook_types(status: JobStatus | None, events: Iterable[HistoryEvent] = ()) -> list[str]:
     """The webhook events of a write: the status it moves the job to, and
     the history steps that have one."""
-    types = [f"job.{status}"] if status in TERMINAL_STATUSES else []
+    types = [f"job.{status}"] if status in WEBHOOK_STATUSES else []
     types += [WEBHOOK_STEPS[e.step] for e in events if e.step in WEBHOOK_STEPS]
     return types
 

@@ -17,11 +17,20 @@ from ._store import Attempt, Delivery, NodeInfo
 # node. The queue index only holds such jobs, whatever the store's size.
 QUEUED = "status = 'pending' AND node IS NULL"
 QUEUE_ORDER = "priority DESC, created_at, id"
+# A retried job waits for its delay (run_after) in the queue.
+DUE_JOB = " AND (run_after IS NULL OR run_after <= ?)"
 # PostgreSQL adds FOR UPDATE SKIP LOCKED ({lock}): a node never waits on
 # the job another one is claiming, it takes the next.
 CLAIM = (
-    "UPDATE jobs SET node = ? WHERE id = (SELECT id FROM jobs{index} WHERE " + QUEUED + "{project}"
-    " ORDER BY " + QUEUE_ORDER + " LIMIT 1{lock}) AND " + QUEUED + " RETURNING *"
+    "UPDATE jobs SET node = ? WHERE id = (SELECT id FROM jobs{index} WHERE "
+    + QUEUED
+    + "{project}"
+    + DUE_JOB
+    + " ORDER BY "
+    + QUEUE_ORDER
+    + " LIMIT 1{lock}) AND "
+    + QUEUED
+    + " RETURNING *"
 )
 QUEUED_JOBS = (
     "SELECT * FROM jobs{index} WHERE " + QUEUED + "{project}{created} ORDER BY " + QUEUE_ORDER

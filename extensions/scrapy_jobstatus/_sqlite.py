@@ -26,6 +26,7 @@ from ._model import (
     JobError,
     JobState,
     JobStatus,
+    shown_status,
     sources_of,
 )
 from ._rows import (
@@ -34,13 +35,19 @@ from ._rows import (
     column_value,
     decode_state,
     encode_state,
+    end_for_crawl,
     end_state,
     error_from_row,
     event_from_row,
     filter_clauses,
     history_event,
+    keeps_pause_request,
     new_event_id,
+    pause,
+    resume,
     row_values,
+    settle_end,
+    startable,
     take_over_pending,
     webhook_body,
     webhook_types,
@@ -48,7 +55,6 @@ from ._rows import (
 from ._store import (
     ERRORS_IN_WEBHOOKS,
     STARTED,
-    UNMONITORED_WARNING,
     Attempt,
     CancelResult,
     Delivery,
@@ -204,7 +210,15 @@ CREATE TABLE series (
 );
 CREATE INDEX series_job ON series (job, id);
 """
-_MIGRATIONS = (_V1, _V2, _V3)
+# Version 4: pause and resume (a pause request, polled by the crawl like a
+# cancel one; whether the job goes back to the queue once paused), and when
+# a retried job may start.
+_V4 = """
+ALTER TABLE jobs ADD COLUMN run_after REAL;
+ALTER TABLE jobs ADD COLUMN pause_requested_at REAL;
+ALTER TABLE jobs ADD COLUMN pause_requeue INTEGER NOT NULL DEFAULT 0;
+"""
+_MIGRATIONS = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT = (
@@ -338,16 +352,16 @@ class SQLiteStore:
                 return False
             return True
 
-    def start_job(self, state: JobState) -> StartResult:
+    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
         with self._write() as conn:
             row = _job_row(conn, state.job_id)
             if row is None:
                 conn.execute(_INSERT, row_values(state))
             else:
                 stored = decode_state(row)
-                if stored.status is not JobStatus.PENDING:
+                if not startable(stored, state):
                     return StartResult(False, stored)
-                take_over_pending(state, stored)
+                take_over_pending(state, stored, resume)
                 _update(conn, state)
             job = _job_key(conn, state.job_id)
             _insert_point(conn, job, state)
@@ -362,9 +376,18 @@ class SQLiteStore:
         history: Iterable[HistoryEvent] = (),
     ) -> SaveResult:
         self._reconnect_if_replaced()
-        new_events = events
+        new_events = list(events)
         with self._write() as conn:
             recreated = False
+            if state.status in (JobStatus.PAUSED, JobStatus.FAILED):
+                flags = conn.execute(
+                    "SELECT cancel_requested_at, pause_requeue FROM jobs WHERE job_id = ?",
+                    (state.job_id,),
+                ).fetchone()
+                if flags is not None:
+                    settled = settle_end(state, flags[0] is not None, bool(flags[1]), time.time())
+                    new_events += settled
+                    events = [*events, *settled]
             if not _update(conn, state):
                 row = conn.execute(
                     "SELECT status FROM jobs WHERE job_id = ?", (state.job_id,)
@@ -391,12 +414,12 @@ class SQLiteStore:
             before = state.status
             if before in TERMINAL_STATUSES:
                 return CancelResult(before, before)
-            if before is JobStatus.PENDING:
-                end_state(state, JobStatus.CANCELLED, "Cancelled before it started.", now)
+            if before in (JobStatus.PENDING, JobStatus.PAUSED):
+                end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
                 state.cancel_requested_at = now
                 _update(conn, state)
                 after = JobStatus.CANCELLED
-                details = "cancelled while pending"
+                details = f"cancelled while {before}"
             else:
                 after = JobStatus.CANCELLING
                 details = None
@@ -419,16 +442,48 @@ class SQLiteStore:
             state = decode_state(row)
             if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
                 return False
-            end_state(state, status, message, now)
-            if status is JobStatus.FAILED:
-                state.error_message = message
-            elif unstarted:
-                state.warnings.append(UNMONITORED_WARNING)
+            events = end_for_crawl(state, status, message, now, unstarted=unstarted)
             _update(conn, state)
-            step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
-            _insert_events(conn, row["id"], [history_event(step, now, status, message)])
-            self._notify(conn, row["id"], webhook_types(status))
+            _insert_events(conn, row["id"], events)
+            self._notify(conn, row["id"], webhook_types(state.status))
             return True
+
+    def request_pause(self, job_id: str, requeue: bool = False) -> CancelResult:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = decode_state(row)
+            before = shown_status(state)
+            after, events = pause(state, now)
+            if after is JobStatus.PAUSED and before is not JobStatus.PAUSED:
+                _update(conn, state)
+            elif after is JobStatus.PAUSING:
+                conn.execute(
+                    "UPDATE jobs SET pause_requested_at = COALESCE(pause_requested_at, ?),"
+                    " pause_requeue = MAX(pause_requeue, ?) WHERE id = ?",
+                    (now, int(requeue), row["id"]),
+                )
+            _insert_events(conn, row["id"], events)
+            self._notify(conn, row["id"], webhook_types(state.status) if events else [])
+            return CancelResult(before, after)
+
+    def request_resume(self, job_id: str) -> CancelResult:
+        now = time.time()
+        with self._write() as conn:
+            row = _job_row(conn, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = decode_state(row)
+            before = shown_status(state)
+            after, events = resume(state, now)
+            if after is JobStatus.PENDING and before is JobStatus.PAUSED:
+                _update(conn, state)
+            elif events:  # a pause withdrawn
+                conn.execute(_CLEAR_PAUSE, (row["id"],))
+            _insert_events(conn, row["id"], events)
+            return CancelResult(before, after)
 
     def warn_pending(self, job_id: str, warning: str) -> bool:
         now = time.time()
@@ -585,7 +640,8 @@ class SQLiteStore:
         clause, params = sql.project_clause(project)
         with self._write() as conn:
             row = conn.execute(
-                sql.CLAIM.format(project=clause, index=QUEUE_INDEX, lock=""), (node, *params)
+                sql.CLAIM.format(project=clause, index=QUEUE_INDEX, lock=""),
+                (node, *params, time.time()),
             ).fetchone()
         return None if row is None else decode_state(row)
 
@@ -796,8 +852,17 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 # -- rows ----------------------------------------------------------------------
 
 
+_CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = 0 WHERE id = ?"
+
+
 def _update(conn: sqlite3.Connection, state: JobState) -> bool:
     sources = sources_of(state.status)
+    if not keeps_pause_request(state.status):
+        conn.execute(
+            "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = 0"
+            " WHERE job_id = ? AND pause_requested_at IS NOT NULL",
+            (state.job_id,),
+        )
     cur = conn.execute(
         _UPDATE.format(sources=", ".join("?" * len(sources))),
         (
@@ -823,9 +888,10 @@ def _save_result(
     conn: sqlite3.Connection, job_id: str, *, written: bool, recreated: bool = False
 ) -> SaveResult:
     row = conn.execute(
-        "SELECT cancel_requested_at, cancel_force FROM jobs WHERE job_id = ?", (job_id,)
+        "SELECT cancel_requested_at, cancel_force, pause_requested_at FROM jobs WHERE job_id = ?",
+        (job_id,),
     ).fetchone()
-    return SaveResult(written, recreated, row[0], bool(row[1]))
+    return SaveResult(written, recreated, row[0], bool(row[1]), row[2])
 
 
 def _insert_errors(conn: sqlite3.Connection, job: int | None, errors: Iterable[JobError]) -> None:

@@ -68,11 +68,13 @@ class SaveResult:
     recreated: bool
     cancel_requested_at: float | None
     cancel_force: bool
+    pause_requested_at: float | None = None
 
 
 @dataclass(frozen=True)
 class CancelResult:
-    """The job's status before and after a cancel request."""
+    """The job's status before and after a cancel, pause or resume request;
+    ``after`` is ``before`` when the request cannot apply."""
 
     before: JobStatus
     after: JobStatus
@@ -177,7 +179,10 @@ class JobStore(Protocol):
     def add_pending(self, state: JobState) -> bool:
         """Record a new pending job; False if its id is taken."""
 
-    def start_job(self, state: JobState) -> StartResult: ...
+    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
+        """A crawl starts a pending job (or, with its JOBDIR, a paused one);
+        ``resume``: it goes on from its JOBDIR, with the counters of the runs
+        before."""
 
     def save(
         self,
@@ -192,9 +197,19 @@ class JobStore(Protocol):
 
     def request_cancel(self, job_id: str, force: bool = False) -> CancelResult: ...
 
+    def request_pause(self, job_id: str, requeue: bool = False) -> CancelResult:
+        """Pause a pending job at once; ask a running one with a JOBDIR to
+        pause (``after`` is ``pausing``), and with ``requeue`` to go back to
+        the queue once paused."""
+
+    def request_resume(self, job_id: str) -> CancelResult:
+        """A paused job back to the queue, to go on from its JOBDIR; a pause
+        not yet taken up is withdrawn."""
+
     def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
         """End an active job for its crawl, which cannot (it died, or ran
-        unmonitored); ``unstarted`` limits it to a pending job."""
+        unmonitored); ``unstarted`` limits it to a pending job. A failed
+        attempt with a retry left goes back to the queue instead."""
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]: ...
 
