@@ -4,10 +4,12 @@ Run as ``python -m tests.site [--port N]``: it listens on 127.0.0.1 and prints
 its base URL on the first line of standard output.
 
 Resources:
-- ``/pages/N?links=K&size=B&broken=D``: an HTML page linking to pages
-  N*K+1 .. N*K+K (a tree, so every page is reached once) and to D pages that
-  answer 404, padded to about B bytes; pages above ``max`` (default 1000000)
-  are not linked and answer 404.
+- ``/pages/N?links=K&size=B&broken=D&docs=F&delay=S``: an HTML page linking
+  to pages N*K+1 .. N*K+K (a tree, so every page is reached once), to D pages
+  that answer 404 and to F documents (``/pages/N-I.pdf``, I from 0 to F-1, and
+  the tree's first document, linked from every page), padded to about B
+  bytes, answered after S seconds; pages above ``max`` (default 1000000) are
+  not linked and answer 404.
 - ``/status/CODE``: an HTML page answered with that HTTP status.
 - ``/slow?delay=S``: a page answered after S seconds.
 - ``/drop``: the connection is closed without an answer.
@@ -67,9 +69,18 @@ class Pages(resource.Resource):
         body += "".join(
             f"<a href='/status/404?from={number}&n={i}'>gone</a> " for i in range(broken)
         )
+        docs = int(_arg(request, "docs", "0"))
+        body += "".join(f"<a href='/pages/{number}-{i}.pdf'>document</a> " for i in range(docs))
+        if docs:
+            body += "<a href='/pages/0-0.pdf'>the first document again</a>"
         padding = "<p>" + "lorem ipsum " * max(0, size // 12) + "</p>"
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        return _page(f"Page {number}", body + padding)
+        page = _page(f"Page {number}", body + padding)
+        delay = float(_arg(request, "delay", "0"))
+        if not delay:
+            return page
+        reactor.callLater(delay, lambda: (request.write(page), request.finish()))
+        return server.NOT_DONE_YET
 
 
 class Status(resource.Resource):

@@ -129,7 +129,6 @@ class DocumentsSpider(scrapy.Spider):
         self.documents_seen: set[str] = set()
         self.pages_seen: set[bytes] = set()
         self.page_urls_seen: set[str] = set()
-        self.pages_requested = 0
         self.downloading = False
         # Links to every element, whatever the extension: documents and pages
         # are told apart here, not by the extractor.
@@ -170,10 +169,17 @@ class DocumentsSpider(scrapy.Spider):
         self.domain = registered_domain(start_url)
         # OffsiteMiddleware keeps the crawl, redirects included, on the domain.
         self.allowed_domains = [self.domain]
+        # With a JOBDIR, Scrapy keeps spider.state across a pause: a resumed
+        # job reports no document twice, and crawls max_pages in all.
+        memory = getattr(self, "state", None)
+        if memory is not None:
+            self.documents_seen = memory.setdefault("documents_seen", self.documents_seen)
+            self.pages_seen = memory.setdefault("pages_seen", self.pages_seen)
+            self.page_urls_seen = memory.setdefault("page_urls_seen", self.page_urls_seen)
         set_stage(self, "discovery")
         request = self.page_request(clean_url(start_url))
-        assert request is not None
-        yield request
+        if request is not None:  # None: a resumed job, which crawled it
+            yield request
 
     def page_request(self, url: str) -> scrapy.Request | None:
         """A request for a page not requested yet, within max_pages."""
@@ -188,11 +194,10 @@ class DocumentsSpider(scrapy.Spider):
         fingerprint = self.crawler.request_fingerprinter.fingerprint(request)
         if fingerprint in self.pages_seen:
             return None
-        if self.max_pages is not None and self.pages_requested >= self.max_pages:
+        if self.max_pages is not None and len(self.pages_seen) >= self.max_pages:
             self.crawler.stats.inc_value("documents/pages_over_max_pages")
             return None
         self.pages_seen.add(fingerprint)
-        self.pages_requested += 1
         return request
 
     def document_type(self, url: str) -> str | None:

@@ -30,7 +30,7 @@ from ._progress import (
 
 if TYPE_CHECKING:
     from ._extension import JobStatusExtension
-    from ._middleware import DownloadOutcomeMiddleware
+    from ._middleware import DownloadOutcomeMiddleware, ResumedStartMiddleware
     from ._store import JobNotFound, JobStore, open_store
 
 # Public names whose modules load on first use: name -> module.
@@ -39,6 +39,7 @@ _LAZY = {
     "JobNotFound": "._store",
     "JobStatusExtension": "._extension",
     "JobStore": "._store",
+    "ResumedStartMiddleware": "._middleware",
     "open_store": "._store",
 }
 
@@ -61,6 +62,7 @@ __all__ = [
     "JobStatus",
     "JobStatusExtension",
     "JobStore",
+    "ResumedStartMiddleware",
     "set_current_page",
     "set_expected_total",
     "set_pagination_complete",

@@ -15,3 +15,5 @@ class Addon:
         # Below RetryMiddleware (550): sees a download's exception only once
         # its retries are exhausted.
         settings["DOWNLOADER_MIDDLEWARES"]["scrapy_jobstatus.DownloadOutcomeMiddleware"] = 50
+        # Nearest the engine: sees the start requests as the engine takes them.
+        settings["SPIDER_MIDDLEWARES"]["scrapy_jobstatus.ResumedStartMiddleware"] = 10

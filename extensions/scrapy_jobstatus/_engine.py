@@ -49,3 +49,15 @@ def drop_in_flight_requests(engine: ExecutionEngine) -> int:
     slot.inprogress.clear()
     slot._maybe_fire_closing()
     return dropped
+
+
+def queued_requests(engine: ExecutionEngine | None) -> int:
+    """The requests in the scheduler's queue (``engine.scheduler`` is
+    public from Scrapy 2.19; before, it is the slot's)."""
+    scheduler = getattr(engine, "scheduler", None)
+    if scheduler is None:
+        scheduler = getattr(getattr(engine, "_slot", None), "scheduler", None)
+    try:
+        return len(scheduler)  # type: ignore[arg-type]
+    except TypeError:  # a scheduler without a length
+        return 0

@@ -25,8 +25,14 @@ from scrapy.utils.asyncio import call_later, create_looping_call
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
-from ._engine import closing_with_requests_in_flight, drop_in_flight_requests, unsupported_reason
+from ._engine import (
+    closing_with_requests_in_flight,
+    drop_in_flight_requests,
+    queued_requests,
+    unsupported_reason,
+)
 from ._errors import classify_exception, classify_response
+from ._jobdir import JobDir
 from ._middleware import download_failed
 from ._model import (
     ErrorType,
@@ -35,6 +41,7 @@ from ._model import (
     JobError,
     JobState,
     JobStatus,
+    isoformat,
     new_job_id,
     validate_job_id,
 )
@@ -61,6 +68,7 @@ logger = logging.getLogger("scrapy_jobstatus.extension")
 CLOSE_TIMEOUT = "jobstatus_timeout"
 CLOSE_STALLED = "jobstatus_stalled"
 CLOSE_CANCEL = "cancelled"
+CLOSE_PAUSED = "paused"
 CLOSE_SHUTDOWN = "shutdown"
 CLOSE_BAD_SETTING = "jobstatus_bad_setting"
 CLOSE_START_ERROR = "jobstatus_start_error"
@@ -100,6 +108,11 @@ class JobStatusExtension:
         self._stopped: Deferred[None] = Deferred()
         self._done = False
         self._ended_elsewhere = False
+        # The crawl's JOBDIR, and whether the crawl goes on from it (the job
+        # was paused); requests in the JOBDIR's queue when the crawl opened.
+        self.jobdir: JobDir | None = None
+        self.resuming = False
+        self._queued_at_open = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -114,6 +127,7 @@ class JobStatusExtension:
             # still recorded, with the reason.
             error = str(exc)
         ext = cls(crawler, config, error, webhooks)
+        ext._prepare_jobdir()
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(ext.response_received, signal=signals.response_received)
@@ -121,12 +135,34 @@ class JobStatusExtension:
         crawler.signals.connect(ext.item_error, signal=signals.item_error)
         crawler.signals.connect(ext.spider_error, signal=signals.spider_error)
         crawler.signals.connect(ext.feed_exporter_closed, signal=signals.feed_exporter_closed)
+        crawler.signals.connect(ext.feed_slot_closed, signal=signals.feed_slot_closed)
         crawler.signals.connect(ext.download_failed, signal=download_failed)
         crawler.signals.connect(ext.progress_reported, signal=progress_reported)
         # A crawl that never opened its job still gives the signals back.
         crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         ext._install_signal_handlers()
         return ext
+
+    def _prepare_jobdir(self) -> None:
+        """Give the crawl the JOBDIR its node chose for a pausable job, and
+        decide whether the crawl goes on from it. Runs before the scheduler
+        opens the JOBDIR (the settings are not frozen yet)."""
+        settings = self.crawler.settings
+        given = settings.get("JOBSTATUS_JOBDIR")
+        if self.config and self.config.pausable and given and not settings.get("JOBDIR"):
+            if settings.frozen:
+                logger.error("JOBSTATUS_PAUSABLE: the settings are frozen; no JOBDIR is set")
+            else:
+                settings.set("JOBDIR", given, priority="cmdline")
+        path = settings.get("JOBDIR")
+        if not path:
+            return
+        self.jobdir = jobdir = JobDir(os.path.abspath(path))
+        self.resuming = jobdir.resumable
+        if jobdir.job_id is not None and not self.resuming:
+            # Killed, failed or ended before: what is there cannot be gone on
+            # from (Scrapy writes its queue's index only when it closes).
+            jobdir.start_over()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -140,6 +176,11 @@ class JobStatusExtension:
     async def _open_job(self, spider: Spider) -> None:
         settings = self.crawler.settings
         job_id = getattr(spider, "_job", None)
+        jobdir = self.jobdir
+        # `scrapy crawl` run again with its JOBDIR goes on with that job.
+        marked = jobdir.job_id if jobdir is not None else None
+        if job_id is None and marked is not None:
+            job_id = marked
         if job_id is None:
             job_id = new_job_id()
             logger.info("Job id: %(job)s", {"job": job_id}, extra={"spider": spider})
@@ -149,6 +190,12 @@ class JobStatusExtension:
             logger.error("%(error)s", {"error": exc}, extra={"spider": spider})
             self._close(CLOSE_INVALID_ID)
             return
+        if self.resuming and job_id != marked and not self.setting_error:
+            self.setting_error = (
+                f"the JOBDIR {jobdir and jobdir.path} holds the paused crawl of job "
+                f"{marked!r}, not of job {job_id!r}"
+            )
+            self.resuming = False
         config = self.config or JobSettings.defaults()
         now = time.time()
         # A plain crawl delivers its webhooks; under Scrapyd, the node does.
@@ -167,6 +214,9 @@ class JobStatusExtension:
             pid=os.getpid(),
             interval=config.interval,
             webhooks=list(self.webhooks.urls) if self.webhooks else [],
+            jobdir=str(jobdir.path) if jobdir is not None else None,
+            retries=config.retries,
+            retry_delay=config.retry_delay,
         )
         tracker = JobTracker(
             state,
@@ -177,7 +227,12 @@ class JobStatusExtension:
         self.crawler.stats.set_value("jobstatus/job_id", job_id)
         writer.start()
         try:
-            started = await writer.start_job(state)
+            started = await writer.start_job(state, self.resuming)
+            if not started.started and job_id == marked and not self.resuming:
+                # The JOBDIR's job ended: this is a new crawl, a new job.
+                state.job_id = job_id = new_job_id()
+                logger.info("Job id: %(job)s", {"job": job_id}, extra={"spider": spider})
+                started = await writer.start_job(state)
         except StoreError as exc:
             if config.required:
                 logger.error("%(error)s: not crawling (JOBSTATUS_REQUIRED is set)", {"error": exc})
@@ -200,7 +255,13 @@ class JobStatusExtension:
                 self._close(CLOSE_NOT_STARTABLE)
                 return
         self.tracker = tracker
+        self.crawler.stats.set_value("jobstatus/job_id", job_id)
         tracker.event("opened", details=f"pid {os.getpid()}")
+        tracker.resumed(self.resuming)
+        if jobdir is not None:
+            jobdir.mark(job_id, resumable=False)  # until it pauses
+            if self.resuming:
+                self._queued_at_open = queued_requests(self.crawler.engine)
         self._wrap_scrapy_handlers()  # if Scrapy installed them since from_crawler
         if self.setting_error:
             tracker.fail(self.setting_error)
@@ -210,8 +271,8 @@ class JobStatusExtension:
         self._save()
         if self._signal_at is not None:
             # A signal came while the crawl was starting: the job is cancelled
-            # as soon as it exists.
-            self._cancel(self._signal_at, source="signal")
+            # (paused, with a JOBDIR) as soon as it exists.
+            self._stop_on_signal(self._signal_at)
             return
         self._ticker = create_looping_call(self._tick)
         self._ticker.start(config.interval, now=False)
@@ -249,6 +310,10 @@ class JobStatusExtension:
             await maybe_deferred_to_future(self._feeds_closed)
         tracker.finish()
         self._write_stats()
+        if tracker.pausing and self.jobdir is not None:
+            # Scrapy has written the crawl's state (the scheduler closed
+            # before spider_closed): whole, before any crawl may resume it.
+            self.jobdir.mark(tracker.state.job_id, resumable=True)
         await self._save_final(tracker, writer)
         self._write_stats()
 
@@ -309,6 +374,21 @@ class JobStatusExtension:
     def engine_stopped(self) -> None:
         self._restore_signal_handlers()
 
+    def feed_slot_closed(self, slot: Any) -> None:
+        # The feeds of each run: a resumed job's runs write to the same URIs
+        # (appended) or, with %(time)s in them, to one file per run.
+        if self.tracker is not None:
+            state = self.tracker.state
+            state.feeds.append(
+                {
+                    "uri": slot.uri,
+                    "format": slot.format,
+                    "items": slot.itemcount,
+                    "attempt": state.attempt,
+                    "closed_at": isoformat(time.time()),
+                }
+            )
+
     def feed_exporter_closed(self) -> None:
         if self.tracker is not None:
             self.tracker.event("feeds closed")
@@ -327,8 +407,10 @@ class JobStatusExtension:
         assert self.tracker is not None
         stats = self.crawler.stats
         engine = self.crawler.engine
-        pending = (stats.get_value("scheduler/enqueued") or 0) - (
-            stats.get_value("scheduler/dequeued") or 0
+        pending = (
+            self._queued_at_open
+            + (stats.get_value("scheduler/enqueued") or 0)
+            - (stats.get_value("scheduler/dequeued") or 0)
         )
         in_flight = len(engine.downloader.active) if engine else 0
         self.tracker.refresh(max(0, pending), in_flight)
@@ -357,6 +439,8 @@ class JobStatusExtension:
             )
         if result.cancel_requested_at is not None and not tracker.closing:
             self._cancel(result.cancel_requested_at, source="store", force=result.cancel_force)
+        elif result.pause_requested_at is not None and not tracker.closing:
+            self._pause(result.pause_requested_at, source="store")
         elif result.cancel_force and tracker.closing and not tracker.ended:
             self._force_stop()
 
@@ -439,6 +523,28 @@ class JobStatusExtension:
         if force:
             call_later(0, self._force_stop)
         self._save()
+
+    def _pause(self, requested_at: float, source: str) -> None:
+        tracker = self.tracker
+        assert tracker is not None
+        if self.jobdir is None or not tracker.pause(requested_at, source):
+            return
+        logger.info(
+            "Pause requested (%(source)s): no new requests; in-flight requests finish; "
+            "the crawl's state is kept in %(jobdir)s",
+            {"source": source, "jobdir": self.jobdir.path},
+        )
+        self._start_grace()
+        self._close(CLOSE_PAUSED)
+        self._save()
+
+    def _stop_on_signal(self, received_at: float) -> None:
+        """Ctrl-C (or SIGTERM): with a JOBDIR the job pauses, else it is
+        cancelled."""
+        if self.jobdir is not None:
+            self._pause(received_at, source="signal")
+        else:
+            self._cancel(received_at, source="signal")
 
     def _start_grace(self) -> None:
         grace = (self.config or JobSettings.defaults()).cancel_grace
@@ -537,7 +643,7 @@ class JobStatusExtension:
                 logger.info("Received %(signal)s while starting: cancelling", {"signal": name})
                 return
         elif self.signals_received == 1 and not tracker.closing:
-            self._cancel(time.time(), source="signal")
+            self._stop_on_signal(time.time())
             return
         if self.signals_received <= 2:
             logger.info("Received %(signal)s again: forcing the stop", {"signal": name})

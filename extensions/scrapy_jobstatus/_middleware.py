@@ -1,21 +1,29 @@
-"""A downloader middleware that reports the final outcome of failed downloads.
+"""The middlewares of the job lifecycle.
+
+A downloader middleware that reports the final outcome of failed downloads.
 
 Scrapy sends no signal when a download fails for good, so this middleware,
 placed nearer the engine than RetryMiddleware, sees only the exceptions left
-once retries are exhausted and passes them on as a signal.
+once retries are exhausted and passes them on as a signal. A spider
+middleware keeps a resumed crawl from sending its start requests again.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
-from scrapy.exceptions import IgnoreRequest
+from scrapy import Request, signals
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+
+from ._jobdir import JobDir
 
 if TYPE_CHECKING:
     # typing.Self requires Python 3.11
+    from collections.abc import AsyncIterator
     from typing import Self
 
-    from scrapy import Request, Spider
+    from scrapy import Spider
     from scrapy.crawler import Crawler
 
 # A custom Scrapy signal: handlers receive ``request`` and ``exception``.
@@ -38,3 +46,36 @@ class DownloadOutcomeMiddleware:
             self.crawler.signals.send_catch_log(
                 signal=download_failed, request=request, exception=exception
             )
+
+
+class ResumedStartMiddleware:
+    """A spider middleware for crawls with a JOBDIR: it records the start
+    requests the crawl sends, and a crawl resuming a paused job sends only
+    the others. Scrapy's own resume sends every start request again (they
+    are not filtered as duplicates): their pages would be crawled twice."""
+
+    def __init__(self, crawler: Crawler, jobdir: JobDir):
+        self.jobdir = jobdir
+        self.fingerprinter = crawler.request_fingerprinter
+        self.sent = jobdir.started_requests() if jobdir.resumable else Counter()
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        path = crawler.settings.get("JOBDIR")
+        if not path or not crawler.settings.getbool("JOBSTATUS_ENABLED", True):
+            raise NotConfigured
+        return cls(crawler, JobDir(path))
+
+    async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item_or_request in start:
+            if isinstance(item_or_request, Request):
+                fingerprint = self.fingerprinter.fingerprint(item_or_request).hex()
+                if self.sent[fingerprint]:
+                    self.sent[fingerprint] -= 1  # sent before the pause
+                    continue
+                self.jobdir.record_started([fingerprint])
+            yield item_or_request
+
+    def spider_closed(self) -> None:
+        self.jobdir.close()

@@ -223,6 +223,19 @@ def parse_timeout(raw: Any, cap: float, cap_text: str) -> float:
     return timeout
 
 
+MAX_RETRIES = 100
+
+
+def parse_retries(raw: Any) -> int:
+    """A job's JOBSTATUS_RETRIES (or schedule.json's ``retries``): 0 to 100."""
+    retries = setting_number("JOBSTATUS_RETRIES", raw, 0)
+    if retries != int(retries) or not 0 <= retries <= MAX_RETRIES:
+        raise InvalidSetting(
+            f"JOBSTATUS_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {retries:g}"
+        )
+    return int(retries)
+
+
 def new_job_id() -> str:
     return uuid.uuid1().hex
 

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 from scrapy.utils.project import data_path
 
-from ._model import InvalidSetting, parse_timeout, setting_number
+from ._model import (
+    DEFAULT_RETRY_DELAY,
+    InvalidSetting,
+    parse_retries,
+    parse_timeout,
+    setting_number,
+)
 from ._tracker import STALL_ACTIONS, STALL_WARN
 
 if TYPE_CHECKING:
@@ -30,6 +36,12 @@ class JobSettings:
     # off), and what a stall does besides its warning.
     stall_timeout: float = 0.0
     stall_action: str = STALL_WARN
+    # Pause and resume: a crawl of a Scrapyd node keeps its state in the
+    # JOBDIR the node gives it (JOBSTATUS_JOBDIR).
+    pausable: bool = False
+    # Automatic retries of a failed attempt, and their base delay.
+    retries: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY
 
     @classmethod
     def defaults(cls) -> JobSettings:
@@ -61,11 +73,12 @@ class JobSettings:
         store_wait = number("JOBSTATUS_STORE_WAIT", 30)
         if store_wait < 0:
             raise InvalidSetting(f"JOBSTATUS_STORE_WAIT must not be negative, got {store_wait:g}")
-        try:
-            required = settings.getbool("JOBSTATUS_REQUIRED", False)
-        except ValueError:
-            shown = repr(settings.get("JOBSTATUS_REQUIRED"))[:40]
-            raise InvalidSetting(f"JOBSTATUS_REQUIRED must be true or false, not {shown}") from None
+        required = _flag(settings, "JOBSTATUS_REQUIRED")
+        pausable = _flag(settings, "JOBSTATUS_PAUSABLE")
+        retries = parse_retries(settings.get("JOBSTATUS_RETRIES"))
+        retry_delay = number("JOBSTATUS_RETRY_DELAY", DEFAULT_RETRY_DELAY)
+        if retry_delay < 0:
+            raise InvalidSetting(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
         stall_timeout = number("JOBSTATUS_STALL_TIMEOUT", 0)
         if stall_timeout < 0:
             raise InvalidSetting(
@@ -81,7 +94,18 @@ class JobSettings:
             store_wait,
             stall_timeout=stall_timeout,
             stall_action=stall_action,
+            pausable=pausable,
+            retries=retries,
+            retry_delay=retry_delay,
         )
+
+
+def _flag(settings: BaseSettings, name: str) -> bool:
+    try:
+        return settings.getbool(name, False)
+    except ValueError:
+        shown = repr(settings.get(name))[:40]
+        raise InvalidSetting(f"{name} must be true or false, not {shown}") from None
 
 
 def _stall_action(raw: object) -> str:

@@ -60,6 +60,9 @@ class JobTracker:
         self.end_reason: CompletionReason | None = None
         self.failure_message: str | None = None
         self.closing = False
+        # A pause under way: the crawl closes, its state kept in its JOBDIR,
+        # and the job ends paused instead of terminal.
+        self.pausing = False
         # The crawl has closed: the job is finalizing, its end decided.
         self.ended = False
         self.forced = False
@@ -184,9 +187,12 @@ class JobTracker:
 
     # -- decisions -----------------------------------------------------------------
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, retryable: bool = False) -> None:
+        """The job fails; ``retryable``: a new attempt may succeed (a failure
+        ratio above the threshold), where bad arguments or settings may not."""
         self.end_reason = CompletionReason.ERROR
         self.failure_message = message
+        self.state.retryable = retryable
 
     def timeout_reached(self) -> bool:
         """Whether the timeout stops the crawl (it does unless it is closing)."""
@@ -256,6 +262,33 @@ class JobTracker:
         self.closing = True
         return True
 
+    def pause(self, requested_at: float, source: str) -> bool:
+        """Whether a pause request stops the crawl (it does unless it is
+        closing already); the job ends paused, resumable from its JOBDIR."""
+        if self.closing:
+            return False
+        self.pausing = True
+        self.state.pause_requested_at = requested_at
+        self._set_status(JobStatus.PAUSING)
+        self.event("pause requested", details=f"by {source}")
+        self.closing = True
+        return True
+
+    def resumed(self, resumed: bool) -> None:
+        """The job started: a new attempt, a run going on from its JOBDIR, or
+        the first run."""
+        state = self.state
+        if resumed:
+            self.event(
+                "resumed",
+                details=(
+                    f"from its JOBDIR, after {state.total_pages_crawled} pages and "
+                    f"{state.total_documents_found} items"
+                ),
+            )
+        elif state.attempt > 1:
+            self.event("retry started", details=f"attempt {state.attempt}, from the start")
+
     def forced_stop(self, dropped: int) -> None:
         self.forced = True
         self.state.warnings.append(FORCED_STOP_WARNING)
@@ -267,6 +300,10 @@ class JobTracker:
         state = self.state
         self.closing = self.ended = True
         state.close_reason = close_reason
+        if self.pausing:
+            state.requests_in_flight = 0
+            self.event("closing", details=f"close reason {close_reason}: pausing")
+            return JobStatus.PAUSED
         if self.end_reason is None:
             self.end_reason = reason_for_close(close_reason)
             if self.end_reason is CompletionReason.ERROR and not self.failure_message:
@@ -284,12 +321,23 @@ class JobTracker:
         return final
 
     def final_status(self) -> JobStatus:
+        if self.pausing:
+            return JobStatus.PAUSED
         return status_for_reason(self.end_reason or CompletionReason.DONE)
 
     def finish(self) -> None:
-        """Every feed is closed: the job ends."""
+        """Every feed is closed: the job ends, or is paused."""
         state = self.state
         final = self.final_status()
+        if final is JobStatus.PAUSED:
+            state.estimated_completion = None
+            self._set_status(final)
+            state.message = (
+                "The job is paused; its crawl state is kept in its JOBDIR: "
+                "resume it to continue where it stopped."
+            )
+            self.event("paused", details=f"{state.requests_pending} requests left to crawl")
+            return
         if state.stage:
             state.stages_completed.append(state.stage)
         state.stage = None
@@ -320,7 +368,8 @@ class JobTracker:
         if state.failure_ratio > self.failure_ratio:
             self.fail(
                 f"{state.responses_failed} of {state.responses_finished} responses failed "
-                f"({state.failure_ratio:.0%}), above JOBSTATUS_FAILURE_RATIO={self.failure_ratio}."
+                f"({state.failure_ratio:.0%}), above JOBSTATUS_FAILURE_RATIO={self.failure_ratio}.",
+                retryable=True,
             )
 
     def _set_status(self, status: JobStatus) -> None:
@@ -361,5 +410,6 @@ class JobTracker:
         if self.ended:
             # From the close on: the status the job is ending with.
             stats["jobstatus/status"] = str(self.final_status())
-            stats["jobstatus/completion_reason"] = str(self.end_reason)
+            if not self.pausing:
+                stats["jobstatus/completion_reason"] = str(self.end_reason)
         return stats

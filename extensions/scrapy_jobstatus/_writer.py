@@ -53,6 +53,7 @@ class StoreWriter:
         # The job is recorded once start_job went through; until then (the
         # store was unusable at start) every write starts it first.
         self._job_started = False
+        self._resume = False
 
     def start(self) -> None:
         from twisted.internet import reactor
@@ -128,11 +129,14 @@ class StoreWriter:
             if self._store is not None:
                 self.writes = self._store.writes
 
-    async def start_job(self, state: JobState) -> StartResult:
+    async def start_job(self, state: JobState, resume: bool = False) -> StartResult:
         """Raises StoreError when the store cannot be used: the crawl goes on
         and its writes start the job once the store can be used."""
+        self._resume = resume
         try:
-            result = await maybe_deferred_to_future(self._call(self._in_thread, "start_job", state))
+            result = await maybe_deferred_to_future(
+                self._call(self._in_thread, "start_job", state, resume)
+            )
         except StoreError:
             self.failures = 1
             raise
@@ -145,7 +149,7 @@ class StoreWriter:
         self, state: JobState, errors: Any, events: Any, history: Any
     ) -> SaveResult:
         if not self._job_started:
-            started = self._in_thread("start_job", state)
+            started = self._in_thread("start_job", state, self._resume)
             if not started.started:  # ended, or run, elsewhere meanwhile
                 return SaveResult(False, False, started.job.cancel_requested_at, False)
             self._job_started = True

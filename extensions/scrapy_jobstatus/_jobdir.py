@@ -1,0 +1,106 @@
+"""A crawl's JOBDIR, as pause and resume use it.
+
+Scrapy keeps a crawl's state in its JOBDIR (the scheduler's queue, the seen
+requests, ``spider.state``) and goes on from it when the crawl runs again.
+Beside them, ``jobstatus.json`` names the job the JOBDIR belongs to and
+whether its state is whole: it is only once the crawl paused, for Scrapy
+writes the index of its queue when the spider closes. A crawl killed or
+ended otherwise leaves a state no crawl can go on from: the next run starts
+over, with an empty JOBDIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+MARKER = "jobstatus.json"
+# The fingerprints of the start requests the crawl has sent: a resumed crawl
+# sends the others only (the rest are in the queue, or done).
+STARTED = "jobstatus.started"
+
+
+def jobdir_name(job_id: str) -> str:
+    """The name of a job's JOBDIR under a node's directory of JOBDIRs: a job
+    id never becomes part of a path."""
+    return hashlib.sha256(job_id.encode()).hexdigest()[:40]
+
+
+class JobDir:
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._started: IO[str] | None = None
+
+    def read(self) -> dict[str, Any]:
+        """The marker: ``job_id`` and ``resumable``; empty when there is none
+        (or it cannot be read: then nothing can be trusted)."""
+        try:
+            data = json.loads((self.path / MARKER).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def job_id(self) -> str | None:
+        job_id = self.read().get("job_id")
+        return job_id if isinstance(job_id, str) else None
+
+    @property
+    def resumable(self) -> bool:
+        return self.read().get("resumable") is True
+
+    def mark(self, job_id: str, resumable: bool) -> None:
+        """Write the marker, whole or not at all."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        temporary = self.path / f".{MARKER}.tmp"
+        temporary.write_text(json.dumps({"job_id": job_id, "resumable": resumable}))
+        os.replace(temporary, self.path / MARKER)
+
+    def start_over(self) -> None:
+        """Empty the JOBDIR but for its marker (made not resumable): the
+        next crawl starts from nothing."""
+        job_id = self.job_id
+        if self.path.is_dir():
+            for entry in self.path.iterdir():
+                if entry.name == MARKER:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+        if job_id is not None:
+            self.mark(job_id, resumable=False)
+
+    # -- the start requests sent ------------------------------------------------
+
+    def started_requests(self) -> Counter[str]:
+        try:
+            return Counter((self.path / STARTED).read_text().split())
+        except OSError:
+            return Counter()
+
+    def record_started(self, fingerprints: Iterable[str]) -> None:
+        if self._started is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._started = (self.path / STARTED).open("a")
+        self._started.writelines(f"{f}\n" for f in fingerprints)
+        self._started.flush()
+
+    def close(self) -> None:
+        if self._started is not None:
+            self._started.close()
+            self._started = None
+
+
+def remove_jobdir(path: str | os.PathLike[str]) -> None:
+    shutil.rmtree(path, ignore_errors=True)
