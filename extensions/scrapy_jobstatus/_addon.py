@@ -11,9 +11,24 @@ if TYPE_CHECKING:
 
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
+        self._pausable_jobdir(settings)
         settings["EXTENSIONS"]["scrapy_jobstatus.JobStatusExtension"] = 100
         # Below RetryMiddleware (550): sees a download's exception only once
         # its retries are exhausted.
         settings["DOWNLOADER_MIDDLEWARES"]["scrapy_jobstatus.DownloadOutcomeMiddleware"] = 50
         # Nearest the engine: sees the start requests as the engine takes them.
         settings["SPIDER_MIDDLEWARES"]["scrapy_jobstatus.ResumedStartMiddleware"] = 10
+
+    @staticmethod
+    def _pausable_jobdir(settings: BaseSettings) -> None:
+        """A pausable job of a Scrapyd node keeps its crawl state in the
+        JOBDIR its node names (JOBSTATUS_JOBDIR). Set here, before Scrapy
+        builds its components: the scheduler, the seen requests and
+        ``spider.state`` (the SpiderState extension) are all kept there."""
+        try:
+            pausable = settings.getbool("JOBSTATUS_PAUSABLE", False)
+        except ValueError:
+            return  # the extension fails the job, naming the setting
+        jobdir = settings.get("JOBSTATUS_JOBDIR")
+        if pausable and jobdir and not settings.get("JOBDIR"):
+            settings.set("JOBDIR", jobdir, priority="addon")

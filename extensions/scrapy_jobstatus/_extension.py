@@ -144,16 +144,19 @@ class JobStatusExtension:
         return ext
 
     def _prepare_jobdir(self) -> None:
-        """Give the crawl the JOBDIR its node chose for a pausable job, and
-        decide whether the crawl goes on from it. Runs before the scheduler
-        opens the JOBDIR (the settings are not frozen yet)."""
+        """Decide whether the crawl goes on from its JOBDIR (the job was
+        paused), before the scheduler opens it."""
         settings = self.crawler.settings
-        given = settings.get("JOBSTATUS_JOBDIR")
-        if self.config and self.config.pausable and given and not settings.get("JOBDIR"):
-            if settings.frozen:
-                logger.error("JOBSTATUS_PAUSABLE: the settings are frozen; no JOBDIR is set")
-            else:
-                settings.set("JOBDIR", given, priority="cmdline")
+        if (
+            self.config
+            and self.config.pausable
+            and settings.get("JOBSTATUS_JOBDIR")
+            and not settings.get("JOBDIR")
+        ):
+            logger.error(
+                "JOBSTATUS_PAUSABLE needs the add-on (ADDONS = {'scrapy_jobstatus.Addon': 100}), "
+                "which gives the crawl its JOBDIR: the job cannot be paused"
+            )
         path = settings.get("JOBDIR")
         if not path:
             return

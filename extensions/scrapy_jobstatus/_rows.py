@@ -123,7 +123,8 @@ def end_for_crawl(
         state.warnings.append(UNMONITORED_WARNING)
     step = "failed" if status is JobStatus.FAILED else "finished unmonitored"
     events = [history_event(step, now, status, message)]
-    if status is JobStatus.FAILED and retry_left(state):
+    # A job asked to cancel (cancel.json's KILL, say) is never retried.
+    if status is JobStatus.FAILED and state.cancel_requested_at is None and retry_left(state):
         events += retry(state, now)
     return events
 

@@ -22,6 +22,8 @@ _MODULES = {
     "Cancel": "webservice",
     "JobCancel": "webservice",
     "JobErrors": "webservice",
+    "JobPause": "webservice",
+    "JobResume": "webservice",
     "JobStatus": "webservice",
     "Jobs": "webservice",
     "Nodes": "webservice",

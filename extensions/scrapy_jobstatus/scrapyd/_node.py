@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from scrapyd.exceptions import ConfigError
 from zope.interface import Attribute, Interface, implementer
 
+from .._jobdir import jobdir_name
 from .._settings import STORE_VARIABLE
 from .._store import NODE_VARIABLE, JobStore, is_url, open_store
 from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
@@ -34,6 +35,12 @@ DEFAULT_ERRORS_KEPT = 20
 # stopped reporting end failed, its claimed jobs go back to the queue. Nodes
 # beat every 5 s; a dead node's jobs end within this plus 5 s.
 DEFAULT_NODE_TIMEOUT = 20
+# Where the JOBDIRs of pausable jobs go, beside dbs/ like the store; in a
+# cluster, a directory every node reaches, so that a job paused on one node
+# resumes on another.
+DEFAULT_JOBDIRS = "jobdirs"
+# Seconds a stopping node waits for its pausable crawls to pause.
+DEFAULT_SHUTDOWN_WAIT = 60
 _NODES: weakref.WeakKeyDictionary[Any, JobStatusNode] = weakref.WeakKeyDictionary()
 
 
@@ -51,6 +58,9 @@ class IJobStatusNode(Interface):
     db = Attribute("the absolute path of the store, passed to every crawl")
     timeout_max = Attribute("the largest JOBSTATUS_TIMEOUT schedule.json accepts, 0 for no cap")
     errors_kept = Attribute("errors inside a status document")
+    jobdirs = Attribute("the directory of the JOBDIRs of pausable jobs")
+    pausable = Attribute("whether every job of the node is pausable (else JOBSTATUS_PAUSABLE)")
+    shutdown_wait = Attribute("seconds a stopping node waits for its crawls to pause")
 
 
 @implementer(IJobStatusNode)
@@ -68,6 +78,9 @@ class JobStatusNode:
         webhooks: list[str] | None = None,
         webhook_secret: str | None = None,
         webhook_policy: WebhookPolicy | None = None,
+        jobdirs: str = DEFAULT_JOBDIRS,
+        pausable: bool = False,
+        shutdown_wait: float = DEFAULT_SHUTDOWN_WAIT,
     ):
         # A path is made absolute for the crawls, which run elsewhere.
         self.db = db if is_url(db) else os.path.abspath(db)
@@ -80,6 +93,9 @@ class JobStatusNode:
         self.webhooks = list(webhooks or [])
         self.webhook_secret = webhook_secret
         self.webhook_policy = webhook_policy or WebhookPolicy()
+        self.jobdirs = os.path.abspath(jobdirs)
+        self.pausable = pausable
+        self.shutdown_wait = shutdown_wait
         self.store: JobStore = open_store(self.db, node=name)
 
     @classmethod
@@ -117,13 +133,24 @@ class JobStatusNode:
             webhooks=webhooks,
             webhook_secret=secret,
             webhook_policy=policy,
+            jobdirs=options.get("jobdirs") or DEFAULT_JOBDIRS,
+            pausable=_flag(options, "pausable"),
+            shutdown_wait=_number(options, "shutdown_wait", DEFAULT_SHUTDOWN_WAIT),
         )
 
-    def crawl_settings(self, project: str) -> dict[str, str]:
+    def crawl_settings(self, project: str, job_id: str) -> dict[str, str]:
         """The settings every crawl of this node gets; they win over the
         job's own. The node delivers the crawls' webhooks, signed with its
-        secret, and goes on after a crawl has died."""
-        return {"JOBSTATUS_PROJECT": project, "JOBSTATUS_WEBHOOK_DELIVER": "False"}
+        secret, and goes on after a crawl has died. A pausable crawl keeps its
+        state in the JOBDIR named here (the same on every run of the job)."""
+        settings = {
+            "JOBSTATUS_PROJECT": project,
+            "JOBSTATUS_WEBHOOK_DELIVER": "False",
+            "JOBSTATUS_JOBDIR": os.path.join(self.jobdirs, jobdir_name(job_id)),
+        }
+        if self.pausable:
+            settings["JOBSTATUS_PAUSABLE"] = "True"
+        return settings
 
     def crawl_environment(self) -> dict[str, str]:
         """The store goes to the crawl in its environment, not on its command
@@ -160,6 +187,15 @@ def _number(options: dict[str, Any], name: str, default: float) -> float:
     if math.isnan(value) or math.isinf(value) or value < 0:
         raise ConfigError(f"[{SECTION}] {name} must be a finite number, 0 or more, not {raw!r}")
     return value
+
+
+def _flag(options: dict[str, Any], name: str) -> bool:
+    raw = (options.get(name) or "off").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"[{SECTION}] {name} must be on or off, not {raw!r}")
 
 
 def node_of(root: Any) -> JobStatusNode:

@@ -10,6 +10,7 @@ a Scrapyd without them is refused at start-up with one line naming it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -22,11 +23,13 @@ from scrapyd import launcher
 from scrapyd.exceptions import ConfigError
 from scrapyd.interfaces import IEnvironment
 from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from .._model import InvalidJobId, validate_job_id
+from .._jobdir import JobDir, remove_jobdir
+from .._model import TERMINAL_STATUSES, InvalidJobId, validate_job_id
 from .._model import JobStatus as Status
 from .._store import (
     JobStore,
@@ -121,6 +124,8 @@ class Launcher(launcher.Launcher):
         self.webhooks = WebhookDelivery(self.node)
         self._reaper: LoopingCall | None = None
         self._reaper_store: JobStore | None = None
+        # Stopping: no slot takes a new job.
+        self._stopping = False
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         log.info(
@@ -146,13 +151,48 @@ class Launcher(launcher.Launcher):
         self._reaper.start(REAP_INTERVAL, now=True).addErrback(self._reap_failed)
         self.webhooks.start()
 
-    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
+    def stopService(self) -> Deferred[Any]:  # noqa: N802 (Twisted's name)
+        """Stop: the pausable crawls pause and their jobs go back to the
+        queue, to resume on the next free slot of any node; the node waits
+        for them up to shutdown_wait seconds. Other crawls run on."""
+        self._stopping = True
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
+        d = self._pause_crawls()
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> None:
         self.webhooks.stop()
         if self._reaper_store is not None:
             self._reaper_store.close()
         super().stopService()
+
+    def _pause_crawls(self) -> Deferred[Any]:
+        pausing = []
+        for process in self.processes.values():
+            try:
+                job = validate_job_id(process.job)
+                state = self.node.store.get(job)
+                if state is None or state.jobdir is None or state.status is not Status.RUNNING:
+                    continue
+                result = self.node.store.request_pause(job, requeue=True)
+            except Exception:  # the store must not keep the node from stopping
+                log.failure("Could not pause job {job}", job=process.job)
+                continue
+            if result.after is Status.PAUSING:
+                log.info("Pausing job {job}: this node stops", job=job)
+                pausing.append(process.deferred)
+        if not pausing:
+            return succeed(None)
+        done = DeferredList(pausing, consumeErrors=True)
+        timer = reactor.callLater(self.node.shutdown_wait, done.cancel)
+        done.addBoth(lambda _: timer.active() and timer.cancel())
+        return done
+
+    def _get_message(self, slot: int) -> None:
+        if not self._stopping:
+            super()._get_message(slot)
 
     def _reap_dead_jobs(self) -> Deferred[None]:
         # In a thread, with a store of its own: a write waiting for the store's
@@ -177,6 +217,7 @@ class Launcher(launcher.Launcher):
         with timed_store_write():
             store.beat(heartbeat)
         self._warn_pending(store)
+        self._remove_ended_jobdirs(store)
         return (
             store.reap_dead_jobs(self.node.name, process_alive),
             store.reap_dead_nodes(self.node.node_timeout),
@@ -193,6 +234,22 @@ class Launcher(launcher.Launcher):
         for state in store.queued_jobs(created_before=oldest):
             if store.warn_pending(state.job_id, warning):
                 log.warn("Job {job}: {warning}", job=state.job_id, warning=warning)
+
+    def _remove_ended_jobdirs(self, store: JobStore) -> None:
+        """A JOBDIR goes once its job has ended (or was pruned): a job paused
+        then cancelled has no crawl to remove it."""
+        try:
+            entries = list(os.scandir(self.node.jobdirs))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            job_id = JobDir(entry.path).job_id if entry.is_dir() else None
+            if job_id is None:
+                continue  # a crawl starting, not marked yet
+            state = store.get(job_id)
+            if state is None or state.status in TERMINAL_STATUSES:
+                remove_jobdir(entry.path)
+                log.info("Removed the JOBDIR of job {job}: it has ended", job=job_id)
 
     def _reaped(self, reaped: tuple[list[str], list[ReapedJob]]) -> None:
         dead_crawls, dead_nodes_jobs = reaped
@@ -250,7 +307,7 @@ class Launcher(launcher.Launcher):
         environment = self.app.getComponent(IEnvironment)
         message.setdefault("settings", {})
         message["settings"].update(environment.get_settings(message))
-        message["settings"].update(self.node.crawl_settings(project))
+        message["settings"].update(self.node.crawl_settings(project, job))
 
         # Scrapyd's own _spawn_process from here, with a process protocol
         # that keeps the exit status.
@@ -283,6 +340,8 @@ class Launcher(launcher.Launcher):
         state = self.node.store.get(job_id)
         if state is None or not state.status.is_active:
             return
+        if state.status is Status.PENDING and state.node is None:
+            return  # queued again: paused by this node's shutdown, or retried
         if state.node not in (None, self.node.name) or state.pid not in (None, process.pid):
             return  # the job another crawl runs (claimed again elsewhere)
         reason = getattr(process, "exit_reason", None)

@@ -23,11 +23,14 @@ from twisted.web import error, http
 from zope.interface import implementer
 
 from .._model import (
+    DEFAULT_RETRY_DELAY,
     InvalidJobId,
     InvalidSetting,
     JobState,
+    parse_retries,
     parse_timeout,
     pending_job,
+    setting_number,
     validate_job_id,
 )
 from .._model import JobStatus as Status
@@ -51,9 +54,13 @@ NODE_SETTINGS = (
     "JOBSTATUS_WEBHOOKS",
     "JOBSTATUS_WEBHOOK_SECRET",
     "JOBSTATUS_WEBHOOK_DELIVER",
+    "JOBSTATUS_JOBDIR",
+    "JOBDIR",
 )
 # schedule.json's argument of the job's own webhook URLs (space-separated).
 WEBHOOK_ARGUMENT = "webhook"
+# schedule.json's argument of the job's automatic retries (JOBSTATUS_RETRIES).
+RETRIES_ARGUMENT = "retries"
 
 
 def message_of(state: JobState) -> dict[str, Any]:
@@ -89,6 +96,7 @@ class SpiderQueue:
         except InvalidJobId as e:
             raise refuse(str(e)) from None
         self._check_settings(settings)
+        retries, retry_delay = self._retries(spider_args.pop(RETRIES_ARGUMENT, None), settings)
         webhooks = self._webhooks(spider_args.pop(WEBHOOK_ARGUMENT, None))
         state = pending_job(
             job,
@@ -100,6 +108,8 @@ class SpiderQueue:
             priority=priority,
             version=version,
             webhooks=webhooks,
+            retries=retries,
+            retry_delay=retry_delay,
         )
         if not self.node.store.add_pending(state):
             raise refuse(f"job id '{job}' is already used")
@@ -115,6 +125,31 @@ class SpiderQueue:
             )
         except InvalidSetting as e:
             raise refuse(str(e)) from None
+
+    def _retries(
+        self, given: str | None, settings: dict[str, str]
+    ) -> tuple[int | None, float | None]:
+        """The job's retries (the argument, else its JOBSTATUS_RETRIES
+        setting, else the project's, known when its crawl opens) and their
+        delay, known to the queue before any crawl runs: a crawl may die
+        before it opens its job."""
+        raw = given if given is not None else settings.get("JOBSTATUS_RETRIES")
+        try:
+            retries = None if raw is None else parse_retries(raw)
+            delay = settings.get("JOBSTATUS_RETRY_DELAY")
+            retry_delay = (
+                None
+                if delay is None
+                else setting_number("JOBSTATUS_RETRY_DELAY", delay, DEFAULT_RETRY_DELAY)
+            )
+        except InvalidSetting as e:
+            message = str(e)
+            if given is not None:
+                message = message.replace("JOBSTATUS_RETRIES", RETRIES_ARGUMENT, 1)
+            raise refuse(message) from None
+        if retry_delay is not None and retry_delay < 0:
+            raise refuse(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
+        return retries, retry_delay
 
     def _webhooks(self, given: str | None) -> list[str]:
         """The node's webhooks and the job's own, which the node signs."""

@@ -1,5 +1,6 @@
 """The job services of a Scrapyd node (jobstatus.json, jobs.json,
-jobcancel.json, joberrors.json, nodes.json), and Scrapyd's cancel.json
+jobcancel.json, jobpause.json, jobresume.json, joberrors.json, nodes.json),
+and Scrapyd's cancel.json
 extended to cancel a job that runs on another node of the cluster.
 
 The job services answer with the HTTP codes of the contract (400 bad input,
@@ -158,6 +159,19 @@ class NodeResource(WsResource):
 class JobResource(NodeResource):
     """A job service."""
 
+    def answer_request(
+        self, txrequest: Request, job_id: str, result: CancelResult, code: int, refusal: str
+    ) -> dict[str, Any]:
+        """The answer to a cancel, pause or resume request: the job's document
+        and its status before; a 400 says ``refusal``."""
+        document = self.node.store.document(job_id, self.node.errors_kept)
+        assert document is not None
+        payload = {"job": document, "prevstate": str(result.before)}
+        if code == http.BAD_REQUEST:
+            raise ServiceError(http.BAD_REQUEST, refusal, **payload)
+        txrequest.setResponseCode(code)
+        return payload
+
     def find_job(self, job_id: str, project: str | None) -> JobState:
         """The job; 404 if unknown, or if it belongs to another project."""
         state = self.node.store.get(job_id)
@@ -268,18 +282,53 @@ class JobCancel(JobResource):
         # started meanwhile finds it cancelled. A running one, on this node or
         # another, reads the request within one interval.
         result = store.request_cancel(job_id, force=force_stop)
-        document = store.document(job_id, self.node.errors_kept)
-        assert document is not None
-        payload = {"job": document, "prevstate": str(result.before)}
-        code = cancel_code(result)
-        if code == http.BAD_REQUEST:
-            raise ServiceError(
-                http.BAD_REQUEST,
-                f"job '{job_id}' is {result.before} already: nothing to cancel",
-                **payload,
+        refusal = f"job '{job_id}' is {result.before} already: nothing to cancel"
+        return self.answer_request(txrequest, job_id, result, cancel_code(result), refusal)
+
+
+class JobPause(JobResource):
+    """Pause a job: a pending one at once (200), a running one with a JOBDIR
+    once its in-flight requests are done (202, ``pausing``)."""
+
+    @param("job")
+    @param("project", required=False)
+    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
+        job_id, project = _job_id(job), _name("project", project)
+        self.find_job(job_id, project)
+        result = self.node.store.request_pause(job_id)
+        if result.after is Status.PAUSED:
+            code = http.OK
+        elif result.after is Status.PAUSING:
+            code = http.ACCEPTED
+        else:
+            code = http.BAD_REQUEST
+        if result.before is Status.RUNNING:
+            refusal = (
+                f"job '{job_id}' runs without a JOBDIR and cannot be paused: set "
+                "JOBSTATUS_PAUSABLE (or pausable = on in [jobstatus] of scrapyd.conf)"
             )
-        txrequest.setResponseCode(code)
-        return payload
+        else:
+            refusal = f"job '{job_id}' is {result.before}: only a pending or running job pauses"
+        return self.answer_request(txrequest, job_id, result, code, refusal)
+
+
+class JobResume(JobResource):
+    """Resume a paused job: it goes back to the queue with its JOBDIR (200);
+    a job pending or running already is left as it is (200)."""
+
+    @param("job")
+    @param("project", required=False)
+    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
+        job_id, project = _job_id(job), _name("project", project)
+        self.find_job(job_id, project)
+        result = self.node.store.request_resume(job_id)
+        resumed = result.after in (Status.PENDING, Status.RUNNING)
+        if result.before is Status.PAUSING:
+            refusal = f"job '{job_id}' is pausing: resume it once it is paused"
+        else:
+            refusal = f"job '{job_id}' is {result.before}: only a paused job can be resumed"
+        code = http.OK if resumed else http.BAD_REQUEST
+        return self.answer_request(txrequest, job_id, result, code, refusal)
 
 
 def cancel_code(result: CancelResult) -> int:
@@ -416,26 +465,34 @@ class Cancel(NodeResource, webservice.Cancel):
 
     def render_POST(self, txrequest: Request) -> dict[str, Any]:
         given = {key: list(values) for key, values in txrequest.args.items()}
-        result = super().render_POST(txrequest)
-        try:
-            job_id = validate_job_id(_first(given, "job"))
-        except InvalidJobId:
-            return result
         store = self.node.store
-        state = store.get(job_id)
-        if state is None or state.project != _first(given, "project"):
+        try:
+            job_id: str | None = validate_job_id(_first(given, "job"))
+        except InvalidJobId:
+            job_id = None
+        state = store.get(job_id) if job_id is not None else None
+        if state is not None and state.project != _first(given, "project"):
+            state = None
+        force = (_first(given, "signal") or "").upper() in FORCE_SIGNALS
+        started = state is not None and state.status.is_active
+        if started and state is not None and state.status is not Status.PENDING:
+            # Recorded before Scrapyd's signal: a crawl with a JOBDIR pauses
+            # on a signal, and its job then ends cancelled, as asked.
+            store.request_cancel(state.job_id, force=force)
+        result = super().render_POST(txrequest)
+        if state is None:
             return result
         if result["prevstate"] == "running":
             # A crawl that has not opened its job yet may die of the signal
             # before it can report: record the cancel, so that it reads
-            # cancelled, not failed. An opened crawl takes the signal itself.
+            # cancelled, not failed.
             if state.status is Status.PENDING:
-                store.request_cancel(job_id)
-        elif result["prevstate"] is None and state.status.is_active:
-            # Claimed or running elsewhere: that crawl reads the request.
-            signal = (_first(given, "signal") or "").upper()
-            store.request_cancel(job_id, force=signal in FORCE_SIGNALS)
-            result["prevstate"] = "running"
+                store.request_cancel(state.job_id)
+        elif result["prevstate"] is None and (started or state.status is Status.PAUSED):
+            # Claimed or running elsewhere (that crawl reads the request), or
+            # paused (cancelled at once).
+            store.request_cancel(state.job_id, force=force)
+            result["prevstate"] = "running" if started else str(state.status)
         return result
 
 
