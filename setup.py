@@ -17,7 +17,7 @@ import tempfile
 
 from setuptools import find_namespace_packages, find_packages, setup
 
-COMMANDS = ("jobs", "jobstatus", "jobcancel", "jobwatch", "jobnotify")
+COMMANDS = ("jobs", "jobstatus", "jobcancel", "jobwatch", "jobpause", "jobresume", "jobnotify")
 
 if {"bdist_egg", "bdist_uberegg"} & set(sys.argv):
     # Built outside the tree: an egg-info of the project's name in the

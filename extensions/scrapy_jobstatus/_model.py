@@ -530,6 +530,23 @@ def requeue(state: JobState, message: str) -> None:
     state.retryable = False
 
 
+def pause_refusal(job_id: str, status: JobStatus) -> str:
+    """Why a job (shown as ``status``) cannot be paused."""
+    if status is JobStatus.RUNNING:
+        return (
+            f"job '{job_id}' runs without a JOBDIR and cannot be paused: set "
+            "JOBSTATUS_PAUSABLE (or pausable = on in [jobstatus] of scrapyd.conf)"
+        )
+    return f"job '{job_id}' is {status}: only a pending or running job can be paused"
+
+
+def resume_refusal(job_id: str, status: JobStatus) -> str:
+    """Why a job (shown as ``status``) cannot be resumed."""
+    if status is JobStatus.PAUSING:
+        return f"job '{job_id}' is pausing: resume it once it is paused"
+    return f"job '{job_id}' is {status}: only a paused job can be resumed"
+
+
 def redact_url(url: str) -> str:
     """A URL as it may be shown: the password of its user part, and the
     values of its query (where tokens go), as ``***``."""

@@ -79,10 +79,11 @@ def take_over_pending(state: JobState, pending: JobState, resume: bool = False) 
     attempts, its errors' count, its feeds; its counters too when it
     resumes from its JOBDIR."""
     state.created_at = pending.created_at
+    # This run's start begins the attempt, unless it resumes one.
+    state.attempt_started_at = pending.attempt_started_at or state.started_at
     state.started_at = pending.started_at or state.started_at
     state.attempt = pending.attempt
     state.attempts = pending.attempts
-    state.attempt_started_at = pending.attempt_started_at or state.started_at
     state.error_count = pending.error_count
     state.feeds = pending.feeds
     if pending.retries is not None:

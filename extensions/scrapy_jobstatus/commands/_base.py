@@ -11,15 +11,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 
-from .._model import InvalidJobId, JobStatus, validate_job_id
+from .._model import InvalidJobId, JobStatus, pause_refusal, resume_refusal, validate_job_id
 from .._settings import store_location
 from .._store import (
+    CancelResult,
     JobFilter,
     JobNotFound,
     JobStore,
@@ -55,6 +57,17 @@ class NotAService(CommandError):
     def __init__(self, message: str, http_status: int):
         super().__init__(message)
         self.http_status = http_status
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A pause or resume request: the job's status before and after, its
+    document, and why the request was refused (None: it was not)."""
+
+    before: JobStatus
+    after: JobStatus
+    job: dict[str, Any]
+    refusal: str | None
 
 
 class LocalJobs:
@@ -109,14 +122,29 @@ class LocalJobs:
 
     def cancel(self, job_id: str, force: bool) -> tuple[JobStatus, dict[str, Any]]:
         """The job's status after the cancel request, and its document."""
+        result = self._request(job_id, "request_cancel", force=force)
+        return result.after, self.status(job_id)
+
+    def pause(self, job_id: str) -> Answer:
+        result = self._request(job_id, "request_pause")
+        refused = result.after not in (JobStatus.PAUSED, JobStatus.PAUSING)
+        refusal = pause_refusal(job_id, result.before) if refused else None
+        return Answer(result.before, result.after, self.status(job_id), refusal)
+
+    def resume(self, job_id: str) -> Answer:
+        result = self._request(job_id, "request_resume")
+        refused = result.after not in (JobStatus.PENDING, JobStatus.RUNNING)
+        refusal = resume_refusal(job_id, result.before) if refused else None
+        return Answer(result.before, result.after, self.status(job_id), refusal)
+
+    def _request(self, job_id: str, method: str, **kwargs: Any) -> CancelResult:
         store = open_store(self.location)
         try:
-            result = store.request_cancel(job_id, force=force)
+            return getattr(store, method)(job_id, **kwargs)
         except JobNotFound:
             raise CommandError(f"unknown job: {job_id}") from None
         finally:
             store.close()
-        return result.after, self.status(job_id)
 
     def prune(self, keep: int | None, older_than: float | None) -> int:
         store = open_store(self.location)
@@ -165,6 +193,22 @@ class RemoteJobs:
             return JobStatus(job["status"]), job
         self._raise_for(code, body, job_id)
         return (JobStatus.CANCELLING if code == 202 else JobStatus.CANCELLED), body["job"]
+
+    def pause(self, job_id: str) -> Answer:
+        return self._request(job_id, "jobpause.json", JobStatus.PAUSING)
+
+    def resume(self, job_id: str) -> Answer:
+        return self._request(job_id, "jobresume.json", JobStatus.PENDING)
+
+    def _request(self, job_id: str, endpoint: str, accepted: JobStatus) -> Answer:
+        code, body = self._call("POST", endpoint, {"job": job_id})
+        job = body.get("job")
+        if code == 400 and isinstance(job, dict):
+            before = JobStatus(body["prevstate"])
+            return Answer(before, before, job, body.get("message") or f"HTTP {code}")
+        self._raise_for(code, body, job_id)
+        after = accepted if code == 202 else JobStatus(body["job"]["status"])
+        return Answer(JobStatus(body["prevstate"]), after, body["job"], None)
 
     def events(
         self, since: int | None, job_id: str | None = None, wait: float = 0

@@ -29,6 +29,8 @@ from zope.interface import implementer
 from .._model import (
     InvalidJobId,
     JobState,
+    pause_refusal,
+    resume_refusal,
     validate_job_id,
 )
 from .._model import JobStatus as Status
@@ -302,13 +304,7 @@ class JobPause(JobResource):
             code = http.ACCEPTED
         else:
             code = http.BAD_REQUEST
-        if result.before is Status.RUNNING:
-            refusal = (
-                f"job '{job_id}' runs without a JOBDIR and cannot be paused: set "
-                "JOBSTATUS_PAUSABLE (or pausable = on in [jobstatus] of scrapyd.conf)"
-            )
-        else:
-            refusal = f"job '{job_id}' is {result.before}: only a pending or running job pauses"
+        refusal = pause_refusal(job_id, result.before)
         return self.answer_request(txrequest, job_id, result, code, refusal)
 
 
@@ -322,12 +318,8 @@ class JobResume(JobResource):
         job_id, project = _job_id(job), _name("project", project)
         self.find_job(job_id, project)
         result = self.node.store.request_resume(job_id)
-        resumed = result.after in (Status.PENDING, Status.RUNNING)
-        if result.before is Status.PAUSING:
-            refusal = f"job '{job_id}' is pausing: resume it once it is paused"
-        else:
-            refusal = f"job '{job_id}' is {result.before}: only a paused job can be resumed"
-        code = http.OK if resumed else http.BAD_REQUEST
+        code = http.OK if result.after in (Status.PENDING, Status.RUNNING) else http.BAD_REQUEST
+        refusal = resume_refusal(job_id, result.before)
         return self.answer_request(txrequest, job_id, result, code, refusal)
 
 
