@@ -9,6 +9,7 @@ local site.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -38,8 +39,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator
     nodes = [
         ScrapydNode(
             root / f"node{i}",
-            options={"node_name": f"node{i}", "max_proc": str(MAX_PROC), "poll_interval": "0.5"},
-            jobstatus={"db": database, "node_timeout": str(NODE_TIMEOUT)},
+            options={
+                "node_name": f"node{i}",
+                "max_proc": str(MAX_PROC),
+                "poll_interval": "0.5",
+                "items_dir": "items",
+            },
+            # One directory of JOBDIRs for every node: a job paused on one
+            # node resumes on another.
+            jobstatus={
+                "db": database,
+                "node_timeout": str(NODE_TIMEOUT),
+                "jobdirs": str(root / "jobdirs"),
+            },
         )
         for i in (1, 2, 3)
     ]
@@ -197,3 +209,45 @@ def test_a_dead_nodes_jobs_fail_naming_it_and_the_others_run_on(
         assert alive == {"node1": True, "node2": False, "node3": True}
     finally:
         second.start()
+
+
+def test_a_job_paused_by_its_nodes_shutdown_resumes_on_another_node(
+    cluster: list[ScrapydNode], site: str
+):
+    first = cluster[0]
+    job = unique("pause")
+    url = f"{site}/pages/0?links=3&max=60&docs=2&delay=0.3"
+    first.schedule(
+        "documents",
+        job=job,
+        url=url,
+        settings={"JOBSTATUS_PAUSABLE": "True", "CONCURRENT_REQUESTS": 2},
+    )
+    running = wait_for(
+        lambda: (d := first.status(job))["total_documents_found"] > 10 and d,
+        timeout=60,
+        what="the job to be half-way",
+    )
+    stopping = next(
+        n for n in cluster if n.get("daemonstatus.json").json()["node_name"] == running["node"]
+    )
+    others = [n for n in cluster if n is not stopping]
+    stopping.stop(kill_crawls=False)  # SIGTERM: its pausable crawl pauses, its job is queued again
+    try:
+        done = others[0].wait_status(job, *ENDED, timeout=120)
+        assert done["status"] == "completed"
+        assert done["node"] != running["node"]
+        steps = [event["step"] for event in done["history"]]
+        assert steps.index("paused") < steps.index("queued again") < steps.index("resumed")
+        # Each node wrote the items of its run to its own items file.
+        items = [
+            json.loads(line)["url"]
+            for node in cluster
+            for path in (node.workdir / "items").rglob(f"{job}.jl")
+            for line in path.read_text().splitlines()
+        ]
+        assert len(items) == len(set(items)) == 122 == done["total_documents_found"]
+        assert len(done["feeds"]) == 2
+        assert sum(feed["items"] for feed in done["feeds"]) == 122
+    finally:
+        stopping.start()

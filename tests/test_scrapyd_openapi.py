@@ -1,5 +1,6 @@
 """The OpenAPI document of the Scrapyd services is valid OpenAPI 3.1 and true:
-real answers of a real node, in every state and with every code, match it."""
+real answers of a real node, in every state and with every code, match it,
+pausing, resuming and retrying jobs included."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, poll_until, wait_for
 from tests.scrapyd_node import PROJECT, Response, ScrapydNode, running_node, slow_urls, unique
+from tests.webhook_receiver import SECRET, Receiver, webhook_receiver
 
 SPEC = ROOT / "extensions" / "scrapy_jobstatus" / "scrapyd" / "openapi.yaml"
 AUTH = ("admin", "s3cret")
@@ -24,16 +26,32 @@ def spec() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
+    # Items kept: a job's document lists the feeds its runs wrote.
     yield from running_node(
         tmp_path_factory.mktemp("scrapyd-openapi"),
-        options={"max_proc": "1", "poll_interval": "0.2"},
+        options={"max_proc": "1", "poll_interval": "0.2", "items_dir": "items"},
+        jobstatus={"webhook_secret": SECRET},
         auth=AUTH,
     )
 
 
 @pytest.fixture(scope="module")
-def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
+def named() -> dict[str, Response]:
+    """Answers of ``answers`` whose meaning a test checks, by name."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def answers(
+    node: ScrapydNode, site: str, receiver: Receiver, named: dict[str, Response]
+) -> list[tuple[str, str, Response]]:
     """Real answers of every service, in every job state, with every code."""
     seen: list[tuple[str, str, Response]] = []
 
@@ -41,21 +59,35 @@ def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
         method: str,
         path: str,
         params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        *,
+        name: str | None = None,
         **kwargs: Any,
     ) -> Response:
         response = node.request(method, path.lstrip("/"), params, **kwargs)
         seen.append((method, path, response))
+        if name:
+            named[name] = response
         return response
 
-    def schedule(job: str, urls: str, **settings: str) -> Response:
+    def schedule(
+        job: str,
+        urls: str,
+        args: list[tuple[str, str]] | None = None,
+        name: str | None = None,
+        **settings: str,
+    ) -> Response:
         params = [("project", PROJECT), ("spider", "batch"), ("jobid", job), ("urls", urls)]
         params += [("setting", f"{k}={v}") for k, v in settings.items()]
-        return call("POST", "/schedule.json", params)
+        return call("POST", "/schedule.json", params + (args or []), name=name)
 
     blocker = unique("blocker")
     schedule(blocker, slow_urls(site, 2, 20))
     node.wait_status(blocker, "running")
     call("GET", "/jobstatus.json", {"job": blocker})
+    # Running without a JOBDIR (the node's pausable is off): no pause; a
+    # resume has nothing to do.
+    call("POST", "/jobpause.json", {"job": blocker}, name="pause without JOBDIR")
+    call("POST", "/jobresume.json", {"job": blocker}, name="resume running")
     pending = unique("pending")
     schedule(pending, f"{site}/sample/")
     call("GET", "/jobstatus.json", {"job": pending})
@@ -77,6 +109,8 @@ def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
     call("GET", "/joberrors.json", {"job": done, "format": "csv"})
     call("GET", "/jobs.json", {"status": "completed", "limit": 2})
     call("POST", "/jobcancel.json", {"job": done})
+    call("POST", "/jobpause.json", {"job": done}, name="pause completed")
+    call("POST", "/jobresume.json", {"job": done}, name="resume completed")
 
     queued = unique("queued")
     node.wait_idle()
@@ -112,6 +146,77 @@ def answers(node: ScrapydNode, site: str) -> list[tuple[str, str, Response]]:
     call("POST", "/schedule.json", {"project": PROJECT, "spider": "batch"}, auth=None)
     call("POST", "/cancel.json", {"project": PROJECT, "job": "a"}, auth=None)
     node.wait_status(blocker, "cancelled")
+    node.wait_idle()
+
+    # Pause and resume. A pausable job (three pages a second apart, one at
+    # a time, with its own webhook) runs; jobs queued behind it are paused
+    # at once, resumed, cancelled while paused.
+    pausable = unique("pausable")
+    schedule(
+        pausable,
+        slow_urls(site, 3, 1),
+        args=[("webhook", receiver.url)],
+        JOBSTATUS_PAUSABLE="True",
+        JOBSTATUS_INTERVAL="0.5",
+        CONCURRENT_REQUESTS="1",
+    )
+    node.wait_status(pausable, "running")
+    queued = unique("queued")
+    schedule(queued, f"{site}/sample/")
+    call("POST", "/jobpause.json", {"job": queued}, name="pause pending")
+    call("POST", "/jobpause.json", {"job": queued, "project": PROJECT}, name="pause paused")
+    call("GET", "/jobstatus.json", {"job": queued})
+    call("GET", "/jobs.json", {"status": "paused"}, name="list paused")
+    call("POST", "/jobresume.json", {"job": queued}, name="resume paused")
+    call("POST", "/jobresume.json", {"job": queued}, name="resume pending")
+    call("POST", "/jobpause.json", {"job": queued})
+    call("POST", "/jobcancel.json", {"job": queued}, name="cancel paused")
+    call("POST", "/jobpause.json", {"job": queued}, name="pause cancelled")
+    call("POST", "/jobresume.json", {"job": queued}, name="resume cancelled")
+    again = unique("queued")
+    schedule(again, f"{site}/sample/")
+    call("POST", "/jobpause.json", {"job": again})
+    call("POST", "/cancel.json", {"project": PROJECT, "job": again}, name="scrapyd cancel paused")
+
+    wait_for(lambda: node.status(pausable)["total_pages_crawled"] >= 1, what="a page crawled")
+    call("POST", "/jobpause.json", {"job": pausable}, name="pause running")
+    call("GET", "/jobs.json", {"status": "pausing"})
+    call("GET", "/jobstatus.json", {"job": pausable})
+    node.wait_status(pausable, "paused")
+    call("GET", "/jobstatus.json", {"job": pausable}, name="paused document")
+    call("POST", "/jobpause.json", {"job": pausable}, name="pause paused again")
+    call("POST", "/jobresume.json", {"job": pausable}, name="resume the paused job")
+    node.wait_status(pausable, "completed")
+    call("GET", "/jobstatus.json", {"job": pausable}, name="resumed document")
+    wait_for(
+        lambda: [
+            r for r in receiver.of_type("job.paused") if r.payload["data"]["job_id"] == pausable
+        ],
+        what="the job.paused webhook",
+    )
+    call("GET", "/webhooks.json", {"job": pausable}, name="paused webhooks")
+    for path in ("/jobpause.json", "/jobresume.json"):
+        call("POST", path, {"job": "no-such-job"})
+        call("POST", path, {"job": pausable, "project": "other-project"})
+        call("POST", path, {"job": "a/b"})
+        call("GET", path, {"job": pausable})
+        call("POST", path, {"job": pausable}, auth=None)
+
+    # Retries: refused unless a whole number from 0 to 100; a job failing
+    # every time, retried once, two seconds at most after its first attempt.
+    schedule(unique("bad-retries"), f"{site}/sample/", args=[("retries", "x")])
+    schedule(unique("bad-retries"), f"{site}/sample/", args=[("retries", "101")])
+    retried = unique("retried")
+    failing = ",".join(f"{site}/status/500?n={i}" for i in range(3))
+    schedule(retried, failing, args=[("retries", "1")], JOBSTATUS_RETRY_DELAY="2")
+    poll_until(
+        lambda: node.status(retried),
+        lambda job: job["attempt"] == 2 and job["status"] == "pending",
+        what="the second attempt, waiting",
+    )
+    call("GET", "/jobstatus.json", {"job": retried}, name="retry waiting")
+    node.wait_status(retried, "failed")
+    call("GET", "/jobstatus.json", {"job": retried}, name="retried document")
     node.wait_idle()
     return seen
 
@@ -152,6 +257,8 @@ def test_real_answers_match_the_document(
         "/jobstatus.json",
         "/jobs.json",
         "/jobcancel.json",
+        "/jobpause.json",
+        "/jobresume.json",
         "/joberrors.json",
         "/nodes.json",
         "/webhooks.json",
@@ -168,3 +275,47 @@ def _resolve(spec: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
             node = node[part]
         item = node
     return item
+
+
+def test_pause_and_resume_answer_with_their_codes(
+    answers: list[tuple[str, str, Response]], named: dict[str, Response]
+) -> None:
+    """What the pause and resume answers say, beyond their shape."""
+
+    def answer(name: str) -> tuple[int, str | None, str | None]:
+        body = named[name].json()
+        return named[name].code, body.get("prevstate"), (body.get("job") or {}).get("status")
+
+    assert answer("pause pending") == (200, "pending", "paused")
+    assert answer("pause paused") == (200, "paused", "paused")
+    assert answer("resume paused") == (200, "paused", "pending")
+    assert answer("resume pending") == (200, "pending", "pending")
+    assert answer("cancel paused") == (200, "paused", "cancelled")
+    assert answer("pause cancelled") == (400, "cancelled", "cancelled")
+    assert answer("resume cancelled") == (400, "cancelled", "cancelled")
+    assert named["scrapyd cancel paused"].json()["prevstate"] == "paused"
+    assert answer("pause without JOBDIR") == (400, "running", "running")
+    assert "runs without a JOBDIR" in named["pause without JOBDIR"].json()["message"]
+    assert answer("resume running") == (200, "running", "running")
+    assert answer("pause completed") == (400, "completed", "completed")
+    assert answer("resume completed") == (400, "completed", "completed")
+    assert answer("pause running") == (202, "running", "pausing")
+    assert answer("pause paused again") == (200, "paused", "paused")
+    assert answer("resume the paused job") == (200, "paused", "pending")
+    assert [j["status"] for j in named["list paused"].json()["jobs"]] == ["paused"]
+
+    paused = named["paused document"].json()["job"]
+    assert paused["pausable"] is True and paused["is_active"] is False
+    assert paused["completion_reason"] is None
+    resumed = named["resumed document"].json()["job"]
+    assert resumed["total_pages_crawled"] == 3
+    # A feed per run: the pages before the pause, and the rest.
+    assert [feed["attempt"] for feed in resumed["feeds"]] == [1, 1]
+    assert sum(feed["items"] for feed in resumed["feeds"]) == 3
+    hooks = named["paused webhooks"].json()["deliveries"]
+    assert "job.paused" in [delivery["type"] for delivery in hooks]
+
+    assert named["retry waiting"].json()["job"]["retry_at"] is not None
+    retried = named["retried document"].json()["job"]
+    assert (retried["attempt"], retried["retries"], retried["retry_at"]) == (2, 1, None)
+    assert [a["status"] for a in retried["attempts"]] == ["failed", "failed"]

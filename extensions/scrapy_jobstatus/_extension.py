@@ -212,6 +212,7 @@ class JobStatusExtension:
             status=JobStatus.RUNNING,
             created_at=now,
             started_at=now,
+            attempt_started_at=now,
             updated_at=now,
             timeout=config.timeout,
             pid=os.getpid(),
@@ -261,7 +262,7 @@ class JobStatusExtension:
         self.crawler.stats.set_value("jobstatus/job_id", job_id)
         tracker.event("opened", details=f"pid {os.getpid()}")
         tracker.resumed(self.resuming)
-        if jobdir is not None:
+        if jobdir is not None and not self.setting_error:
             jobdir.mark(job_id, resumable=False)  # until it pauses
             if self.resuming:
                 self._queued_at_open = queued_requests(self.crawler.engine)
@@ -280,7 +281,10 @@ class JobStatusExtension:
         self._ticker = create_looping_call(self._tick)
         self._ticker.start(config.interval, now=False)
         if config.timeout:
-            self._deadline_call = call_later(config.timeout, self._timeout_reached)
+            # The timeout counts the job's whole running time, its runs
+            # before a pause included.
+            left = max(0.0, config.timeout - tracker.state.ran_for)
+            self._deadline_call = call_later(left, self._timeout_reached)
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         tracker, writer = self.tracker, self.writer

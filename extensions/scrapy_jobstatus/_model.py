@@ -375,6 +375,8 @@ class JobState:
     jobdir: str | None = None
     pause_requested_at: float | None = None
     feeds: list[dict[str, Any]] = field(default_factory=list)
+    # Seconds the job ran before its current run (its runs before a pause).
+    ran_for: float = 0.0
     # Automatic retries: the attempt under way (from 1), the attempts that
     # ended (dicts of ``attempt_record``), how many retries the job may
     # have and their base delay, when the current one may start, and

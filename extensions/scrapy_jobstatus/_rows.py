@@ -70,6 +70,7 @@ _CARRIED = (
     "current_page",
     "pagination_complete",
     "warnings",
+    "ran_for",
 )
 
 
@@ -184,7 +185,13 @@ def settle_end(
                 "queued again", now, JobStatus.PENDING, "to resume after the node's shutdown"
             )
         ]
-    if status is JobStatus.FAILED and state.retryable and retry_left(state):
+    # A job asked to cancel is never retried.
+    if (
+        status is JobStatus.FAILED
+        and not cancel_requested
+        and state.retryable
+        and retry_left(state)
+    ):
         return retry(state, now)
     return []
 
@@ -303,13 +310,22 @@ def filter_clauses(where: JobFilter, mark: str = "?") -> tuple[list[str], list[A
         if value is not None:
             clauses.append(f"{column} = {mark}")
             params.append(value)
-    # A running job with a cancel request is shown as cancelling.
+    # A running job with a cancel (or pause) request is shown as cancelling
+    # (pausing), as shown_status says.
     if where.status == JobStatus.CANCELLING:
         clauses.append(
-            "(status = 'cancelling' OR (status = 'running' AND cancel_requested_at IS NOT NULL))"
+            "(status = 'cancelling' OR (status IN ('running', 'pausing')"
+            " AND cancel_requested_at IS NOT NULL))"
+        )
+    elif where.status == JobStatus.PAUSING:
+        clauses.append(
+            "((status = 'pausing' OR (status = 'running' AND pause_requested_at IS NOT NULL))"
+            " AND cancel_requested_at IS NULL)"
         )
     elif where.status == JobStatus.RUNNING:
-        clauses.append("status = 'running' AND cancel_requested_at IS NULL")
+        clauses.append(
+            "status = 'running' AND cancel_requested_at IS NULL AND pause_requested_at IS NULL"
+        )
     elif where.status is not None:
         clauses.append(f"status = {mark}")
         params.append(where.status)

@@ -449,6 +449,16 @@ class SQLiteStore:
             return True
 
     def request_pause(self, job_id: str, requeue: bool = False) -> CancelResult:
+        return self._request(job_id, pause, requeue)
+
+    def request_resume(self, job_id: str) -> CancelResult:
+        return self._request(job_id, resume)
+
+    def _request(
+        self, job_id: str, decide: Callable[..., Any], requeue: bool = False
+    ) -> CancelResult:
+        """A pause or resume request, as ``decide`` takes it: the job moved
+        (written), a pause requested, or a pause withdrawn."""
         now = time.time()
         with self._write() as conn:
             row = _job_row(conn, job_id)
@@ -456,8 +466,9 @@ class SQLiteStore:
                 raise JobNotFound(job_id)
             state = decode_state(row)
             before = shown_status(state)
-            after, events = pause(state, now)
-            if after is JobStatus.PAUSED and before is not JobStatus.PAUSED:
+            after, events = decide(state, now)
+            moved = state.status is not JobStatus(row["status"])
+            if moved:
                 _update(conn, state)
             elif after is JobStatus.PAUSING:
                 conn.execute(
@@ -465,24 +476,11 @@ class SQLiteStore:
                     " pause_requeue = MAX(pause_requeue, ?) WHERE id = ?",
                     (now, int(requeue), row["id"]),
                 )
-            _insert_events(conn, row["id"], events)
-            self._notify(conn, row["id"], webhook_types(state.status) if events else [])
-            return CancelResult(before, after)
-
-    def request_resume(self, job_id: str) -> CancelResult:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                raise JobNotFound(job_id)
-            state = decode_state(row)
-            before = shown_status(state)
-            after, events = resume(state, now)
-            if after is JobStatus.PENDING and before is JobStatus.PAUSED:
-                _update(conn, state)
             elif events:  # a pause withdrawn
                 conn.execute(_CLEAR_PAUSE, (row["id"],))
             _insert_events(conn, row["id"], events)
+            if moved:
+                self._notify(conn, row["id"], webhook_types(state.status))
             return CancelResult(before, after)
 
     def warn_pending(self, job_id: str, warning: str) -> bool:

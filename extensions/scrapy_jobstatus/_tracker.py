@@ -76,6 +76,8 @@ class JobTracker:
         # Since when the crawl has made no progress while it had work: the
         # last response, item or error, or the last tick that found no work.
         self.progress_at = clock()
+        # When this run of the job began (a resumed job has several).
+        self.run_started_at = clock()
         # Whether the current stall was warned of (each stall is, once).
         self.stalled = False
         self.stalls = 0
@@ -181,8 +183,8 @@ class JobTracker:
             return None
         eta = now + remaining / ((d1 - d0) / (t1 - t0))
         state = self.state
-        if state.timeout and state.started_at:
-            eta = min(eta, state.started_at + state.timeout)
+        if state.timeout:
+            eta = min(eta, self.run_started_at + state.timeout - state.ran_for)
         return eta
 
     # -- decisions -----------------------------------------------------------------
@@ -330,6 +332,7 @@ class JobTracker:
         state = self.state
         final = self.final_status()
         if final is JobStatus.PAUSED:
+            state.ran_for += self.clock() - self.run_started_at
             state.estimated_completion = None
             self._set_status(final)
             state.message = (

@@ -288,39 +288,57 @@ class JobCancel(JobResource):
         return self.answer_request(txrequest, job_id, result, cancel_code(result), refusal)
 
 
-class JobPause(JobResource):
+class JobRequest(JobResource):
+    """A pause or resume request: the store takes it, the answer's code
+    says what it did."""
+
+    def request(self, job_id: str) -> CancelResult:
+        raise NotImplementedError
+
+    def code(self, result: CancelResult) -> int:
+        raise NotImplementedError
+
+    def refusal(self, job_id: str, before: Status) -> str:
+        raise NotImplementedError
+
+    @param("job")
+    @param("project", required=False)
+    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
+        job_id, project = _job_id(job), _name("project", project)
+        self.find_job(job_id, project)
+        result = self.request(job_id)
+        refusal = self.refusal(job_id, result.before)
+        return self.answer_request(txrequest, job_id, result, self.code(result), refusal)
+
+
+class JobPause(JobRequest):
     """Pause a job: a pending one at once (200), a running one with a JOBDIR
     once its in-flight requests are done (202, ``pausing``)."""
 
-    @param("job")
-    @param("project", required=False)
-    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
-        job_id, project = _job_id(job), _name("project", project)
-        self.find_job(job_id, project)
-        result = self.node.store.request_pause(job_id)
+    def request(self, job_id: str) -> CancelResult:
+        return self.node.store.request_pause(job_id)
+
+    def code(self, result: CancelResult) -> int:
         if result.after is Status.PAUSED:
-            code = http.OK
-        elif result.after is Status.PAUSING:
-            code = http.ACCEPTED
-        else:
-            code = http.BAD_REQUEST
-        refusal = pause_refusal(job_id, result.before)
-        return self.answer_request(txrequest, job_id, result, code, refusal)
+            return http.OK
+        return http.ACCEPTED if result.after is Status.PAUSING else http.BAD_REQUEST
+
+    def refusal(self, job_id: str, before: Status) -> str:
+        return pause_refusal(job_id, before)
 
 
-class JobResume(JobResource):
+class JobResume(JobRequest):
     """Resume a paused job: it goes back to the queue with its JOBDIR (200);
     a job pending or running already is left as it is (200)."""
 
-    @param("job")
-    @param("project", required=False)
-    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
-        job_id, project = _job_id(job), _name("project", project)
-        self.find_job(job_id, project)
-        result = self.node.store.request_resume(job_id)
-        code = http.OK if result.after in (Status.PENDING, Status.RUNNING) else http.BAD_REQUEST
-        refusal = resume_refusal(job_id, result.before)
-        return self.answer_request(txrequest, job_id, result, code, refusal)
+    def request(self, job_id: str) -> CancelResult:
+        return self.node.store.request_resume(job_id)
+
+    def code(self, result: CancelResult) -> int:
+        return http.OK if result.after in (Status.PENDING, Status.RUNNING) else http.BAD_REQUEST
+
+    def refusal(self, job_id: str, before: Status) -> str:
+        return resume_refusal(job_id, before)
 
 
 def cancel_code(result: CancelResult) -> int:

@@ -1,8 +1,8 @@
 /* The jobs dashboard of a Scrapyd node.
  *
  * Reads the node's job services with relative URLs (jobs.json, jobstatus.json,
- * jobcancel.json, joberrors.json, nodes.json, events.json, webhooks.json), so
- * the page's basic auth and path prefix apply. Everything shown comes from
+ * jobcancel.json, jobpause.json, jobresume.json, joberrors.json, nodes.json,
+ * events.json, webhooks.json), so the page's basic auth and path prefix apply. Everything shown comes from
  * crawled sites, spiders, users or other nodes: it is put in the page as text
  * (textContent, attributes), never parsed as HTML, and the page's
  * Content-Security-Policy lets no other script run.
@@ -18,9 +18,11 @@
   const NODES_MISSING_POLL_MS = 60000;
   const MAX_CLOCK_SKEW_MS = 2000;
   const TIMEOUT_MS = 10000;
-  const STATUSES = ["pending", "running", "cancelling", "finalizing", "completed", "failed", "cancelled"];
+  const STATUSES = ["pending", "running", "pausing", "paused", "cancelling", "finalizing", "completed", "failed", "cancelled"];
   // Statuses in which a crawl is moving: their bars animate when progress is unknown.
-  const MOVING = new Set(["running", "cancelling", "finalizing"]);
+  const MOVING = new Set(["running", "pausing", "cancelling", "finalizing"]);
+  // Statuses a job never leaves. A paused job is not active, but it may be resumed.
+  const ENDED = new Set(["completed", "failed", "cancelled"]);
   const NAME = /^[A-Za-z0-9_.-]{1,128}$/;
   const SVG = "http://www.w3.org/2000/svg";
   // A chart step's rate is measured when the counter readings around it are at
@@ -352,14 +354,15 @@
     const changes = details.changes;
     const changed = changes !== details.seen;
     const { doc } = details;
-    // A finished job does not change: read once, with its series, unless an event says otherwise.
-    if (!doc || doc.is_active || changed || !details.seriesAt) {
+    // A finished job does not change: read once, with its series, unless an
+    // event says otherwise. A paused one may be resumed: it is read as it goes.
+    if (!doc || !ENDED.has(doc.status) || changed || !details.seriesAt) {
       let withSeries = changed || !details.seriesAt || Date.now() - details.seriesAt >= SERIES_POLL_MS;
       let answer = await readJob(details, withSeries);
       if (!current()) return;
       const job = answer.ok && answer.data ? answer.data.job : null;
-      if (job && !job.is_active && !withSeries) {
-        // It ended since its series was read: once more, for the series' last points.
+      if (job && !job.is_active && !withSeries && (!doc || doc.is_active)) {
+        // It ended or paused since its series was read: once more, for the series' last points.
         withSeries = true;
         answer = await readJob(details, true);
         if (!current()) return;
@@ -891,6 +894,29 @@
     );
   }
 
+  /* A job's attempt and how many it may make ({attempt, total}), for a job
+   * that may be retried or was; null for one that runs once. */
+  function attemptOf(job) {
+    const attempt = Number.isInteger(job.attempt) && job.attempt > 0 ? job.attempt : 1;
+    const retries = Number.isInteger(job.retries) && job.retries > 0 ? job.retries : 0;
+    if (!retries && attempt === 1) return null;
+    return { attempt, total: Math.max(attempt, retries + 1) };
+  }
+
+  function retryAt(job) {
+    return job.status === "pending" && job.retry_at ? job.retry_at : null;
+  }
+
+  function statusCell(job) {
+    const attempt = attemptOf(job);
+    const retry = retryAt(job);
+    return [
+      badge(job.status),
+      attempt ? el("span", { class: "attempt-of muted small", text: `attempt ${attempt.attempt} of ${attempt.total}` }) : null,
+      retry ? el("span", { class: "retry-at muted small", title: "the failed attempt's retry" }, "retry at ", timeEl(retry)) : null,
+    ];
+  }
+
   function reason(job) {
     const parts = [job.completion_reason || "—"];
     if (job.error_message) parts.push(el("span", { class: "why", title: job.error_message, text: job.error_message }));
@@ -911,7 +937,12 @@
 
   function actions(job) {
     const buttons = [];
-    if (job.status === "pending" || job.status === "running") {
+    if (job.status === "paused") {
+      buttons.push(el("button", { type: "button", class: "secondary resume", title: "Queue it again: it goes on where it stopped", onclick: (e) => resumeJob(job, e.currentTarget) }, "Resume"));
+    } else if (job.status === "pending" || (job.status === "running" && job.pausable === true)) {
+      buttons.push(el("button", { type: "button", class: "secondary pause", title: "Stop it, keeping its crawl state to resume later", onclick: (e) => pauseJob(job, e.currentTarget) }, "Pause"));
+    }
+    if (["pending", "running", "pausing", "paused"].includes(job.status)) {
       buttons.push(el("button", { type: "button", class: "danger cancel", onclick: (e) => cancelJob(job, false, e.currentTarget) }, "Cancel"));
     } else if (job.status === "cancelling") {
       buttons.push(el("button", { type: "button", class: "danger force", onclick: (e) => cancelJob(job, true, e.currentTarget) }, "Force stop"));
@@ -930,7 +961,7 @@
       cell("Job", el("button", { type: "button", class: "link job-id", title: "Progress details", onclick: () => openDetails(job) }, job.job_id), "job"),
       cell("Spider", job.spider || "—", "spider"),
       cell("Node", job.node ? el("span", { title: job.node, text: job.node }) : "—", "node"),
-      cell("Status", badge(job.status), "status"),
+      cell("Status", statusCell(job), "status"),
       cell("Progress", progressBar(job), "progress-cell"),
       cell("Pages", fmtInt(job.total_pages_crawled), "num pages"),
       cell("Documents", fmtInt(job.total_documents_found), "num documents"),
@@ -1004,31 +1035,52 @@
     }
   }
 
+  const CANCEL_OUTCOMES = {
+    pending: "It is taken out of the queue and never starts.",
+    paused: "It is never resumed: its saved crawl state is removed.",
+  };
+
   async function cancelJob(job, force, button) {
     const question = force
       ? `Force stop job ${job.job_id}?\n\nIn-flight requests are dropped now: their results may be lost.`
       : `Cancel job ${job.job_id}?\n\n${
-          job.status === "pending"
-            ? "It is taken out of the queue and never starts."
-            : "No new requests are sent; in-flight requests finish and their results are kept."
+          CANCEL_OUTCOMES[job.status] || "No new requests are sent; in-flight requests finish and their results are kept."
         }`;
     if (!window.confirm(question)) return;
+    await askNode(job, "jobcancel.json", force ? { force: "1" } : {}, button, "cancel");
+  }
+
+  /* A pending job is paused at once; a running one once its in-flight
+   * requests are done (pausing), its crawl state kept: nothing is lost, so
+   * nothing is asked. */
+  function pauseJob(job, button) {
+    return askNode(job, "jobpause.json", {}, button, "pause");
+  }
+
+  /* A paused job goes back to the queue, and goes on where it stopped. */
+  function resumeJob(job, button) {
+    return askNode(job, "jobresume.json", {}, button, "resume");
+  }
+
+  /* A job service's answer to a cancel, pause or resume request: the job's
+   * new document shown at once, or the node's refusal. */
+  async function askNode(job, service, extra, button, verb) {
     if (button) button.disabled = true;
     let answer;
     try {
-      answer = await call("jobcancel.json", { method: "POST", body: jobQuery(job, force ? { force: "1" } : {}) });
+      answer = await call(service, { method: "POST", body: jobQuery(job, extra) });
     } catch (error) {
       if (button) button.disabled = false;
-      showNotice(`Could not cancel job ${job.job_id}: ${error.message}.`, "error");
+      showNotice(`Could not ${verb} job ${job.job_id}: ${error.message}.`, "error");
       return;
     }
     const data = answer.data || {};
     if (data.job) applyDocument(data.job);
     if (answer.code === 200 || answer.code === 202) {
-      showNotice(`Job ${job.job_id}: ${data.job ? data.job.status : "cancel requested"}.`, "info");
+      showNotice(`Job ${job.job_id}: ${data.job ? data.job.status : `${verb} requested`}.`, "info");
     } else {
       if (button) button.disabled = false;
-      showNotice(data.message || `Could not cancel job ${job.job_id}: HTTP ${answer.code}.`, "error");
+      showNotice(data.message || `Could not ${verb} job ${job.job_id}: HTTP ${answer.code}.`, "error");
     }
     refresh();
   }
@@ -1059,6 +1111,7 @@
   }
 
   function counters(doc) {
+    const attempt = attemptOf(doc);
     const rows = [
       ["Project", doc.project],
       ["Spider", doc.spider],
@@ -1066,6 +1119,9 @@
       ["Stage", doc.stage],
       ["Stages done", (doc.stages_completed || []).join(", ") || null],
       ["Progress", typeof doc.progress === "number" ? fmtPercent(doc.progress) : null],
+      ["Attempt", attempt ? `${attempt.attempt} of ${attempt.total}` : null],
+      ["Retry at", retryAt(doc) ? timeEl(retryAt(doc)) : null],
+      ["Pausable", typeof doc.pausable === "boolean" && !ENDED.has(doc.status) ? (doc.pausable ? "yes" : "no") : null],
       ["Pages crawled", fmtInt(doc.total_pages_crawled)],
       ["Documents found", fmtInt(doc.total_documents_found)],
       ["Requests pending", fmtInt(doc.requests_pending)],
@@ -1168,6 +1224,74 @@
     ];
   }
 
+  /* Each attempt of a retried job, the current one last. */
+  function attemptLog(doc) {
+    return el(
+      "ol",
+      { class: "job-attempts" },
+      doc.attempts.map((attempt) =>
+        el(
+          "li",
+          { class: "job-attempt", dataset: { attempt: attempt.attempt } },
+          el(
+            "div",
+            { class: "attempt-head" },
+            el("span", { class: "attempt-number", text: `Attempt ${attempt.attempt}` }),
+            " ",
+            badge(attempt.status),
+            attempt.completion_reason ? el("span", { class: "chip attempt-reason", text: attempt.completion_reason }) : null,
+            attempt.node ? el("span", { class: "muted small attempt-node", title: attempt.node, text: `on ${attempt.node}` }) : null,
+          ),
+          el(
+            "div",
+            { class: "muted small attempt-times" },
+            attempt.started_at ? ["started ", el("span", { class: "attempt-started" }, timeEl(attempt.started_at))] : "not started",
+            attempt.ended_at ? [" · ended ", el("span", { class: "attempt-ended" }, timeEl(attempt.ended_at))] : null,
+          ),
+          attempt.error_message ? el("div", { class: "error-message attempt-message", text: attempt.error_message }) : null,
+        ),
+      ),
+    );
+  }
+
+  /* The feeds each run of the job wrote (a paused and resumed job has one
+   * entry per feed per run). A URI is text, never a link: it names a place
+   * on the node or in storage, not a page for the browser. */
+  function feedList(doc) {
+    return el(
+      "table",
+      { class: "feeds" },
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          el("th", { scope: "col", text: "URI" }),
+          el("th", { scope: "col", text: "Format" }),
+          el("th", { scope: "col", class: "num", text: "Items" }),
+          el("th", { scope: "col", class: "num", text: "Attempt" }),
+          el("th", { scope: "col", text: "Closed" }),
+        ),
+      ),
+      el(
+        "tbody",
+        {},
+        doc.feeds.map((feed) =>
+          el(
+            "tr",
+            { class: "feed" },
+            el("td", {}, el("div", { class: "url feed-uri", title: feed.uri, text: feed.uri })),
+            el("td", { class: "feed-format", text: feed.format || "—" }),
+            el("td", { class: "num feed-items", text: fmtInt(feed.items) }),
+            el("td", { class: "num feed-attempt", text: fmtInt(feed.attempt) }),
+            el("td", { class: "feed-closed" }, timeEl(feed.closed_at)),
+          ),
+        ),
+      ),
+    );
+  }
+
   const DELIVERY_STATUSES = ["pending", "delivered", "failed"];
 
   function webhookSummary(deliveries) {
@@ -1255,9 +1379,15 @@
       parts.push(el("div", { class: "details-progress" }, progressBar(doc)));
       parts.push(el("div", { class: "details-actions" }, actions(doc), el("span", { class: "files" }, fileLinks(doc))));
       parts.push(section("Counters", counters(doc)));
+      if (attemptOf(doc) && Array.isArray(doc.attempts) && doc.attempts.length) {
+        parts.push(section(`Attempts (${doc.attempts.length})`, attemptLog(doc)));
+      }
       parts.push(section("Pages per minute", chart(doc, details.series)));
       if (details.doc) {
         parts.push(section("History", timeline(doc)));
+        if (Array.isArray(doc.feeds) && doc.feeds.length) {
+          parts.push(section(`Feeds (${doc.feeds.length})`, feedList(doc)));
+        }
         if (details.webhooks && details.webhooks.length) {
           parts.push(section(`Webhooks (${webhookSummary(details.webhooks)})`, deliveryLog(details.webhooks)));
         }
