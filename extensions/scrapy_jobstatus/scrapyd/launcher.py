@@ -344,9 +344,16 @@ class Launcher(launcher.Launcher):
             return  # queued again: paused by this node's shutdown, or retried
         if state.node not in (None, self.node.name) or state.pid not in (None, process.pid):
             return  # the job another crawl runs (claimed again elsewhere)
+        if any(p.job == process.job for p in self.processes.values() if p is not process):
+            return  # a crawl that paused, exiting after its job was resumed here
         reason = getattr(process, "exit_reason", None)
         how = _exit_description(reason)
-        if state.status is Status.PENDING and getattr(reason, "exitCode", None) == 0:
+        exited_normally = getattr(reason, "exitCode", None) == 0
+        if state.status is Status.PENDING and state.started_at is not None and exited_normally:
+            # The crawl of an earlier run, which paused, exiting once its job
+            # was resumed and claimed here again: the next crawl runs it.
+            return
+        if state.status is Status.PENDING and exited_normally:
             # The crawl never opened its job: the extension was disabled in
             # it (JOBSTATUS_ENABLED=False), and it ended normally.
             message = (
