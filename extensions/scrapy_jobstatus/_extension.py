@@ -46,6 +46,7 @@ from ._model import (
     validate_job_id,
 )
 from ._progress import progress_reported
+from ._rows import STARTED_OVER_WARNING
 from ._settings import JobSettings, store_location
 from ._store import StoreError, node_name
 from ._tracker import STALL_CANCEL, JobTracker
@@ -262,6 +263,10 @@ class JobStatusExtension:
         self.crawler.stats.set_value("jobstatus/job_id", job_id)
         tracker.event("opened", details=f"pid {os.getpid()}")
         tracker.resumed(self.resuming)
+        if STARTED_OVER_WARNING in state.warnings:
+            logger.warning(
+                "Job %(job)s %(warning)s", {"job": job_id, "warning": STARTED_OVER_WARNING}
+            )
         if jobdir is not None and not self.setting_error:
             jobdir.mark(job_id, resumable=False)  # until it pauses
             if self.resuming:

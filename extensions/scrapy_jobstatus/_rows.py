@@ -58,6 +58,10 @@ _DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobSta
 _STATE_FIELDS = [name for name in _DEFAULTS if name not in COLUMNS]
 
 
+STARTED_OVER_WARNING = (
+    "started over: the crawl state of the paused run was not in this crawl's JOBDIR "
+    "(the nodes of a cluster need one shared jobdirs directory)"
+)
 # What a crawl resuming from its JOBDIR carries over from the run before:
 # it goes on from there. A retry without a resumable JOBDIR starts over.
 _CARRIED = (
@@ -94,6 +98,9 @@ def take_over_pending(state: JobState, pending: JobState, resume: bool = False) 
     if resume:
         for name in _CARRIED:
             setattr(state, name, getattr(pending, name))
+    elif pending.ran_for:
+        # Paused before, but this crawl has no state to go on from.
+        state.warnings.append(STARTED_OVER_WARNING)
     state.project = state.project or pending.project
     state.args = state.args or pending.args
     state.settings = state.settings or pending.settings

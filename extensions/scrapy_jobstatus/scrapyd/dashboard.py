@@ -3,7 +3,8 @@ root with a home page that links to it.
 
 The page is static HTML, CSS and JavaScript shipped in this package: no build
 step, nothing fetched from elsewhere. It reads the node's own job services
-(jobs.json, jobstatus.json, jobcancel.json, joberrors.json) with relative
+(jobs.json, jobstatus.json, jobcancel.json, jobpause.json, jobresume.json,
+joberrors.json, events.json, webhooks.json, nodes.json) with relative
 URLs, so Scrapyd's basic auth and a proxy's path prefix apply to it as to
 every other resource of the node.
 """

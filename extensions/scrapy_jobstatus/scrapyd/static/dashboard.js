@@ -2,10 +2,11 @@
  *
  * Reads the node's job services with relative URLs (jobs.json, jobstatus.json,
  * jobcancel.json, jobpause.json, jobresume.json, joberrors.json, nodes.json,
- * events.json, webhooks.json), so the page's basic auth and path prefix apply. Everything shown comes from
- * crawled sites, spiders, users or other nodes: it is put in the page as text
- * (textContent, attributes), never parsed as HTML, and the page's
- * Content-Security-Policy lets no other script run.
+ * events.json, webhooks.json), so the page's basic auth and path prefix
+ * apply. Everything shown comes from crawled sites, spiders, users or other
+ * nodes: it is put in the page as text (textContent, attributes), never
+ * parsed as HTML, and the page's Content-Security-Policy lets no other
+ * script run.
  */
 "use strict";
 
@@ -23,6 +24,8 @@
   const MOVING = new Set(["running", "pausing", "cancelling", "finalizing"]);
   // Statuses a job never leaves. A paused job is not active, but it may be resumed.
   const ENDED = new Set(["completed", "failed", "cancelled"]);
+  // Statuses of a job whose crawl has run and may run on.
+  const CRAWLING = new Set(["running", "pausing", "paused"]);
   const NAME = /^[A-Za-z0-9_.-]{1,128}$/;
   const SVG = "http://www.w3.org/2000/svg";
   // A chart step's rate is measured when the counter readings around it are at
@@ -940,7 +943,8 @@
     if (job.status === "paused") {
       buttons.push(el("button", { type: "button", class: "secondary resume", title: "Queue it again: it goes on where it stopped", onclick: (e) => resumeJob(job, e.currentTarget) }, "Resume"));
     } else if (job.status === "pending" || (job.status === "running" && job.pausable === true)) {
-      buttons.push(el("button", { type: "button", class: "secondary pause", title: "Stop it, keeping its crawl state to resume later", onclick: (e) => pauseJob(job, e.currentTarget) }, "Pause"));
+      const title = job.status === "pending" ? "Hold it out of the queue until it is resumed" : "Stop it, keeping its crawl state to resume later";
+      buttons.push(el("button", { type: "button", class: "secondary pause", title, onclick: (e) => pauseJob(job, e.currentTarget) }, "Pause"));
     }
     if (["pending", "running", "pausing", "paused"].includes(job.status)) {
       buttons.push(el("button", { type: "button", class: "danger cancel", onclick: (e) => cancelJob(job, false, e.currentTarget) }, "Cancel"));
@@ -1121,7 +1125,8 @@
       ["Progress", typeof doc.progress === "number" ? fmtPercent(doc.progress) : null],
       ["Attempt", attempt ? `${attempt.attempt} of ${attempt.total}` : null],
       ["Retry at", retryAt(doc) ? timeEl(retryAt(doc)) : null],
-      ["Pausable", typeof doc.pausable === "boolean" && !ENDED.has(doc.status) ? (doc.pausable ? "yes" : "no") : null],
+      // Whether its crawl has a JOBDIR: a running job without one cannot be paused.
+      ["Pausable", typeof doc.pausable === "boolean" && CRAWLING.has(doc.status) ? (doc.pausable ? "yes" : "no") : null],
       ["Pages crawled", fmtInt(doc.total_pages_crawled)],
       ["Documents found", fmtInt(doc.total_documents_found)],
       ["Requests pending", fmtInt(doc.requests_pending)],
