@@ -356,3 +356,29 @@ def test_a_crawl_starting_over_resets_the_counters_but_keeps_errors_and_attempts
     # The new attempt's start is its own; the job's start stays the first.
     first, current = doc["attempts"]
     assert current["started_at"] is not None and current["started_at"] >= first["ended_at"]
+
+
+def test_a_paused_job_resumed_by_a_crawl_without_its_state_says_it_started_over(store):
+    # A node of a cluster whose jobdirs is not shared with the node that
+    # paused the job: its crawl finds no state to go on from.
+    state = started(store)
+    state.total_pages_crawled = 7
+    state.ran_for = 12.5  # what the pause records: the time the job ran
+    paused(store, state)
+    store.request_resume("j1")
+    store.claim_job("n2")
+    again = crawl(node="n2")
+    assert store.start_job(again, resume=False).started
+    doc = store.document("j1")
+    assert doc["total_pages_crawled"] == 0
+    assert any(w.startswith("started over:") for w in doc["warnings"]), doc["warnings"]
+
+
+def test_a_paused_job_resumed_from_its_state_has_no_such_warning(store):
+    state = started(store)
+    state.ran_for = 12.5
+    paused(store, state)
+    store.request_resume("j1")
+    store.claim_job("n2")
+    assert store.start_job(crawl(node="n2"), resume=True).started
+    assert not any(w.startswith("started over:") for w in store.document("j1")["warnings"])

@@ -180,3 +180,47 @@ def test_a_forced_stop_is_a_warning_in_the_status():
     t.forced_stop(dropped=2)
     assert t.forced and t.state.warnings == [FORCED_STOP_WARNING]
     assert t.history[-1].details == "2 in-flight requests dropped"
+
+
+def test_a_pause_ends_the_run_paused_with_no_completion_and_counts_its_running_time():
+    clock = Clock()
+    t = tracker(clock)
+    t.state.ran_for = 30.0  # runs before this one
+    clock.now += 20
+    assert t.pause(clock(), "store")
+    assert t.state.status is JobStatus.PAUSING
+    assert not t.cancel(clock(), "store")  # closing already
+    assert t.closed("paused") is JobStatus.PAUSED
+    t.finish()
+    state = t.state
+    assert state.status is JobStatus.PAUSED
+    assert (state.completion_reason, state.completed_at) == (None, None)
+    assert state.ran_for == 50.0
+    assert [e.step for e in t.history][-1] == "paused"
+    stats = t.stats()
+    assert stats["jobstatus/status"] == "paused"
+    assert "jobstatus/completion_reason" not in stats
+
+
+def test_the_estimate_is_capped_by_the_timeout_left_after_the_runs_before():
+    clock = Clock()
+    t = tracker(clock, timeout=100)
+    t.state.ran_for = 90.0
+    for done in (10, 11):
+        t.state.responses_finished = done
+        t.refresh(requests_pending=1000, requests_in_flight=0)
+        clock.now += 1
+    assert t.state.estimated_completion == t.run_started_at + 10
+
+
+def test_only_a_failure_ratio_above_the_threshold_is_a_retryable_failure():
+    t = tracker(ratio=0.5)
+    t.download_failed(http_error())
+    t.closed("finished")
+    t.finish()
+    assert t.state.status is JobStatus.FAILED and t.state.retryable
+    bad = tracker()
+    bad.fail("urls: 'x' is not a URL")
+    bad.closed("jobstatus_start_error")
+    bad.finish()
+    assert bad.state.status is JobStatus.FAILED and not bad.state.retryable
