@@ -49,6 +49,7 @@ class Crawl:
     workdir: Path
     jobdir: bool = True
     feed_name: str = "items.jl"
+    extra: dict[str, str] = field(default_factory=dict)
     runs: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -69,7 +70,7 @@ class Crawl:
         return self.workdir / f"crawl-{self.runs}.log"
 
     def command(self) -> list[str]:
-        settings = dict(SETTINGS)
+        settings = {**SETTINGS, **self.extra}
         if self.jobdir:
             settings["JOBDIR"] = str(self.jobdir_path)
         url = f"{self.site}/pages/0?links=3&max=60&docs=2&delay=0.2"
@@ -409,3 +410,27 @@ def test_a_crawl_killed_with_a_jobdir_starts_over_when_run_again(
     )
     assert f"pid {killed.process.pid}" in failed["error_message"]
     assert failed["total_pages_crawled"] == partial
+
+
+def test_a_second_crawl_on_a_jobdir_in_use_fails_its_job_and_leaves_the_first_alone(
+    site: str, tmp_path: Path
+) -> None:
+    first = Crawl(site, tmp_path).start()
+    job_id = first.started_job(pages=3)
+    # The first crawl holds the JOBDIR for some 5 s more; the second waits 1 s.
+    second = Crawl(site, tmp_path, feed_name="second.jl", extra={"JOBSTATUS_JOBDIR_WAIT": "1"})
+    assert second.run() == 0
+    assert first.wait() == 0
+    done = first.status(job_id)
+    assert done["status"] == "completed" and done["total_documents_found"] == DOCUMENTS
+    assert urls(first.items) == urls_once(first.items) and len(first.items) == DOCUMENTS
+    # The second crawl's own job failed, naming the JOBDIR; it crawled nothing.
+    assert not second.items
+    (other,) = [j for j in first.job_ids() if j != job_id]
+    failed = first.status(other)
+    assert failed["status"] == "failed" and failed["total_pages_crawled"] == 0
+    assert f"the JOBDIR {first.jobdir_path} is used by another crawl" in failed["error_message"]
+
+
+def urls_once(items: list[dict[str, Any]]) -> list[str]:
+    return sorted({item["url"] for item in items})

@@ -81,8 +81,8 @@ def test_a_killed_crawl_runs_again_and_completes(node: ScrapydNode, site: str) -
     history = steps(done)
     assert history.index("failed") < history.index("retry") < history.index("retry started")
     retry = done["history"][history.index("retry")]
-    assert retry["details"].startswith("attempt 1 failed (The crawl process")
-    assert "; attempt 2 in " in retry["details"]
+    assert retry["details"].startswith("attempt 2 in ")
+    assert "; attempt 1: The crawl process (pid " in retry["details"]
     assert history[-1] == "finished"
     # Between the attempts the job waited in the queue, never ended.
     assert "pending" in statuses(readings[1:])

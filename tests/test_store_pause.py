@@ -205,7 +205,8 @@ def test_a_failed_attempt_with_a_retry_left_is_queued_again_after_its_delay(stor
     assert (current["attempt"], current["status"]) == (2, "pending")
     history = store.history("j1")
     assert history[-1].step == "retry"
-    assert "attempt 1 failed (3 of 4 responses failed); attempt 2 in" in history[-1].details
+    assert history[-1].details.startswith("attempt 2 in ")
+    assert history[-1].details.endswith("s; attempt 1: 3 of 4 responses failed")
 
     # No node takes it before its delay has passed, any node after.
     if time.time() < stored.run_after:
@@ -278,15 +279,36 @@ def test_a_job_asked_to_cancel_is_never_retried_when_its_crawl_fails(store):
     assert store.claim_job("n2") is None
 
 
-def test_a_paused_job_starts_again_only_from_a_jobdir(store):
+def test_a_paused_job_starts_again_only_from_its_crawl_state(store):
     store.add_pending(queued())
     store.request_pause("j1")
-    refused = store.start_job(crawl(jobdir=None))
-    assert not refused.started and refused.job.status is JobStatus.PAUSED
+    # A crawl claimed before the pause (its JOBDIR new): it does not start.
+    for crawler in (crawl(jobdir=None), crawl()):
+        refused = store.start_job(crawler)
+        assert not refused.started and refused.job.status is JobStatus.PAUSED
     assert store.get("j1").status is JobStatus.PAUSED
-    allowed = store.start_job(crawl())
+    # `scrapy crawl` run again with the JOBDIR of the paused crawl.
+    allowed = store.start_job(crawl(), resume=True)
     assert allowed.started
     assert store.document("j1")["status"] == "running"
+
+
+def test_a_crawl_whose_attempt_was_retried_or_that_paused_writes_no_more(store):
+    paused_one = started(store, "j1")
+    paused(store, paused_one)
+    paused_one.status = JobStatus.RUNNING
+    assert not store.save(paused_one).written
+    assert store.get("j1").status is JobStatus.PAUSED
+
+    # A crawl the store took for dead (its node stopped reporting) while it
+    # ran on: its attempt is retried, and its writes are refused.
+    state = started(store, "j2", retries=1, retry_delay=0)
+    assert store.end_job("j2", JobStatus.FAILED, "its node died", unstarted=False)
+    assert store.get("j2").status is JobStatus.PENDING
+    state.total_pages_crawled = 99
+    assert not store.save(state).written
+    stored = store.get("j2")
+    assert (stored.status, stored.attempt, stored.total_pages_crawled) == (JobStatus.PENDING, 2, 0)
 
 
 def save_errors(store, state: JobState, count: int) -> None:

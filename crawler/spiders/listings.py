@@ -96,9 +96,16 @@ class ListingsSpider(scrapy.Spider):
         self.max_pages = parse_int("max_pages", arguments["max_pages"], default=None, minimum=1)
         self.total_selector = parse_selector("total", arguments["total"], required=False)
         set_stage(self, "listing")
-        # Not complete until a page without a next link is reached: a job
-        # stopped before (max_pages, timeout, cancel) stays incomplete.
-        set_pagination_complete(self, False)
+        # With a JOBDIR, Scrapy keeps spider.state across a pause: a resumed
+        # job knows the pages it went through.
+        memory = getattr(self, "state", None)
+        resumed = bool(memory and memory.get("pages_seen"))
+        if memory is not None:
+            self.pages_seen = memory.setdefault("pages_seen", self.pages_seen)
+        if not resumed:
+            # Not complete until a page without a next link is reached: a job
+            # stopped before (max_pages, timeout, cancel) stays incomplete.
+            set_pagination_complete(self, False)
         self.pages_seen.add(canonicalize_url(start_url))
         yield scrapy.Request(
             start_url, callback=self.parse, errback=self.page_failed, cb_kwargs={"page": 1}

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._jobdir import HOLD_WAIT, hold
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
+
+
+# Set when the JOBDIR is held by another crawl.
+BUSY_JOBDIR = "JOBSTATUS_BUSY_JOBDIR"
 
 
 class Addon:
@@ -32,3 +38,10 @@ class Addon:
         jobdir = settings.get("JOBSTATUS_JOBDIR")
         if pausable and jobdir and not settings.get("JOBDIR"):
             settings.set("JOBDIR", jobdir, priority="addon")
+        path = settings.get("JOBDIR")
+        wait = settings.getfloat("JOBSTATUS_JOBDIR_WAIT", HOLD_WAIT)
+        if path and not hold(path, wait):
+            # Before Scrapy's components open it: this crawl runs without it,
+            # only to fail its job (the extension says why).
+            settings.set(BUSY_JOBDIR, path, priority="cmdline")
+            settings.set("JOBDIR", None, priority="cmdline")

@@ -40,12 +40,17 @@ def closing_with_requests_in_flight(engine: ExecutionEngine | None) -> bool:
     return slot is not None and slot.closing is not None and not slot.closing.called
 
 
-def drop_in_flight_requests(engine: ExecutionEngine) -> int:
+def drop_in_flight_requests(engine: ExecutionEngine, requeue: bool = False) -> int:
     """Empty the engine's in-progress set so that the close goes on; returns
-    how many requests were dropped."""
+    how many requests were dropped. With ``requeue`` (a pause), they go back
+    to the scheduler's queue first, kept in the JOBDIR for the next run: the
+    seen requests' filter would drop them, were they only sent again."""
     slot = engine._slot
     assert slot is not None
     dropped = len(slot.inprogress)
+    if requeue:
+        for request in slot.inprogress:
+            slot.scheduler.enqueue_request(request.replace(dont_filter=True))
     slot.inprogress.clear()
     slot._maybe_fire_closing()
     return dropped

@@ -25,6 +25,7 @@ from scrapy.utils.asyncio import call_later, create_looping_call
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
+from ._addon import BUSY_JOBDIR
 from ._engine import (
     closing_with_requests_in_flight,
     drop_in_flight_requests,
@@ -32,9 +33,10 @@ from ._engine import (
     unsupported_reason,
 )
 from ._errors import classify_exception, classify_response
-from ._jobdir import JobDir
+from ._jobdir import JobDir, release
 from ._middleware import download_failed
 from ._model import (
+    TERMINAL_STATUSES,
     ErrorType,
     InvalidJobId,
     InvalidSetting,
@@ -158,12 +160,19 @@ class JobStatusExtension:
                 "JOBSTATUS_PAUSABLE needs the add-on (ADDONS = {'scrapy_jobstatus.Addon': 100}), "
                 "which gives the crawl its JOBDIR: the job cannot be paused"
             )
+        busy = settings.get(BUSY_JOBDIR)
+        if busy and not self.setting_error:
+            self.setting_error = f"the JOBDIR {busy} is used by another crawl"
         path = settings.get("JOBDIR")
         if not path:
             return
         self.jobdir = jobdir = JobDir(os.path.abspath(path))
-        self.resuming = jobdir.resumable
-        if jobdir.job_id is not None and not self.resuming:
+        marker = jobdir.read()
+        self.resuming = marker.get("resumable") is True
+        # The JOBDIR a Scrapyd node gives a job is never resumed but after
+        # a pause; one of the user's is left as it is, unless it is ours.
+        given_by_node = settings.get("JOBSTATUS_JOBDIR") == path
+        if not self.resuming and (marker or given_by_node):
             # Killed, failed or ended before: what is there cannot be gone on
             # from (Scrapy writes its queue's index only when it closes).
             jobdir.start_over()
@@ -252,9 +261,12 @@ class JobStatusExtension:
             if not started.started:
                 # A job id names one job: a cancelled pending job never starts,
                 # and a finished or running one is not run again.
+                hint = ""
+                if job_id == marked and started.job.status in TERMINAL_STATUSES:
+                    hint = f" (its JOBDIR {jobdir and jobdir.path}: remove it to crawl anew)"
                 logger.error(
-                    "Job %(job)s is %(status)s already: not crawling",
-                    {"job": job_id, "status": started.job.status},
+                    "Job %(job)s is %(status)s already: not crawling%(hint)s",
+                    {"job": job_id, "status": started.job.status, "hint": hint},
                 )
                 await self._stop_writer()
                 self._close(CLOSE_NOT_STARTABLE)
@@ -328,6 +340,8 @@ class JobStatusExtension:
             self.jobdir.mark(tracker.state.job_id, resumable=True)
         await self._save_final(tracker, writer)
         self._write_stats()
+        if self.jobdir is not None:
+            release(self.jobdir.path)  # the next run's crawl may start
 
     async def _save_final(self, tracker: JobTracker, writer: StoreWriter) -> None:
         wait = (self.config or JobSettings.defaults()).store_wait
@@ -345,6 +359,14 @@ class JobStatusExtension:
             )
         else:
             self._saved(result)
+            if result.status == JobStatus.PENDING and tracker.final_status() is JobStatus.FAILED:
+                state = tracker.state
+                logger.warning(
+                    "Job %(job)s: attempt %(attempt)d failed and is retried: a Scrapyd node "
+                    "sharing the store runs attempt %(next)d; a plain crawl runs it when run "
+                    "again with -a _job=%(job)s (or its JOBDIR)",
+                    {"job": state.job_id, "attempt": state.attempt, "next": state.attempt + 1},
+                )
 
     async def _stop_writer(self) -> None:
         self._done = True
@@ -579,7 +601,7 @@ class JobStatusExtension:
             or not closing_with_requests_in_flight(engine)
         ):
             return
-        dropped = drop_in_flight_requests(engine)
+        dropped = drop_in_flight_requests(engine, requeue=tracker.pausing)
         tracker.forced_stop(dropped)
         logger.warning(
             "Forced stop: %(count)d in-flight requests dropped; their results may be lost",

@@ -12,10 +12,12 @@ over, with an empty JOBDIR.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -27,6 +29,9 @@ MARKER = "jobstatus.json"
 # The fingerprints of the start requests the crawl has sent: a resumed crawl
 # sends the others only (the rest are in the queue, or done).
 STARTED = "jobstatus.started"
+# Held by the crawl that uses the JOBDIR; another waits this long for it.
+LOCK = "jobstatus.lock"
+HOLD_WAIT = 30.0
 
 
 def jobdir_name(job_id: str) -> str:
@@ -71,7 +76,7 @@ class JobDir:
         job_id = self.job_id
         if self.path.is_dir():
             for entry in self.path.iterdir():
-                if entry.name == MARKER:
+                if entry.name in (MARKER, LOCK):
                     continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
@@ -100,6 +105,40 @@ class JobDir:
         if self._started is not None:
             self._started.close()
             self._started = None
+
+
+# The JOBDIRs this process holds, their lock files open.
+_HELD: dict[Path, IO[str]] = {}
+
+
+def hold(path: str | os.PathLike[str], wait: float = HOLD_WAIT) -> bool:
+    """Hold a JOBDIR until ``release``; False when another process holds it
+    for ``wait`` seconds more (two crawls on one JOBDIR would mix their
+    queues; the crawl of a paused run may still be exiting). The lock goes
+    with the process, killed or not."""
+    path = Path(path).resolve()
+    if path in _HELD:
+        return True
+    path.mkdir(parents=True, exist_ok=True)
+    lock = (path / LOCK).open("a")  # noqa: SIM115 (held until released)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                lock.close()
+                return False
+            time.sleep(0.1)
+        else:
+            _HELD[path] = lock
+            return True
+
+
+def release(path: str | os.PathLike[str]) -> None:
+    lock = _HELD.pop(Path(path).resolve(), None)
+    if lock is not None:
+        lock.close()
 
 
 def remove_jobdir(path: str | os.PathLike[str]) -> None:

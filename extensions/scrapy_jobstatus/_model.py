@@ -136,9 +136,15 @@ def can_transition(current: JobStatus | str, new: JobStatus | str) -> bool:
     return JobStatus(new) in TRANSITIONS[JobStatus(current)]
 
 
-def sources_of(new: JobStatus | str) -> list[str]:
-    """The statuses a job may be in to move to ``new``."""
-    return [str(s) for s, targets in TRANSITIONS.items() if JobStatus(new) in targets]
+def sources_of(new: JobStatus | str, crawl: bool = False) -> list[str]:
+    """The statuses a job may be in to move to ``new``; for a ``crawl``'s
+    write of its running job, never pending nor paused: only starting a job
+    takes it out of the queue or a pause, and a crawl whose attempt was
+    retried, or that paused, writes no more."""
+    held = (JobStatus.PENDING, JobStatus.PAUSED) if crawl else ()
+    return [
+        str(s) for s, targets in TRANSITIONS.items() if JobStatus(new) in targets and s not in held
+    ]
 
 
 # Scrapy close reasons: limits reached are a normal end, timeouts keep partial
@@ -422,7 +428,8 @@ class JobState:
             "updated_at": isoformat(self.updated_at),
             "cancel_requested_at": isoformat(self.cancel_requested_at),
             "estimated_completion": isoformat(self.estimated_completion) if active else None,
-            "running_time": elapsed if active else None,
+            # A job waiting in the queue (for its retry, say) is not running.
+            "running_time": elapsed if active and status is not JobStatus.PENDING else None,
             "processing_time": None if active else elapsed,
             "timeout": self.timeout,
             "progress": self.progress,
@@ -514,6 +521,7 @@ def queue_retry(state: JobState, now: float, jitter: float) -> float:
     )
     state.attempt += 1
     state.attempt_started_at = None
+    state.ran_for = 0.0  # it starts over
     state.run_after = now + delay
     requeue(state, f"Attempt {state.attempt - 1} failed; attempt {state.attempt} is queued.")
     return delay
@@ -536,8 +544,9 @@ def pause_refusal(job_id: str, status: JobStatus) -> str:
     """Why a job (shown as ``status``) cannot be paused."""
     if status is JobStatus.RUNNING:
         return (
-            f"job '{job_id}' runs without a JOBDIR and cannot be paused: set "
-            "JOBSTATUS_PAUSABLE (or pausable = on in [jobstatus] of scrapyd.conf)"
+            f"job '{job_id}' runs without a JOBDIR and cannot be paused: crawl with "
+            "-s JOBDIR=DIR, or on Scrapyd set JOBSTATUS_PAUSABLE (or pausable = on in "
+            "[jobstatus] of scrapyd.conf)"
         )
     return f"job '{job_id}' is {status}: only a pending or running job can be paused"
 

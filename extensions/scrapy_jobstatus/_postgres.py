@@ -232,14 +232,18 @@ def _quoted(columns: Iterable[str]) -> list[str]:
     return [f'"{c}"' for c in columns]
 
 
-_SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at"
+_SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at, status"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(_quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
     f" VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})"
     f" ON CONFLICT (job_id) DO NOTHING RETURNING {_SAVED}"
 )
+# The pause request goes with any status but running or pausing (the bound
+# value after the state: whether it stays).
 _UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = %s' for c in _quoted(UPDATED_COLUMNS))}, state = %s"  # noqa: S608
+    f"UPDATE jobs SET {', '.join(f'{c} = %s' for c in _quoted(UPDATED_COLUMNS))}, state = %s,"  # noqa: S608
+    " pause_requested_at = CASE WHEN %s THEN pause_requested_at END,"
+    " pause_requeue = CASE WHEN %s THEN pause_requeue ELSE FALSE END"
     f" WHERE job_id = %s AND status = ANY(%s) RETURNING {_SAVED}"
 )
 _INSERT_ERROR = (
@@ -371,7 +375,7 @@ class PostgresStore:
                     return StartResult(True, state)
                 # Inserted by another process since: lock and read that one.
             stored = decode_state(row)
-            if not startable(stored, state):
+            if not startable(stored, resume):
                 return StartResult(False, stored)
             take_over_pending(state, stored, resume)
             _update(conn, state)
@@ -403,7 +407,7 @@ class PostgresStore:
                     )
                     new_events += settled
                     events = [*events, *settled]
-            row = _update(conn, state)
+            row = _update(conn, state, crawl=True)
             if row is None:
                 row = conn.execute(
                     f"SELECT {_SAVED} FROM jobs WHERE job_id = %s",  # noqa: S608
@@ -882,25 +886,24 @@ def _save_result(row: Row, *, written: bool, recreated: bool = False) -> SaveRes
         row["cancel_requested_at"],
         row["cancel_force"],
         row["pause_requested_at"],
+        row["status"],
     )
 
 
-def _update(conn: psycopg.Connection[Row], state: JobState) -> Row | None:
-    """Write the job if its stored status may move to the new one; its key
-    and requests, or None."""
-    if not keeps_pause_request(state.status):
-        conn.execute(
-            "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = FALSE"
-            " WHERE job_id = %s AND pause_requested_at IS NOT NULL",
-            (state.job_id,),
-        )
+def _update(conn: psycopg.Connection[Row], state: JobState, crawl: bool = False) -> Row | None:
+    """Write the job if its stored status may move to the new one (from a
+    ``crawl``'s write, as ``sources_of`` says); its key and requests, or
+    None."""
+    keep = keeps_pause_request(state.status)
     return conn.execute(
         _UPDATE,
         (
             *(column_value(state, c) for c in UPDATED_COLUMNS),
             encode_state(state),
+            keep,
+            keep,
             state.job_id,
-            sources_of(state.status),
+            sources_of(state.status, crawl),
         ),
     ).fetchone()
 

@@ -59,8 +59,8 @@ _STATE_FIELDS = [name for name in _DEFAULTS if name not in COLUMNS]
 
 
 STARTED_OVER_WARNING = (
-    "started over: the crawl state of the paused run was not in this crawl's JOBDIR "
-    "(the nodes of a cluster need one shared jobdirs directory)"
+    "started over: the crawl state of the paused run was not found (a node that is not "
+    "pausable, or nodes of a cluster that do not share one jobdirs directory)"
 )
 # What a crawl resuming from its JOBDIR carries over from the run before:
 # it goes on from there. A retry without a resumable JOBDIR starts over.
@@ -110,13 +110,13 @@ def take_over_pending(state: JobState, pending: JobState, resume: bool = False) 
     state.webhooks = list(dict.fromkeys([*pending.webhooks, *state.webhooks]))
 
 
-def startable(stored: JobState, crawl: JobState) -> bool:
+def startable(stored: JobState, resume: bool) -> bool:
     """Whether a crawl may start the stored job: a pending one, or a paused
-    one when the crawl has a JOBDIR to go on from (``scrapy crawl`` run
-    again). A job id names one job: one that ran, runs or was cancelled is
-    not run again."""
+    one when the crawl goes on from its JOBDIR (``scrapy crawl`` run again):
+    a crawl claimed before its job was paused does not start it. A job id
+    names one job: one that ran, runs or was cancelled is not run again."""
     if stored.status is JobStatus.PAUSED:
-        return crawl.jobdir is not None
+        return resume
     return stored.status is JobStatus.PENDING
 
 
@@ -171,7 +171,7 @@ def history_event(step: str, now: float, status: JobStatus, details: str) -> His
 
 def keeps_pause_request(status: JobStatus) -> bool:
     """A pause request lasts while the job runs; written any other status,
-    the job drops it."""
+    the job drops it (in the same write)."""
     return status in (JobStatus.RUNNING, JobStatus.PAUSING)
 
 
@@ -243,9 +243,7 @@ def retry(state: JobState, now: float) -> list[HistoryEvent]:
     """A failed attempt queued again; its event."""
     failed = state.error_message
     delay = queue_retry(state, now, random.random())  # noqa: S311 (jitter, not a secret)
-    details = (
-        f"attempt {state.attempt - 1} failed ({failed}); attempt {state.attempt} in {delay:.1f} s"
-    )
+    details = f"attempt {state.attempt} in {delay:.1f} s; attempt {state.attempt - 1}: {failed}"
     return [history_event("retry", now, JobStatus.PENDING, details)]
 
 

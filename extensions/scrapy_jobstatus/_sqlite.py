@@ -225,8 +225,12 @@ _INSERT = (
     f"INSERT INTO jobs ({', '.join(COLUMNS)}, state)"  # noqa: S608 (column names)
     f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
 )
+# The pause request goes with any status but running or pausing (the first
+# bound value: whether it stays).
 _UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in UPDATED_COLUMNS)}, state = ?"  # noqa: S608
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in UPDATED_COLUMNS)}, state = ?,"  # noqa: S608
+    " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
+    " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE 0 END"
     " WHERE job_id = ? AND status IN ({sources})"
 )
 
@@ -359,7 +363,7 @@ class SQLiteStore:
                 conn.execute(_INSERT, row_values(state))
             else:
                 stored = decode_state(row)
-                if not startable(stored, state):
+                if not startable(stored, resume):
                     return StartResult(False, stored)
                 take_over_pending(state, stored, resume)
                 _update(conn, state)
@@ -388,7 +392,7 @@ class SQLiteStore:
                     settled = settle_end(state, flags[0] is not None, bool(flags[1]), time.time())
                     new_events += settled
                     events = [*events, *settled]
-            if not _update(conn, state):
+            if not _update(conn, state, crawl=True):
                 row = conn.execute(
                     "SELECT status FROM jobs WHERE job_id = ?", (state.job_id,)
                 ).fetchone()
@@ -853,19 +857,18 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 _CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = 0 WHERE id = ?"
 
 
-def _update(conn: sqlite3.Connection, state: JobState) -> bool:
-    sources = sources_of(state.status)
-    if not keeps_pause_request(state.status):
-        conn.execute(
-            "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = 0"
-            " WHERE job_id = ? AND pause_requested_at IS NOT NULL",
-            (state.job_id,),
-        )
+def _update(conn: sqlite3.Connection, state: JobState, crawl: bool = False) -> bool:
+    """Write the job if its stored status may move to the new one (from a
+    ``crawl``'s write, as ``sources_of`` says)."""
+    sources = sources_of(state.status, crawl)
+    keep = keeps_pause_request(state.status)
     cur = conn.execute(
         _UPDATE.format(sources=", ".join("?" * len(sources))),
         (
             *(column_value(state, c) for c in UPDATED_COLUMNS),
             encode_state(state),
+            keep,
+            keep,
             state.job_id,
             *sources,
         ),
@@ -886,10 +889,11 @@ def _save_result(
     conn: sqlite3.Connection, job_id: str, *, written: bool, recreated: bool = False
 ) -> SaveResult:
     row = conn.execute(
-        "SELECT cancel_requested_at, cancel_force, pause_requested_at FROM jobs WHERE job_id = ?",
+        "SELECT cancel_requested_at, cancel_force, pause_requested_at, status FROM jobs"
+        " WHERE job_id = ?",
         (job_id,),
     ).fetchone()
-    return SaveResult(written, recreated, row[0], bool(row[1]), row[2])
+    return SaveResult(written, recreated, row[0], bool(row[1]), row[2], row[3])
 
 
 def _insert_errors(conn: sqlite3.Connection, job: int | None, errors: Iterable[JobError]) -> None:

@@ -69,6 +69,8 @@ class SaveResult:
     cancel_requested_at: float | None
     cancel_force: bool
     pause_requested_at: float | None = None
+    # The stored status after the write: a failed attempt retried is pending.
+    status: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Scrapyd's launcher, overridden to pass the job store to every crawl it
-starts, to skip a job that was cancelled while pending, and to mark a job
-``failed`` at once when its process ends without a final status. Every 5 s
-it records the node's heartbeat and ends the jobs of crawls and of nodes
-that died.
+starts (and the JOBDIR a pausable job keeps its state in), to skip a job
+that was cancelled or paused while pending, and to end a job at once when its
+process ends without a final status (``failed``, or queued again for its
+retry). Every 5 s it records the node's heartbeat, ends the jobs of crawls
+and of nodes that died, and removes the JOBDIRs of jobs that have ended.
+Stopping, it pauses its pausable crawls and queues their jobs again.
 
 It overrides private methods of Scrapyd's Launcher, written for Scrapyd 1.6;
 a Scrapyd without them is refused at start-up with one line naming it.
@@ -19,11 +21,11 @@ from importlib.metadata import version as distribution_version
 from typing import TYPE_CHECKING, Any
 
 import scrapyd
-from scrapyd import launcher
+from scrapyd import environ, launcher
 from scrapyd.exceptions import ConfigError
 from scrapyd.interfaces import IEnvironment
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -41,11 +43,11 @@ from .._store import (
     process_alive,
 )
 from ._node import IJobStatusNode, shared_node
+from .environment import JobEnvironment
 from .metrics import timed_store_write
 from .webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
-    from twisted.internet.defer import Deferred
     from twisted.python.failure import Failure
 
 log = Logger(namespace="scrapy_jobstatus.scrapyd.launcher")
@@ -72,13 +74,23 @@ _SCRAPYD_INTERNALS = (
     (launcher.Launcher, "_get_message"),
     (launcher, "get_crawl_args"),
     (launcher, "ScrapyProcessProtocol"),
+    (environ.Environment, "_get_feeds"),
+    (environ.Environment, "_prepare_file"),
 )
+# A directory of the node's jobdirs without a marker (its crawl died before
+# it wrote one) goes once it is this old.
+UNMARKED_JOBDIR_AGE = 86400.0
 
 
 class JobProcessProtocol(launcher.ScrapyProcessProtocol):
-    """Scrapyd's process protocol, keeping how the process ended."""
+    """Scrapyd's process protocol, keeping when the process started and how
+    it ended."""
 
     exit_reason: BaseException | None = None
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.spawned_at = time.time()
 
     def processEnded(self, status: Failure) -> None:  # noqa: N802 (Twisted's name)
         self.exit_reason = status.value
@@ -119,6 +131,7 @@ class Launcher(launcher.Launcher):
         self.node = shared_node(config)
         check_components(config, shared=is_url(self.node.db))
         app.setComponent(IJobStatusNode, self.node)
+        app.setComponent(IEnvironment, JobEnvironment(config, self.node.store))
         self.started_at = time.time()
         self.version = _node_version()
         self.webhooks = WebhookDelivery(self.node)
@@ -158,37 +171,70 @@ class Launcher(launcher.Launcher):
         self._stopping = True
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
-        d = self._pause_crawls()
+        processes = {process.job: process for process in self.processes.values()}
+        # In a thread, with a store of its own, as the reaper's writes.
+        d = deferToThread(self._pause_in_thread, list(processes))
+        d.addCallback(lambda paused: self._wait_for([processes[job] for job in paused]))
+        d.addErrback(lambda failure: log.failure("Could not pause the crawls", failure))
         d.addBoth(self._stopped)
         return d
+
+    def _pause_in_thread(self, jobs: list[str]) -> list[str]:
+        """Ask the pausable crawls to pause and their jobs to go back to the
+        queue: those running, and those pausing on a signal (the whole
+        service's processes get SIGTERM from systemd, say); not a job a user
+        asked to pause, which stays paused."""
+        store = open_store(self.node.db, node=self.node.name)
+        paused = []
+        try:
+            for job in jobs:
+                try:
+                    state = store.get(validate_job_id(job))
+                    if (
+                        state is None
+                        or state.jobdir is None
+                        or state.pause_requested_at is not None
+                        or state.status not in (Status.RUNNING, Status.PAUSING)
+                    ):
+                        continue
+                    if store.request_pause(job, requeue=True).after is Status.PAUSING:
+                        paused.append(job)
+                except (InvalidJobId, StoreError) as e:
+                    log.error("Could not pause job {job}: {error}", job=job, error=str(e))
+            # The jobs this node claimed and will not start now.
+            store.requeue_claims(self.node.name)
+        finally:
+            store.close()
+        for job in paused:
+            log.info("Pausing job {job}: this node stops", job=job)
+        return paused
+
+    def _wait_for(self, processes: list[launcher.ScrapyProcessProtocol]) -> Deferred[None]:
+        """Fires once the processes have ended, or after shutdown_wait."""
+        if not processes:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        left = [len(processes)]
+
+        def ended(result: Any) -> Any:
+            left[0] -= 1
+            if not left[0] and not done.called:
+                done.callback(None)
+            return result
+
+        for process in processes:
+            process.deferred.addBoth(ended)
+        timer = reactor.callLater(
+            self.node.shutdown_wait, lambda: done.called or done.callback(None)
+        )
+        done.addBoth(lambda _: timer.active() and timer.cancel())
+        return done
 
     def _stopped(self, result: Any) -> None:
         self.webhooks.stop()
         if self._reaper_store is not None:
             self._reaper_store.close()
         super().stopService()
-
-    def _pause_crawls(self) -> Deferred[Any]:
-        pausing = []
-        for process in self.processes.values():
-            try:
-                job = validate_job_id(process.job)
-                state = self.node.store.get(job)
-                if state is None or state.jobdir is None or state.status is not Status.RUNNING:
-                    continue
-                result = self.node.store.request_pause(job, requeue=True)
-            except Exception:  # the store must not keep the node from stopping
-                log.failure("Could not pause job {job}", job=process.job)
-                continue
-            if result.after is Status.PAUSING:
-                log.info("Pausing job {job}: this node stops", job=job)
-                pausing.append(process.deferred)
-        if not pausing:
-            return succeed(None)
-        done = DeferredList(pausing, consumeErrors=True)
-        timer = reactor.callLater(self.node.shutdown_wait, done.cancel)
-        done.addBoth(lambda _: timer.active() and timer.cancel())
-        return done
 
     def _get_message(self, slot: int) -> None:
         if not self._stopping:
@@ -217,11 +263,15 @@ class Launcher(launcher.Launcher):
         with timed_store_write():
             store.beat(heartbeat)
         self._warn_pending(store)
-        self._remove_ended_jobdirs(store)
-        return (
+        reaped = (
             store.reap_dead_jobs(self.node.name, process_alive),
             store.reap_dead_nodes(self.node.node_timeout),
         )
+        try:
+            self._remove_ended_jobdirs(store)
+        except (OSError, StoreError) as e:
+            log.error("Could not look for the JOBDIRs of ended jobs: {error}", error=str(e))
+        return reaped
 
     def _warn_pending(self, store: JobStore) -> None:
         """A job queued for longer than pending_timeout gets a warning, a
@@ -232,6 +282,11 @@ class Launcher(launcher.Launcher):
         oldest = time.time() - limit
         warning = f"stalled: pending for more than {limit:g} s"
         for state in store.queued_jobs(created_before=oldest):
+            # A job queued again (resumed, or retried after its delay) waits
+            # from then on.
+            queued_at = max(t or 0.0 for t in (state.created_at, state.updated_at, state.run_after))
+            if queued_at > oldest:
+                continue
             if store.warn_pending(state.job_id, warning):
                 log.warn("Job {job}: {warning}", job=state.job_id, warning=warning)
 
@@ -243,9 +298,14 @@ class Launcher(launcher.Launcher):
         except FileNotFoundError:
             return
         for entry in entries:
-            job_id = JobDir(entry.path).job_id if entry.is_dir() else None
+            if not entry.is_dir():
+                continue
+            job_id = JobDir(entry.path).job_id
             if job_id is None:
-                continue  # a crawl starting, not marked yet
+                # A crawl starting, not marked yet; or one that died first.
+                if time.time() - entry.stat().st_mtime > UNMARKED_JOBDIR_AGE:
+                    remove_jobdir(entry.path)
+                continue
             state = store.get(job_id)
             if state is None or state.status in TERMINAL_STATUSES:
                 remove_jobdir(entry.path)
@@ -344,16 +404,19 @@ class Launcher(launcher.Launcher):
             return  # queued again: paused by this node's shutdown, or retried
         if state.node not in (None, self.node.name) or state.pid not in (None, process.pid):
             return  # the job another crawl runs (claimed again elsewhere)
-        if any(p.job == process.job for p in self.processes.values() if p is not process):
-            return  # a crawl that paused, exiting after its job was resumed here
+        spawned_at = getattr(process, "spawned_at", 0.0)
+        if state.status is Status.PENDING and (state.updated_at or 0.0) > spawned_at:
+            # The crawl of an earlier run (it paused, its attempt was
+            # retried), exiting after the job was queued again and claimed
+            # here: the next crawl runs it.
+            return
         reason = getattr(process, "exit_reason", None)
         how = _exit_description(reason)
-        exited_normally = getattr(reason, "exitCode", None) == 0
-        if state.status is Status.PENDING and state.started_at is not None and exited_normally:
-            # The crawl of an earlier run, which paused, exiting once its job
-            # was resumed and claimed here again: the next crawl runs it.
-            return
-        if state.status is Status.PENDING and exited_normally:
+        if (
+            state.status is Status.PENDING
+            and state.started_at is None
+            and (getattr(reason, "exitCode", None) == 0)
+        ):
             # The crawl never opened its job: the extension was disabled in
             # it (JOBSTATUS_ENABLED=False), and it ended normally.
             message = (

@@ -485,9 +485,13 @@ class Cancel(NodeResource, webservice.Cancel):
             state = None
         force = (_first(given, "signal") or "").upper() in FORCE_SIGNALS
         started = state is not None and state.status.is_active
-        if started and state is not None and state.status is not Status.PENDING:
-            # Recorded before Scrapyd's signal: a crawl with a JOBDIR pauses
-            # on a signal, and its job then ends cancelled, as asked.
+        # Recorded before Scrapyd's signal: a crawl with a JOBDIR pauses on a
+        # signal, and its job then ends cancelled, as asked; a paused job is
+        # cancelled at once, its crawl exiting or not.
+        first = state is not None and (
+            state.status is Status.PAUSED or (started and state.status is not Status.PENDING)
+        )
+        if first and state is not None:
             store.request_cancel(state.job_id, force=force)
         result = super().render_POST(txrequest)
         if state is None:
@@ -498,10 +502,11 @@ class Cancel(NodeResource, webservice.Cancel):
             # cancelled, not failed.
             if state.status is Status.PENDING:
                 store.request_cancel(state.job_id)
-        elif result["prevstate"] is None and (started or state.status is Status.PAUSED):
+        elif result["prevstate"] is None and (started or first):
             # Claimed or running elsewhere (that crawl reads the request), or
             # paused (cancelled at once).
-            store.request_cancel(state.job_id, force=force)
+            if not first:
+                store.request_cancel(state.job_id, force=force)
             result["prevstate"] = "running" if started else str(state.status)
         return result
 

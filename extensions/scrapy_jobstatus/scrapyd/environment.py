@@ -1,0 +1,68 @@
+"""Scrapyd's environment of a crawl, for jobs that run more than once.
+
+Scrapyd deletes the oldest log and items files of a spider beyond
+``jobs_to_keep`` each time one of its jobs starts: the files of a paused job,
+or of one waiting for its retry, would go before the job ends. Here they stay
+until it has. A retry starts over, so each attempt after the first writes its
+items to a file of its own (``<job>.attempt2.jl``); the runs of one attempt,
+before and after a pause, write to the same file, appended.
+
+The launcher installs it in place of Scrapyd's (Scrapyd has no option for
+it). It overrides private methods of Scrapyd 1.6's Environment, checked with
+the launcher's at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from scrapyd.environ import Environment
+from scrapyd.utils import get_file_path
+
+from .._model import TERMINAL_STATUSES
+
+if TYPE_CHECKING:
+    from scrapyd.config import Config
+
+    from .._store import JobStore
+
+_ATTEMPT_SUFFIX = re.compile(r"\.attempt\d+$")
+
+
+class JobEnvironment(Environment):
+    def __init__(self, config: Config, store: JobStore):
+        super().__init__(config)
+        self.store = store
+
+    def _get_feeds(self, message: dict[str, Any], extension: str) -> str:
+        state = self.store.get(message["_job"])
+        if state is not None and state.attempt > 1:
+            message = {**message, "_job": f"{message['_job']}.attempt{state.attempt}"}
+        return super()._get_feeds(message, extension)
+
+    def _prepare_file(self, message: dict[str, Any], directory: str, extension: str) -> str:
+        """The file's path, its directory made; the oldest files beyond
+        jobs_to_keep removed, but those of jobs that have not ended."""
+        path = get_file_path(
+            directory, message["_project"], message["_spider"], f"{message['_job']}.{extension}"
+        )
+        parent = path.dirname()
+        os.makedirs(parent, exist_ok=True)
+        files = sorted(
+            (os.path.join(parent, name) for name in os.listdir(parent)), key=os.path.getmtime
+        )
+        for old in files[: -self.jobs_to_keep]:
+            if self._ended(os.path.basename(old), extension):
+                with contextlib.suppress(OSError):
+                    os.remove(old)
+        return path.path
+
+    def _ended(self, name: str, extension: str) -> bool:
+        if not name.endswith(f".{extension}"):
+            return True  # not a job's file: Scrapyd's rule
+        job_id = _ATTEMPT_SUFFIX.sub("", name[: -len(extension) - 1])
+        state = self.store.get(job_id)
+        return state is None or state.status in TERMINAL_STATUSES
