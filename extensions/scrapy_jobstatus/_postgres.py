@@ -62,13 +62,13 @@ from ._store import (
     ERRORS_IN_WEBHOOKS,
     STARTED,
     Attempt,
-    CancelResult,
     Delivery,
     JobFilter,
     JobNotFound,
     JobPage,
     NodeInfo,
     ReapedJob,
+    RequestResult,
     SaveResult,
     StartResult,
     StoreError,
@@ -426,7 +426,7 @@ class PostgresStore:
             self._notify(conn, row["id"], webhook_types(state.status, new_events))
             return _save_result(row, written=True, recreated=recreated)
 
-    def request_cancel(self, job_id: str, force: bool = False) -> CancelResult:
+    def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
         now = time.time()
         with self._write() as conn:
             row = _job_row(conn, job_id, lock=True)
@@ -435,7 +435,7 @@ class PostgresStore:
             state = decode_state(row)
             before = state.status
             if before in TERMINAL_STATUSES:
-                return CancelResult(before, before)
+                return RequestResult(before, before)
             if before in (JobStatus.PENDING, JobStatus.PAUSED):
                 end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
                 state.cancel_requested_at = now
@@ -453,7 +453,7 @@ class PostgresStore:
             if details:
                 _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
                 self._notify(conn, row["id"], webhook_types(after))
-            return CancelResult(before, after)
+            return RequestResult(before, after)
 
     def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
         now = time.time()
@@ -470,15 +470,15 @@ class PostgresStore:
             self._notify(conn, row["id"], webhook_types(state.status))
             return True
 
-    def request_pause(self, job_id: str, requeue: bool = False) -> CancelResult:
+    def request_pause(self, job_id: str, requeue: bool = False) -> RequestResult:
         return self._request(job_id, pause, requeue)
 
-    def request_resume(self, job_id: str) -> CancelResult:
+    def request_resume(self, job_id: str) -> RequestResult:
         return self._request(job_id, resume)
 
     def _request(
         self, job_id: str, decide: Callable[..., Any], requeue: bool = False
-    ) -> CancelResult:
+    ) -> RequestResult:
         """A pause or resume request, as ``decide`` takes it: the job moved
         (written), a pause requested, or a pause withdrawn."""
         now = time.time()
@@ -503,7 +503,7 @@ class PostgresStore:
             _insert_events(conn, row["id"], events)
             if moved:
                 self._notify(conn, row["id"], webhook_types(state.status))
-            return CancelResult(before, after)
+            return RequestResult(before, after)
 
     def warn_pending(self, job_id: str, warning: str) -> bool:
         now = time.time()

@@ -56,13 +56,13 @@ from ._store import (
     ERRORS_IN_WEBHOOKS,
     STARTED,
     Attempt,
-    CancelResult,
     Delivery,
     JobFilter,
     JobNotFound,
     JobPage,
     NodeInfo,
     ReapedJob,
+    RequestResult,
     SaveResult,
     StartResult,
     StoreError,
@@ -408,7 +408,7 @@ class SQLiteStore:
             self._notify(conn, job, webhook_types(state.status, new_events))
             return _save_result(conn, state.job_id, written=True, recreated=recreated)
 
-    def request_cancel(self, job_id: str, force: bool = False) -> CancelResult:
+    def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
         now = time.time()
         with self._write() as conn:
             row = _job_row(conn, job_id)
@@ -417,7 +417,7 @@ class SQLiteStore:
             state = decode_state(row)
             before = state.status
             if before in TERMINAL_STATUSES:
-                return CancelResult(before, before)
+                return RequestResult(before, before)
             if before in (JobStatus.PENDING, JobStatus.PAUSED):
                 end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
                 state.cancel_requested_at = now
@@ -435,7 +435,7 @@ class SQLiteStore:
             if details:
                 _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
                 self._notify(conn, row["id"], webhook_types(after))
-            return CancelResult(before, after)
+            return RequestResult(before, after)
 
     def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
         now = time.time()
@@ -452,15 +452,15 @@ class SQLiteStore:
             self._notify(conn, row["id"], webhook_types(state.status))
             return True
 
-    def request_pause(self, job_id: str, requeue: bool = False) -> CancelResult:
+    def request_pause(self, job_id: str, requeue: bool = False) -> RequestResult:
         return self._request(job_id, pause, requeue)
 
-    def request_resume(self, job_id: str) -> CancelResult:
+    def request_resume(self, job_id: str) -> RequestResult:
         return self._request(job_id, resume)
 
     def _request(
         self, job_id: str, decide: Callable[..., Any], requeue: bool = False
-    ) -> CancelResult:
+    ) -> RequestResult:
         """A pause or resume request, as ``decide`` takes it: the job moved
         (written), a pause requested, or a pause withdrawn."""
         now = time.time()
@@ -485,7 +485,7 @@ class SQLiteStore:
             _insert_events(conn, row["id"], events)
             if moved:
                 self._notify(conn, row["id"], webhook_types(state.status))
-            return CancelResult(before, after)
+            return RequestResult(before, after)
 
     def warn_pending(self, job_id: str, warning: str) -> bool:
         now = time.time()

@@ -74,7 +74,7 @@ class SaveResult:
 
 
 @dataclass(frozen=True)
-class CancelResult:
+class RequestResult:
     """The job's status before and after a cancel, pause or resume request;
     ``after`` is ``before`` when the request cannot apply."""
 
@@ -197,14 +197,14 @@ class JobStore(Protocol):
         cancel request, in one transaction. ``history`` is the job's whole
         history, written only when the record has to be made again."""
 
-    def request_cancel(self, job_id: str, force: bool = False) -> CancelResult: ...
+    def request_cancel(self, job_id: str, force: bool = False) -> RequestResult: ...
 
-    def request_pause(self, job_id: str, requeue: bool = False) -> CancelResult:
+    def request_pause(self, job_id: str, requeue: bool = False) -> RequestResult:
         """Pause a pending job at once; ask a running one with a JOBDIR to
         pause (``after`` is ``pausing``), and with ``requeue`` to go back to
         the queue once paused."""
 
-    def request_resume(self, job_id: str) -> CancelResult:
+    def request_resume(self, job_id: str) -> RequestResult:
         """A paused job back to the queue, to go on from its JOBDIR; a pause
         not yet taken up is withdrawn."""
 

@@ -21,10 +21,10 @@ from scrapy.utils.project import inside_project
 from .._model import InvalidJobId, JobStatus, pause_refusal, resume_refusal, validate_job_id
 from .._settings import store_location
 from .._store import (
-    CancelResult,
     JobFilter,
     JobNotFound,
     JobStore,
+    RequestResult,
     StoreError,
     is_url,
     open_store,
@@ -137,7 +137,7 @@ class LocalJobs:
         refusal = resume_refusal(job_id, result.before) if refused else None
         return Answer(result.before, result.after, self.status(job_id), refusal)
 
-    def _request(self, job_id: str, method: str, **kwargs: Any) -> CancelResult:
+    def _request(self, job_id: str, method: str, **kwargs: Any) -> RequestResult:
         store = open_store(self.location)
         try:
             return getattr(store, method)(job_id, **kwargs)

@@ -34,7 +34,7 @@ from .._model import (
     validate_job_id,
 )
 from .._model import JobStatus as Status
-from .._store import CancelResult, JobFilter, decode_cursor, error_batches
+from .._store import JobFilter, RequestResult, decode_cursor, error_batches
 from ._node import node_of
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class JobResource(NodeResource):
     """A job service."""
 
     def answer_request(
-        self, txrequest: Request, job_id: str, result: CancelResult, code: int, refusal: str
+        self, txrequest: Request, job_id: str, result: RequestResult, code: int, refusal: str
     ) -> dict[str, Any]:
         """The answer to a cancel, pause or resume request: the job's document
         and its status before; a 400 says ``refusal``."""
@@ -292,10 +292,10 @@ class JobRequest(JobResource):
     """A pause or resume request: the store takes it, the answer's code
     says what it did."""
 
-    def request(self, job_id: str) -> CancelResult:
+    def request(self, job_id: str) -> RequestResult:
         raise NotImplementedError
 
-    def code(self, result: CancelResult) -> int:
+    def code(self, result: RequestResult) -> int:
         raise NotImplementedError
 
     def refusal(self, job_id: str, before: Status) -> str:
@@ -315,10 +315,10 @@ class JobPause(JobRequest):
     """Pause a job: a pending one at once (200), a running one with a JOBDIR
     once its in-flight requests are done (202, ``pausing``)."""
 
-    def request(self, job_id: str) -> CancelResult:
+    def request(self, job_id: str) -> RequestResult:
         return self.node.store.request_pause(job_id)
 
-    def code(self, result: CancelResult) -> int:
+    def code(self, result: RequestResult) -> int:
         if result.after is Status.PAUSED:
             return http.OK
         return http.ACCEPTED if result.after is Status.PAUSING else http.BAD_REQUEST
@@ -331,17 +331,17 @@ class JobResume(JobRequest):
     """Resume a paused job: it goes back to the queue with its JOBDIR (200);
     a job pending or running already is left as it is (200)."""
 
-    def request(self, job_id: str) -> CancelResult:
+    def request(self, job_id: str) -> RequestResult:
         return self.node.store.request_resume(job_id)
 
-    def code(self, result: CancelResult) -> int:
+    def code(self, result: RequestResult) -> int:
         return http.OK if result.after in (Status.PENDING, Status.RUNNING) else http.BAD_REQUEST
 
     def refusal(self, job_id: str, before: Status) -> str:
         return resume_refusal(job_id, before)
 
 
-def cancel_code(result: CancelResult) -> int:
+def cancel_code(result: RequestResult) -> int:
     """The contract's code: 200 cancelled (now or before), 202 cancellation
     under way, 400 the job had already ended otherwise."""
     if result.after is Status.CANCELLED:
