@@ -7,12 +7,15 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import poll_until
+from tests.helpers import poll_until, read_lines
 from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, slow_urls, unique
 
 
@@ -20,7 +23,7 @@ from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, slow_urls, un
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     yield from running_node(
         tmp_path_factory.mktemp("scrapyd-retries"),
-        options={"max_proc": "2", "poll_interval": "0.5"},
+        options={"max_proc": "2", "poll_interval": "0.5", "items_dir": "items"},
     )
 
 
@@ -224,4 +227,29 @@ def test_the_retries_setting_works_like_the_argument(node: ScrapydNode, site: st
     assert done["attempt"] == 2
     assert [a["status"] for a in done["attempts"]] == ["failed", "failed"]
     assert steps(done).count("retry") == 1 and steps(done).count("retry started") == 1
+    node.wait_idle()
+
+
+def test_each_attempt_writes_its_items_to_a_file_of_its_own(node: ScrapydNode, site: str) -> None:
+    job = unique("items")
+    urls = failing_urls(site)
+    answer = node.schedule(
+        job=job,
+        urls=urls,
+        retries="1",
+        settings={"JOBSTATUS_RETRY_DELAY": "0.5", "RETRY_ENABLED": "False"},
+    )
+    assert answer.json()["status"] == "ok", answer.body
+    done = readings_until_done(node, job)[-1]
+    assert (done["status"], done["attempt"]) == ("failed", 2), done
+    folder = node.workdir / "items" / PROJECT / "batch"
+    names = {1: f"{job}.jl", 2: f"{job}.attempt2.jl"}
+    for name in names.values():
+        items = read_lines(folder / name)
+        # One item per URL with its outcome, each once: the attempt's own.
+        assert Counter(item["url"] for item in items) == Counter(urls.split(",")), name
+        assert all(item["status"] == 500 for item in items), items
+    assert sorted(path.name for path in folder.glob(f"{job}*")) == sorted(names.values())
+    feeds = [(f["attempt"], Path(urlsplit(f["uri"]).path).name, f["items"]) for f in done["feeds"]]
+    assert feeds == [(1, names[1], 4), (2, names[2], 4)], done["feeds"]
     node.wait_idle()

@@ -48,6 +48,17 @@ def plain_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode
     )
 
 
+@pytest.fixture(scope="module")
+def brief_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
+    """A node that waits 1 s for its crawls to pause when it stops, and keeps
+    the files of one ended job of each spider besides the newest."""
+    yield from running_node(
+        tmp_path_factory.mktemp("scrapyd-brief"),
+        options={"poll_interval": "0.5", "items_dir": "items", "jobs_to_keep": "1"},
+        jobstatus={"pausable": "on", "shutdown_wait": "1"},
+    )
+
+
 class Reference:
     """The documents job run once without interruption on the module's
     node; scheduled as soon as a test asks for it, read once it is done."""
@@ -87,6 +98,10 @@ def schedule_documents(node: ScrapydNode, site: str, *, prefix: str, **settings:
 def items_file(node: ScrapydNode, job: str, spider: str = "documents") -> Path:
     """Scrapyd's items file of a job (its items_dir feed, jsonlines)."""
     return node.workdir / "items" / PROJECT / spider / f"{job}.jl"
+
+
+def log_file(node: ScrapydNode, job: str, spider: str = "documents") -> Path:
+    return node.workdir / "logs" / PROJECT / spider / f"{job}.log"
 
 
 def document_urls(node: ScrapydNode, job: str) -> list[str]:
@@ -183,6 +198,28 @@ def is_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def has_exited(pid: int) -> bool:
+    """The process is gone, or a zombie: a crawl left behind by a stopped
+    scrapyd has no parent to reap it but the system's."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def stored(node: ScrapydNode, job: str) -> tuple[str, str | None, list[str]]:
+    """The job's status, node and history steps, read from the node's store
+    (for when scrapyd is down)."""
+    store = open_store(str(node.db), readonly=True)
+    try:
+        state = store.get(job)
+        assert state is not None, job
+        return str(state.status), state.node, [event.step for event in store.history(job)]
+    finally:
+        store.close()
 
 
 def slow_job(
@@ -310,6 +347,93 @@ def test_sigterm_to_scrapyd_queues_its_pausable_job_again(
     assert_same_documents(urls, expected)
     assert done["total_documents_found"] == len(urls)
     assert "resumed" in steps(done)
+    node.wait_idle()
+
+
+def test_crawl_left_pausing_by_a_node_that_stopped_waiting_is_queued_again(
+    brief_node: ScrapydNode, site: str
+) -> None:
+    node = brief_node
+    job = slow_job(node, site, count=3, delay=6, prefix="wait-out", JOBSTATUS_CANCEL_GRACE=60)
+    readings_until(
+        node,
+        job,
+        lambda d: d["status"] == "running" and d["requests_in_flight"] >= 1,
+        30,
+        f"the first request of {job}",
+    )
+    pid = node.crawl_pid(job)
+
+    sigterm(node)
+    # scrapyd gave up waiting (shutdown_wait = 1) while the request was in
+    # flight: the crawl goes on pausing by itself.
+    status, _, history = stored(node, job)
+    assert status in ("running", "pausing") and "paused" not in history, (status, history)
+    assert is_alive(pid), "the crawl died with its node"
+    readings = poll_until(
+        lambda: stored(node, job),
+        lambda reading: reading[0] not in ("running", "pausing"),
+        timeout=30,
+        interval=0.1,
+        what=f"{job} to pause after its node stopped",
+    )
+    assert all(status != "failed" for status, _, _ in readings), readings
+    status, owner, history = readings[-1]
+    assert (status, owner) == ("pending", None), readings[-1]
+    assert history.index("paused") < history.index("queued again"), history
+    wait_for(lambda: has_exited(pid), what=f"the paused crawl {pid} to exit")
+    assert stored(node, job)[0] == "pending"
+
+    node.start()
+    done = node.wait_status(job, *TERMINAL, timeout=60)
+    assert done["status"] == "completed", done
+    assert done["attempt"] == 1 and "failed" not in steps(done), steps(done)
+    assert "resumed" in steps(done)
+    assert done["total_pages_crawled"] == 3, done
+    urls = [item["url"] for item in read_lines(items_file(node, job, "batch"))]
+    assert sorted(urls) == sorted(slow_urls(site, 3, 6).split(","))
+    node.wait_idle()
+
+
+def test_job_a_user_asked_to_pause_stays_paused_through_a_sigterm(
+    node: ScrapydNode, site: str
+) -> None:
+    # The crawl reads the store every 5 s: the request waits when scrapyd stops.
+    job = slow_job(node, site, count=6, delay=1, prefix="user-pause", JOBSTATUS_INTERVAL=5)
+    node.wait_status(job, "running", timeout=30)
+    pid = node.crawl_pid(job)
+    answer = pause(node, job)
+    assert answer.code == 202, answer.body
+    sigterm(node)
+
+    readings = poll_until(
+        lambda: stored(node, job),
+        lambda reading: reading[0] not in ("running", "pausing"),
+        timeout=30,
+        interval=0.1,
+        what=f"{job} to pause",
+    )
+    status, _, history = readings[-1]
+    assert status == "paused", readings[-1]
+    assert "queued again" not in history, history
+    wait_for(lambda: has_exited(pid), what=f"the paused crawl {pid} to exit")
+    assert stored(node, job)[0] == "paused"
+
+    node.start()
+    # A job queued after it runs; the paused one waits for its resume.
+    later = slow_job(node, site, count=1, delay=0.1, prefix="after-user-pause")
+    assert node.wait_status(later, *TERMINAL)["status"] == "completed"
+    still = node.status(job)
+    assert still["status"] == "paused" and "resumed" not in steps(still), still
+
+    answer = resume(node, job)
+    assert answer.code == 200 and answer.json()["job"]["status"] == "pending", answer.body
+    done = node.wait_status(job, *TERMINAL)
+    assert done["status"] == "completed", done
+    assert_paused_then_resumed(done)
+    assert done["total_pages_crawled"] == 6, done
+    urls = [item["url"] for item in read_lines(items_file(node, job, "batch"))]
+    assert sorted(urls) == sorted(slow_urls(site, 6, 1).split(","))
     node.wait_idle()
 
 
@@ -527,4 +651,83 @@ def test_scrapyd_cancel_of_a_pausable_running_job_ends_it_cancelled(
     assert 0 < len(urls) == done["total_documents_found"] < DOCUMENTS
     assert len(set(urls)) == len(urls)
     wait_for(lambda: not jobdir(node, job).exists(), timeout=20, what=f"the JOBDIR of {job} to go")
+    node.wait_idle()
+
+
+def test_scrapyd_cancel_of_a_paused_job_whose_crawl_is_exiting(
+    node: ScrapydNode, site: str
+) -> None:
+    job = slow_job(node, site, count=10, delay=0.5, prefix="cancel-exiting")
+    readings_until(
+        node,
+        job,
+        lambda d: d["status"] == "running" and d["total_pages_crawled"] >= 1,
+        30,
+        f"{job} to crawl a page",
+    )
+    pid = node.crawl_pid(job)
+    assert pause(node, job).code == 202
+    poll_until(
+        lambda: node.status(job)["status"],
+        lambda status: status not in ("running", "pausing"),
+        timeout=30,
+        interval=0.01,
+        what=f"{job} to pause",
+    )
+    # The paused crawl, held before it exits: Scrapyd still has its process.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert node.status(job)["status"] == "paused"
+        assert node.scrapyd_state(job) == "running", "the paused crawl exited too soon"
+        answer = node.post("cancel.json", {"project": PROJECT, "job": job})
+        assert answer.json()["status"] == "ok", answer.body
+        assert answer.json()["prevstate"] == "running"
+        assert node.status(job)["status"] == "cancelled"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not is_alive(pid), what=f"the paused crawl {pid} to exit")
+    node.wait_idle()
+    done = node.status(job)
+    assert (done["status"], done["completion_reason"]) == ("cancelled", "cancelled"), done
+    assert steps(done).index("paused") < steps(done).index("cancelled"), steps(done)
+    wait_for(lambda: not jobdir(node, job).exists(), timeout=20, what=f"the JOBDIR of {job} to go")
+    assert node.status(job)["status"] == "cancelled"
+
+
+# -- Scrapyd's files ----------------------------------------------------------------
+
+
+def test_files_of_a_paused_job_outlive_jobs_to_keep(
+    brief_node: ScrapydNode, site: str, reference: Reference
+) -> None:
+    node = brief_node
+    job = schedule_documents(node, site, prefix="kept")
+    run_until_found(node, job)
+    paused = pause_running(node, job)[-1]
+    assert paused["status"] == "paused", paused
+    wait_crawl_exit(node, job)
+    assert len(document_urls(node, job)) == paused["total_documents_found"]
+    assert log_file(node, job).exists()
+
+    # Three short jobs of the same spider, one after the other: each start
+    # deletes the spider's files beyond the newest one, but the paused job's.
+    short = []
+    for _ in range(3):
+        other = unique("short")
+        answer = node.schedule("documents", job=other, url=site + "/pages/0?links=1&max=2&docs=1")
+        assert answer.json()["status"] == "ok", answer.body
+        assert node.wait_status(other, *TERMINAL)["status"] == "completed"
+        short.append(other)
+    assert not items_file(node, short[0]).exists() and not log_file(node, short[0]).exists()
+    assert items_file(node, short[2]).exists() and log_file(node, short[2]).exists()
+    assert items_file(node, job).exists() and log_file(node, job).exists()
+
+    answer = resume(node, job)
+    assert answer.code == 200 and answer.json()["job"]["status"] == "pending", answer.body
+    done = node.wait_status(job, *TERMINAL, timeout=90)
+    assert done["status"] == "completed", done
+    urls = document_urls(node, job)
+    assert_same_documents(urls, reference.urls())
+    assert done["total_documents_found"] == len(urls)
+    assert_paused_then_resumed(done)
     node.wait_idle()
