@@ -37,6 +37,7 @@ from ._model import (
 )
 from ._rows import (
     COLUMNS,
+    SETTLED_STATUSES,
     UPDATED_COLUMNS,
     column_value,
     decode_state,
@@ -393,20 +394,12 @@ class PostgresStore:
         events: Iterable[HistoryEvent] = (),
         history: Iterable[HistoryEvent] = (),
     ) -> SaveResult:
-        new_events = list(events)
+        events = list(events)
         with self._write() as conn:
             recreated = False
-            if state.status in (JobStatus.PAUSED, JobStatus.FAILED):
-                flags = _job_row(conn, state.job_id, lock=True)
-                if flags is not None:
-                    settled = settle_end(
-                        state,
-                        flags["cancel_requested_at"] is not None,
-                        flags["pause_requeue"],
-                        time.time(),
-                    )
-                    new_events += settled
-                    events = [*events, *settled]
+            if state.status in SETTLED_STATUSES and (stored := _job_row(conn, state.job_id, True)):
+                events += settle_end(state, stored, time.time())
+            new_events = events
             row = _update(conn, state, crawl=True)
             if row is None:
                 row = conn.execute(

@@ -175,17 +175,21 @@ def keeps_pause_request(status: JobStatus) -> bool:
     return status in (JobStatus.RUNNING, JobStatus.PAUSING)
 
 
-def settle_end(
-    state: JobState, cancel_requested: bool, requeue_on_pause: bool, now: float
-) -> list[HistoryEvent]:
-    """How a job the crawl ends paused or failed is stored, and the events
-    that says: paused after a cancel request, cancelled; paused by its
-    node's shutdown, queued again; failed with a retry left, queued for it."""
+# The statuses a crawl ends with that ``settle_end`` may change.
+SETTLED_STATUSES = (JobStatus.PAUSED, JobStatus.FAILED)
+
+
+def settle_end(state: JobState, stored: Mapping[str, Any], now: float) -> list[HistoryEvent]:
+    """How a job the crawl ends paused or failed is stored, given its
+    ``stored`` row's requests, and the events that says: paused after a
+    cancel request, cancelled; paused by its node's shutdown, queued again;
+    failed with a retry left, queued for it."""
     status = state.status
+    cancel_requested = stored["cancel_requested_at"] is not None
     if status is JobStatus.PAUSED and cancel_requested:
         end_state(state, JobStatus.CANCELLED, "The job was cancelled while it paused.", now)
         return [history_event("cancelled", now, JobStatus.CANCELLED, "cancelled while pausing")]
-    if status is JobStatus.PAUSED and requeue_on_pause:
+    if status is JobStatus.PAUSED and stored["pause_requeue"]:
         requeue(state, "Paused by its node's shutdown: queued to resume.")
         return [
             history_event(

@@ -31,6 +31,7 @@ from ._model import (
 )
 from ._rows import (
     COLUMNS,
+    SETTLED_STATUSES,
     UPDATED_COLUMNS,
     column_value,
     decode_state,
@@ -380,18 +381,12 @@ class SQLiteStore:
         history: Iterable[HistoryEvent] = (),
     ) -> SaveResult:
         self._reconnect_if_replaced()
-        new_events = list(events)
+        events = list(events)
         with self._write() as conn:
             recreated = False
-            if state.status in (JobStatus.PAUSED, JobStatus.FAILED):
-                flags = conn.execute(
-                    "SELECT cancel_requested_at, pause_requeue FROM jobs WHERE job_id = ?",
-                    (state.job_id,),
-                ).fetchone()
-                if flags is not None:
-                    settled = settle_end(state, flags[0] is not None, bool(flags[1]), time.time())
-                    new_events += settled
-                    events = [*events, *settled]
+            if state.status in SETTLED_STATUSES and (stored := _job_row(conn, state.job_id)):
+                events += settle_end(state, stored, time.time())
+            new_events = events
             if not _update(conn, state, crawl=True):
                 row = conn.execute(
                     "SELECT status FROM jobs WHERE job_id = ?", (state.job_id,)
