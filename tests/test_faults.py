@@ -35,6 +35,8 @@ def document(db: Path, job: str = "job1") -> dict | None:
     store = open_store(db, readonly=True)
     try:
         return store.document(job, errors_kept=1000)
+    except StoreError:
+        return None  # made by the crawl but not yet written: no job yet
     finally:
         store.close()
 
@@ -49,13 +51,6 @@ def errors_in(log: Path) -> list[str]:
 
 
 # -- F1: a signal at any moment of start-up ------------------------------------
-
-
-def opened_job(db: Path) -> dict | None:
-    try:
-        return document(db)
-    except StoreError:  # the file is there, its tables not yet
-        return None
 
 
 def start_up_time(tmp_path: Path, site: str) -> float:
@@ -80,7 +75,7 @@ def start_up_time(tmp_path: Path, site: str) -> float:
         )
     try:
         for work, _ in crawls:
-            wait_for(lambda w=work: opened_job(w / "jobs.db"), timeout=60, what="a job to open")
+            wait_for(lambda w=work: document(w / "jobs.db"), timeout=60, what="a job to open")
     finally:
         for _, process in crawls:
             process.kill()
@@ -250,7 +245,12 @@ def crawl_then_break_store(tmp_path: Path, site: str, pages: int, store_wait: fl
         settings={**FAST, **ONE_AT_A_TIME, "JOBSTATUS_STORE_WAIT": str(store_wait)},
         args={"urls": slow_urls(site, pages, 0.5), "_job": "job1"},
     )
-    wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 1, what="first page")
+    try:
+        wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 1, what="first page")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     break_store(db)
     return process, db, log, feed
 
