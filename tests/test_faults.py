@@ -53,6 +53,11 @@ def errors_in(log: Path) -> list[str]:
 # -- F1: a signal at any moment of start-up ------------------------------------
 
 
+# What Python prints when it drops a KeyboardInterrupt raised where it
+# cannot be raised (a callback of its import locks).
+LOST_BY_PYTHON = ("Exception ignored in", "KeyboardInterrupt")
+
+
 def start_up_time(tmp_path: Path, site: str) -> float:
     """Seconds from starting four crawls to their jobs all open (the machine
     may be loaded: the moments of the test follow)."""
@@ -119,6 +124,13 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(tmp_path, site, 
         if doc is None:
             # Signalled before the extension existed: no job, nothing crawled.
             assert items == [], (delay, log[-2000:])
+            continue
+        before_scrapy = log.partition("[scrapy.utils.log]")[0]
+        if all(line in before_scrapy for line in LOST_BY_PYTHON):
+            # Python's own SIGINT handler raised in one of its import locks'
+            # callbacks, before Scrapy started, and dropped it: the signal
+            # never reached the crawl, which ran as if none came.
+            assert doc["status"] == "completed", (delay, log[-2000:])
             continue
         assert doc["status"] == "cancelled", (delay, doc["status"], doc["error_message"])
         assert doc["completion_reason"] == "cancelled"

@@ -815,10 +815,25 @@ def _migrate(conn: sqlite3.Connection) -> int:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    # Persistent in the file: readers read while crawls write.
-    conn.execute("PRAGMA journal_mode = WAL")
+    _use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     return version
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """WAL, persistent in the file: readers read while crawls write. Crawls
+    making a new store at once each ask for it: the first one's switch may
+    find the file busy for the others, for which it is done."""
+    for _ in range(50):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            time.sleep(0.1)
+    conn.execute("PRAGMA journal_mode = WAL")  # its error, if it still fails
 
 
 def _version_problem(path: Path, version: int, readonly: bool) -> str:
