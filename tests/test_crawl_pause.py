@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,13 @@ import pytest
 from scrapy_jobstatus import open_store
 from scrapy_jobstatus._store import JobFilter
 from tests.helpers import ROOT, crawl_command, read_lines, scrapy, wait_for
+from tests.test_crawl_lifecycle import STARTED, no_crawl_left_running  # noqa: F401 (autouse)
 
 # The documents spider on a tree of 61 pages, each linking 2 documents of
 # its own (and one every page links): 122 documents, in about 7 s.
 PAGES = 61
 DOCUMENTS = 122
 SETTINGS = {"CONCURRENT_REQUESTS": "2", "JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}
-
-STARTED: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def no_crawl_left_running() -> Iterator[None]:
-    """A test that fails while its crawl runs leaves no process behind."""
-    yield
-    while STARTED:
-        process = STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @dataclass
