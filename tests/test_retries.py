@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import poll_until, read_lines
+from tests.helpers import poll_until, read_lines, scrapy
 from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, slow_urls, unique
 
 
@@ -129,6 +129,11 @@ def test_a_job_failing_every_attempt_ends_failed_with_every_attempt(
     assert waiting, statuses(readings)
     assert all(doc["attempt"] in (2, 3) and doc["is_active"] for doc in waiting)
     assert all(doc["retry_at"] is None for doc in readings if doc["status"] == "running")
+    # `scrapy jobstatus` says which attempt.
+    shown = scrapy("jobstatus", job, "--url", node.url)
+    assert shown.returncode == 0, shown.stderr
+    assert "status:      failed (error)" in shown.stdout
+    assert "attempt:     3 of 3" in shown.stdout
     node.wait_idle()
 
 

@@ -30,6 +30,11 @@ class Command(JobCommand):
             + (f" ({job['completion_reason']})" if job["completion_reason"] else "")
         )
         print(f"message:     {job['message']}")
+        attempt, retries = job.get("attempt", 1), job.get("retries", 0)
+        if retries or attempt > 1:
+            print(f"attempt:     {attempt} of {max(attempt, retries + 1)}")
+        if job.get("retry_at"):
+            print(f"retry at:    {job['retry_at']}")
         print(f"progress:    {percent(job['progress'])}")
         print(
             f"pages:       {job['total_pages_crawled']} crawled, "
