@@ -28,18 +28,19 @@ class Addon:
     @staticmethod
     def _pausable_jobdir(settings: BaseSettings) -> None:
         """A pausable job of a Scrapyd node keeps its crawl state in the
-        JOBDIR its node names (JOBSTATUS_JOBDIR). Set here, before Scrapy
-        builds its components: the scheduler, the seen requests and
-        ``spider.state`` (the SpiderState extension) are all kept there."""
+        JOBDIR its node names (JOBSTATUS_JOBDIR), and a crawl holds its
+        JOBDIR, alone. Done here, before Scrapy builds its components: the
+        scheduler, the seen requests and ``spider.state`` (the SpiderState
+        extension) are all kept there."""
         try:
             pausable = settings.getbool("JOBSTATUS_PAUSABLE", False)
+            wait = settings.getfloat("JOBSTATUS_JOBDIR_WAIT", HOLD_WAIT)
         except ValueError:
             return  # the extension fails the job, naming the setting
         jobdir = settings.get("JOBSTATUS_JOBDIR")
         if pausable and jobdir and not settings.get("JOBDIR"):
             settings.set("JOBDIR", jobdir, priority="addon")
         path = settings.get("JOBDIR")
-        wait = settings.getfloat("JOBSTATUS_JOBDIR_WAIT", HOLD_WAIT)
         if path and not hold(path, wait):
             # Before Scrapy's components open it: this crawl runs without it,
             # only to fail its job (the extension says why).

@@ -76,6 +76,9 @@ class JobSettings:
         required = _flag(settings, "JOBSTATUS_REQUIRED")
         pausable = _flag(settings, "JOBSTATUS_PAUSABLE")
         retries = parse_retries(settings.get("JOBSTATUS_RETRIES"))
+        # Used by the add-on (which leaves a bad one to this check).
+        if number("JOBSTATUS_JOBDIR_WAIT", 30) < 0:
+            raise InvalidSetting("JOBSTATUS_JOBDIR_WAIT must not be negative")
         retry_delay = number("JOBSTATUS_RETRY_DELAY", DEFAULT_RETRY_DELAY)
         if retry_delay < 0:
             raise InvalidSetting(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
