@@ -115,6 +115,19 @@ def assert_same_documents(urls: list[str], reference: list[str]) -> None:
     assert len(urls) == len(reference)
 
 
+def assert_completes_with(
+    node: ScrapydNode, job: str, expected: list[str], timeout: float = 90
+) -> dict[str, Any]:
+    """The job completes with the expected documents in its items file, each
+    once, and counts them; its last status document."""
+    done = node.wait_status(job, *TERMINAL, timeout=timeout)
+    assert done["status"] == "completed", done
+    urls = document_urls(node, job)
+    assert_same_documents(urls, expected)
+    assert done["total_documents_found"] == len(urls)
+    return done
+
+
 def pause(node: ScrapydNode, job: str, **params: str):
     return node.post("jobpause.json", {"job": job, **params})
 
@@ -309,11 +322,7 @@ def test_paused_job_resumes_after_the_node_restarts(
 
     answer = resume(node, job)
     assert answer.code == 200 and answer.json()["job"]["status"] == "pending", answer.body
-    done = node.wait_status(job, *TERMINAL, timeout=90)
-    assert done["status"] == "completed", done
-    urls = document_urls(node, job)
-    assert_same_documents(urls, expected)
-    assert done["total_documents_found"] == len(urls)
+    done = assert_completes_with(node, job, expected)
     assert_paused_then_resumed(done)
     node.wait_idle()
 
@@ -341,11 +350,7 @@ def test_sigterm_to_scrapyd_queues_its_pausable_job_again(
     assert history.index("paused") < history.index("queued again"), history
 
     node.start()
-    done = node.wait_status(job, *TERMINAL, timeout=90)
-    assert done["status"] == "completed", done
-    urls = document_urls(node, job)
-    assert_same_documents(urls, expected)
-    assert done["total_documents_found"] == len(urls)
+    done = assert_completes_with(node, job, expected)
     assert "resumed" in steps(done)
     node.wait_idle()
 
@@ -724,10 +729,6 @@ def test_files_of_a_paused_job_outlive_jobs_to_keep(
 
     answer = resume(node, job)
     assert answer.code == 200 and answer.json()["job"]["status"] == "pending", answer.body
-    done = node.wait_status(job, *TERMINAL, timeout=90)
-    assert done["status"] == "completed", done
-    urls = document_urls(node, job)
-    assert_same_documents(urls, reference.urls())
-    assert done["total_documents_found"] == len(urls)
+    done = assert_completes_with(node, job, reference.urls())
     assert_paused_then_resumed(done)
     node.wait_idle()

@@ -104,6 +104,8 @@ SIDE_NAMES = {
     "no-mw": "JOBDIR, ResumedStartMiddleware disabled",
 }
 TERMINAL = ("completed", "failed", "cancelled")
+# What a job resumed for the last time may read on its way to its end.
+TO_THE_END = {"pending", "running", "finalizing"}
 # Pages a job crawls after it is running again before it is paused (or stopped).
 PROGRESS = 5
 # A job this near its last page is run to its end instead of paused again.
@@ -482,29 +484,27 @@ def schedule_documents(bench: Bench, node: ScrapydNode, prefix: str) -> str:
     return job
 
 
-def pause(node: ScrapydNode, job: str) -> float:
-    """POST jobpause.json to a running job: 202 pausing. How long it took."""
+def request(
+    node: ScrapydNode, service: str, job: str, code: int, prevstate: str, status: str
+) -> float:
+    """POST a pause or resume request, checking its answer. How long it took."""
     asked = time.monotonic()
-    answer = node.post("jobpause.json", {"job": job})
+    answer = node.post(service, {"job": job})
     took = time.monotonic() - asked
     body = answer.json()
     check(
-        answer.code == 202 and body["status"] == "ok" and body["job"]["status"] == "pausing",
-        f"jobpause.json {job}: HTTP {answer.code}: {answer.body[:300]!r}",
+        answer.code == code and body["prevstate"] == prevstate and body["job"]["status"] == status,
+        f"{service} {job}: HTTP {answer.code}: {answer.body[:300]!r}",
     )
     return took
+
+
+def pause(node: ScrapydNode, job: str) -> float:
+    return request(node, "jobpause.json", job, 202, "running", "pausing")
 
 
 def resume(node: ScrapydNode, job: str) -> float:
-    asked = time.monotonic()
-    answer = node.post("jobresume.json", {"job": job})
-    took = time.monotonic() - asked
-    body = answer.json()
-    check(
-        answer.code == 200 and body["prevstate"] == "paused" and body["job"]["status"] == "pending",
-        f"jobresume.json {job}: HTTP {answer.code}: {answer.body[:300]!r}",
-    )
-    return took
+    return request(node, "jobresume.json", job, 200, "paused", "pending")
 
 
 def check_documents(bench: Bench, node: ScrapydNode, job: str, document: dict[str, Any]) -> None:
@@ -530,7 +530,7 @@ def finish(bench: Bench, tracked: Tracked) -> None:
         return
     job, tracked.job = tracked.job, None
     resume(tracked.node, job)
-    document, _ = read_until(tracked.node, job, set(TERMINAL), {"pending", "running"}, 300)
+    document, _ = read_until(tracked.node, job, set(TERMINAL), TO_THE_END, 300)
     check_documents(bench, tracked.node, job, document)
     tracked.done.append(job)
 
@@ -595,7 +595,7 @@ def latency_section(bench: Bench) -> None:
     for tracked in nodes:
         if tracked.job is not None:
             job, tracked.job = tracked.job, None
-            document, _ = read_until(tracked.node, job, set(TERMINAL), {"pending", "running"}, 300)
+            document, _ = read_until(tracked.node, job, set(TERMINAL), TO_THE_END, 300)
             check_documents(bench, tracked.node, job, document)
             tracked.done.append(job)
     print(
@@ -742,7 +742,7 @@ def shutdown_section(bench: Bench) -> None:
         for i, job in enumerate(jobs):
             left = pages_of(args.documents) - status(node, job)["total_pages_crawled"]
             if left < MARGIN:
-                document, _ = read_until(node, job, set(TERMINAL), {"pending", "running"}, 300)
+                document, _ = read_until(node, job, set(TERMINAL), TO_THE_END, 300)
                 check_documents(bench, node, job, document)
                 done += 1
                 jobs[i] = schedule_documents(bench, node, f"shutdown-{round_}-{i}")
@@ -756,7 +756,7 @@ def shutdown_section(bench: Bench) -> None:
         )
         node.start()
     for job in jobs:
-        document, _ = read_until(node, job, set(TERMINAL), {"pending", "running"}, 300)
+        document, _ = read_until(node, job, set(TERMINAL), TO_THE_END, 300)
         check_documents(bench, node, job, document)
         done += 1
     node.stop()
