@@ -157,6 +157,11 @@ class Reply:
             if self.on_gone is not None:
                 self.on_gone()
 
+    def finished(self) -> bool:
+        """Whether the answer was written or its client went away (read
+        from the feed's thread too: a scan stops then)."""
+        return self.done
+
     def _set_done(self) -> None:
         self.done = True
         if self.on_done is not None:
@@ -255,8 +260,7 @@ class EventFeed:
             self.waiters.add(waiter)
             self._schedule()
 
-        gone = lambda: reply.done  # noqa: E731 (read from the feed's thread)
-        self._in_thread(self._scan, query, gone).addCallbacks(scanned, reply.fail)
+        self._in_thread(self._scan, query, reply.finished).addCallbacks(scanned, reply.fail)
 
     def _released(self) -> None:
         self.waiting -= 1
