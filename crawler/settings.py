@@ -22,3 +22,9 @@ DOWNLOAD_TIMEOUT = 30
 RETRY_TIMES = 1
 TELNETCONSOLE_ENABLED = False
 FEED_EXPORT_ENCODING = "utf-8"
+
+# The batch spider's urls_file: on a Scrapyd node, read only in this
+# directory (unset: a node reads no file), and at most URLS_FILE_MAX bytes
+# (default 50 MiB) anywhere. A job cannot set either on a node.
+# URLS_DIR = "/srv/crawler/urls"
+# URLS_FILE_MAX = 50 * 1024 * 1024

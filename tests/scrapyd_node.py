@@ -46,9 +46,16 @@ class Response:
         return json.loads(self.body)
 
 
-def build_egg(workdir: Path, url: str = "", auth: tuple[str, str] | None = None) -> Path:
+def build_egg(
+    workdir: Path,
+    url: str = "",
+    auth: tuple[str, str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Path:
     """A copy of the project in ``workdir`` whose scrapy.cfg deploys to
-    ``url``: scrapyd-deploy runs there, leaving the work tree alone."""
+    ``url``: scrapyd-deploy runs there, leaving the work tree alone.
+    ``settings``: added to the project's settings module, as an operator
+    edits it before deploying."""
     source = workdir / "project"
     if not source.exists():
         source.mkdir(parents=True)
@@ -59,6 +66,12 @@ def build_egg(workdir: Path, url: str = "", auth: tuple[str, str] | None = None)
                 shutil.copytree(path, source / name, ignore=ignore)
             else:
                 shutil.copy2(path, source / name)
+    module = (ROOT / "crawler" / "settings.py").read_text()
+    added = "".join(f"{name} = {value!r}\n" for name, value in (settings or {}).items())
+    (source / "crawler" / "settings.py").write_text(module + added)
+    # Built afresh: a settings module changed within the same second as the
+    # last build would not be copied again.
+    shutil.rmtree(source / "build", ignore_errors=True)
     cfg = configparser.ConfigParser()
     cfg.read(source / "scrapy.cfg")
     if url:
@@ -157,9 +170,12 @@ class ScrapydNode:
                 self.process.wait()
         self.process = None
 
-    def deploy(self, version: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Build the project's egg and upload it, with scrapyd-deploy."""
-        source = build_egg(self.workdir, url=self.url, auth=self.auth)
+    def deploy(
+        self, version: str | None = None, settings: dict[str, Any] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Build the project's egg (with ``settings`` added to the project's)
+        and upload it, with scrapyd-deploy."""
+        source = build_egg(self.workdir, url=self.url, auth=self.auth, settings=settings)
         command = [str(BIN / "scrapyd-deploy")]
         if version:
             command += ["--version", version]
@@ -277,12 +293,15 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{time.monotonic_ns()}"
 
 
-def running_node(workdir: Path, **kwargs: Any) -> Iterator[ScrapydNode]:
-    """For a fixture: a started node with the project deployed, stopped after."""
+def running_node(
+    workdir: Path, *, settings: dict[str, Any] | None = None, **kwargs: Any
+) -> Iterator[ScrapydNode]:
+    """For a fixture: a started node with the project deployed (``settings``
+    added to the project's), stopped after."""
     node = ScrapydNode(workdir, **kwargs)
     try:
         node.start()
-        node.deploy()
+        node.deploy(settings=settings)
         yield node
     finally:
         node.stop()

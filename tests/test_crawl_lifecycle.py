@@ -431,7 +431,7 @@ def test_concurrent_crawls_share_one_store_while_a_reader_polls(tmp_path, site):
             job_id=f"c{i}",
             db=db,
             args={"url": f"{site}/pages/0?links=4&max=300&c={i}"},
-            settings={"JOBSTATUS_INTERVAL": "0.05"},
+            settings={"JOBSTATUS_INTERVAL": "0.1"},
         ).start()
         for i in range(3)
     ]
@@ -464,7 +464,8 @@ def test_concurrent_crawls_share_one_store_while_a_reader_polls(tmp_path, site):
         ("JOBSTATUS_TIMEOUT", "5000", "JOBSTATUS_TIMEOUT=5000 is above JOBSTATUS_TIMEOUT_MAX=1800"),
         ("JOBSTATUS_FAILURE_RATIO", "1.5", "JOBSTATUS_FAILURE_RATIO must be between 0 and 1"),
         ("JOBSTATUS_FAILURE_RATIO", "-0.1", "JOBSTATUS_FAILURE_RATIO must be between 0 and 1"),
-        ("JOBSTATUS_INTERVAL", "0", "JOBSTATUS_INTERVAL must be above 0"),
+        ("JOBSTATUS_INTERVAL", "0", "JOBSTATUS_INTERVAL must be at least 0.1 s"),
+        ("JOBSTATUS_INTERVAL", "0.000001", "JOBSTATUS_INTERVAL must be at least 0.1 s, got 1e-06"),
     ],
 )
 def test_a_bad_setting_fails_the_job_at_once_naming_the_setting(

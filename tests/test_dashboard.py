@@ -75,8 +75,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     # Two slots: two crawls run while a third one waits. Every job's log and
     # items are kept (Scrapyd keeps 5 a spider): however many crawls the
     # tests before started, the links of a job lead to its files.
+    workdir = tmp_path_factory.mktemp("scrapyd-dashboard")
+    (workdir / "urls").mkdir()
     yield from running_node(
-        tmp_path_factory.mktemp("scrapyd-dashboard"),
+        workdir,
         options={
             "max_proc": "2",
             "poll_interval": "0.2",
@@ -84,6 +86,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
             "jobs_to_keep": "100",
         },
         auth=AUTH,
+        # Where a job's urls_file is read from on the node.
+        settings={"URLS_DIR": str(workdir / "urls")},
     )
 
 
@@ -143,11 +147,12 @@ def start_live_jobs(node: ScrapydNode, site: str, workdir: Path, round_: int) ->
         "slow": f"slow-pages{suffix}",
         "pending": f"queued{suffix}",
     }
-    urls_file = workdir / "urls.txt"  # more URLs than a request parameter holds
+    # More URLs than a request parameter holds: a file in the node's URLS_DIR.
+    urls_file = node.workdir / "urls" / f"live{suffix}.txt"
     urls_file.write_text("\n".join(slow_urls(site, 600, 1).split(",")) + "\n")
     node.schedule(
         job=names["running"],
-        urls_file=str(urls_file),
+        urls_file=urls_file.name,
         settings={"CONCURRENT_REQUESTS": 1, **ENDLESS},
     )
     node.schedule(

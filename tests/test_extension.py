@@ -23,7 +23,11 @@ def test_disabled_means_not_configured():
     ("settings", "message"),
     [
         ({"JOBSTATUS_TIMEOUT": "x"}, "JOBSTATUS_TIMEOUT must be a number, not 'x'"),
-        ({"JOBSTATUS_INTERVAL": "0"}, "JOBSTATUS_INTERVAL must be above 0, got 0"),
+        ({"JOBSTATUS_INTERVAL": "0"}, "JOBSTATUS_INTERVAL must be at least 0.1 s, got 0"),
+        (
+            {"JOBSTATUS_INTERVAL": "0.000001"},
+            "JOBSTATUS_INTERVAL must be at least 0.1 s, got 1e-06",
+        ),
         ({"JOBSTATUS_STORE_WAIT": "-1"}, "JOBSTATUS_STORE_WAIT must not be negative, got -1"),
         ({"JOBSTATUS_REQUIRED": "maybe"}, "JOBSTATUS_REQUIRED must be true or false, not 'maybe'"),
     ],

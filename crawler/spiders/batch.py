@@ -3,7 +3,6 @@ outcome. ScraperAPI's DataPipeline job in Scrapy form."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import scrapy
@@ -11,6 +10,7 @@ from scrapy.http import TextResponse
 
 from crawler.arguments import SpiderArgumentError, parse_start_url
 from crawler.items import PageOutcome
+from crawler.urls_file import UrlsFilePolicy, on_scrapyd_node, parse_urls_file
 from scrapy_jobstatus import set_expected_total, set_stage
 
 if TYPE_CHECKING:
@@ -20,27 +20,25 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
 
-def parse_url_list(urls: str | None, urls_file: str | None) -> list[str]:
+def parse_url_list(
+    urls: str | None, urls_file: str | None, policy: UrlsFilePolicy | None = None
+) -> list[str]:
     """The URLs to fetch, in order, each once; a bad entry is an error that
-    names the argument it came from."""
+    names the argument it came from. ``urls_file`` is read as ``policy``
+    allows (by default: any regular file of the user's)."""
     if urls and urls_file:
         raise SpiderArgumentError("give either urls or urls_file, not both")
     if urls_file:
         argument = "urls_file"
-        try:
-            entries = Path(urls_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpiderArgumentError(
-                f"urls_file: cannot read {urls_file!r}: {exc.strerror or exc}"
-            ) from None
+        policy = policy or UrlsFilePolicy(directory=None)
+        result = parse_urls_file(policy.read(urls_file))
     elif urls:
         argument = "urls"
-        entries = urls.split(",")
+        result = [parse_start_url(argument, entry) for entry in urls.split(",") if entry.strip()]
     else:
         raise SpiderArgumentError(
             "urls: no URL given (use -a urls=URL,URL,... or -a urls_file=PATH)"
         )
-    result = [parse_start_url(argument, entry) for entry in entries if entry.strip()]
     if not result:
         raise SpiderArgumentError(f"{argument}: the URL list is empty")
     return list(dict.fromkeys(result))
@@ -61,7 +59,10 @@ class BatchSpider(scrapy.Spider):
     async def start(self) -> AsyncIterator[Any]:
         # Arguments are checked here, not in __init__, so that a bad list
         # fails the job (with its status recorded) instead of the process.
-        targets = parse_url_list(self.urls, self.urls_file)
+        policy = None
+        if self.urls_file:
+            policy = UrlsFilePolicy.from_settings(self.settings, on_node=on_scrapyd_node())
+        targets = parse_url_list(self.urls, self.urls_file, policy)
         set_expected_total(self, len(targets))
         set_stage(self, "fetch")
         for url in targets:

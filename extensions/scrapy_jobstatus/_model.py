@@ -177,6 +177,23 @@ def status_for_reason(reason: CompletionReason) -> JobStatus:
     return JobStatus.COMPLETED
 
 
+# A job's history and its stages_completed keep their first and their last
+# HISTORY_KEPT entries, and count those left out between: a spider that
+# reports a stage on every page keeps its documents, webhook bodies and store
+# rows small.
+HISTORY_KEPT = 100
+
+
+def keep_ends(entries: list[Any], kept: int = HISTORY_KEPT) -> int:
+    """Drop the entries between the first and the last ``kept`` of
+    ``entries`` (in place); return how many went."""
+    extra = len(entries) - 2 * kept
+    if extra <= 0:
+        return 0
+    del entries[kept : kept + extra]
+    return extra
+
+
 class InvalidJobId(ValueError):
     pass
 
@@ -356,6 +373,10 @@ class JobState:
     progress: float | None = None
     stage: str | None = None
     stages_completed: list[str] = field(default_factory=list)
+    # Stages and history events left out between the first and the last
+    # HISTORY_KEPT (the store counts the history's, as it drops them).
+    stages_omitted: int = 0
+    history_omitted: int = 0
     total_pages_crawled: int = 0
     total_documents_found: int = 0
     requests_pending: int = 0
@@ -435,6 +456,7 @@ class JobState:
             "progress": self.progress,
             "stage": self.stage,
             "stages_completed": list(self.stages_completed),
+            "stages_omitted": self.stages_omitted,
             "total_pages_crawled": self.total_pages_crawled,
             "total_documents_found": self.total_documents_found,
             "requests_pending": self.requests_pending,
@@ -448,6 +470,7 @@ class JobState:
             "errors": [e.to_dict() for e in errors],
             "warnings": list(self.warnings),
             "history": [h.to_dict() for h in history],
+            "history_omitted": self.history_omitted,
             "args": dict(self.args),
             "webhooks": [redact_url(url) for url in self.webhooks],
             "pausable": self.jobdir is not None,

@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool
 from . import _sql as sql
 from ._model import (
     ACTIVE_STATUSES,
+    HISTORY_KEPT,
     TERMINAL_STATUSES,
     HistoryEvent,
     JobError,
@@ -224,6 +225,8 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE jobs ADD COLUMN pause_requested_at DOUBLE PRECISION",
         "ALTER TABLE jobs ADD COLUMN pause_requeue BOOLEAN NOT NULL DEFAULT FALSE",
     ),
+    # Version 5: the history's events left out between a job's first and last.
+    ("ALTER TABLE jobs ADD COLUMN history_omitted BIGINT NOT NULL DEFAULT 0",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -944,6 +947,11 @@ def _insert_events(conn: psycopg.Connection[Row], job: int, events: Iterable[His
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
         with conn.cursor() as cur:
             cur.executemany(_INSERT_EVENT, rows)
+        count = conn.execute(sql.postgres(sql.COUNT_EVENTS), (job,)).fetchone()
+        extra = 0 if count is None else count["n"] - 2 * HISTORY_KEPT
+        if extra > 0:
+            conn.execute(sql.postgres(sql.THIN_EVENTS), sql.thin_events_values(job))
+            conn.execute(sql.postgres(sql.ADD_OMITTED), (extra, job))
 
 
 def _document(

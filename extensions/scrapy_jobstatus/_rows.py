@@ -46,13 +46,22 @@ COLUMNS = (
     "completion_reason",
     "run_after",
     "pause_requested_at",
+    "history_omitted",
 )
 # Requests (cancel, pause) are written by those who make them, never by the
-# crawl's writes of its job.
+# crawl's writes of its job; the history's events left out, by the store as
+# it leaves them out.
 UPDATED_COLUMNS = [
     c
     for c in COLUMNS
-    if c not in ("job_id", "created_at", "cancel_requested_at", "pause_requested_at")
+    if c
+    not in (
+        "job_id",
+        "created_at",
+        "cancel_requested_at",
+        "pause_requested_at",
+        "history_omitted",
+    )
 ]
 _DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobState)}
 _STATE_FIELDS = [name for name in _DEFAULTS if name not in COLUMNS]
@@ -71,6 +80,7 @@ _CARRIED = (
     "responses_finished",
     "progress",
     "stages_completed",
+    "stages_omitted",
     "current_page",
     "pagination_complete",
     "warnings",

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 
 STORE_VARIABLE = "JOBSTATUS_DB"
+# A job's writes and cancel polls: a client of a node sets the interval, and
+# a tiny one would have its crawl write to the shared store without pause.
+MIN_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,10 @@ class JobSettings:
             settings.get("JOBSTATUS_TIMEOUT"), timeout_max, f"JOBSTATUS_TIMEOUT_MAX={timeout_max:g}"
         )
         interval = number("JOBSTATUS_INTERVAL", 1.0)
-        if interval <= 0:
-            raise InvalidSetting(f"JOBSTATUS_INTERVAL must be above 0, got {interval:g}")
+        if interval < MIN_INTERVAL:
+            raise InvalidSetting(
+                f"JOBSTATUS_INTERVAL must be at least {MIN_INTERVAL:g} s, got {interval:g}"
+            )
         grace = number("JOBSTATUS_CANCEL_GRACE", 30)
         if grace < 0:
             raise InvalidSetting(f"JOBSTATUS_CANCEL_GRACE must not be negative, got {grace:g}")

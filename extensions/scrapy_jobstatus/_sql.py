@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._model import JobState, isoformat, redact_url
+from ._model import HISTORY_KEPT, JobState, isoformat, redact_url
 from ._store import Attempt, Delivery, NodeInfo
 
 # A pending job with no node yet waits in the queue; claiming it names its
@@ -160,6 +160,20 @@ EVENTS_AFTER = (
 )
 EVENT_OF_JOB = " AND j.job_id = ?"
 LAST_EVENT = "SELECT MAX(id) AS n FROM events"
+# A job's history keeps its first and last HISTORY_KEPT events: those
+# between go as new ones come, counted in the job's history_omitted.
+COUNT_EVENTS = "SELECT COUNT(*) AS n FROM events WHERE job = ?"
+THIN_EVENTS = (
+    "DELETE FROM events WHERE job = ?"
+    " AND id > (SELECT id FROM events WHERE job = ? ORDER BY id LIMIT 1 OFFSET ?)"
+    " AND id < (SELECT id FROM events WHERE job = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+)
+ADD_OMITTED = "UPDATE jobs SET history_omitted = history_omitted + ? WHERE id = ?"
+
+
+def thin_events_values(job: int | None) -> tuple[Any, ...]:
+    return (job, job, HISTORY_KEPT - 1, job, HISTORY_KEPT - 1)
+
 
 # -- the counters' series --------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from . import _sql as sql
 from ._model import (
     ACTIVE_STATUSES,
+    HISTORY_KEPT,
     TERMINAL_STATUSES,
     HistoryEvent,
     JobError,
@@ -219,7 +220,11 @@ ALTER TABLE jobs ADD COLUMN run_after REAL;
 ALTER TABLE jobs ADD COLUMN pause_requested_at REAL;
 ALTER TABLE jobs ADD COLUMN pause_requeue INTEGER NOT NULL DEFAULT 0;
 """
-_MIGRATIONS = (_V1, _V2, _V3, _V4)
+# Version 5: the history's events left out between a job's first and last.
+_V5 = """
+ALTER TABLE jobs ADD COLUMN history_omitted INTEGER NOT NULL DEFAULT 0;
+"""
+_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT = (
@@ -935,11 +940,18 @@ def _insert_point(conn: sqlite3.Connection, job: int | None, state: JobState) ->
 def _insert_events(
     conn: sqlite3.Connection, job: int | None, events: Iterable[HistoryEvent]
 ) -> None:
+    rows = [(job, e.step, e.timestamp, e.duration_ms, e.status, e.details) for e in events]
+    if not rows:
+        return
     conn.executemany(
         "INSERT INTO events (job, step, timestamp, duration_ms, status, details)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        [(job, e.step, e.timestamp, e.duration_ms, e.status, e.details) for e in events],
+        rows,
     )
+    extra = conn.execute(sql.COUNT_EVENTS, (job,)).fetchone()[0] - 2 * HISTORY_KEPT
+    if extra > 0:
+        conn.execute(sql.THIN_EVENTS, sql.thin_events_values(job))
+        conn.execute(sql.ADD_OMITTED, (extra, job))
 
 
 # -- listings ------------------------------------------------------------------

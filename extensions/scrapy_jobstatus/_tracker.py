@@ -20,6 +20,7 @@ from ._model import (
     JobState,
     JobStatus,
     isoformat,
+    keep_ends,
     reason_for_close,
     status_for_reason,
 )
@@ -67,8 +68,8 @@ class JobTracker:
         self.ended = False
         self.forced = False
         self.errors_by_type: dict[str, int] = {}
-        # The whole history stays in memory (a few events a job): a record
-        # lost with its store file is written again from it.
+        # The history as the store keeps it (its first and last events): a
+        # record lost with its store file is written again from it.
         self.history: list[HistoryEvent] = []
         self._unsaved_errors: list[JobError] = []
         self._unsaved_events: list[HistoryEvent] = []
@@ -128,7 +129,7 @@ class JobTracker:
         state = self.state
         if stage != state.stage:
             if state.stage:
-                state.stages_completed.append(state.stage)
+                self._stage_done(state.stage)
             state.stage = stage
             self.event(f"stage {stage}")
 
@@ -143,7 +144,12 @@ class JobTracker:
             details=details,
         )
         self.history.append(event)
+        self.state.history_omitted += keep_ends(self.history)
         self._unsaved_events.append(event)
+
+    def _stage_done(self, stage: str) -> None:
+        self.state.stages_completed.append(stage)
+        self.state.stages_omitted += keep_ends(self.state.stages_completed)
 
     # -- progress ----------------------------------------------------------------
 
@@ -342,7 +348,7 @@ class JobTracker:
             self.event("paused", details=f"{state.requests_pending} requests left to crawl")
             return
         if state.stage:
-            state.stages_completed.append(state.stage)
+            self._stage_done(state.stage)
         state.stage = None
         state.completion_reason = str(self.end_reason or CompletionReason.DONE)
         state.completed_at = self.clock()

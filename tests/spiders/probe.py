@@ -58,3 +58,16 @@ class FollowSpider(scrapy.Spider):
         yield {"url": response.url}
         for link in self.link_extractor.extract_links(response):
             yield response.follow(link.url)
+
+
+class StagePerPageSpider(FollowSpider):
+    """Follows every link from ``url``, reporting a stage of its own on
+    every page: a history without end."""
+
+    name = "stage_per_page"
+    pages = 0
+
+    def parse(self, response):
+        set_stage(self, f"page {self.pages}")
+        self.pages += 1
+        yield from super().parse(response)

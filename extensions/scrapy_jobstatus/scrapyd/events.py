@@ -57,6 +57,14 @@ DEFAULT_EVENT_LIMIT = 100
 MAX_EVENT_LIMIT = 1000
 # Events read at a time: by a wait's read, and by a scan for a project's.
 READ_BATCH = 1000
+# Events one request's scan reads at most: a filter that matches nothing
+# answers at once, with the id to go on from, instead of reading the whole
+# store in the feed's one thread.
+SCAN_LIMIT = 10 * READ_BATCH
+# Requests a node keeps waiting at once; one more is a 503 to retry after
+# RETRY_AFTER seconds.
+MAX_WAITING = 100
+RETRY_AFTER = 5
 # Ids are 64-bit integers in both stores.
 MAX_EVENT_ID = 2**63 - 1
 # Projects of the jobs seen, for the ``project`` filter; forgotten past this.
@@ -79,6 +87,11 @@ class Events(NodeResource):
     given: the ``since`` of the next request. A job unknown to the store is
     not an error: it may be scheduled later, and its first events answer the
     requests that wait for them.
+
+    Bounds: a request reads at most ``SCAN_LIMIT`` events of the store; one
+    that found nothing in them answers at once, with the id it read up to
+    in ``last_id``. At most ``MAX_WAITING`` requests wait at once: one more
+    (with ``wait`` above 0) is a 503 with ``Retry-After``.
     """
 
     @param("since", required=False)
@@ -100,8 +113,14 @@ class Events(NodeResource):
         after = None if since is None else _whole("since", since, 0, MAX_EVENT_ID)
         count = DEFAULT_EVENT_LIMIT if limit is None else _whole("limit", limit, 1, MAX_EVENT_LIMIT)
         seconds = 0.0 if wait is None else _seconds("wait", wait, MAX_WAIT)
-        reply = Reply(self, txrequest)
         feed = feed_of(self.node)
+        if after is not None and seconds > 0 and feed.waiting >= MAX_WAITING:
+            txrequest.setHeader("Retry-After", str(RETRY_AFTER))
+            raise ServiceError(
+                http.SERVICE_UNAVAILABLE,
+                f"{MAX_WAITING} requests wait for events already: try again later",
+            )
+        reply = Reply(self, txrequest)
         if after is None:
             feed.last_id().addCallbacks(
                 lambda last: reply.send(http.OK, {"events": [], "last_id": last}), reply.fail
@@ -128,20 +147,36 @@ class Reply:
         self.txrequest = txrequest
         self.done = False
         self.on_gone: Callable[[], None] | None = None
+        # Called once, when the answer is written or its client went away.
+        self.on_done: Callable[[], None] | None = None
         txrequest.notifyFinish().addErrback(self._gone)
 
     def _gone(self, _: Failure) -> None:
         if not self.done:
-            self.done = True
+            self._set_done()
             if self.on_gone is not None:
                 self.on_gone()
 
-    def events(self, query: Query, rows: list[Row]) -> None:
+    def finished(self) -> bool:
+        """Whether the answer was written or its client went away (read
+        from the feed's thread too: a scan stops then)."""
+        return self.done
+
+    def _set_done(self) -> None:
+        self.done = True
+        if self.on_done is not None:
+            self.on_done()
+
+    def events(self, query: Query, rows: list[Row], read_to: int | None = None) -> None:
+        """Answer ``rows``; ``read_to``: the id a scan stopped at its bound
+        read up to, where the next request goes on from."""
+        if read_to is None:
+            read_to = rows[-1][0] if rows else query.since
         self.send(
             http.OK,
             {
                 "events": [{"id": i, "job_id": j, **e.to_dict()} for i, j, e in rows],
-                "last_id": rows[-1][0] if rows else query.since,
+                "last_id": read_to,
             },
         )
 
@@ -157,7 +192,7 @@ class Reply:
     def send(self, code: int, data: dict[str, Any], status: str = "ok") -> None:
         if self.done:
             return
-        self.done = True
+        self._set_done()
         resource, txrequest = self.resource, self.txrequest
         answer = {"status": status, "node_name": resource.root.node_name, **data}
         content = resource.json_encoder.encode(answer).encode() + b"\n"
@@ -187,6 +222,9 @@ class EventFeed:
 
     def __init__(self, node: JobStatusNode):
         self.node = node
+        # Requests that may wait (``wait`` above 0), from their scan to
+        # their answer or their client's leaving.
+        self.waiting = 0
         self.waiters: set[Waiter] = set()
         self._pool: ThreadPool | None = None
         self._store: JobStore | None = None
@@ -203,10 +241,16 @@ class EventFeed:
         """Answer ``reply`` with the events of ``query``, waiting up to
         ``seconds`` for one."""
         deadline = time.monotonic() + seconds
+        if seconds > 0:
+            self.waiting += 1
+            reply.on_done = self._released
 
-        def scanned(result: tuple[list[Row], int]) -> None:
-            rows, cursor = result
+        def scanned(result: tuple[list[Row], int, bool]) -> None:
+            rows, cursor, bounded = result
             remaining = deadline - time.monotonic()
+            if bounded:
+                reply.events(query, rows, read_to=cursor)
+                return
             if rows or remaining <= 0 or reply.done:
                 reply.events(query, rows)
                 return
@@ -216,7 +260,10 @@ class EventFeed:
             self.waiters.add(waiter)
             self._schedule()
 
-        self._in_thread(self._scan, query).addCallbacks(scanned, reply.fail)
+        self._in_thread(self._scan, query, reply.finished).addCallbacks(scanned, reply.fail)
+
+    def _released(self) -> None:
+        self.waiting -= 1
 
     def _expire(self, waiter: Waiter) -> None:
         waiter.deadline = None
@@ -323,23 +370,30 @@ class EventFeed:
     def _last_id(self) -> int:
         return self.store.last_event_id()
 
-    def _scan(self, query: Query) -> tuple[list[Row], int]:
-        """The first ``limit`` events of the query after ``since``, and the
-        id the store was read up to."""
+    def _scan(self, query: Query, gone: Callable[[], bool]) -> tuple[list[Row], int, bool]:
+        """The first ``limit`` events of the query after ``since``, the id
+        the store was read up to, and whether the read stopped at
+        ``SCAN_LIMIT`` events with more to read. It stops when the client
+        has gone."""
         matched: list[Row] = []
         cursor = query.since
         batch = query.limit if query.project is None else READ_BATCH
-        while True:
+        read = 0
+        while not gone():
             rows = self.store.events_after(cursor, job_id=query.job_id, limit=batch)
             for row in rows:
                 if query.project is None or self._project(row[1]) == query.project:
                     matched.append(row)
                     if len(matched) == query.limit:
-                        return matched, row[0]
+                        return matched, row[0], False
             if rows:
                 cursor = rows[-1][0]
+            read += len(rows)
             if len(rows) < batch:
-                return matched, cursor
+                return matched, cursor, False
+            if read >= SCAN_LIMIT:
+                return matched, cursor, True
+        return matched, cursor, False
 
     def _read(self, start: int, projects: bool) -> tuple[list[Row], dict[str, str | None]]:
         rows = self.store.events_after(start, limit=READ_BATCH)
