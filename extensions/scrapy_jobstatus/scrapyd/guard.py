@@ -208,14 +208,14 @@ class KnownHosts:
         return cls(frozenset(names), tuple(suffixes))
 
 
-def machine_names(hosts_file: str = HOSTS_FILE) -> set[str]:
+def machine_names(hosts_file: str | None = None) -> set[str]:
     """This machine's host names, without a DNS query: its host name, the
     short one, and the names ``/etc/hosts`` gives it (where
     ``socket.getfqdn()`` usually finds its full name)."""
     hostname = socket.gethostname().lower()
     names = {hostname, hostname.split(".", 1)[0]}
     try:
-        with open(hosts_file, encoding="utf-8", errors="replace") as f:
+        with open(hosts_file or HOSTS_FILE, encoding="utf-8", errors="replace") as f:
             for line in f:
                 fields = line.split("#", 1)[0].split()
                 if len(fields) > 1 and hostname in (name.lower() for name in fields[1:]):
