@@ -275,6 +275,7 @@ def _config(tmp_path: Path, scrapyd: str = "", jobstatus: str = "") -> Config:
         ("", "trusted_origins = example.com", "trusted_origins"),
         ("", "cors_origins = *", "cors_origins"),
         ("", "allowed_hosts = http://x", "allowed_hosts"),
+        ("username = a\npassword = b", "allowed_hosts = x:80", "allowed_hosts"),
     ],
 )
 def test_bad_options_refuse_to_start_with_one_line(

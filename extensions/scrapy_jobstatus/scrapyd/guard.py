@@ -390,16 +390,16 @@ class SiteGuard:
         options = dict(config.items(SECTION, default=[]))
         node_name = config.get("node_name", socket.gethostname())
         cors_origins = parse_origins("cors_origins", options.get("cors_origins"))
-        known_hosts = None
-        if not auth:
-            known_hosts = KnownHosts.from_options(
-                options.get("allowed_hosts"), node_name, options.get("node_url")
-            )
+        # Checked either way: a bad entry refuses to start, auth on or off.
+        known_hosts = KnownHosts.from_options(
+            options.get("allowed_hosts"), node_name, options.get("node_url")
+        )
         return cls(
             node_name,
             trusted_origins=parse_origins("trusted_origins", options.get("trusted_origins")),
             cors_origins=cors_origins,
-            known_hosts=known_hosts,
+            # With auth on, a rebound page has no credentials: any Host.
+            known_hosts=None if auth else known_hosts,
         )
 
     def answer(self, request: Any) -> resource.Resource | None:
