@@ -13,7 +13,9 @@ import pytest
 from scrapyd.config import Config
 from scrapyd.exceptions import ConfigError
 from twisted.cred.credentials import UsernamePassword
+from twisted.cred.portal import Portal
 from twisted.web import resource, server
+from twisted.web.guard import HTTPAuthSessionWrapper
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from scrapy_jobstatus.scrapyd import guard
@@ -399,3 +401,14 @@ def test_guard_in_front_of_a_plain_request() -> None:
     child = GuardedSite(site_guard, recorder).getChildWithDefault(b"schedule.json", request)
     assert child.render(request).startswith(b'{"status": "error"')
     assert request.responseCode == 403 and recorder.seen == []
+
+
+def test_a_scrapyd_whose_site_is_built_otherwise_refuses_to_start() -> None:
+    class OtherRealm:
+        resource = resource.Resource()
+
+    wrapped = HTTPAuthSessionWrapper(Portal(OtherRealm()), [])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"supports Scrapyd 1\.6; with Scrapyd \S+, its basic"):
+        guard._webroot(wrapped)
+    site = resource.Resource()
+    assert guard._webroot(site) is site

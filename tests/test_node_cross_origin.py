@@ -393,6 +393,16 @@ async def test_a_viewer_sees_no_buttons_and_cannot_change_anything(
     async with browsing(browser, auth=AUTH) as page:
         await open_dashboard(page, node.url + "dashboard")
         await expect(row(page, victim).locator("button.cancel")).to_be_visible()
+        # The same POST with the node's own credentials passes.
+        cancel = await page.evaluate(
+            """async (project) => {
+                const body = new URLSearchParams({ project, job: "no-such-job" });
+                const answer = await fetch("cancel.json", { method: "POST", body });
+                return [answer.status, await answer.json()];
+            }""",
+            PROJECT,
+        )
+        assert cancel[0] == 200 and "cross-origin" not in cancel[1].get("message", "")
 
 
 def test_state_changes_log_one_line_per_refusal_at_most_a_while(node: ScrapydNode) -> None:

@@ -21,6 +21,7 @@ Options in the ``[jobstatus]`` section: ``trusted_origins``,
 
 from __future__ import annotations
 
+import copy
 import functools
 import hmac
 import io
@@ -541,14 +542,19 @@ def application(config: Config) -> Application:
     sites = list(_web_sites(app))
     if not sites:
         raise ConfigError(_unsupported("no web server in Scrapyd's application"))
-    for site in sites:
+    for service, site in sites:
+        site_guard = guard
+        if isinstance(service, UNIXServer):
+            # No browser reaches a UNIX socket, whose clients send any Host.
+            site_guard = copy.copy(guard)
+            site_guard.known_hosts = None
         webroot = _webroot(site.resource)
         served: Any = webroot
         if auth:
             portal = Portal(NodeRealm(webroot, guard.node_name), [CredentialsChecker(accounts)])
             served = HTTPAuthSessionWrapper(portal, [BasicCredentialFactory(b"Scrapyd")])
-        site.resource = GuardedSite(guard, served)
-        site.requestFactory = functools.partial(GuardedRequest, guard=guard)
+        site.resource = GuardedSite(site_guard, served)
+        site.requestFactory = functools.partial(GuardedRequest, guard=site_guard)
     if Role.VIEWER in accounts:
         log.info("Read-only credentials enabled for {user}", user=viewer[0])
     if not auth:
@@ -570,11 +576,13 @@ def _check_viewer(viewer: tuple[str, str], username: str, auth: bool) -> None:
         raise ConfigError(f"[{SECTION}] viewer_username must differ from Scrapyd's username")
 
 
-def _web_sites(app: Application) -> Iterable[server.Site]:
+def _web_sites(app: Application) -> Iterable[tuple[Any, server.Site]]:
+    """The web servers of Scrapyd's application (TCP, UNIX socket), and the
+    site each serves."""
     for service in IServiceCollection(app):
         if isinstance(service, TCPServer | UNIXServer) and len(service.args) > 1:
             if isinstance(service.args[1], server.Site):
-                yield service.args[1]
+                yield service, service.args[1]
 
 
 def _webroot(served: Any) -> resource.Resource:
