@@ -205,6 +205,7 @@ def test_the_machines_own_names_are_known(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr(guard.socket, "gethostname", lambda: "box")
     assert machine_names(str(hosts)) == {"box", "box.corp.example"}
     assert machine_names(str(tmp_path / "missing")) == {"box"}
+    assert KnownHosts.from_options(None, "n", "http://[::]:6800/").knows("n")
     monkeypatch.setattr(guard, "HOSTS_FILE", str(hosts))
     known = KnownHosts.from_options(None, "box", None)
     assert known.knows("box.corp.example:6800") and not known.knows("other.corp.example")

@@ -305,7 +305,7 @@ async def test_no_page_of_another_origin_changes_anything(
     assert versions(node) == versions_before and "attacker" not in versions_before
     assert PROJECT in node.get("listprojects.json").json()["projects"]
     log = node.log.read_text(errors="replace")
-    assert "Refused POST /" in log and "cross-origin request refused" in log
+    assert "Refused POST '/" in log and "cross-origin request refused" in log
 
 
 @deferred_f_from_coro_f

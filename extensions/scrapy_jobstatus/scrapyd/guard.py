@@ -392,9 +392,13 @@ class SiteGuard:
         node_name = config.get("node_name", socket.gethostname())
         cors_origins = parse_origins("cors_origins", options.get("cors_origins"))
         # Checked either way: a bad entry refuses to start, auth on or off.
-        known_hosts = KnownHosts.from_options(
-            options.get("allowed_hosts"), node_name, options.get("node_url")
-        )
+        # The node's URL, as nodes.json shows it (from bind_address unless
+        # node_url is set).
+        bind_address = os.getenv("SCRAPYD_BIND_ADDRESS") or config.get("bind_address", "127.0.0.1")
+        if ":" in bind_address:
+            bind_address = f"[{bind_address}]"
+        node_url = options.get("node_url") or f"http://{bind_address}/"
+        known_hosts = KnownHosts.from_options(options.get("allowed_hosts"), node_name, node_url)
         return cls(
             node_name,
             trusted_origins=parse_origins("trusted_origins", options.get("trusted_origins")),
@@ -423,9 +427,10 @@ class SiteGuard:
             self.trusted_origins,
         )
         if refusal is not None:
+            # The path alone: a query string may hold a secret.
+            path = request.uri.split(b"?", 1)[0][:200].decode(errors="replace")
             self.refusal_log.refused(
-                f"Refused {request.method.decode(errors='replace')} "
-                f"{request.uri[:200].decode(errors='replace')} from origin "
+                f"Refused {request.method[:10].decode(errors='replace')} {path!r} from origin "
                 f"{(origin or '?')[:100]!r}: {refusal}"
             )
             return Refusal(http.FORBIDDEN, refusal, self.node_name)
