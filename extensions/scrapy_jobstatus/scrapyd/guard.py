@@ -562,8 +562,9 @@ def application(config: Config) -> Application:
         site.requestFactory = functools.partial(GuardedRequest, guard=site_guard)
     if Role.VIEWER in accounts:
         log.info("Read-only credentials enabled for {user}", user=viewer[0])
-    if not auth:
-        log.info("Host names answered: {names}", names=", ".join(sorted(guard.known_hosts.names)))  # type: ignore[union-attr]
+    if guard.known_hosts is not None:
+        names = ", ".join(sorted(guard.known_hosts.names))
+        log.info("Host names answered besides IP addresses and localhost: {names}", names=names)
     return app
 
 
