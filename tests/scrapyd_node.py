@@ -197,6 +197,7 @@ class ScrapydNode:
         *,
         auth: tuple[str, str] | None | bool = True,
         timeout: float = 30,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         query = urllib.parse.urlencode(params or {}, doseq=True)
         url = self.url + endpoint
@@ -205,7 +206,9 @@ class ScrapydNode:
             url += "?" + query
         elif method == "POST":
             data = query.encode()
-        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
+        request = urllib.request.Request(  # noqa: S310 (loopback)
+            url, data=data, method=method, headers=headers or {}
+        )
         credentials = self.auth if auth is True else (auth or None)
         if credentials:
             token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()

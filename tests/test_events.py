@@ -236,7 +236,9 @@ def test_waiting_clients_are_answered_at_the_jobs_end_while_the_node_serves_othe
     )
     # A client that goes away while it waits.
     with socket.create_connection(("127.0.0.1", node.port), timeout=5) as gone:
-        gone.sendall(f"GET /events.json?since={since}&wait=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        gone.sendall(
+            f"GET /events.json?since={since}&wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        )
         gone.settimeout(0.3)
         with pytest.raises(TimeoutError):
             gone.recv(1)  # waiting, not answered

@@ -18,6 +18,8 @@ from tests.webhook_receiver import SECRET, Receiver, webhook_receiver
 
 SPEC = ROOT / "extensions" / "scrapy_jobstatus" / "scrapyd" / "openapi.yaml"
 AUTH = ("admin", "s3cret")
+VIEWER = ("viewer", "look-only")
+CROSS_SITE = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,23 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     yield from running_node(
         tmp_path_factory.mktemp("scrapyd-openapi"),
         options={"max_proc": "1", "poll_interval": "0.2", "items_dir": "items"},
-        jobstatus={"webhook_secret": SECRET},
+        jobstatus={
+            "webhook_secret": SECRET,
+            "viewer_username": VIEWER[0],
+            "viewer_password": VIEWER[1],
+        },
         auth=AUTH,
     )
+
+
+@pytest.fixture(scope="module")
+def open_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
+    """A node with its auth off, for the answers to an unknown Host."""
+    node = ScrapydNode(tmp_path_factory.mktemp("scrapyd-openapi-open"))
+    try:
+        yield node.start()
+    finally:
+        node.stop()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +66,11 @@ def named() -> dict[str, Response]:
 
 @pytest.fixture(scope="module")
 def answers(
-    node: ScrapydNode, site: str, receiver: Receiver, named: dict[str, Response]
+    node: ScrapydNode,
+    open_node: ScrapydNode,
+    site: str,
+    receiver: Receiver,
+    named: dict[str, Response],
 ) -> list[tuple[str, str, Response]]:
     """Real answers of every service, in every job state, with every code."""
     seen: list[tuple[str, str, Response]] = []
@@ -218,6 +238,21 @@ def answers(
     node.wait_status(retried, "failed")
     call("GET", "/jobstatus.json", {"job": retried}, name="retried document")
     node.wait_idle()
+
+    # The node's guard: a browser's change from another origin, read-only
+    # credentials, and (auth off) a Host the node does not know.
+    rebind = {"Host": f"rebind.example:{open_node.port}"}
+    for path, operations in yaml.safe_load(SPEC.read_text())["paths"].items():
+        for method in operations:
+            if method == "post":
+                call("POST", path, {"job": "x"}, headers=CROSS_SITE, name=f"cross-site {path}")
+                call("POST", path, {"job": "x"}, auth=VIEWER, name=f"viewer {path}")
+            else:
+                call("GET", path, {"job": "x"}, auth=VIEWER)
+            answer = open_node.request(
+                method.upper(), path.lstrip("/"), {"job": "x"}, headers=rebind
+            )
+            seen.append((method.upper(), path, answer))
     return seen
 
 
@@ -319,3 +354,15 @@ def test_pause_and_resume_answer_with_their_codes(
     retried = named["retried document"].json()["job"]
     assert (retried["attempt"], retried["retries"], retried["retry_at"]) == (2, 1, None)
     assert [a["status"] for a in retried["attempts"]] == ["failed", "failed"]
+
+
+def test_the_guard_answers_in_the_shape_of_scrapyd(
+    answers: list[tuple[str, str, Response]], named: dict[str, Response]
+) -> None:
+    for path in ("/jobcancel.json", "/jobpause.json", "/jobresume.json", "/schedule.json"):
+        cross_site, viewer = named[f"cross-site {path}"], named[f"viewer {path}"]
+        assert (cross_site.code, viewer.code) == (403, 403), path
+        assert "cross-origin" in cross_site.json()["message"]
+        assert "only read" in viewer.json()["message"]
+    misdirected = [answer for _, _, answer in answers if answer.code == 421]
+    assert len(misdirected) == 12

@@ -21,6 +21,7 @@ from scrapyd.interfaces import ISpiderScheduler
 from twisted.web import resource
 from twisted.web.util import Redirect
 
+from .guard import is_read_only
 from .queue import Scheduler
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class Dashboard(resource.Resource):
             node_name=escape(self.root.node_name),
             logs="1" if self.root.logs_dir else "",
             items="1" if self.root.local_items else "",
+            # Read-only credentials: no button the node would refuse.
+            role="viewer" if is_read_only(txrequest) else "admin",
         )
         return _send(txrequest, page.encode(), "text/html; charset=utf-8")
 

@@ -136,7 +136,6 @@ class NodeResource(WsResource):
             if data is server.NOT_DONE_YET:  # streamed by the service
                 return data
             if isinstance(data, bytes):  # a file: the service set its headers
-                txrequest.setHeader("Access-Control-Allow-Origin", "*")
                 txrequest.setHeader("Content-Length", str(len(data)))
                 return data
             if data is not None:
@@ -153,7 +152,8 @@ class NodeResource(WsResource):
         return content
 
     def cors_headers(self, txrequest: Request) -> None:
-        txrequest.setHeader("Access-Control-Allow-Origin", "*")
+        # Which origin may read the answer is the site guard's to say
+        # (scrapy_jobstatus.scrapyd.guard): never every origin.
         txrequest.setHeader("Access-Control-Allow-Methods", self.methods)
         txrequest.setHeader("Access-Control-Allow-Headers", "X-Requested-With, Authorization")
 

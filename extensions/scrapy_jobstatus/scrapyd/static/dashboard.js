@@ -50,7 +50,12 @@
   const SERVICE_MISSING_POLL_MS = 60000;
 
   const $ = (id) => document.getElementById(id);
-  const serves = { logs: document.body.dataset.logs === "1", items: document.body.dataset.items === "1" };
+  const serves = {
+    logs: document.body.dataset.logs === "1",
+    items: document.body.dataset.items === "1",
+    // Read-only credentials: the node refuses cancel, pause and resume.
+    actions: document.body.dataset.role !== "viewer",
+  };
 
   const state = {
     filters: { status: "", spider: "", limit: 20, offset: 0 },
@@ -940,6 +945,7 @@
 
   function actions(job) {
     const buttons = [];
+    if (!serves.actions) return el("div", { class: "buttons" }, buttons);
     if (job.status === "paused") {
       buttons.push(el("button", { type: "button", class: "secondary resume", title: "Queue it again: it goes on where it stopped", onclick: (e) => resumeJob(job, e.currentTarget) }, "Resume"));
     } else if (job.status === "pending" || (job.status === "running" && job.pausable === true)) {
