@@ -26,6 +26,7 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
 from ._addon import BUSY_JOBDIR
+from ._defaults import default
 from ._engine import (
     closing_with_requests_in_flight,
     drop_in_flight_requests,
@@ -119,7 +120,7 @@ class JobStatusExtension:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("JOBSTATUS_ENABLED", True):
+        if not crawler.settings.getbool("JOBSTATUS_ENABLED", default("JOBSTATUS_ENABLED")):
             raise NotConfigured
         config = webhooks = error = None
         try:
