@@ -31,6 +31,7 @@ from ._engine import (
     closing_with_requests_in_flight,
     drop_in_flight_requests,
     queued_requests,
+    responses_in_callbacks,
     unsupported_reason,
 )
 from ._errors import classify_exception, classify_response
@@ -448,7 +449,7 @@ class JobStatusExtension:
             - (stats.get_value("scheduler/dequeued") or 0)
         )
         in_flight = len(engine.downloader.active) if engine else 0
-        self.tracker.refresh(max(0, pending), in_flight)
+        self.tracker.refresh(max(0, pending), in_flight, responses_in_callbacks(engine))
 
     def _save(self) -> None:
         assert self.tracker is not None and self.writer is not None
