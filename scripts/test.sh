@@ -80,7 +80,7 @@ echo "The crawl-side tests on Scrapy $lowest run beside the whole suite (their l
 lowest_run > "$work/lowest.log" 2>&1 &
 lowest_pid=$!
 
-echo "== The whole suite on Scrapy $(.venv/bin/python -m scrapy version)"
+echo "== The whole suite on $(.venv/bin/python -m scrapy version)"
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
 lowest_status=0
