@@ -34,7 +34,8 @@ fi
 .venv/bin/ruff format --check .
 
 # The crawl side: the job lifecycle, cancel, signals, timeouts, pause,
-# faults, the stall watchdog, webhooks sent by a crawl, the spiders, and
+# faults, the stall watchdog, webhooks sent by a crawl, the spiders, the
+# add-on and its defaults, and
 # Scrapy's own commands (but bench, whose server port is fixed: the whole
 # suite runs it).
 CRAWL_TESTS=(
@@ -48,6 +49,7 @@ CRAWL_TESTS=(
     tests/test_documents.py
     tests/test_listings.py
     tests/test_scrapy_own_commands.py
+    tests/test_addon.py
     --deselect tests/test_scrapy_own_commands.py::test_scrapy_bench_is_a_job_that_ends_completed
 )
 lowest=$(.venv/bin/python - <<'PY'

@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import scrapy as scrapy_package
+from packaging.version import Version
 
 from tests.helpers import ROOT
 
@@ -39,6 +41,8 @@ class PagesSpider(scrapy.Spider):
 TITLE = "Fruit index"
 # The crawl every test finds in the store, alone but for bench's.
 FIRST_JOB = "first"
+# Scrapy's two modes: a Twisted reactor (asyncio's), or none (from Scrapy 2.15).
+MODES = {"asyncio": [], "reactorless": ["-s", "TWISTED_REACTOR_ENABLED=False"]}
 
 
 def scrapy(project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 90):
@@ -96,6 +100,7 @@ def view_page(result: subprocess.CompletedProcess[str]) -> str:
     return Path(unquote(urlsplit(url).path)).read_text()
 
 
+@pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize(
     ("command", "args", "env"),
     [
@@ -107,9 +112,12 @@ def view_page(result: subprocess.CompletedProcess[str]) -> str:
     ],
 )
 def test_scrapys_inspecting_commands_crawl_and_make_no_job(
-    project: Path, site: str, command: str, args: list[str], env: dict[str, str]
+    project: Path, site: str, command: str, args: list[str], env: dict[str, str], mode: str
 ) -> None:
-    result = scrapy(project, command, *[arg.format(site=site) for arg in args], env=env)
+    if mode == "reactorless" and Version(scrapy_package.__version__) < Version("2.15"):
+        pytest.skip(f"Scrapy {scrapy_package.__version__} has no reactorless mode")
+    args = [*MODES[mode], *[arg.format(site=site) for arg in args]]
+    result = scrapy(project, command, *args, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     # Each did crawl the page, with the add-on loaded.
     if command == "view":
