@@ -35,9 +35,8 @@ fi
 
 # The crawl side: the job lifecycle, cancel, signals, timeouts, pause,
 # faults, the stall watchdog, webhooks sent by a crawl, the spiders, the
-# add-on and its defaults, and
-# Scrapy's own commands (but bench, whose server port is fixed: the whole
-# suite runs it).
+# add-on and its defaults, and Scrapy's own commands (but bench, whose
+# server port is fixed: the whole suite runs it).
 CRAWL_TESTS=(
     tests/test_crawl_lifecycle.py
     tests/test_crawl_pause.py
