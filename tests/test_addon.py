@@ -4,13 +4,21 @@ one, and a crawl without the add-on reads the same defaults."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import scrapy
+from packaging.version import Version
+from scrapy import signals
+from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings, Settings
+from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
+from twisted.python.failure import Failure
 
-from scrapy_jobstatus import Addon
+from scrapy_jobstatus import Addon, StartErrorMiddleware, _middleware
 from scrapy_jobstatus._defaults import DEFAULTS, Computed, applied_defaults
 from scrapy_jobstatus._settings import JobSettings, store_location
 from scrapy_jobstatus._webhooks import WebhookSettings
@@ -101,3 +109,43 @@ def test_a_crawl_reads_the_tables_defaults_with_the_addon_or_without(
         DEFAULTS["JOBSTATUS_WEBHOOK_MAX_AGE"],
     )
     assert store_location(settings).endswith("jobstatus.db")
+
+
+def test_the_start_error_middleware_is_on_where_scrapy_only_logs_start_errors() -> None:
+    crawler = get_crawler()
+    if Version(scrapy.__version__) >= Version("2.18"):
+        with pytest.raises(NotConfigured):
+            build_from_crawler(StartErrorMiddleware, crawler)
+    else:
+        middleware = build_from_crawler(StartErrorMiddleware, crawler)
+        assert isinstance(middleware, StartErrorMiddleware)
+
+
+@deferred_f_from_coro_f
+async def test_an_error_of_the_start_is_signalled_and_a_close_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_middleware, "SIGNALS_START_ERRORS", False)
+    crawler = get_crawler()
+    errors: list[tuple[BaseException, Any]] = []
+
+    def spider_error(failure: Failure, response: Any, spider: Any) -> None:
+        errors.append((failure.value, response))
+
+    crawler.signals.connect(spider_error, signal=signals.spider_error)
+    middleware = build_from_crawler(StartErrorMiddleware, crawler)
+
+    async def start(error: Exception) -> AsyncIterator[Any]:
+        yield {"page": 1}
+        raise error
+
+    passed = []
+    with pytest.raises(ValueError, match="no URL given"):
+        async for item in middleware.process_start(start(ValueError("urls: no URL given"))):
+            passed.append(item)
+    assert passed == [{"page": 1}]
+    assert [(str(value), response) for value, response in errors] == [("urls: no URL given", None)]
+    with pytest.raises(CloseSpider):
+        async for _ in middleware.process_start(start(CloseSpider("enough"))):
+            pass
+    assert len(errors) == 1

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import scrapy
 from packaging.version import Version
 from scrapy import Request, signals
-from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
 from twisted.python.failure import Failure
 
 from ._defaults import default
@@ -109,6 +109,8 @@ class StartErrorMiddleware:
         try:
             async for item_or_request in start:
                 yield item_or_request
+        except CloseSpider:
+            raise  # a close asked for, not an error
         except Exception:
             self.crawler.signals.send_catch_log(
                 signal=signals.spider_error,
