@@ -11,11 +11,13 @@ import pytest
 import scrapy
 from packaging.version import Version
 from scrapy import signals
+from scrapy.crawler import CrawlerRunner
 from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings, Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.misc import build_from_crawler
-from scrapy.utils.test import get_crawler
+from scrapy.utils.spider import DefaultSpider
+from scrapy.utils.test import get_crawler, get_reactor_settings
 from twisted.python.failure import Failure
 
 from scrapy_jobstatus import Addon, StartErrorMiddleware, _middleware
@@ -23,7 +25,10 @@ from scrapy_jobstatus._defaults import DEFAULTS, Computed, applied_defaults
 from scrapy_jobstatus._settings import JobSettings, store_location
 from scrapy_jobstatus._webhooks import WebhookSettings
 
-ADDONS = {"ADDONS": {Addon: 100}}
+
+def with_addon(settings: Settings) -> Settings:
+    Addon().update_settings(settings)
+    return settings
 
 
 def other_value(value: Any) -> Any:
@@ -38,7 +43,7 @@ def other_value(value: Any) -> Any:
 
 
 def test_the_addon_sets_each_default_at_addon_priority() -> None:
-    settings = get_crawler(settings_dict=ADDONS).settings
+    settings = with_addon(Settings())
     applied = applied_defaults()
     assert applied, "the table is empty"
     for name, value in applied.items():
@@ -51,7 +56,7 @@ def test_the_addon_sets_each_default_at_addon_priority() -> None:
 
 
 def test_a_default_list_is_never_shared() -> None:
-    settings = get_crawler(settings_dict=ADDONS).settings
+    settings = with_addon(Settings())
     settings.getlist("JOBSTATUS_WEBHOOKS").append("http://127.0.0.1:9/hook")
     assert DEFAULTS["JOBSTATUS_WEBHOOKS"] == []
 
@@ -59,7 +64,7 @@ def test_a_default_list_is_never_shared() -> None:
 @pytest.mark.parametrize("name", sorted(applied_defaults()))
 def test_a_projects_setting_overrides_the_default(name: str) -> None:
     value = other_value(DEFAULTS[name])
-    settings = get_crawler(settings_dict={**ADDONS, name: value}).settings
+    settings = with_addon(Settings({name: value}, priority="project"))
     assert settings[name] == value
     assert settings.getpriority(name) == SETTINGS_PRIORITIES["project"]
 
@@ -67,9 +72,7 @@ def test_a_projects_setting_overrides_the_default(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(applied_defaults()))
 def test_a_jobs_setting_overrides_the_default(name: str) -> None:
     value = other_value(DEFAULTS[name])
-    settings = Settings()
-    settings.set(name, value, priority="cmdline")
-    Addon().update_settings(settings)
+    settings = with_addon(Settings({name: value}, priority="cmdline"))
     assert settings[name] == value
 
 
@@ -149,3 +152,12 @@ async def test_an_error_of_the_start_is_signalled_and_a_close_is_not(
         async for _ in middleware.process_start(start(CloseSpider("enough"))):
             pass
     assert len(errors) == 1
+
+
+def test_a_crawler_built_before_it_crawls_gets_the_jobs_parts() -> None:
+    # As Scrapy's get_crawler() builds one for a test, then crawl_async():
+    # not crawling yet, and no scrapy shell.
+    crawler = CrawlerRunner(get_reactor_settings()).create_crawler(DefaultSpider)
+    assert not crawler.crawling
+    Addon.from_crawler(crawler).update_settings(crawler.settings)
+    assert "scrapy_jobstatus.JobStatusExtension" in crawler.settings["EXTENSIONS"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING
 
@@ -32,13 +33,25 @@ INSPECTING_COMMANDS = {
 
 def inspecting_command(crawler: Crawler) -> str | None:
     """The Scrapy command running this crawler when its crawl is no job:
-    ``scrapy shell`` (the one to run an engine without ``Crawler.crawl``,
-    which marks every crawl as crawling before the add-ons load), fetch,
-    view, parse or check; else None."""
-    if not crawler.crawling:
+    shell, fetch, view, parse or check; else None."""
+    if not crawler.crawling and _in_scrapy_shell():
         return "shell"
     start = getattr(crawler.spidercls, "start", None)
     return INSPECTING_COMMANDS.get(getattr(start, "__module__", None) or "")
+
+
+def _in_scrapy_shell() -> bool:
+    """Whether ``scrapy shell`` (or a command made from it) builds this
+    crawler: it runs an engine without ``Crawler.crawl`` (so the crawler is
+    not crawling) and names itself nowhere else."""
+    from scrapy.commands.shell import Command as ShellCommand
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), ShellCommand):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class Addon:
