@@ -117,7 +117,8 @@ def test_scrapys_inspecting_commands_crawl_and_make_no_job(
     if mode == "reactorless" and Version(scrapy_package.__version__) < Version("2.15"):
         pytest.skip(f"Scrapy {scrapy_package.__version__} has no reactorless mode")
     args = [*MODES[mode], *[arg.format(site=site) for arg in args]]
-    result = scrapy(project, command, *args, env=env)
+    # The page view writes for the browser stays in the test's directory.
+    result = scrapy(project, command, *args, env={**env, "TMPDIR": str(project.parent)})
     assert result.returncode == 0, result.stderr[-3000:]
     # Each did crawl the page, with the add-on loaded.
     if command == "view":
