@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ from scrapy.pipelines.files import FilesPipeline, FSFilesStore
 from crawler.items import DownloadedDocument
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from scrapy.http import Response
     from scrapy.pipelines.files import FileInfo, FileInfoOrError
     from scrapy.pipelines.media import MediaPipeline
@@ -32,22 +35,34 @@ class DocumentFilesPipeline(FilesPipeline):
         # Documents are often hosted off the crawled domain (CDNs, file hosts).
         return [Request(item.url, callback=NO_CALLBACK, meta={"allow_offsite": True})]
 
-    async def media_downloaded(
+    def media_downloaded(
         self,
         response: Response,
         request: Request,
         info: MediaPipeline.SpiderInfo,
         *,
         item: Any = None,
-    ) -> FileInfo:
+    ) -> FileInfo | Awaitable[FileInfo]:
+        """Scrapy's, with the file's size and a failed download's HTTP
+        status: a coroutine from Scrapy 2.15, the file's info before."""
         try:
-            result = await super().media_downloaded(response, request, info, item=item)
+            result = super().media_downloaded(response, request, info, item=item)
         except Exception as exc:
             if response.status != 200:
                 raise DocumentDownloadError(f"HTTP {response.status}") from exc
             raise
-        result["size"] = len(response.body)  # type: ignore[typeddict-unknown-key]
-        return result
+        if inspect.isawaitable(result):
+            return self._downloaded(result, response)
+        return _sized(result, response)
+
+    async def _downloaded(self, pending: Awaitable[FileInfo], response: Response) -> FileInfo:
+        try:
+            result = await pending
+        except Exception as exc:
+            if response.status != 200:
+                raise DocumentDownloadError(f"HTTP {response.status}") from exc
+            raise
+        return _sized(result, response)
 
     def item_completed(
         self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo
@@ -72,6 +87,11 @@ class DocumentFilesPipeline(FilesPipeline):
             except OSError:
                 return None
         return None
+
+
+def _sized(result: FileInfo, response: Response) -> FileInfo:
+    result["size"] = len(response.body)  # type: ignore[typeddict-unknown-key]
+    return result
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,9 +15,11 @@ but part of the default run; without PyPI they fail, they never skip.
 
 from __future__ import annotations
 
+import ast
 import configparser
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,6 +29,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -327,6 +330,64 @@ def test_pypis_unrelated_extensions_package_beside_it_breaks_nothing(
     finally:
         # The module's venv is shared: leave it as the README made it.
         user_venv.pip("uninstall", "-y", "extensions")
+
+
+def readme_settings() -> dict[str, str | None]:
+    """Each setting of the README's table (``## Settings``) and its default
+    as written there: the first code span of its cell, remarks in
+    parentheses aside; None where the cell says "none". A row of several
+    settings gives their defaults in the same order."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert "## Settings" in lines, "README.md has no '## Settings' heading"
+    rows: list[list[str]] = []
+    for line in lines[lines.index("## Settings") + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, _, *body = rows
+    setting, default = header.index("setting"), header.index("default")
+    written: dict[str, str | None] = {}
+    for row in body:
+        names = re.findall(r"`(JOBSTATUS_\w+)`", row[setting])
+        bare = re.sub(r"\([^)]*\)", "", row[default])
+        values: list[str | None] = re.findall(r"`([^`]*)`", bare)
+        if not values and bare.strip() == "none":
+            values = [None]
+        assert names and len(values) == len(names), f"README settings row: {row}"
+        written.update(zip(names, values, strict=True))
+    return written
+
+
+def same_default(written: str | None, value: Any, computed: bool) -> bool:
+    if computed or written is None or value is None:
+        return written == value
+    try:
+        literal = ast.literal_eval(written)
+    except (ValueError, SyntaxError):
+        literal = written  # a word: warn
+    return isinstance(literal, bool) == isinstance(value, bool) and literal == value
+
+
+def test_the_readmes_settings_table_gives_each_default_of_the_installed_package(
+    user_venv: Venv, tmp_path: Path
+) -> None:
+    table = (
+        "import json; from scrapy_jobstatus._defaults import DEFAULTS, Computed; "
+        "print(json.dumps({k: [v, isinstance(v, Computed)] for k, v in DEFAULTS.items()}))"
+    )
+    result = user_venv.run("python", "-c", table, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    installed = json.loads(result.stdout)
+    written = readme_settings()
+    # Every setting of the package is documented, and no other.
+    assert sorted(written) == sorted(installed)
+    wrong = {
+        name: (text, installed[name][0])
+        for name, text in written.items()
+        if not same_default(text, *installed[name])
+    }
+    assert not wrong, f"README default != the package's: {wrong}"
 
 
 def test_scrapy_jobs_outside_a_project_says_so_in_one_line_and_creates_nothing(

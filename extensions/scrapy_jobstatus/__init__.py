@@ -30,7 +30,11 @@ from ._progress import (
 
 if TYPE_CHECKING:
     from ._extension import JobStatusExtension
-    from ._middleware import DownloadOutcomeMiddleware, ResumedStartMiddleware
+    from ._middleware import (
+        DownloadOutcomeMiddleware,
+        ResumedStartMiddleware,
+        StartErrorMiddleware,
+    )
     from ._store import JobNotFound, JobStore, open_store
 
 # Public names whose modules load on first use: name -> module.
@@ -40,6 +44,7 @@ _LAZY = {
     "JobStatusExtension": "._extension",
     "JobStore": "._store",
     "ResumedStartMiddleware": "._middleware",
+    "StartErrorMiddleware": "._middleware",
     "open_store": "._store",
 }
 
@@ -63,6 +68,7 @@ __all__ = [
     "JobStatusExtension",
     "JobStore",
     "ResumedStartMiddleware",
+    "StartErrorMiddleware",
     "set_current_page",
     "set_expected_total",
     "set_pagination_complete",

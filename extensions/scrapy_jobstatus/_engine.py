@@ -66,3 +66,10 @@ def queued_requests(engine: ExecutionEngine | None) -> int:
         return len(scheduler)  # type: ignore[arg-type]
     except TypeError:  # a scheduler without a length
         return 0
+
+
+def responses_in_callbacks(engine: ExecutionEngine | None) -> int:
+    """Responses downloaded whose callbacks have not ended (the scraper's
+    slot): the requests they make are still to come."""
+    slot = getattr(getattr(engine, "scraper", None), "slot", None)
+    return len(getattr(slot, "active", ()))

@@ -16,15 +16,23 @@ from ._model import ErrorType, JobError
 if TYPE_CHECKING:
     from scrapy.http import Response
 
+
+def _scrapy_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """Scrapy's download exceptions of these names that this Scrapy has:
+    they came with Scrapy 2.15; before, a download raises Twisted's own,
+    which the kinds below name too."""
+    return tuple(getattr(scrapy_errors, name) for name in names if hasattr(scrapy_errors, name))
+
+
 _KINDS: list[tuple[tuple[type[BaseException], ...], ErrorType, bool]] = [
     (
-        (scrapy_errors.CannotResolveHostError, twisted_errors.DNSLookupError),
+        (*_scrapy_errors("CannotResolveHostError"), twisted_errors.DNSLookupError),
         ErrorType.DNS_ERROR,
         False,
     ),
     (
         (
-            scrapy_errors.DownloadTimeoutError,
+            *_scrapy_errors("DownloadTimeoutError"),
             twisted_errors.TimeoutError,
             twisted_errors.TCPTimedOutError,
             DeferTimeoutError,
@@ -35,9 +43,9 @@ _KINDS: list[tuple[tuple[type[BaseException], ...], ErrorType, bool]] = [
     ),
     (
         (
-            scrapy_errors.DownloadConnectionRefusedError,
-            scrapy_errors.DownloadFailedError,
-            scrapy_errors.ResponseDataLossError,
+            *_scrapy_errors(
+                "DownloadConnectionRefusedError", "DownloadFailedError", "ResponseDataLossError"
+            ),
             twisted_errors.ConnectError,
             twisted_errors.ConnectionDone,
             twisted_errors.ConnectionLost,

@@ -26,10 +26,12 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
 from ._addon import BUSY_JOBDIR
+from ._defaults import default
 from ._engine import (
     closing_with_requests_in_flight,
     drop_in_flight_requests,
     queued_requests,
+    responses_in_callbacks,
     unsupported_reason,
 )
 from ._errors import classify_exception, classify_response
@@ -119,7 +121,7 @@ class JobStatusExtension:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("JOBSTATUS_ENABLED", True):
+        if not crawler.settings.getbool("JOBSTATUS_ENABLED", default("JOBSTATUS_ENABLED")):
             raise NotConfigured
         config = webhooks = error = None
         try:
@@ -447,7 +449,7 @@ class JobStatusExtension:
             - (stats.get_value("scheduler/dequeued") or 0)
         )
         in_flight = len(engine.downloader.active) if engine else 0
-        self.tracker.refresh(max(0, pending), in_flight)
+        self.tracker.refresh(max(0, pending), in_flight, responses_in_callbacks(engine))
 
     def _save(self) -> None:
         assert self.tracker is not None and self.writer is not None

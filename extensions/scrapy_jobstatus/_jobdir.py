@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ._defaults import DEFAULTS
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -31,7 +33,7 @@ MARKER = "jobstatus.json"
 STARTED = "jobstatus.started"
 # Held by the crawl that uses the JOBDIR; another waits this long for it.
 LOCK = "jobstatus.lock"
-HOLD_WAIT = 30.0
+HOLD_WAIT: float = DEFAULTS["JOBSTATUS_JOBDIR_WAIT"]
 
 
 def jobdir_name(job_id: str) -> str:

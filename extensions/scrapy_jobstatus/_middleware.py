@@ -5,7 +5,8 @@ A downloader middleware that reports the final outcome of failed downloads.
 Scrapy sends no signal when a download fails for good, so this middleware,
 placed nearer the engine than RetryMiddleware, sees only the exceptions left
 once retries are exhausted and passes them on as a signal. A spider
-middleware keeps a resumed crawl from sending its start requests again.
+middleware keeps a resumed crawl from sending its start requests again;
+another signals an error of the spider's start on a Scrapy that only logs it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import scrapy
+from packaging.version import Version
 from scrapy import Request, signals
-from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
+from twisted.python.failure import Failure
 
+from ._defaults import default
 from ._jobdir import JobDir
 
 if TYPE_CHECKING:
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
 
 # A custom Scrapy signal: handlers receive ``request`` and ``exception``.
 download_failed = object()
+# From 2.18, Scrapy's engine sends spider_error (with no response) for an
+# exception of the spider's start; before, it only logs it.
+SIGNALS_START_ERRORS = Version(scrapy.__version__) >= Version("2.18")
 
 
 class DownloadOutcomeMiddleware:
@@ -63,7 +71,8 @@ class ResumedStartMiddleware:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         path = crawler.settings.get("JOBDIR")
-        if not path or not crawler.settings.getbool("JOBSTATUS_ENABLED", True):
+        enabled = crawler.settings.getbool("JOBSTATUS_ENABLED", default("JOBSTATUS_ENABLED"))
+        if not path or not enabled:
             raise NotConfigured
         return cls(crawler, JobDir(path))
 
@@ -79,3 +88,34 @@ class ResumedStartMiddleware:
 
     def spider_closed(self) -> None:
         self.jobdir.close()
+
+
+class StartErrorMiddleware:
+    """A spider middleware for a Scrapy older than 2.18: an exception of the
+    spider's start (a bad argument, say) is sent as ``spider_error`` with no
+    response, as newer Scrapy does, so that it fails the job; Scrapy then
+    logs it as usual."""
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if SIGNALS_START_ERRORS:
+            raise NotConfigured
+        return cls(crawler)
+
+    async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        try:
+            async for item_or_request in start:
+                yield item_or_request
+        except CloseSpider:
+            raise  # a close asked for, not an error
+        except Exception:
+            self.crawler.signals.send_catch_log(
+                signal=signals.spider_error,
+                failure=Failure(),
+                response=None,
+                spider=self.crawler.spider,
+            )
+            raise

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from ._defaults import DEFAULTS
+
 # A job id is whatever Scrapyd can run: any text but a '/' (Scrapyd's launcher
 # names the job's log and items files after it) or a control character, and
 # short enough for that file name. It only ever reaches SQL as a bound value.
@@ -238,7 +240,7 @@ def setting_number(name: str, raw: Any, default: float) -> float:
 def parse_timeout(raw: Any, cap: float, cap_text: str) -> float:
     """A job's JOBSTATUS_TIMEOUT in seconds (0: none), refused above ``cap``
     (described by ``cap_text``) when there is one."""
-    timeout = setting_number("JOBSTATUS_TIMEOUT", raw, 0)
+    timeout = setting_number("JOBSTATUS_TIMEOUT", raw, DEFAULTS["JOBSTATUS_TIMEOUT"])
     if timeout < 0:
         raise InvalidSetting(f"JOBSTATUS_TIMEOUT must not be negative, got {timeout:g}")
     if cap and timeout > cap:
@@ -251,7 +253,7 @@ MAX_RETRIES = 100
 
 def parse_retries(raw: Any) -> int:
     """A job's JOBSTATUS_RETRIES (or schedule.json's ``retries``): 0 to 100."""
-    retries = setting_number("JOBSTATUS_RETRIES", raw, 0)
+    retries = setting_number("JOBSTATUS_RETRIES", raw, DEFAULTS["JOBSTATUS_RETRIES"])
     if retries != int(retries) or not 0 <= retries <= MAX_RETRIES:
         raise InvalidSetting(
             f"JOBSTATUS_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {retries:g}"
@@ -518,7 +520,7 @@ def _attempt_document(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-DEFAULT_RETRY_DELAY = 60.0
+DEFAULT_RETRY_DELAY: float = DEFAULTS["JOBSTATUS_RETRY_DELAY"]
 MAX_RETRY_DELAY = 3600.0
 
 

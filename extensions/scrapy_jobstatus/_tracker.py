@@ -153,8 +153,12 @@ class JobTracker:
 
     # -- progress ----------------------------------------------------------------
 
-    def refresh(self, requests_pending: int, requests_in_flight: int) -> None:
-        """Take the crawl's frontier and update progress and the estimate."""
+    def refresh(
+        self, requests_pending: int, requests_in_flight: int, in_callbacks: int = 0
+    ) -> None:
+        """Take the crawl's frontier and update progress and the estimate;
+        ``in_callbacks``: responses whose callbacks still run, whose requests
+        are still to come."""
         state = self.state
         state.requests_pending = requests_pending
         state.requests_in_flight = requests_in_flight
@@ -165,7 +169,7 @@ class JobTracker:
             progress: float | None = min(100.0, 100.0 * done / self.expected_total)
         else:
             done = state.responses_finished
-            remaining = requests_pending + requests_in_flight
+            remaining = requests_pending + requests_in_flight + in_callbacks
             progress = 100.0 * done / (done + remaining) if done + remaining else None
             if progress is not None:
                 # An estimate from the frontier: never backwards, never 100

@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from standardwebhooks.webhooks import Webhook
 
+from ._defaults import DEFAULTS, default
 from ._model import InvalidSetting, redact_url, setting_number
 from ._store import Attempt, Delivery, StoreError, is_url, open_store
 
@@ -37,10 +38,9 @@ if TYPE_CHECKING:
 
     from ._store import JobStore
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_RETRY_DELAY = 5.0
-# About a day: a receiver down overnight still gets its events.
-DEFAULT_MAX_AGE = 86400.0
+DEFAULT_TIMEOUT: float = DEFAULTS["JOBSTATUS_WEBHOOK_TIMEOUT"]
+DEFAULT_RETRY_DELAY: float = DEFAULTS["JOBSTATUS_WEBHOOK_RETRY_DELAY"]
+DEFAULT_MAX_AGE: float = DEFAULTS["JOBSTATUS_WEBHOOK_MAX_AGE"]
 MAX_DELAY = 3600.0
 RETRY_STATUSES = frozenset({408, 429})
 # Seconds a claim's lease lasts beyond an attempt's timeout.
@@ -48,7 +48,7 @@ LEASE_MARGIN = 10.0
 # Seconds between two looks for a crawl's own due deliveries.
 CRAWL_DELIVERY_INTERVAL = 0.5
 # Seconds a crawl waits at its end for its last deliveries.
-DEFAULT_WAIT = 10.0
+DEFAULT_WAIT: float = DEFAULTS["JOBSTATUS_WEBHOOK_WAIT"]
 # Errors are kept short in the delivery log.
 MAX_ERROR = 300
 USER_AGENT = "scrapy-jobstatus-webhooks"
@@ -131,7 +131,8 @@ class WebhookSettings:
             except InvalidWebhook as e:
                 raise InvalidSetting(f"JOBSTATUS_WEBHOOK_SECRET: {e}") from None
         try:
-            deliver = settings.getbool("JOBSTATUS_WEBHOOK_DELIVER", True)
+            name = "JOBSTATUS_WEBHOOK_DELIVER"
+            deliver = settings.getbool(name, default(name))
         except ValueError:
             raise InvalidSetting("JOBSTATUS_WEBHOOK_DELIVER must be true or false") from None
         if urls and deliver and not secret:

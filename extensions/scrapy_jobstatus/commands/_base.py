@@ -18,6 +18,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 
+from .._defaults import default
 from .._model import InvalidJobId, JobStatus, pause_refusal, resume_refusal, validate_job_id
 from .._settings import store_location
 from .._store import (
@@ -312,7 +313,8 @@ class JobCommand(ScrapyCommand):
                 EXIT_BAD_INPUT,
             )
         path = opts.db or store_location(self.settings)
-        errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
+        name = "JOBSTATUS_ERRORS_KEPT"
+        errors_kept = self.settings.getint(name, default(name))
         if errors_kept < 0:
             raise CommandError(f"JOBSTATUS_ERRORS_KEPT must not be negative, got {errors_kept}")
         self._local = LocalJobs(path, errors_kept)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from scrapyd.exceptions import ConfigError
 from zope.interface import Attribute, Interface, implementer
 
+from .._defaults import DEFAULTS
 from .._jobdir import jobdir_name
 from .._settings import STORE_VARIABLE
 from .._store import NODE_VARIABLE, JobStore, is_url, open_store
@@ -30,7 +31,7 @@ SECTION = "jobstatus"
 # Beside Scrapyd's own databases; Scrapyd names its files <project>.db, so
 # this name never meets one of them.
 DEFAULT_DB = "dbs/jobstatus.sqlite3"
-DEFAULT_ERRORS_KEPT = 20
+DEFAULT_ERRORS_KEPT: int = DEFAULTS["JOBSTATUS_ERRORS_KEPT"]
 # Seconds without a heartbeat after which a node is dead: its crawls that
 # stopped reporting end failed, its claimed jobs go back to the queue. Nodes
 # beat every 5 s; a dead node's jobs end within this plus 5 s.
