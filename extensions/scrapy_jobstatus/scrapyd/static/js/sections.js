@@ -11,7 +11,7 @@ const CRAWLING = new Set(["running", "pausing", "paused"]);
 const DELIVERY_STATUSES = ["pending", "delivered", "failed"];
 
 export function section(title, ...content) {
-return el("section", { class: "block" }, el("h3", { text: title }), ...content);
+  return el("section", { class: "block" }, el("h3", { text: title }), ...content);
 }
 
 export function counters(doc) {
