@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from types import SimpleNamespace
 
 import pytest
 from twisted.web.http_headers import Headers
@@ -61,12 +62,18 @@ def test_each_module_is_served_as_javascript_under_the_page_s_headers(name: str)
         assert headers.getRawHeaders(header) == [value], header
 
 
-def test_the_main_script_is_a_module_the_page_loads() -> None:
+def test_the_page_loads_its_main_script_as_a_module_and_asks_for_the_others_at_once() -> None:
     _, headers, body = get("app.js")
     assert headers.getRawHeaders("Content-Type") == ["text/javascript; charset=utf-8"]
     assert body == (STATIC / "dashboard.js").read_bytes()
-    page = (STATIC / "dashboard.html").read_text()
+    root = SimpleNamespace(node_name="node-1", logs_dir="logs", local_items=False)
+    request = DummyRequest([b""])
+    page = Dashboard(root).render_GET(request).decode()
     assert '<script type="module" src="dashboard/app.js"></script>' in page
+    preloaded = set(
+        re.findall(r'<link rel="modulepreload" href="dashboard/js/([\w-]+\.js)">', page)
+    )
+    assert preloaded == imported()
 
 
 @pytest.mark.parametrize(

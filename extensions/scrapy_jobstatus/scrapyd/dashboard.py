@@ -76,9 +76,9 @@ class Modules(resource.Resource):
 
     def __init__(self) -> None:
         super().__init__()
-        for module in (STATIC / "js").iterdir():
-            if module.name.endswith(".js"):
-                self.putChild(module.name.encode(), Asset(module.read_bytes(), JAVASCRIPT))
+        self.names = sorted(f.name for f in (STATIC / "js").iterdir() if f.name.endswith(".js"))
+        for name in self.names:
+            self.putChild(name.encode(), Asset((STATIC / "js" / name).read_bytes(), JAVASCRIPT))
 
     def getChild(self, path: bytes, request: Request) -> resource.IResource:  # noqa: N802 (Twisted's name)
         return pages.notFound()
@@ -98,7 +98,13 @@ class Dashboard(resource.Resource):
         self.root = root
         self.template = Template(_read("dashboard.html").decode())
         self.putChild(b"app.js", Asset(_read("dashboard.js"), JAVASCRIPT))
-        self.putChild(b"js", Modules())
+        modules = Modules()
+        self.putChild(b"js", modules)
+        # Each module asked for at once, not as the imports are read.
+        self.preload = "\n".join(
+            f'<link rel="modulepreload" href="dashboard/js/{escape(name)}">'
+            for name in modules.names
+        )
         self.putChild(b"app.css", Asset(_read("dashboard.css"), "text/css; charset=utf-8"))
         self.putChild(b"icon.svg", Asset(_read("dashboard.svg"), "image/svg+xml"))
 
@@ -115,6 +121,7 @@ class Dashboard(resource.Resource):
             items="1" if self.root.local_items else "",
             # Read-only credentials: no button the node would refuse.
             role="viewer" if is_read_only(txrequest) else "admin",
+            preload=self.preload,
         )
         return _send(txrequest, page.encode(), "text/html; charset=utf-8")
 
