@@ -72,7 +72,9 @@ class Asset(resource.Resource):
 
 class Modules(resource.Resource):
     """The modules the page's script imports, ``dashboard/js/<name>.js``: the
-    package's static/js/*.js files, read once; any other name is not found."""
+    package's static/js/*.js files, read once; any other name is not found
+    (the folder's package.json only tells Node.js, which runs the modules'
+    unit tests, that they are ES modules)."""
 
     def __init__(self) -> None:
         super().__init__()
