@@ -14,11 +14,13 @@ python3 -m venv .venv
 
 # System packages the tests use: the Debian Policy Manual is the documents
 # job's real-world corpus; the dashboard's browser tests drive the system's
-# Chromium (Playwright's own browser download is not used); the store's tests
+# Chromium (Playwright's own browser download is not used) and its scripts'
+# unit tests run under Node.js's own test runner (node --test); the store's tests
 # start a throwaway PostgreSQL server of their own (its service is not used).
 missing=()
 dpkg -s debian-policy >/dev/null 2>&1 || missing+=(debian-policy)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,8 +1,8 @@
 """The jobs dashboard of a Scrapyd node (``GET dashboard``), and Scrapyd's web
 root with a home page that links to it.
 
-The page is static HTML, CSS and JavaScript shipped in this package: no build
-step, nothing fetched from elsewhere. It reads the node's own job services
+The page is static HTML, CSS and JavaScript shipped in this package (native
+ES modules): no build step, nothing fetched from elsewhere. It reads the node's own job services
 (jobs.json, jobstatus.json, jobcancel.json, jobpause.json, jobresume.json,
 joberrors.json, events.json, webhooks.json, nodes.json) with relative
 URLs, so Scrapyd's basic auth and a proxy's path prefix apply to it as to
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapyd import website
 from scrapyd.interfaces import ISpiderScheduler
-from twisted.web import resource
+from twisted.web import pages, resource
 from twisted.web.util import Redirect
 
 from .guard import is_read_only
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from twisted.web.server import Request
 
 STATIC = resources.files(__package__) / "static"
+JAVASCRIPT = "text/javascript; charset=utf-8"
 # Nothing but the page's own files runs or loads: text planted in a crawled
 # page or an error message cannot become script, even through a mistake.
 CONTENT_SECURITY_POLICY = (
@@ -69,15 +70,43 @@ class Asset(resource.Resource):
         return _send(txrequest, self.content, self.content_type)
 
 
+class Modules(resource.Resource):
+    """The modules the page's script imports, ``dashboard/js/<name>.js``: the
+    package's static/js/*.js files, read once; any other name is not found
+    (the folder's package.json only tells Node.js, which runs the modules'
+    unit tests, that they are ES modules)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names = sorted(f.name for f in (STATIC / "js").iterdir() if f.name.endswith(".js"))
+        for name in self.names:
+            self.putChild(name.encode(), Asset((STATIC / "js" / name).read_bytes(), JAVASCRIPT))
+
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:  # noqa: N802 (Twisted's name)
+        return pages.notFound()
+
+    def render(self, txrequest: Request) -> object:
+        # The folder itself is no file.
+        return pages.notFound().render(txrequest)
+
+
 class Dashboard(resource.Resource):
     """The jobs page: ``dashboard``, with its script, style sheet and icon at
-    ``dashboard/app.js``, ``dashboard/app.css`` and ``dashboard/icon.svg``."""
+    ``dashboard/app.js``, ``dashboard/app.css`` and ``dashboard/icon.svg``,
+    and the modules its script imports under ``dashboard/js/``."""
 
     def __init__(self, root: Any):
         super().__init__()
         self.root = root
         self.template = Template(_read("dashboard.html").decode())
-        self.putChild(b"app.js", Asset(_read("dashboard.js"), "text/javascript; charset=utf-8"))
+        self.putChild(b"app.js", Asset(_read("dashboard.js"), JAVASCRIPT))
+        modules = Modules()
+        self.putChild(b"js", modules)
+        # Each module asked for at once, not as the imports are read.
+        self.preload = "\n".join(
+            f'<link rel="modulepreload" href="dashboard/js/{escape(name)}">'
+            for name in modules.names
+        )
         self.putChild(b"app.css", Asset(_read("dashboard.css"), "text/css; charset=utf-8"))
         self.putChild(b"icon.svg", Asset(_read("dashboard.svg"), "image/svg+xml"))
 
@@ -94,6 +123,7 @@ class Dashboard(resource.Resource):
             items="1" if self.root.local_items else "",
             # Read-only credentials: no button the node would refuse.
             role="viewer" if is_read_only(txrequest) else "admin",
+            preload=self.preload,
         )
         return _send(txrequest, page.encode(), "text/html; charset=utf-8")
 
