@@ -18,7 +18,14 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 
-from .._model import InvalidJobId, JobStatus, pause_refusal, resume_refusal, validate_job_id
+from .._model import (
+    InvalidJobId,
+    JobStatus,
+    pause_refusal,
+    redact_url,
+    resume_refusal,
+    validate_job_id,
+)
 from .._settings import store_location
 from .._store import (
     JobFilter,
@@ -154,6 +161,40 @@ class LocalJobs:
             store.close()
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """A URL's scheme, host and port (the default one for its scheme)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects followed within the node's origin only: urllib would send
+    the node's ``Authorization`` header to any host a redirect names."""
+
+    def __init__(self, base: str):
+        super().__init__()
+        self.base = base
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if origin(newurl) != origin(self.base):
+            fp.close()
+            raise CommandError(
+                f"{self.base}: redirected to {redact_url(newurl)}, another host:"
+                " not followed (the node's credentials go to --url's host only)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class RemoteJobs:
     """A Scrapyd node's job services, with the interface of LocalJobs."""
 
@@ -173,6 +214,7 @@ class RemoteJobs:
             "Basic " + base64.b64encode(auth.encode()).decode() if auth is not None else None
         )
         self.timeout = timeout
+        self.opener = urllib.request.build_opener(SameOriginRedirects(self.base))
 
     def status(self, job_id: str) -> dict[str, Any]:
         code, body = self._call("GET", "jobstatus.json", {"job": job_id})
@@ -258,7 +300,7 @@ class RemoteJobs:
         if self.authorization:
             request.add_header("Authorization", self.authorization)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:  # noqa: S310
+            with self.opener.open(request, timeout=timeout or self.timeout) as response:
                 code, raw = response.status, response.read()
         except urllib.error.HTTPError as e:
             with e:
