@@ -49,7 +49,6 @@ from ._rows import (
     filter_clauses,
     history_event,
     keeps_pause_request,
-    new_event_id,
     pause,
     resume,
     row_values,
@@ -57,6 +56,7 @@ from ._rows import (
     startable,
     take_over_pending,
     webhook_body,
+    webhook_targets,
     webhook_types,
 )
 from ._store import (
@@ -224,6 +224,9 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE jobs ADD COLUMN pause_requested_at DOUBLE PRECISION",
         "ALTER TABLE jobs ADD COLUMN pause_requeue BOOLEAN NOT NULL DEFAULT FALSE",
     ),
+    # Version 5: the key of a delivery to a job's own receiver; NULL: the
+    # deliverer's webhook_secret signs it.
+    ("ALTER TABLE deliveries ADD COLUMN secret TEXT",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -523,19 +526,16 @@ class PostgresStore:
             return
         row = conn.execute("SELECT * FROM jobs WHERE id = %s", (job,)).fetchone()
         assert row is not None
-        state = decode_state(row)
-        if not state.webhooks:
+        targets = webhook_targets(decode_state(row))
+        if not targets:
             return
         now = time.time()
         document = _document(conn, row, ERRORS_IN_WEBHOOKS, now)
         insert = sql.postgres(sql.INSERT_DELIVERY)
         with conn.cursor() as cur:
             for event_type in types:
-                body, event_id = _text(webhook_body(event_type, now, document)), new_event_id()
-                cur.executemany(
-                    insert,
-                    [(job, event_id, event_type, url, body, now, now) for url in state.webhooks],
-                )
+                body = _text(webhook_body(event_type, now, document))
+                cur.executemany(insert, sql.delivery_values(job, event_type, body, now, targets))
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         return reap_dead_jobs(self, node, alive)
@@ -663,9 +663,10 @@ class PostgresStore:
         limit: int,
         job_id: str | None = None,
         due_by: float | None = None,
+        keyed_only: bool = False,
     ) -> list[Delivery]:
         statement, values = sql.claim_deliveries(
-            now, lease, limit, job_id, due_by, lock=" FOR UPDATE SKIP LOCKED"
+            now, lease, limit, job_id, due_by, " FOR UPDATE SKIP LOCKED", keyed_only
         )
         with self._write() as conn:
             rows = conn.execute(sql.postgres(statement), values).fetchall()

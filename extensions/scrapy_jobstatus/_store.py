@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -139,6 +139,8 @@ class Delivery:
     created_at: float
     # The claim's lease: an attempt is recorded only while it holds.
     lease_until: float
+    # The key of a job's own receiver; None: the deliverer's webhook_secret.
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -262,10 +264,11 @@ class JobStore(Protocol):
         limit: int,
         job_id: str | None = None,
         due_by: float | None = None,
+        keyed_only: bool = False,
     ) -> list[Delivery]:
         """The deliveries due by ``due_by`` (default: now), leased for
         ``lease`` seconds to the caller: no other deliverer gets them
-        meanwhile."""
+        meanwhile. ``keyed_only``: those that carry their own key alone."""
 
     def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
         """Log the attempt and move the delivery on; False, the delivery left
