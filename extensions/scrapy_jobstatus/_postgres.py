@@ -17,7 +17,6 @@ import threading
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -25,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from . import _sql as sql
+from ._location import hide_secrets, location_secrets
 from ._model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -267,7 +267,7 @@ class PostgresStore:
         self.node = node_name()
         self.writes = 0
         self._url = url
-        self._secrets = _secrets(url)
+        self._secrets = location_secrets(url)
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
 
@@ -311,6 +311,8 @@ class PostgresStore:
         return pool
 
     def _params(self) -> dict[str, Any]:
+        # libpq reads the location (URL or keyword DSN) by its own rules;
+        # PGPASSWORD and ~/.pgpass give the password where it holds none.
         params: dict[str, Any] = conninfo_to_dict(self._url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         params.setdefault("application_name", "scrapy-jobstatus")
@@ -333,9 +335,7 @@ class PostgresStore:
         diag = getattr(error, "diag", None)
         text = (diag.message_primary if diag is not None else None) or str(error)
         text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text or type(error).__name__
+        return hide_secrets(text, self._secrets) or type(error).__name__
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Row]]:
@@ -785,24 +785,6 @@ class PostgresStore:
             statement, params = statement + " AND version = ?", (project, version)
         with self._write() as conn:
             return conn.execute(sql.postgres(statement), params).rowcount
-
-
-# -- location ------------------------------------------------------------------
-
-
-def _secrets(url: str) -> list[str]:
-    """The URL's password as it may show in an error message: as written
-    (libpq quotes a malformed URL) and decoded."""
-    parts = urlsplit(url)
-    user, at, _ = parts.netloc.rpartition("@")
-    found = [user.partition(":")[2]] if at and ":" in user else []
-    for piece in parts.query.split("&"):
-        key, _, value = piece.partition("=")
-        if unquote(key) == "password":
-            found.append(value)
-    found += [unquote(s) for s in found]
-    # Longest first: a decoded password inside the encoded one goes whole.
-    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 
 # -- schema --------------------------------------------------------------------

@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from standardwebhooks.webhooks import Webhook
 
 from ._model import InvalidSetting, redact_url, setting_number
-from ._store import Attempt, Delivery, StoreError, is_url, open_store
+from ._store import Attempt, Delivery, StoreError, is_postgres, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -273,7 +273,7 @@ class WebhookSender:
 
     @property
     def store(self) -> JobStore:
-        if is_url(self._location):
+        if is_postgres(self._location):
             with self._lock:
                 if self._shared is None:
                     self._shared = open_store(self._location, node=self._node)

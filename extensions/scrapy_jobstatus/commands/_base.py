@@ -18,6 +18,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 
+from .._location import InvalidLocation, check_location, display_location
 from .._model import (
     InvalidJobId,
     JobStatus,
@@ -33,7 +34,7 @@ from .._store import (
     JobStore,
     RequestResult,
     StoreError,
-    is_url,
+    is_postgres,
     open_store,
     process_alive,
 )
@@ -91,9 +92,11 @@ class LocalJobs:
     @property
     def reader(self) -> JobStore:
         if self._reader is None:
-            if not is_url(self.location) and not os.path.exists(self.location):
+            if not is_postgres(self.location) and not os.path.exists(self.location):
                 # Opening it to write would make it: a read creates nothing.
-                raise CommandError(f"no job store at {self.location}: no job has run with it yet")
+                raise CommandError(
+                    f"no job store at {display_location(self.location)}: no job has run with it yet"
+                )
             self._reap_dead_jobs()
             self._reader = open_store(self.location, readonly=True)
         elif time.monotonic() - self._reaped_at >= REAP_INTERVAL:
@@ -330,7 +333,12 @@ class JobCommand(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--db", metavar="PATH", help="the job store (default: JOBSTATUS_DB)")
+        parser.add_argument(
+            "--db",
+            metavar="LOCATION",
+            help="the job store: a SQLite path, a postgresql:// URL or a keyword DSN"
+            " (default: JOBSTATUS_DB)",
+        )
         parser.add_argument(
             "--url",
             metavar="URL",
@@ -354,6 +362,10 @@ class JobCommand(ScrapyCommand):
                 EXIT_BAD_INPUT,
             )
         path = opts.db or store_location(self.settings)
+        try:
+            check_location(path)
+        except InvalidLocation as e:
+            raise CommandError(str(e), EXIT_BAD_INPUT) from None
         errors_kept = self.settings.getint("JOBSTATUS_ERRORS_KEPT", 20)
         if errors_kept < 0:
             raise CommandError(f"JOBSTATUS_ERRORS_KEPT must not be negative, got {errors_kept}")
