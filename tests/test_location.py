@@ -121,6 +121,11 @@ def test_what_is_neither_is_refused_in_one_line_and_never_made_a_file(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_location_that_is_no_store_is_shown_without_what_follows_its_scheme():
+    assert display_location("mysql://jobs:s3cret@h/jobs") == "mysql:***"
+    assert display_location("jobs.db\n") == "(not a location: ***)"
+
+
 def test_a_location_libpq_would_misread_is_never_shown():
     for location in ("postgresql://jobs:s3cret/Pa55@h/jobs", "postgresql://u:s3cret@Pa55@h/j"):
         assert display_location(location) == "postgresql://***"

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import run_crawl, scrapy
+from tests.helpers import ROOT, run_crawl, scrapy
 from tests.postgres import SECRETS_ROLE, temporary_database
 from tests.scrapyd_node import ScrapydNode, slow_urls, unique
 
@@ -245,7 +245,8 @@ def test_a_node_whose_store_refuses_it_answers_503_without_the_password(
 
 def test_a_node_refuses_a_store_location_that_is_no_store(tmp_path: Path):
     node = ScrapydNode(
-        tmp_path / "node", jobstatus={"db": f"mysql://jobs:{quote(SPECIAL, safe='')}@h/db"}
+        tmp_path / "node",
+        jobstatus={"db": f"mysql://jobs:{quote(SPECIAL, safe='')}@h/db".replace("%", "%%")},
     )
     with pytest.raises(AssertionError, match="scrapyd exited"):
         node.start()
@@ -253,3 +254,16 @@ def test_a_node_refuses_a_store_location_that_is_no_store(tmp_path: Path):
     assert "[jobstatus] db: a job store location with the scheme 'mysql:' is not one" in log
     assert quote(SPECIAL, safe="") not in log
     assert not list((tmp_path / "node").rglob("mysql*"))
+
+
+def test_a_crawl_with_a_location_that_is_no_store_runs_unmonitored_saying_why(
+    site: str, tmp_path: Path
+):
+    location = f"mysql://jobs:{quote(SPECIAL, safe='')}@h/db"
+    log = tmp_path / "crawl.log"
+    code = run_crawl("batch", location, log, args={"urls": f"{site}/sample/"})  # type: ignore[arg-type]
+    text = log.read_text()
+    assert code == 0
+    assert "a job store location with the scheme 'mysql:' is not one" in text
+    assert quote(SPECIAL, safe="") not in text
+    assert not (ROOT / "mysql:").exists()  # the crawl's directory

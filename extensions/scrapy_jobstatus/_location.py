@@ -78,8 +78,15 @@ def check_location(location: str | os.PathLike[str]) -> str:
 def display_location(location: str | os.PathLike[str]) -> str:
     """The location as it may be shown or logged: every password ``***``."""
     text = os.fspath(location)
-    if not isinstance(location, str) or not is_postgres(text):
+    if not isinstance(location, str):
         return text
+    if not is_postgres(text):
+        try:
+            return check_location(text)
+        except InvalidLocation:
+            # Whatever follows a scheme may be credentials.
+            scheme = _SCHEME.match(text)
+            return f"{scheme.group()}{HIDDEN}" if scheme else f"(not a location: {HIDDEN})"
     try:
         shown = _mask_url(text) if is_url(text) else _mask_dsn(text)
     except InvalidLocation:
