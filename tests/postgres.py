@@ -24,10 +24,13 @@ from typing import Any
 # A role that must give its password: the tests of a wrong one.
 PASSWORD_ROLE = "jobstatus_pw"  # noqa: S105 (a throwaway server's)
 PASSWORD = "s3cret-Pa55word"  # noqa: S105
+# A role the tests of store locations make, with passwords that hold what
+# URLs and keyword DSNs give a meaning to; it must give them too.
+SECRETS_ROLE = "jobstatus_secrets"  # noqa: S105
 
 _HBA = f"""\
 local all all trust
-host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256
+host all {PASSWORD_ROLE},{SECRETS_ROLE} 127.0.0.1/32 scram-sha-256
 host all all 127.0.0.1/32 trust
 """
 

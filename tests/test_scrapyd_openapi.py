@@ -116,6 +116,7 @@ def answers(
     call("POST", "/jobcancel.json", {"job": pending})
     schedule("../bad", f"{site}/sample/")
     schedule(unique("slow"), f"{site}/sample/", JOBSTATUS_TIMEOUT="99999")
+    schedule(unique("keyless"), f"{site}/sample/", args=[("webhook", receiver.url)])
     call("POST", "/cancel.json", {"project": PROJECT, "job": "no-such-job"})
     call("POST", "/jobcancel.json", {"job": blocker, "force": "1"})
     node.wait_status(blocker, "cancelled")
@@ -175,7 +176,8 @@ def answers(
     schedule(
         pausable,
         slow_urls(site, 3, 1),
-        args=[("webhook", receiver.url)],
+        # The receiver verifies with this key: the job's own.
+        args=[("webhook", receiver.url), ("webhook_secret", SECRET)],
         JOBSTATUS_PAUSABLE="True",
         JOBSTATUS_INTERVAL="0.5",
         CONCURRENT_REQUESTS="1",

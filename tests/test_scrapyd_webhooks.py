@@ -6,6 +6,7 @@ each attempt once."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ import pytest
 from tests.helpers import wait_for
 from tests.postgres import temporary_database
 from tests.scrapyd_node import ScrapydNode, running_node, sample_urls, slow_urls, unique
-from tests.webhook_receiver import SECRET, Receiver, webhook_receiver
+from tests.webhook_receiver import JOB_SECRET, SECRET, Receiver, verifies, webhook_receiver
 
 ENDED = ("completed", "failed", "cancelled")
 
@@ -87,21 +88,65 @@ def test_a_job_s_events_are_delivered_signed_and_once(node: ScrapydNode, receive
     assert node.get("webhooks.json", {"job": "no-such-job"}).code == 404
 
 
-def test_a_job_s_own_webhook_is_called_too_and_a_bad_one_refused(
+def test_a_job_s_own_receiver_verifies_with_its_own_key_which_is_never_shown(
     node: ScrapydNode, receiver: Receiver, site
 ):
-    job = unique("own")
-    own = receiver.url + "?job=own"
-    answer = node.schedule(job=job, urls=f"{site}/sample/", webhook=own).json()
-    assert answer["status"] == "ok"
-    node.wait_status(job, *ENDED)
-    wait_for(
-        lambda: len([r for r in receiver.accepted() if r.payload["data"]["job_id"] == job]) == 4,
-        what="both URLs called for both events",
-    )
-    assert node.status(job)["webhooks"] == [receiver.url, receiver.url + "?job=***"]
-    refused = node.schedule(job=unique("bad"), urls=f"{site}/sample/", webhook="ftp://x/").json()
-    assert refused["status"] == "error" and "only http and https" in refused["message"]
+    with webhook_receiver(JOB_SECRET) as own:
+        job = unique("own")
+        answer = node.schedule(
+            job=job, urls=f"{site}/sample/", webhook=own.url + "?job=own", webhook_secret=JOB_SECRET
+        )
+        assert answer.json()["status"] == "ok"
+        node.wait_status(job, *ENDED)
+        # Accepted: verified by each receiver with its own key.
+        wait_events(own, job, ["job.completed", "job.started"])
+        wait_events(receiver, job, ["job.completed", "job.started"])
+        mine, node_s = own.attempts_of_job(job), receiver.attempts_of_job(job)
+    assert all(verifies(r, JOB_SECRET) and not verifies(r, SECRET) for r in mine)
+    assert all(verifies(r, SECRET) and not verifies(r, JOB_SECRET) for r in node_s)
+    document = node.status(job)
+    assert document["webhooks"] == [receiver.url, own.url + "?job=***"]
+    assert "webhook_secret" not in document["args"]
+    answers = [
+        node.get(endpoint, params)
+        for endpoint, params in [
+            ("jobstatus.json", {"job": job}),
+            ("jobs.json", {}),
+            ("events.json", {"since": 0, "job": job}),
+            ("webhooks.json", {"job": job}),
+            ("joberrors.json", {"job": job}),
+            ("metrics", {}),
+            ("dashboard", {}),
+            ("listjobs.json", {}),
+            ("status.json", {"job": job}),
+        ]
+    ]
+    assert all(a.code == 200 for a in answers), [(a.code, a.body[:200]) for a in answers]
+    key = JOB_SECRET.encode()
+    shown = [a.body for a in answers] + [r.body for r in mine + node_s]
+    crawl_log = next(node.workdir.rglob(f"{job}.log"))
+    shown += [node.log.read_bytes(), crawl_log.read_bytes()]
+    assert not [text for text in shown if key in text or key[6:] in text]
+
+
+def test_a_job_s_own_webhook_without_its_key_is_refused_before_queueing(node: ScrapydNode, site):
+    short = "whsec_" + base64.b64encode(b"k" * 16).decode()
+    eleven = " ".join(f"{site}/hook/{n}" for n in range(11))
+    cases = [
+        ({"webhook": f"{site}/hook"}, "webhook needs webhook_secret"),
+        ({"webhook": f"{site}/hook", "webhook_secret": short}, "24 bytes or more"),
+        ({"webhook": f"{site}/hook", "webhook_secret": SECRET[6:]}, "starts with whsec_"),
+        ({"webhook_secret": JOB_SECRET}, "webhook_secret goes with webhook"),
+        ({"webhook": eleven, "webhook_secret": JOB_SECRET}, "at most 10 webhook URLs"),
+        ({"webhook": "ftp://x/", "webhook_secret": JOB_SECRET}, "only http and https"),
+    ]
+    for args, expected in cases:
+        job = unique("refused")
+        refused = node.schedule(job=job, urls=f"{site}/sample/", **args).json()
+        assert refused["status"] == "error" and expected in refused["message"], refused
+        assert "\n" not in refused["message"]
+        assert not any(v in refused["message"] for k, v in args.items() if k == "webhook_secret")
+        assert node.get("jobstatus.json", {"job": job}).code == 404
 
 
 def test_a_crawl_killed_with_sigkill_still_produces_job_failed(

@@ -576,9 +576,7 @@ def _server(url: str) -> str:
     return urlsplit(url).netloc.rpartition("@")[2]
 
 
-@pytest.mark.parametrize(
-    "case", ["wrong password", "unreachable", "malformed password", "password in the query"]
-)
+@pytest.mark.parametrize("case", ["wrong password", "unreachable", "password in the query"])
 def test_a_postgres_store_that_cannot_connect_says_why_in_one_line_without_the_password(
     postgres_url, case
 ):
@@ -586,7 +584,6 @@ def test_a_postgres_store_that_cannot_connect_says_why_in_one_line_without_the_p
     url = {
         "wrong password": f"postgresql://{PASSWORD_ROLE}:{PASSWORD}x@{server}/postgres",
         "unreachable": f"postgresql://u:{PASSWORD}@127.0.0.1:{free_port()}/db",
-        "malformed password": f"postgresql://u:{PASSWORD}%zz@127.0.0.1:{free_port()}/db",
         "password in the query": f"postgres://{PASSWORD_ROLE}@{server}/postgres"
         f"?password={PASSWORD}x",
     }[case]
@@ -600,7 +597,6 @@ def test_a_postgres_store_that_cannot_connect_says_why_in_one_line_without_the_p
     expected = {
         "wrong password": "password authentication failed",
         "unreachable": "Connection refused",
-        "malformed password": "percent-encoded",
         "password in the query": "password authentication failed",
     }[case]
     assert expected in message

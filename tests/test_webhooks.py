@@ -6,6 +6,7 @@ jobnotify`` delivering what a crawl left."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -18,15 +19,18 @@ from scrapy_jobstatus._webhooks import (
     WebhookPolicy,
     WebhookSender,
     check_secret,
+    job_webhooks,
     webhook_urls,
 )
 from tests.helpers import run_crawl, scrapy, start_crawl, wait_for
-from tests.webhook_receiver import SECRET, webhook_receiver
+from tests.webhook_receiver import JOB_SECRET, SECRET, verifies, webhook_receiver
 
 FAST = WebhookPolicy(timeout=2, retry_delay=0.2, max_age=60)
 
 
-def started_job(location, job_id: str, urls: list[str]) -> None:
+def started_job(
+    location, job_id: str, urls: list[str], own: list[str] | None = None, key: str | None = None
+) -> None:
     now = time.time()
     with_store = open_store(location)
     try:
@@ -42,6 +46,8 @@ def started_job(location, job_id: str, urls: list[str]) -> None:
                 started_at=now,
                 updated_at=now,
                 webhooks=urls,
+                job_webhooks=own or [],
+                job_webhook_secret=key,
             )  # fmt: skip
         )
     finally:
@@ -163,6 +169,67 @@ def test_urls_and_secrets_are_checked_in_one_line():
     assert check_secret(SECRET) == SECRET
 
 
+def test_a_job_s_own_webhooks_need_their_own_key_of_24_bytes_at_most_10_urls():
+    urls = "http://127.0.0.1:1/a http://127.0.0.1:1/b"
+    assert job_webhooks(urls, JOB_SECRET) == (
+        ["http://127.0.0.1:1/a", "http://127.0.0.1:1/b"],
+        JOB_SECRET,
+    )
+    assert job_webhooks(None, None) == ([], None)
+    short = "whsec_" + base64.b64encode(b"k" * 23).decode()
+    ten = " ".join(f"http://127.0.0.1:1/{n}" for n in range(10))
+    assert len(job_webhooks(ten, JOB_SECRET)[0]) == 10
+    refused = {
+        (urls, None): "webhook needs webhook_secret",
+        (urls, ""): "webhook needs webhook_secret",
+        (urls, short): "24 bytes or more, not 23",
+        (urls, "k" * 40): "starts with whsec_",
+        (urls, "whsec_!!!!"): "whsec_ followed by base64",
+        (None, JOB_SECRET): "webhook_secret goes with webhook",
+        (ten + " http://127.0.0.1:1/x", JOB_SECRET): "at most 10 webhook URLs a job, not 11",
+    }
+    for (given, key), expected in refused.items():
+        with pytest.raises(InvalidWebhook) as info:
+            job_webhooks(given, key)
+        message = str(info.value)
+        assert expected in message and "\n" not in message
+        assert not key or key not in message
+
+
+def test_a_job_s_own_receiver_verifies_with_its_own_key_the_node_s_with_the_node_s(location):
+    with webhook_receiver() as node_receiver, webhook_receiver(JOB_SECRET) as own:
+        # The same URL named by the node and by the job gets both deliveries.
+        started_job(location, "j", [node_receiver.url], [own.url, node_receiver.url], JOB_SECRET)
+        sender = sender_for(location)
+        try:
+            deliver_until_done(sender)
+            log = sender.store.webhook_log("j")
+        finally:
+            sender.close()
+    (mine,) = own.received
+    assert mine.verified and verifies(mine, JOB_SECRET) and not verifies(mine, SECRET)
+    signed_by_node = [r for r in node_receiver.received if verifies(r, SECRET)]
+    signed_by_job = [r for r in node_receiver.received if verifies(r, JOB_SECRET)]
+    assert len(signed_by_node) == len(signed_by_job) == 1
+    # Two keys, two webhook-ids: a receiver deduplicating drops neither.
+    assert signed_by_node[0].event_id != signed_by_job[0].event_id
+    assert JOB_SECRET not in json.dumps(log) and "secret" not in json.dumps(log)
+
+
+def test_a_deliverer_without_a_webhook_secret_makes_the_keyed_deliveries_only(location):
+    with webhook_receiver() as node_receiver, webhook_receiver(JOB_SECRET) as own:
+        started_job(location, "j", [node_receiver.url], [own.url], JOB_SECRET)
+        sender = sender_for(location, secret=None)
+        try:
+            attempts = sender.deliver_due()
+            left = sender.store.count_undelivered("j")
+        finally:
+            sender.close()
+    assert [a.outcome for a in attempts] == ["delivered"]
+    assert len(own.accepted()) == 1 and node_receiver.received == []
+    assert left == 1  # for a deliverer that has the node's key
+
+
 # -- a plain scrapy crawl --------------------------------------------------------
 
 
@@ -249,6 +316,24 @@ def test_jobnotify_delivers_what_a_crawl_left(tmp_path, site):
         ]
     again = scrapy("jobnotify", "--db", str(db), *options)
     assert again.returncode == 0 and "0 delivered" in again.stdout
+
+
+def test_jobnotify_signs_each_delivery_with_the_key_it_was_made_with(tmp_path):
+    db = tmp_path / "jobs.db"
+    with webhook_receiver() as node_receiver, webhook_receiver(JOB_SECRET) as own:
+        started_job(db, "j", [node_receiver.url], [own.url], JOB_SECRET)
+        # Without the node's key: the job's own receiver alone, with its key.
+        keyed = scrapy("jobnotify", "--db", str(db))
+        assert keyed.returncode == 0, keyed.stderr
+        assert "1 delivered" in keyed.stdout and "1 left" in keyed.stdout
+        assert "JOBSTATUS_WEBHOOK_SECRET is not set" in keyed.stderr
+        both = scrapy("jobnotify", "--db", str(db), "-s", f"JOBSTATUS_WEBHOOK_SECRET={SECRET}")
+        assert both.returncode == 0 and "0 left" in both.stdout, both.stderr
+        (mine,) = own.received
+        (node_s,) = node_receiver.received
+    assert verifies(mine, JOB_SECRET) and not verifies(mine, SECRET)
+    assert verifies(node_s, SECRET) and not verifies(node_s, JOB_SECRET)
+    assert JOB_SECRET not in keyed.stdout + keyed.stderr + both.stdout + both.stderr
 
 
 def test_bad_webhook_settings_fail_the_job_naming_the_setting(tmp_path, site):

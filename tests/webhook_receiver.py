@@ -16,6 +16,8 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 (the tests' own)
+# A job's own receiver's key (schedule.json's webhook_secret): 32 bytes.
+JOB_SECRET = "whsec_Sm9iLW93bi1rZXktb2YtdGhlLXRlc3RzLTMyLWJ5dGVzIQ=="  # noqa: S105
 
 
 @dataclass
@@ -33,6 +35,15 @@ class Received:
     @property
     def payload(self) -> dict[str, Any]:
         return json.loads(self.body)
+
+
+def verifies(received: Received, secret: str) -> bool:
+    """Whether a delivery's signature is that of ``secret``."""
+    try:
+        Webhook(secret).verify(received.body, received.headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 @dataclass

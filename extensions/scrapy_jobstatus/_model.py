@@ -277,6 +277,8 @@ def pending_job(
     priority: float = 0.0,
     version: str | None = None,
     webhooks: list[str] | None = None,
+    job_webhooks: list[str] | None = None,
+    job_webhook_secret: str | None = None,
     retries: int | None = None,
     retry_delay: float | None = None,
 ) -> JobState:
@@ -286,6 +288,8 @@ def pending_job(
         priority=priority,
         version=version,
         webhooks=list(webhooks or []),
+        job_webhooks=list(job_webhooks or []),
+        job_webhook_secret=job_webhook_secret,
         retries=retries,
         retry_delay=retry_delay,
         job_id=job_id,
@@ -396,8 +400,14 @@ class JobState:
     # Scrapyd's queue: the claim order, and the egg version to run.
     priority: float = 0.0
     version: str | None = None
-    # The URLs called on the job's events (Standard Webhooks).
+    # The URLs called on the job's events (Standard Webhooks): the node's
+    # and the project's receivers, signed with their webhook_secret.
     webhooks: list[str] = field(default_factory=list)
+    # The job's own receivers (schedule.json's ``webhook``), signed with the
+    # job's own key, never the node's: a receiver that can verify could
+    # otherwise forge events to every other one. The key is never shown.
+    job_webhooks: list[str] = field(default_factory=list)
+    job_webhook_secret: str | None = field(default=None, repr=False)
     # Pause and resume: the crawl's JOBDIR (None: the job cannot be paused
     # while it runs), a pause request (like cancel_requested_at, polled by
     # the crawl), and the feeds each run of the job wrote.
@@ -474,7 +484,9 @@ class JobState:
             "history": [h.to_dict() for h in history],
             "history_omitted": self.history_omitted,
             "args": dict(self.args),
-            "webhooks": [redact_url(url) for url in self.webhooks],
+            "webhooks": [
+                redact_url(url) for url in dict.fromkeys([*self.webhooks, *self.job_webhooks])
+            ],
             "pausable": self.jobdir is not None,
             "feeds": [{**f, "uri": redact_url(f["uri"])} for f in self.feeds],
             "attempt": self.attempt,

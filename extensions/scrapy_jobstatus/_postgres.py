@@ -17,7 +17,6 @@ import threading
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -25,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from . import _sql as sql
+from ._location import hide_secrets, location_secrets
 from ._model import (
     ACTIVE_STATUSES,
     HISTORY_KEPT,
@@ -50,7 +50,6 @@ from ._rows import (
     filter_clauses,
     history_event,
     keeps_pause_request,
-    new_event_id,
     pause,
     resume,
     row_values,
@@ -58,6 +57,7 @@ from ._rows import (
     startable,
     take_over_pending,
     webhook_body,
+    webhook_targets,
     webhook_types,
 )
 from ._store import (
@@ -227,6 +227,9 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # Version 5: the history's events left out between a job's first and last.
     ("ALTER TABLE jobs ADD COLUMN history_omitted BIGINT NOT NULL DEFAULT 0",),
+    # Version 6: the key of a delivery to a job's own receiver; NULL: the
+    # deliverer's webhook_secret signs it.
+    ("ALTER TABLE deliveries ADD COLUMN secret TEXT",),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -267,7 +270,7 @@ class PostgresStore:
         self.node = node_name()
         self.writes = 0
         self._url = url
-        self._secrets = _secrets(url)
+        self._secrets = location_secrets(url)
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
 
@@ -311,6 +314,8 @@ class PostgresStore:
         return pool
 
     def _params(self) -> dict[str, Any]:
+        # libpq reads the location (URL or keyword DSN) by its own rules;
+        # PGPASSWORD and ~/.pgpass give the password where it holds none.
         params: dict[str, Any] = conninfo_to_dict(self._url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         params.setdefault("application_name", "scrapy-jobstatus")
@@ -333,9 +338,7 @@ class PostgresStore:
         diag = getattr(error, "diag", None)
         text = (diag.message_primary if diag is not None else None) or str(error)
         text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text or type(error).__name__
+        return hide_secrets(text, self._secrets) or type(error).__name__
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Row]]:
@@ -526,19 +529,16 @@ class PostgresStore:
             return
         row = conn.execute("SELECT * FROM jobs WHERE id = %s", (job,)).fetchone()
         assert row is not None
-        state = decode_state(row)
-        if not state.webhooks:
+        targets = webhook_targets(decode_state(row))
+        if not targets:
             return
         now = time.time()
         document = _document(conn, row, ERRORS_IN_WEBHOOKS, now)
         insert = sql.postgres(sql.INSERT_DELIVERY)
         with conn.cursor() as cur:
             for event_type in types:
-                body, event_id = _text(webhook_body(event_type, now, document)), new_event_id()
-                cur.executemany(
-                    insert,
-                    [(job, event_id, event_type, url, body, now, now) for url in state.webhooks],
-                )
+                body = _text(webhook_body(event_type, now, document))
+                cur.executemany(insert, sql.delivery_values(job, event_type, body, now, targets))
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         return reap_dead_jobs(self, node, alive)
@@ -666,9 +666,10 @@ class PostgresStore:
         limit: int,
         job_id: str | None = None,
         due_by: float | None = None,
+        keyed_only: bool = False,
     ) -> list[Delivery]:
         statement, values = sql.claim_deliveries(
-            now, lease, limit, job_id, due_by, lock=" FOR UPDATE SKIP LOCKED"
+            now, lease, limit, job_id, due_by, " FOR UPDATE SKIP LOCKED", keyed_only
         )
         with self._write() as conn:
             rows = conn.execute(sql.postgres(statement), values).fetchall()
@@ -787,24 +788,6 @@ class PostgresStore:
             statement, params = statement + " AND version = ?", (project, version)
         with self._write() as conn:
             return conn.execute(sql.postgres(statement), params).rowcount
-
-
-# -- location ------------------------------------------------------------------
-
-
-def _secrets(url: str) -> list[str]:
-    """The URL's password as it may show in an error message: as written
-    (libpq quotes a malformed URL) and decoded."""
-    parts = urlsplit(url)
-    user, at, _ = parts.netloc.rpartition("@")
-    found = [user.partition(":")[2]] if at and ":" in user else []
-    for piece in parts.query.split("&"):
-        key, _, value = piece.partition("=")
-        if unquote(key) == "password":
-            found.append(value)
-    found += [unquote(s) for s in found]
-    # Longest first: a decoded password inside the encoded one goes whole.
-    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 
 # -- schema --------------------------------------------------------------------

@@ -118,6 +118,8 @@ def take_over_pending(state: JobState, pending: JobState, resume: bool = False) 
     state.version = state.version or pending.version
     # The crawl's own URLs (JOBSTATUS_WEBHOOKS) and those scheduling gave.
     state.webhooks = list(dict.fromkeys([*pending.webhooks, *state.webhooks]))
+    state.job_webhooks = pending.job_webhooks
+    state.job_webhook_secret = pending.job_webhook_secret
 
 
 def startable(stored: JobState, resume: bool) -> bool:
@@ -281,6 +283,16 @@ def webhook_types(status: JobStatus | None, events: Iterable[HistoryEvent] = ())
     types = [f"job.{status}"] if status in WEBHOOK_STATUSES else []
     types += [WEBHOOK_STEPS[e.step] for e in events if e.step in WEBHOOK_STEPS]
     return types
+
+
+def webhook_targets(state: JobState) -> list[tuple[str, str | None]]:
+    """Each receiver of the job with the key its deliveries are signed
+    with: the job's own key for its own receivers, None (the deliverer's
+    webhook_secret) for the others. A URL that is both gets both."""
+    return [
+        *((url, None) for url in state.webhooks),
+        *((url, state.job_webhook_secret) for url in state.job_webhooks),
+    ]
 
 
 def webhook_body(event_type: str, now: float, document: dict[str, Any]) -> str:

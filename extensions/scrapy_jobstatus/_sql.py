@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._model import HISTORY_KEPT, JobState, isoformat, redact_url
+from ._rows import new_event_id
 from ._store import Attempt, Delivery, NodeInfo
 
 # A pending job with no node yet waits in the queue; claiming it names its
@@ -111,8 +112,8 @@ def postgres(statement: str) -> str:
 # -- the webhook outbox --------------------------------------------------------
 
 INSERT_DELIVERY = (
-    "INSERT INTO deliveries (job, event_id, event_type, url, body, status, attempts,"
-    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
+    "INSERT INTO deliveries (job, event_id, event_type, url, secret, body, status, attempts,"
+    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
 )
 # Due, and not leased by another deliverer (a lease ends by itself: a
 # deliverer that died leaves its deliveries to the others).
@@ -123,13 +124,37 @@ CLAIM_DELIVERIES = (
     + "{job} ORDER BY next_attempt_at, id LIMIT ?{lock}) RETURNING *"
 )
 OF_JOB = " AND job = (SELECT id FROM jobs WHERE job_id = ?)"
+# A deliverer without a webhook_secret of its own makes only the deliveries
+# that carry their key.
+KEYED = " AND secret IS NOT NULL"
+
+
+def delivery_values(
+    job: int | None, event_type: str, body: str, now: float, targets: list[tuple[str, str | None]]
+) -> list[tuple[Any, ...]]:
+    """The outbox rows of one event: one per receiver. The receivers of one
+    key share a webhook-id; those of another key get their own (a receiver
+    named with both keys deduplicates on it, and must get both)."""
+    event_ids: dict[str | None, str] = {}
+    return [
+        (job, event_ids.setdefault(secret, new_event_id()), event_type, url, secret, body, now, now)
+        for url, secret in targets
+    ]
 
 
 def claim_deliveries(
-    now: float, lease: float, limit: int, job_id: str | None, due_by: float | None, lock: str = ""
+    now: float,
+    lease: float,
+    limit: int,
+    job_id: str | None,
+    due_by: float | None,
+    lock: str = "",
+    keyed_only: bool = False,
 ) -> tuple[str, tuple[Any, ...]]:
     """The claim statement and its values."""
     clause, params = (OF_JOB, (job_id,)) if job_id is not None else ("", ())
+    if keyed_only:
+        clause += KEYED
     due = now if due_by is None else due_by
     return CLAIM_DELIVERIES.format(job=clause, lock=lock), (now + lease, due, now, *params, limit)
 
@@ -237,6 +262,7 @@ def delivery_from_row(row: Any) -> Delivery:
         event_type=row["event_type"],
         url=row["url"],
         body=row["body"],
+        secret=row["secret"],
         attempts=row["attempts"],
         created_at=row["created_at"],
         lease_until=row["lease_until"],

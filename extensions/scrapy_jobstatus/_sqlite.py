@@ -44,7 +44,6 @@ from ._rows import (
     filter_clauses,
     history_event,
     keeps_pause_request,
-    new_event_id,
     pause,
     resume,
     row_values,
@@ -52,6 +51,7 @@ from ._rows import (
     startable,
     take_over_pending,
     webhook_body,
+    webhook_targets,
     webhook_types,
 )
 from ._store import (
@@ -224,7 +224,12 @@ ALTER TABLE jobs ADD COLUMN pause_requeue INTEGER NOT NULL DEFAULT 0;
 _V5 = """
 ALTER TABLE jobs ADD COLUMN history_omitted INTEGER NOT NULL DEFAULT 0;
 """
-_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5)
+# Version 6: the key of a delivery to a job's own receiver (schedule.json's
+# webhook_secret); NULL: the deliverer's webhook_secret signs it.
+_V6 = """
+ALTER TABLE deliveries ADD COLUMN secret TEXT;
+"""
+_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT = (
@@ -509,16 +514,15 @@ class SQLiteStore:
         if not types:
             return
         row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job,)).fetchone()
-        state = decode_state(row)
-        if not state.webhooks:
+        targets = webhook_targets(decode_state(row))
+        if not targets:
             return
         now = time.time()
         document = self._document(conn, row, ERRORS_IN_WEBHOOKS, now)
         for event_type in types:
-            body, event_id = webhook_body(event_type, now, document), new_event_id()
+            body = webhook_body(event_type, now, document)
             conn.executemany(
-                sql.INSERT_DELIVERY,
-                [(job, event_id, event_type, url, body, now, now) for url in state.webhooks],
+                sql.INSERT_DELIVERY, sql.delivery_values(job, event_type, body, now, targets)
             )
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
@@ -678,8 +682,11 @@ class SQLiteStore:
         limit: int,
         job_id: str | None = None,
         due_by: float | None = None,
+        keyed_only: bool = False,
     ) -> list[Delivery]:
-        statement, values = sql.claim_deliveries(now, lease, limit, job_id, due_by)
+        statement, values = sql.claim_deliveries(
+            now, lease, limit, job_id, due_by, keyed_only=keyed_only
+        )
         with self._write() as conn:
             rows = conn.execute(statement, values).fetchall()
         return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)

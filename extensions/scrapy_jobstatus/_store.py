@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ._location import InvalidLocation, check_location, is_postgres
+from ._location import display_location as display_location  # the store's to show
 from ._model import JobStatus, isoformat
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ UNMONITORED_WARNING = "unmonitored: the crawl ran without the job status extensi
 STARTED = "job.started"
 # Errors inside the status document a webhook carries.
 ERRORS_IN_WEBHOOKS = 20
-_URL_SCHEMES = ("postgresql://", "postgres://")
 # A node unseen for a day is forgotten: its jobs were reaped long ago.
 FORGET_NODES_AFTER = 86400.0
 # How a Scrapyd node names itself to the crawls it starts: several nodes may
@@ -139,6 +139,8 @@ class Delivery:
     created_at: float
     # The claim's lease: an attempt is recorded only while it holds.
     lease_until: float
+    # The key of a job's own receiver; None: the deliverer's webhook_secret.
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -262,10 +264,11 @@ class JobStore(Protocol):
         limit: int,
         job_id: str | None = None,
         due_by: float | None = None,
+        keyed_only: bool = False,
     ) -> list[Delivery]:
         """The deliveries due by ``due_by`` (default: now), leased for
         ``lease`` seconds to the caller: no other deliverer gets them
-        meanwhile."""
+        meanwhile. ``keyed_only``: those that carry their own key alone."""
 
     def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
         """Log the attempt and move the delivery on; False, the delivery left
@@ -449,33 +452,18 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
     return value, int(key)
 
 
-def is_url(location: str | os.PathLike[str]) -> bool:
-    return isinstance(location, str) and location.startswith(_URL_SCHEMES)
-
-
-def display_location(location: str | os.PathLike[str]) -> str:
-    """The store's location as it may be shown or logged: a URL's password
-    (in the user part or the query) as ``***``."""
-    if not is_url(location):
-        return str(location)
-    url = str(location)
-    parts = urlsplit(url)
-    user, at, hosts = parts.netloc.rpartition("@")
-    netloc = f"{user.partition(':')[0]}:***@{hosts}" if at and ":" in user else parts.netloc
-    query = parts.query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(k == "password" for k, _ in pairs):
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def open_store(
     location: str | os.PathLike[str], *, readonly: bool = False, node: str | None = None
 ) -> JobStore:
-    """The store at ``location``: a ``postgresql://`` (or ``postgres://``) URL,
-    else a SQLite path; ``node`` names the node whose jobs it reaps (this
-    process's node by default)."""
-    if is_url(location):
+    """The store at ``location``: PostgreSQL's (a ``postgresql://`` URL or a
+    keyword DSN), else a SQLite path; ``node`` names the node whose jobs it
+    reaps (this process's node by default). A location that is neither is
+    refused, and no file is made of it."""
+    try:
+        check_location(location)
+    except InvalidLocation as e:
+        raise StoreError(str(e)) from None
+    if is_postgres(location):
         try:
             import psycopg  # noqa: F401
             import psycopg_pool  # noqa: F401
@@ -487,7 +475,7 @@ def open_store(
             ) from None
         from ._postgres import PostgresStore
 
-        store: JobStore = PostgresStore(location, readonly=readonly)
+        store: JobStore = PostgresStore(str(location), readonly=readonly)
     else:
         from ._sqlite import SQLiteStore
 

@@ -31,7 +31,7 @@ from standardwebhooks.webhooks import Webhook
 
 from ._defaults import DEFAULTS, default
 from ._model import InvalidSetting, redact_url, setting_number
-from ._store import Attempt, Delivery, StoreError, is_url, open_store
+from ._store import Attempt, Delivery, StoreError, is_postgres, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -52,6 +52,11 @@ DEFAULT_WAIT: float = DEFAULTS["JOBSTATUS_WEBHOOK_WAIT"]
 # Errors are kept short in the delivery log.
 MAX_ERROR = 300
 USER_AGENT = "scrapy-jobstatus-webhooks"
+# A job's own receivers: each event is one delivery a receiver, holding a
+# delivery thread up to its timeout, retried for a day.
+MAX_JOB_WEBHOOKS = 10
+# Bytes of a job's own key, at the least (Standard Webhooks: 24 to 64).
+JOB_SECRET_BYTES = 24
 
 
 class InvalidWebhook(ValueError):
@@ -65,15 +70,44 @@ def check_url(url: str) -> str:
     return url
 
 
-def check_secret(secret: str) -> str:
-    """A ``whsec_`` secret, as the Standard Webhooks libraries take it."""
+def check_secret(secret: str, least: int = 1) -> str:
+    """A ``whsec_`` secret, as the Standard Webhooks libraries take it, of
+    ``least`` bytes or more. Its messages never quote it."""
     if not secret.startswith("whsec_"):
         raise InvalidWebhook("a webhook secret starts with whsec_, then base64")
     try:
         Webhook(secret)
+        # As the library decodes it: unpadded base64 is taken.
+        key = base64.b64decode(secret.removeprefix("whsec_") + "==")
     except Exception:  # binascii.Error, or an empty secret
         raise InvalidWebhook("a webhook secret is whsec_ followed by base64") from None
+    if len(key) < least:
+        raise InvalidWebhook(
+            f"a webhook secret is whsec_ followed by the base64 of {least} bytes or more,"
+            f" not {len(key)}"
+        )
     return secret
+
+
+def job_webhooks(urls: str | None, secret: str | None) -> tuple[list[str], str | None]:
+    """A job's own receivers (schedule.json's ``webhook``) and their key
+    (``webhook_secret``); raises InvalidWebhook, in one line."""
+    own = list(dict.fromkeys(webhook_urls(urls)))
+    if len(own) > MAX_JOB_WEBHOOKS:
+        raise InvalidWebhook(f"at most {MAX_JOB_WEBHOOKS} webhook URLs a job, not {len(own)}")
+    if own and not secret:
+        raise InvalidWebhook(
+            "webhook needs webhook_secret: the receiver's own key, whsec_ followed by the"
+            f" base64 of {JOB_SECRET_BYTES} random bytes or more"
+        )
+    if secret and not own:
+        raise InvalidWebhook("webhook_secret goes with webhook: the URLs it signs for")
+    if secret:
+        try:
+            check_secret(secret, JOB_SECRET_BYTES)
+        except InvalidWebhook as e:
+            raise InvalidWebhook(f"webhook_secret: {e}") from None
+    return own, secret or None
 
 
 def webhook_urls(value: str | Iterable[str] | None) -> list[str]:
@@ -228,6 +262,8 @@ class WebhookSender:
         self._node = node
         self._shared: JobStore | None = None
         self._signer = Webhook(secret) if secret else None
+        # Without a webhook_secret of its own, a deliverer makes only the
+        # deliveries that carry their key (a job's own receivers).
         self.unsigned = self._signer is None
         self.policy = policy or WebhookPolicy()
         self._clock = clock
@@ -238,7 +274,7 @@ class WebhookSender:
 
     @property
     def store(self) -> JobStore:
-        if is_url(self._location):
+        if is_postgres(self._location):
             with self._lock:
                 if self._shared is None:
                     self._shared = open_store(self._location, node=self._node)
@@ -263,7 +299,9 @@ class WebhookSender:
         # The lease outlasts an attempt and its record: nobody else sends it
         # meanwhile. A deliverer that died holds it no longer than this.
         lease = self.policy.timeout + LEASE_MARGIN
-        return self.store.claim_deliveries(self._clock(), lease, limit, job_id, due_by)
+        return self.store.claim_deliveries(
+            self._clock(), lease, limit, job_id, due_by, keyed_only=self.unsigned
+        )
 
     def deliver(self, delivery: Delivery) -> Attempt:
         attempt = self.send(delivery)
@@ -316,11 +354,11 @@ class WebhookSender:
             "webhook-id": delivery.event_id,
             "webhook-timestamp": str(timestamp),
         }
-        if self._signer is not None:
+        # A job's own receiver verifies with its own key, never the node's.
+        signer = Webhook(delivery.secret) if delivery.secret else self._signer
+        if signer is not None:
             signed_at = datetime.fromtimestamp(timestamp, UTC)
-            headers["webhook-signature"] = self._signer.sign(
-                delivery.event_id, signed_at, delivery.body
-            )
+            headers["webhook-signature"] = signer.sign(delivery.event_id, signed_at, delivery.body)
         url, credentials = _split_credentials(delivery.url)
         if credentials:
             headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()

@@ -19,7 +19,15 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 
 from .._defaults import default
-from .._model import InvalidJobId, JobStatus, pause_refusal, resume_refusal, validate_job_id
+from .._location import InvalidLocation, check_location, display_location
+from .._model import (
+    InvalidJobId,
+    JobStatus,
+    pause_refusal,
+    redact_url,
+    resume_refusal,
+    validate_job_id,
+)
 from .._settings import store_location
 from .._store import (
     JobFilter,
@@ -27,7 +35,7 @@ from .._store import (
     JobStore,
     RequestResult,
     StoreError,
-    is_url,
+    is_postgres,
     open_store,
     process_alive,
 )
@@ -85,9 +93,11 @@ class LocalJobs:
     @property
     def reader(self) -> JobStore:
         if self._reader is None:
-            if not is_url(self.location) and not os.path.exists(self.location):
+            if not is_postgres(self.location) and not os.path.exists(self.location):
                 # Opening it to write would make it: a read creates nothing.
-                raise CommandError(f"no job store at {self.location}: no job has run with it yet")
+                raise CommandError(
+                    f"no job store at {display_location(self.location)}: no job has run with it yet"
+                )
             self._reap_dead_jobs()
             self._reader = open_store(self.location, readonly=True)
         elif time.monotonic() - self._reaped_at >= REAP_INTERVAL:
@@ -155,6 +165,40 @@ class LocalJobs:
             store.close()
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """A URL's scheme, host and port (the default one for its scheme)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects followed within the node's origin only: urllib would send
+    the node's ``Authorization`` header to any host a redirect names."""
+
+    def __init__(self, base: str):
+        super().__init__()
+        self.base = base
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if origin(newurl) != origin(self.base):
+            fp.close()
+            raise CommandError(
+                f"{self.base}: redirected to {redact_url(newurl)}, another host:"
+                " not followed (the node's credentials go to --url's host only)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class RemoteJobs:
     """A Scrapyd node's job services, with the interface of LocalJobs."""
 
@@ -174,6 +218,7 @@ class RemoteJobs:
             "Basic " + base64.b64encode(auth.encode()).decode() if auth is not None else None
         )
         self.timeout = timeout
+        self.opener = urllib.request.build_opener(SameOriginRedirects(self.base))
 
     def status(self, job_id: str) -> dict[str, Any]:
         code, body = self._call("GET", "jobstatus.json", {"job": job_id})
@@ -259,7 +304,7 @@ class RemoteJobs:
         if self.authorization:
             request.add_header("Authorization", self.authorization)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:  # noqa: S310
+            with self.opener.open(request, timeout=timeout or self.timeout) as response:
                 code, raw = response.status, response.read()
         except urllib.error.HTTPError as e:
             with e:
@@ -289,7 +334,12 @@ class JobCommand(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--db", metavar="PATH", help="the job store (default: JOBSTATUS_DB)")
+        parser.add_argument(
+            "--db",
+            metavar="LOCATION",
+            help="the job store: a SQLite path, a postgresql:// URL or a keyword DSN"
+            " (default: JOBSTATUS_DB)",
+        )
         parser.add_argument(
             "--url",
             metavar="URL",
@@ -313,6 +363,10 @@ class JobCommand(ScrapyCommand):
                 EXIT_BAD_INPUT,
             )
         path = opts.db or store_location(self.settings)
+        try:
+            check_location(path)
+        except InvalidLocation as e:
+            raise CommandError(str(e), EXIT_BAD_INPUT) from None
         name = "JOBSTATUS_ERRORS_KEPT"
         errors_kept = self.settings.getint(name, default(name))
         if errors_kept < 0:

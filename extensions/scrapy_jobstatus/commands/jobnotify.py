@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,9 @@ class Command(JobCommand):
 
     def long_desc(self) -> str:
         return (
-            "Deliver every webhook event that is due, signed with JOBSTATUS_WEBHOOK_SECRET: "
+            "Deliver every webhook event that is due, signed with JOBSTATUS_WEBHOOK_SECRET "
+            "(a job's own receivers, named by schedule.json's webhook, with the key given "
+            "with them): "
             "the events a crawl could not deliver before it ended (a receiver down, a crawl "
             "killed: its job ends failed here first). With --wait, go on delivering the "
             "retries that fall due meanwhile. "
@@ -56,8 +59,10 @@ class Command(JobCommand):
         except InvalidSetting as e:
             raise CommandError(str(e), EXIT_BAD_INPUT) from None
         if not settings.secret:
-            raise CommandError(
-                "JOBSTATUS_WEBHOOK_SECRET is not set: deliveries cannot be signed", EXIT_BAD_INPUT
+            print(
+                "JOBSTATUS_WEBHOOK_SECRET is not set: only the deliveries to a job's own"
+                " receivers, which carry their key, are made",
+                file=sys.stderr,
             )
         location = self.jobs(opts).location
         sender = WebhookSender(location, settings.secret, settings.policy)

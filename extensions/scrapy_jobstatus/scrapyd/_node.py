@@ -9,6 +9,7 @@ component of Scrapyd's application for the services.
 
 from __future__ import annotations
 
+import configparser
 import math
 import os
 import socket
@@ -20,8 +21,9 @@ from zope.interface import Attribute, Interface, implementer
 
 from .._defaults import DEFAULTS
 from .._jobdir import jobdir_name
+from .._location import InvalidLocation, check_location
 from .._settings import STORE_VARIABLE
-from .._store import NODE_VARIABLE, JobStore, is_url, open_store
+from .._store import NODE_VARIABLE, JobStore, is_postgres, open_store
 from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
 
 if TYPE_CHECKING:
@@ -84,7 +86,7 @@ class JobStatusNode:
         shutdown_wait: float = DEFAULT_SHUTDOWN_WAIT,
     ):
         # A path is made absolute for the crawls, which run elsewhere.
-        self.db = db if is_url(db) else os.path.abspath(db)
+        self.db = db if is_postgres(db) else os.path.abspath(db)
         self.name = name
         self.url = url
         self.timeout_max = timeout_max
@@ -101,10 +103,14 @@ class JobStatusNode:
 
     @classmethod
     def from_config(cls, config: Config) -> JobStatusNode:
-        options = dict(config.items(SECTION, default=[]))
+        options = _options(config)
         # A relative path is relative to the directory scrapyd runs in, like
         # Scrapyd's own dbs_dir.
         db = options.get("db") or DEFAULT_DB
+        try:
+            check_location(db)
+        except InvalidLocation as e:
+            raise ConfigError(f"[{SECTION}] db: {e}") from None
         node_timeout = _number(options, "node_timeout", DEFAULT_NODE_TIMEOUT)
         if node_timeout < 10:
             raise ConfigError(f"[{SECTION}] node_timeout must be 10 seconds or more")
@@ -166,6 +172,18 @@ def shared_node(config: Config) -> JobStatusNode:
     if node is None:
         node = _NODES[config] = JobStatusNode.from_config(config)
     return node
+
+
+def _options(config: Config) -> dict[str, str]:
+    """The [jobstatus] options. ConfigParser's error quotes the value, which
+    may hold a password: one line naming the option instead."""
+    try:
+        return dict(config.items(SECTION, default=[]))
+    except configparser.InterpolationError as e:
+        raise ConfigError(
+            f"[{SECTION}] {e.option}: a '%' in scrapyd.conf is written '%%'"
+            " (a percent-encoded '@' in a URL, %40, as %%40)"
+        ) from None
 
 
 def _own_url(config: Config) -> str:

@@ -38,7 +38,7 @@ from .._store import (
     NodeInfo,
     ReapedJob,
     StoreError,
-    is_url,
+    is_postgres,
     open_store,
     process_alive,
 )
@@ -129,7 +129,7 @@ class Launcher(launcher.Launcher):
         check_scrapyd_supported()
         super().__init__(config, app)
         self.node = shared_node(config)
-        check_components(config, shared=is_url(self.node.db))
+        check_components(config, shared=is_postgres(self.node.db))
         app.setComponent(IJobStatusNode, self.node)
         app.setComponent(IEnvironment, JobEnvironment(config, self.node.store))
         self.started_at = time.time()

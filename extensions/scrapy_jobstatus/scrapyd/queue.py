@@ -35,7 +35,7 @@ from .._model import (
 )
 from .._model import JobStatus as Status
 from .._store import JobStore, StoreError, open_store
-from .._webhooks import InvalidWebhook, webhook_urls
+from .._webhooks import InvalidWebhook, job_webhooks
 from ._node import shared_node
 from .metrics import timed_store_write
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="scrapy_jobstatus.scrapyd.queue")
 
 # Settings of the node, not of a job (a job's own webhook is the `webhook`
-# argument, signed by the node).
+# argument, signed with its own key: `webhook_secret`).
 NODE_SETTINGS = (
     "JOBSTATUS_DB",
     "JOBSTATUS_PROJECT",
@@ -57,8 +57,10 @@ NODE_SETTINGS = (
     "JOBSTATUS_JOBDIR",
     "JOBDIR",
 )
-# schedule.json's argument of the job's own webhook URLs (space-separated).
+# schedule.json's argument of the job's own webhook URLs (space-separated),
+# and of their key (whsec_...): stored to sign with, never a spider argument.
 WEBHOOK_ARGUMENT = "webhook"
+WEBHOOK_SECRET_ARGUMENT = "webhook_secret"  # noqa: S105 (a parameter name)
 # schedule.json's argument of the job's automatic retries (JOBSTATUS_RETRIES).
 RETRIES_ARGUMENT = "retries"
 
@@ -97,7 +99,13 @@ class SpiderQueue:
             raise refuse(str(e)) from None
         self._check_settings(settings)
         retries, retry_delay = self._retries(spider_args.pop(RETRIES_ARGUMENT, None), settings)
-        webhooks = self._webhooks(spider_args.pop(WEBHOOK_ARGUMENT, None))
+        try:
+            own, key = job_webhooks(
+                spider_args.pop(WEBHOOK_ARGUMENT, None),
+                spider_args.pop(WEBHOOK_SECRET_ARGUMENT, None),
+            )
+        except InvalidWebhook as e:
+            raise refuse(str(e)) from None
         state = pending_job(
             job,
             project=self.project,
@@ -107,7 +115,9 @@ class SpiderQueue:
             settings=settings,
             priority=priority,
             version=version,
-            webhooks=webhooks,
+            webhooks=self.node.webhooks,
+            job_webhooks=own,
+            job_webhook_secret=key,
             retries=retries,
             retry_delay=retry_delay,
         )
@@ -150,16 +160,6 @@ class SpiderQueue:
         if retry_delay is not None and retry_delay < 0:
             raise refuse(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
         return retries, retry_delay
-
-    def _webhooks(self, given: str | None) -> list[str]:
-        """The node's webhooks and the job's own, which the node signs."""
-        try:
-            own = webhook_urls(given)
-        except InvalidWebhook as e:
-            raise refuse(str(e)) from None
-        if own and not self.node.webhook_secret:
-            raise refuse("this node has no webhook_secret to sign webhooks with")
-        return list(dict.fromkeys([*self.node.webhooks, *own]))
 
     def pop(self) -> dict[str, Any] | None:
         state = self.node.store.claim_job(self.node.name, self.project)

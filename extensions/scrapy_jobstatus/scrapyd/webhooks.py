@@ -59,8 +59,10 @@ class WebhookDelivery:
         if self.sender.unsigned:
             # A project's own JOBSTATUS_WEBHOOKS wait in the outbox for a
             # deliverer that can sign them (another node, scrapy jobnotify).
-            log.info("No webhook_secret in [jobstatus]: this node delivers no webhooks")
-            return
+            log.info(
+                "No webhook_secret in [jobstatus]: this node delivers the jobs' own"
+                " webhooks only, each signed with its own key"
+            )
         self.pool.start()
         self.loop.start(DELIVERY_INTERVAL, now=True)
 
