@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from typing import Self
 
     from scrapy import Request, Spider
+    from scrapy.core.engine import ExecutionEngine
     from scrapy.crawler import Crawler
     from scrapy.http import Response
     from twisted.python.failure import Failure
@@ -525,8 +526,16 @@ class JobStatusExtension:
         engine = self.crawler.engine
         if engine is None:
             return
-        dfd = deferred_from_coro(engine.close_spider_async(reason=reason))
+        dfd = deferred_from_coro(self._close_engine(engine, reason))
         dfd.addErrback(self._close_failed)
+
+    async def _close_engine(self, engine: ExecutionEngine, reason: str) -> None:
+        await engine.close_spider_async(reason=reason)
+        if engine.running and not self.crawler.crawling:
+            # Scrapy's Ctrl-C handler stopped the crawler while it was
+            # starting, before its engine ran: nothing else stops the engine,
+            # and the crawl would wait for it forever.
+            await engine.stop_async()
 
     def _close_failed(self, failure: Failure) -> None:
         logger.error("Could not close the spider: %(error)s", {"error": failure.getErrorMessage()})
