@@ -378,6 +378,9 @@ def test_a_second_signal_drops_in_flight_requests_but_closes_feeds_and_writes_th
     assert "forced stop" in [e["step"] for e in doc["history"]]
     assert [item["url"] for item in job.items] == [f"{site}/sample/apple"]
     assert doc["total_documents_found"] == 1
+    # The dropped requests are no failed pages, and their end is no error.
+    assert doc["responses_failed"] == 0 and doc["error_count"] == 0
+    assert "Traceback" not in job.log_text
 
 
 def test_the_grace_period_ends_a_cancel_whose_requests_hang(tmp_path, site, reactor_mode):

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 
 from ._addon import BUSY_JOBDIR
 from ._engine import (
+    DROPPED,
     closing_with_requests_in_flight,
     drop_in_flight_requests,
     queued_requests,
@@ -679,11 +680,11 @@ class JobStatusExtension:
     # -- counters --------------------------------------------------------------------
 
     def response_received(self, response: Response, request: Request, spider: Spider) -> None:
-        if self.tracker is not None and not _is_robots_txt(request):
+        if self.tracker is not None and not _not_a_page(request):
             self.tracker.response_received(response.url, classify_response(response))
 
     def download_failed(self, request: Request, exception: BaseException) -> None:
-        if self.tracker is not None and not _is_robots_txt(request):
+        if self.tracker is not None and not _not_a_page(request):
             self.tracker.download_failed(classify_exception(exception, request.url))
 
     def item_scraped(self, item: Any, spider: Spider) -> None:
@@ -730,6 +731,9 @@ def _one_line(value: object) -> str:
     return " ".join(text.split())[:1000]
 
 
-def _is_robots_txt(request: Request) -> bool:
-    # RobotsTxtMiddleware's own requests are not pages of the job.
+def _not_a_page(request: Request) -> bool:
+    # RobotsTxtMiddleware's own requests are not pages of the job, nor are
+    # those a forced stop dropped.
+    if request.meta.get(DROPPED):
+        return True
     return bool(request.meta.get("dont_obey_robotstxt")) and request.url.endswith("/robots.txt")
