@@ -20,7 +20,7 @@ import pytest
 from scrapy_jobstatus import open_store
 from scrapy_jobstatus._store import JobFilter
 from tests.conftest import scrapy_has_reactorless
-from tests.helpers import ROOT, TEST_SETTINGS, read_lines, wait_for
+from tests.helpers import ROOT, TEST_SETTINGS, read_lines, run_crawl, wait_for
 
 # A spider as a user writes one: a page, an item.
 PAGES_SPIDER = """
@@ -349,3 +349,31 @@ def test_ctrl_c_cancels_the_jobs_of_a_runner_in_a_users_program(
     docs = documents(db)
     assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
     assert "Traceback" not in process.log_text
+
+
+# -- monitoring that cannot start never costs the crawl -------------------------
+
+
+def test_a_failure_while_the_job_opens_leaves_the_crawl_running_unmonitored(
+    tmp_path, site, reactor_mode
+):
+    # The JOBDIR's marker cannot be written: a directory stands where its
+    # temporary file goes.
+    jobdir = tmp_path / "jobdir"
+    (jobdir / ".jobstatus.json.tmp").mkdir(parents=True)
+    urls = ",".join(f"{site}/sample/{page}" for page in ("apple", "banana", "cherry"))
+    log, feed = tmp_path / "crawl.log", tmp_path / "items.jl"
+    code = run_crawl(
+        "batch",
+        tmp_path / "jobs.db",
+        log,
+        output=feed,
+        args={"urls": urls, "_job": "job1"},
+        settings={**reactor_mode, "JOBDIR": str(jobdir), "JOBSTATUS_INTERVAL": "0.2"},
+    )
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert sorted(item["url"] for item in read_lines(feed)) == sorted(urls.split(","))
+    (error,) = [line for line in text.splitlines() if "] ERROR:" in line]
+    assert "could not start" in error and "unmonitored" in error
+    assert "Traceback" not in text
