@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scrapy.crawler import AsyncCrawlerProcess, CrawlerProcessBase
@@ -49,7 +50,8 @@ class SignalledCrawl(Protocol):
 
 class ShutdownSignals:
     def __init__(self) -> None:
-        self._crawls: list[SignalledCrawl] = []
+        # Weak: a crawl that is gone without saying so holds nothing up.
+        self._crawls: weakref.WeakSet[SignalledCrawl] = weakref.WeakSet()
         self._previous: dict[int, Any] = {}
         self._loop: EventLoop | None = None
         self.received = 0
@@ -60,7 +62,7 @@ class ShutdownSignals:
         """Called on the loop's thread as the crawl is made. A crawl that
         comes after the first signal hears of it at once: the process is
         shutting down."""
-        self._crawls.append(crawl)
+        self._crawls.add(crawl)
         self._loop = EventLoop()
         self.install()
         # Scrapy installs its handlers once its loop runs: taken over then.
@@ -69,8 +71,7 @@ class ShutdownSignals:
             crawl.shutdown_signal(self.first[0], 1, self.first[1])
 
     def unregister(self, crawl: SignalledCrawl) -> None:
-        if crawl in self._crawls:
-            self._crawls.remove(crawl)
+        self._crawls.discard(crawl)
         if not self._crawls:
             self._restore()
 
@@ -103,10 +104,21 @@ class ShutdownSignals:
             pass  # not the main thread: nothing was installed from it
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self._crawls or self._loop is None:
+            self._chain(signum, frame)
+            return
         # Nothing else may run inside a signal handler: hand over to the loop.
         self.received += 1
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._dispatch, signum, self.received)
+        self._loop.call_soon_threadsafe(self._dispatch, signum, self.received)
+
+    def _chain(self, signum: int, frame: FrameType | None) -> None:
+        """No crawl is left: the signal goes where it went before."""
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     def _dispatch(self, signum: int, count: int) -> None:
         name = signal.Signals(signum).name
