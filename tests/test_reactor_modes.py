@@ -216,12 +216,12 @@ def test_ctrl_c_pauses_a_job_with_a_jobdir_and_running_again_completes_it(projec
 
 THREE_CRAWLS = """
 import json, sys
-from scrapy.crawler import AsyncCrawlerProcess
+from scrapy import crawler
 from scrapy.utils.project import get_project_settings
 
 settings = get_project_settings()
 settings.setdict(json.loads(sys.argv[1]), priority="cmdline")
-process = AsyncCrawlerProcess(settings)
+process = getattr(crawler, sys.argv[3] if len(sys.argv) > 3 else "AsyncCrawlerProcess")(settings)
 for job, urls in json.loads(sys.argv[2]).items():
     process.crawl("batch", urls=urls, _job=job)
 process.start()
@@ -264,7 +264,7 @@ else:
 
 
 def run_program(
-    source: str, tmp_path: Path, mode: dict[str, str], jobs: dict[str, str]
+    source: str, tmp_path: Path, mode: dict[str, str], jobs: dict[str, str], *more: str
 ) -> tuple[Process, Path]:
     script = tmp_path / "program.py"
     script.write_text(textwrap.dedent(source))
@@ -276,7 +276,7 @@ def run_program(
         "JOBSTATUS_INTERVAL": "0.2",
         "RETRY_ENABLED": "False",
     }
-    command = [sys.executable, str(script), json.dumps(settings), json.dumps(jobs)]
+    command = [sys.executable, str(script), json.dumps(settings), json.dumps(jobs), *more]
     process = Process(command, ROOT, tmp_path / "program.log", env={"PYTHONPATH": str(ROOT)})
     return process, db
 
@@ -313,6 +313,19 @@ def test_ctrl_c_cancels_every_job_of_the_process_at_once(tmp_path, site, reactor
         cancel = [e for e in doc["history"] if e["step"] == "cancel requested"]
         assert [e["details"] for e in cancel] == ["by signal"]
         assert doc["total_pages_crawled"] < 30
+
+
+def test_ctrl_c_cancels_every_job_of_a_crawler_process_with_its_reactor(tmp_path, site, processes):
+    # Scrapy's Deferred-based process: the crawls start before its reactor runs.
+    jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(3)}
+    process, db = run_program(THREE_CRAWLS, tmp_path, {}, jobs, "CrawlerProcess")
+    processes.append(process)
+    wait_for(lambda: all_running(db, jobs, pages=2), what="three jobs crawling")
+    process.ctrl_c()
+    assert process.wait(20) == 0, process.log_text[-3000:]
+    docs = documents(db)
+    assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
+    assert "Traceback" not in process.log_text
 
 
 def test_a_second_ctrl_c_forces_every_job_of_the_process(tmp_path, site, reactor_mode, processes):
