@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,8 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(
 ):
     # Moments spread over start-up: imports, settings, the job opening, the
     # first requests of a crawl that would last 6 s. Four crawls at a time,
-    # over 1.5 times what opening a job takes on this machine now.
-    span = start_up_time(tmp_path, site, reactor_mode) * 1.5
+    # over twice what opening a job takes on this machine now (shared: its load varies).
+    span = start_up_time(tmp_path, site, reactor_mode) * 2
     delays = [i * span / 15 for i in range(16)]
     runs = []
     for batch in range(0, len(delays), 4):
@@ -112,14 +113,16 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(
                 settings={**reactor_mode, **FAST, "CONCURRENT_REQUESTS": "2"},
             )
             started.append((delay, work, process, time.monotonic()))
+        sent_at = {}
         for delay, _, process, began in started:
             # The moment is the point of the test: not a wait for a condition.
             time.sleep(max(0.0, began + delay - time.monotonic()))
             process.send_signal(signum)
+            sent_at[delay] = time.time()
         for delay, work, process, _ in started:
             returncode = process.wait(60)
-            runs.append((delay, work, returncode))
-    for delay, work, returncode in runs:
+            runs.append((delay, work, returncode, sent_at[delay]))
+    for delay, work, returncode, signalled_at in runs:
         doc = document(work / "jobs.db")
         items = valid_lines(work / "items.jl")
         log = (work / "crawl.log").read_text()
@@ -134,13 +137,22 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(
             # never reached the crawl, which ran as if none came.
             assert doc["status"] == "completed", (delay, log[-2000:])
             continue
+        ended = doc["completed_at"]
+        if (
+            doc["status"] == "completed"
+            and datetime.fromisoformat(ended).timestamp() < signalled_at
+        ):
+            # The latest moments may come once a fast crawl ended, while
+            # its process exits: the job was done.
+            assert returncode == 0 and doc["total_documents_found"] == 6 == len(items), delay
+            continue
         assert doc["status"] == "cancelled", (delay, doc["status"], doc["error_message"])
         assert doc["completion_reason"] == "cancelled"
         assert returncode == 0, (delay, log[-2000:])
         assert doc["total_documents_found"] == len(items), delay
         assert "Traceback" not in log, (delay, log[-3000:])
     # The moments did reach a started job, not only the interpreter's start.
-    opened = [work for _, work, _ in runs if document(work / "jobs.db") is not None]
+    opened = [work for _, work, _, _ in runs if document(work / "jobs.db") is not None]
     # Some moments reached a started job, whatever the machine's load.
     assert len(opened) >= 3, [str(work) for work in opened]
 
