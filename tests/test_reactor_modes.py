@@ -68,8 +68,8 @@ class Process:
                 start_new_session=True,
             )
 
-    def ctrl_c(self) -> None:
-        os.killpg(self.popen.pid, signal.SIGINT)
+    def ctrl_c(self, signum: int = signal.SIGINT) -> None:
+        os.killpg(self.popen.pid, signum)
 
     def wait(self, timeout: float) -> int:
         try:
@@ -298,12 +298,15 @@ def test_three_crawls_in_one_process_are_three_jobs(tmp_path, site, reactor_mode
     assert all(d["total_pages_crawled"] == 2 for d in docs.values())
 
 
-def test_ctrl_c_cancels_every_job_of_the_process_at_once(tmp_path, site, reactor_mode, processes):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_cancels_every_job_of_the_process_at_once(
+    tmp_path, site, reactor_mode, processes, signum
+):
     jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(3)}
     process, db = run_program(THREE_CRAWLS, tmp_path, reactor_mode, jobs)
     processes.append(process)
     wait_for(lambda: all_running(db, jobs, pages=2), what="three jobs crawling")
-    process.ctrl_c()
+    process.ctrl_c(signum)
     # The crawls would take 30 s each without the signal.
     assert process.wait(20) == 0, process.log_text[-3000:]
     docs = documents(db)
