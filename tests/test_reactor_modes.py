@@ -262,6 +262,27 @@ else:
     asyncio.run(main())
 """
 
+# Scrapy's Deferred-based runner in a user's program, on its own reactor.
+DEFERRED_RUNNER_PROGRAM = """
+import json, sys
+from scrapy.utils.reactor import install_reactor
+
+install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
+from scrapy.crawler import CrawlerRunner
+from scrapy.utils.log import configure_logging
+from scrapy.utils.project import get_project_settings
+from twisted.internet import reactor
+
+settings = get_project_settings()
+settings.setdict(json.loads(sys.argv[1]), priority="cmdline")
+configure_logging(settings)
+runner = CrawlerRunner(settings)
+for job, urls in json.loads(sys.argv[2]).items():
+    runner.crawl("batch", urls=urls, _job=job)
+runner.join().addBoth(lambda _: reactor.stop())
+reactor.run()
+"""
+
 
 def run_program(
     source: str, tmp_path: Path, mode: dict[str, str], jobs: dict[str, str], *more: str
@@ -358,6 +379,18 @@ def test_ctrl_c_cancels_the_jobs_of_a_runner_in_a_users_program(
 ):
     jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(2)}
     process, db = run_program(RUNNER_PROGRAM, tmp_path, reactor_mode, jobs)
+    processes.append(process)
+    wait_for(lambda: all_running(db, jobs, pages=2), what="two jobs crawling")
+    process.ctrl_c()
+    assert process.wait(20) == 0, process.log_text[-3000:]
+    docs = documents(db)
+    assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
+    assert "Traceback" not in process.log_text
+
+
+def test_ctrl_c_cancels_the_jobs_of_a_deferred_runner_in_a_users_program(tmp_path, site, processes):
+    jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(2)}
+    process, db = run_program(DEFERRED_RUNNER_PROGRAM, tmp_path, {}, jobs)
     processes.append(process)
     wait_for(lambda: all_running(db, jobs, pages=2), what="two jobs crawling")
     process.ctrl_c()
