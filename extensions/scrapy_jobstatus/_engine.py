@@ -13,12 +13,13 @@ import logging
 from typing import TYPE_CHECKING
 
 import scrapy
+from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_from_coro
 
 from ._loop import installed_reactor
 
 if TYPE_CHECKING:
-    from scrapy.core.engine import ExecutionEngine
+    from scrapy.core.engine import ExecutionEngine, _Slot
     from twisted.python.failure import Failure
 
 logger = logging.getLogger("scrapy_jobstatus.extension")
@@ -26,6 +27,8 @@ logger = logging.getLogger("scrapy_jobstatus.extension")
 SUPPORTED_SCRAPY = "2.14 to 2.19"
 # Marks a request dropped by a forced stop: its outcome is no page of the job.
 DROPPED = "jobstatus_dropped"
+# Seconds the downloads of closed download handlers get to fail.
+LEFT_WAIT = 1.0
 
 
 def unsupported_reason() -> str | None:
@@ -72,11 +75,22 @@ def drop_in_flight_requests(engine: ExecutionEngine, requeue: bool = False) -> i
         # spider is open, and the close goes on once the last is handled.
         # (Left in flight, they would fail after the close, into a closed
         # engine.)
-        deferred_from_coro(close_handlers()).addErrback(_log_failure)
+        d = deferred_from_coro(close_handlers())
+        d.addCallback(lambda _: call_later(LEFT_WAIT, _drop_left, slot))
+        d.addErrback(_log_failure)
     else:
         slot.inprogress.clear()
         slot._maybe_fire_closing()
     return dropped
+
+
+def _drop_left(slot: _Slot) -> None:
+    # A download handler that left its downloads under way when closed: the
+    # close goes on without them.
+    left = {request for request in slot.inprogress if request.meta.get(DROPPED)}
+    if left and slot.closing is not None and not slot.closing.called:
+        slot.inprogress.difference_update(left)
+        slot._maybe_fire_closing()
 
 
 def _discard(*_: object) -> None:
