@@ -20,7 +20,15 @@ import pytest
 from scrapy_jobstatus import open_store
 from scrapy_jobstatus._store import JobFilter
 from tests.conftest import scrapy_has_reactorless
-from tests.helpers import ROOT, TEST_SETTINGS, read_lines, run_crawl, wait_for
+from tests.helpers import (
+    ROOT,
+    TEST_SETTINGS,
+    crawl_command,
+    read_lines,
+    run_crawl,
+    scrapy,
+    wait_for,
+)
 
 # A spider as a user writes one: a page, an item.
 PAGES_SPIDER = """
@@ -398,6 +406,49 @@ def test_ctrl_c_cancels_the_jobs_of_a_deferred_runner_in_a_users_program(tmp_pat
     docs = documents(db)
     assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
     assert "Traceback" not in process.log_text
+
+
+def test_a_forced_pause_keeps_the_dropped_requests_for_the_next_run(
+    tmp_path, site, reactor_mode, processes
+):
+    # Two pages at a time, each taking 3 s: the pause's grace ends first.
+    urls = slow_urls(site, 6, 3)
+    db, feed = tmp_path / "jobs.db", tmp_path / "items.jl"
+    settings = {
+        **reactor_mode,
+        "JOBDIR": str(tmp_path / "jobdir"),
+        "CONCURRENT_REQUESTS": "2",
+        "JOBSTATUS_INTERVAL": "0.2",
+        "JOBSTATUS_CANCEL_GRACE": "0.5",
+        "RETRY_ENABLED": "False",
+    }
+    args = {"urls": urls, "_job": "job1"}
+
+    def crawl(name: str) -> Process:
+        # -o appends: the second run's items follow the first's.
+        command = crawl_command("batch", db, args=args, settings=settings)
+        command += ["-o", f"{feed}:jsonlines"]
+        process = Process(command, ROOT, tmp_path / f"{name}.log", {"PYTHONPATH": str(ROOT)})
+        processes.append(process)
+        return process
+
+    first = crawl("first")
+    wait_for(
+        lambda: (d := documents(db).get("job1")) and d["requests_in_flight"] == 2,
+        what="two requests in flight",
+    )
+    assert scrapy("jobpause", "job1", "--db", str(db)).returncode == 0
+    assert first.wait(30) == 0, first.log_text[-3000:]
+    paused = documents(db)["job1"]
+    assert paused["status"] == "paused"
+    assert any(w.startswith("forced stop") for w in paused["warnings"])
+    assert "Traceback" not in first.log_text
+    second = crawl("second")
+    assert second.wait(60) == 0, second.log_text[-3000:]
+    done = documents(db)["job1"]
+    assert (done["status"], done["completion_reason"]) == ("completed", "done")
+    # Every page once: the dropped ones were crawled by the second run.
+    assert sorted(item["url"] for item in read_lines(feed)) == sorted(urls.split(","))
 
 
 # -- monitoring that cannot start never costs the crawl -------------------------
