@@ -51,6 +51,8 @@ CRAWL_TESTS=(
     tests/test_listings.py
     tests/test_scrapy_own_commands.py
     tests/test_addon.py
+    tests/test_reactor_modes.py
+    tests/test_signals.py
     --deselect tests/test_scrapy_own_commands.py::test_scrapy_bench_is_a_job_that_ends_completed
 )
 lowest=$(.venv/bin/python - <<'PY'

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 
 import pytest
+import scrapy
 
 from scrapy_jobstatus._store import open_store
 from tests.helpers import local_site
@@ -58,3 +60,24 @@ def sqlite_store(tmp_path):
     store = open_store(tmp_path / "sub" / "jobs.db")
     yield store
     store.close()
+
+
+# Scrapy runs a crawl on a Twisted reactor (asyncio's, by default) or, from
+# Scrapy 2.15, without one (TWISTED_REACTOR_ENABLED = False).
+REACTOR_MODES = {
+    "asyncio": {},
+    "reactorless": {"TWISTED_REACTOR_ENABLED": "False"},
+}
+
+
+@pytest.fixture(params=list(REACTOR_MODES))
+def reactor_mode(request) -> dict[str, str]:
+    """The same crawl test in both of Scrapy's modes: the settings that
+    select the mode, to add to a crawl's."""
+    if request.param == "reactorless" and not scrapy_has_reactorless():
+        pytest.skip(f"Scrapy {scrapy.__version__} has no reactorless mode (2.15+)")
+    return dict(REACTOR_MODES[request.param])
+
+
+def scrapy_has_reactorless() -> bool:
+    return importlib.util.find_spec("scrapy.utils.reactorless") is not None

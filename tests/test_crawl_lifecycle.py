@@ -161,9 +161,9 @@ def test_in_order_accepts_subsequences_only():
     assert not in_order(["cancelled", "cancelled"], CANCEL_ORDER)
 
 
-def test_a_completed_batch_job_has_exact_counters_history_and_stats(tmp_path, site):
+def test_a_completed_batch_job_has_exact_counters_history_and_stats(tmp_path, site, reactor_mode):
     urls = ",".join(f"{site}/sample/{name}" for name in ["", "apple", "banana", "nope"])
-    job = Job(tmp_path, args={"urls": urls}).run()
+    job = Job(tmp_path, args={"urls": urls}, settings=reactor_mode).run()
     doc = job.doc()
     assert doc["status"] == "completed"
     assert doc["completion_reason"] == "done"
@@ -262,11 +262,11 @@ def test_a_job_whose_responses_mostly_fail_ends_failed_saying_why(tmp_path, site
     assert len(job.items) == 4  # the results are still there
 
 
-def test_a_timeout_stops_scheduling_and_keeps_partial_results(tmp_path, site):
+def test_a_timeout_stops_scheduling_and_keeps_partial_results(tmp_path, site, reactor_mode):
     job = Job(
         tmp_path,
         args={"urls": slow_urls(site, 30, 0.5)},
-        settings={"JOBSTATUS_TIMEOUT": "1.5", "CONCURRENT_REQUESTS": "2"},
+        settings={**reactor_mode, "JOBSTATUS_TIMEOUT": "1.5", "CONCURRENT_REQUESTS": "2"},
     ).start()
     statuses, doc = job.statuses_until_done()
     assert job.wait() == 0
@@ -290,13 +290,17 @@ def test_a_timeout_stops_scheduling_and_keeps_partial_results(tmp_path, site):
     assert recorded_statuses(doc) == END_ORDER
 
 
-def test_cancel_through_the_store_finishes_in_flight_requests_and_loses_no_item(tmp_path, site):
+def test_cancel_through_the_store_finishes_in_flight_requests_and_loses_no_item(
+    tmp_path, site, reactor_mode
+):
     # Start requests are sent in order: three quick pages, then three pages of
     # 5 s are in flight when the cancel arrives, and 24 more wait.
     quick = [f"{site}/sample/{name}" for name in ("apple", "banana", "cherry")]
     slow = [f"{site}/slow?delay=5&n={i}" for i in range(27)]
     job = Job(
-        tmp_path, args={"urls": ",".join(quick + slow)}, settings={"CONCURRENT_REQUESTS": "3"}
+        tmp_path,
+        args={"urls": ",".join(quick + slow)},
+        settings={**reactor_mode, "CONCURRENT_REQUESTS": "3"},
     ).start()
     job.wait_doc(
         lambda d: d["total_pages_crawled"] == 3 and d["requests_in_flight"] == 3,
@@ -335,9 +339,11 @@ def test_cancel_through_the_store_finishes_in_flight_requests_and_loses_no_item(
     assert job.doc()["completed_at"] == doc["completed_at"]
 
 
-def test_sigint_cancels_gracefully(tmp_path, site):
+def test_sigint_cancels_gracefully(tmp_path, site, reactor_mode):
     job = Job(
-        tmp_path, args={"urls": slow_urls(site, 30, 0.8)}, settings={"CONCURRENT_REQUESTS": "3"}
+        tmp_path,
+        args={"urls": slow_urls(site, 30, 0.8)},
+        settings={**reactor_mode, "CONCURRENT_REQUESTS": "3"},
     ).start()
     wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 3, what="first pages")
     job.process.send_signal(signal.SIGINT)
@@ -355,10 +361,12 @@ def test_sigint_cancels_gracefully(tmp_path, site):
 
 
 def test_a_second_signal_drops_in_flight_requests_but_closes_feeds_and_writes_the_status(
-    tmp_path, site
+    tmp_path, site, reactor_mode
 ):
     urls = f"{site}/sample/apple," + slow_urls(site, 4, 60)
-    job = Job(tmp_path, args={"urls": urls}, settings={"CONCURRENT_REQUESTS": "5"}).start()
+    job = Job(
+        tmp_path, args={"urls": urls}, settings={**reactor_mode, "CONCURRENT_REQUESTS": "5"}
+    ).start()
     wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 1, what="first page")
     job.process.send_signal(signal.SIGINT)
     job.wait_status("cancelling")
@@ -370,13 +378,16 @@ def test_a_second_signal_drops_in_flight_requests_but_closes_feeds_and_writes_th
     assert "forced stop" in [e["step"] for e in doc["history"]]
     assert [item["url"] for item in job.items] == [f"{site}/sample/apple"]
     assert doc["total_documents_found"] == 1
+    # The dropped requests are no failed pages, and their end is no error.
+    assert doc["responses_failed"] == 0 and doc["error_count"] == 0
+    assert "Traceback" not in job.log_text
 
 
-def test_the_grace_period_ends_a_cancel_whose_requests_hang(tmp_path, site):
+def test_the_grace_period_ends_a_cancel_whose_requests_hang(tmp_path, site, reactor_mode):
     job = Job(
         tmp_path,
         args={"urls": f"{site}/sample/apple," + slow_urls(site, 2, 60)},
-        settings={"JOBSTATUS_CANCEL_GRACE": "1"},
+        settings={**reactor_mode, "JOBSTATUS_CANCEL_GRACE": "1"},
     ).start()
     wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 1, what="first page")
     assert scrapy("jobcancel", "job1", "--db", str(job.db)).returncode == 0
@@ -388,8 +399,12 @@ def test_the_grace_period_ends_a_cancel_whose_requests_hang(tmp_path, site):
     assert "Forced stop" in job.log_text
 
 
-def test_a_forced_cancel_does_not_wait_for_in_flight_requests(tmp_path, site):
-    job = Job(tmp_path, args={"urls": f"{site}/sample/apple," + slow_urls(site, 2, 60)}).start()
+def test_a_forced_cancel_does_not_wait_for_in_flight_requests(tmp_path, site, reactor_mode):
+    job = Job(
+        tmp_path,
+        args={"urls": f"{site}/sample/apple," + slow_urls(site, 2, 60)},
+        settings=reactor_mode,
+    ).start()
     wait_for(lambda: (d := job.doc()) and d["total_pages_crawled"] >= 1, what="first page")
     assert scrapy("jobcancel", "job1", "--force", "--db", str(job.db)).returncode == 0
     assert job.wait(timeout=20) == 0

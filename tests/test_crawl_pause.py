@@ -262,9 +262,9 @@ def test_the_attempt_of_a_paused_and_resumed_crawl_began_with_its_first_run(
 
 
 def test_a_store_pause_request_pauses_and_jobresume_queues_it_to_go_on(
-    site: str, tmp_path: Path, uninterrupted: Crawl
+    site: str, tmp_path: Path, uninterrupted: Crawl, reactor_mode: dict[str, str]
 ) -> None:
-    crawl = Crawl(site, tmp_path).start()
+    crawl = Crawl(site, tmp_path, extra=reactor_mode).start()
     job_id = crawl.started_job(pages=5)
     requested = scrapy("jobpause", job_id, "--db", str(crawl.db))
     assert requested.returncode == 0, requested.stderr

@@ -94,14 +94,14 @@ def test_a_killed_crawl_runs_again_and_completes(node: ScrapydNode, site: str) -
 
 
 def test_a_job_failing_every_attempt_ends_failed_with_every_attempt(
-    node: ScrapydNode, site: str
+    node: ScrapydNode, site: str, reactor_mode: dict[str, str]
 ) -> None:
     job = unique("failing")
     answer = node.schedule(
         job=job,
         urls=failing_urls(site),
         retries="2",
-        settings={"JOBSTATUS_RETRY_DELAY": "0.5", "RETRY_ENABLED": "False"},
+        settings={**reactor_mode, "JOBSTATUS_RETRY_DELAY": "0.5", "RETRY_ENABLED": "False"},
     )
     assert answer.json()["status"] == "ok", answer.body
     readings = readings_until_done(node, job)

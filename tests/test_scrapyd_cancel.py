@@ -192,10 +192,10 @@ def test_scrapyd_cancel_of_a_running_job_ends_it_cancelled(node: ScrapydNode, si
     node.wait_idle()
 
 
-def _starting(node: ScrapydNode, site: str) -> str:
+def _starting(node: ScrapydNode, site: str, settings: dict[str, str] | None = None) -> str:
     """A job whose process Scrapyd has started but whose crawl has not opened yet."""
     job = unique("starting")
-    node.schedule(job=job, urls=slow_urls(site, 2, 5))
+    node.schedule(job=job, urls=slow_urls(site, 2, 5), settings=settings or {})
     wait_for(
         lambda: job in [p["id"] for p in node.get("listjobs.json").json()["running"]],
         interval=0.02,
@@ -205,8 +205,10 @@ def _starting(node: ScrapydNode, site: str) -> str:
     return job
 
 
-def test_scrapyd_cancel_of_a_starting_job_ends_it_cancelled(node: ScrapydNode, site: str) -> None:
-    job = _starting(node, site)
+def test_scrapyd_cancel_of_a_starting_job_ends_it_cancelled(
+    node: ScrapydNode, site: str, reactor_mode: dict[str, str]
+) -> None:
+    job = _starting(node, site, reactor_mode)
     answer = node.post("cancel.json", {"project": PROJECT, "job": job}).json()
     assert answer["prevstate"] == "running"
     node.wait_idle()

@@ -389,7 +389,9 @@ def test_a_stalled_job_is_warned_of_once_and_keeps_running(tmp_path, site):
     assert "'jobstatus/stalls': 1" in crawl.log.read_text()
 
 
-def test_the_cancel_action_stops_a_stalled_job_gracefully_keeping_the_items(tmp_path, site):
+def test_the_cancel_action_stops_a_stalled_job_gracefully_keeping_the_items(
+    tmp_path, site, reactor_mode
+):
     # The fast pages answer at once, with items; the hanging ones do not
     # answer within the test: no progress after the fast items.
     fast = [f"{site}/sample/{name}" for name in ("apple", "banana", "cherry")]
@@ -407,6 +409,7 @@ def test_the_cancel_action_stops_a_stalled_job_gracefully_keeping_the_items(tmp_
         tmp_path,
         fast + hanging(site, 2),
         {
+            **reactor_mode,
             "JOBSTATUS_STALL_TIMEOUT": "2",
             "JOBSTATUS_STALL_ACTION": "cancel",
             # The events stay in the outbox: nothing listens on port 9.

@@ -242,7 +242,7 @@ def webhook_settings(receiver, **more) -> dict[str, str]:
     }
 
 
-def test_a_crawl_delivers_its_own_events_once_each(tmp_path, site):
+def test_a_crawl_delivers_its_own_events_once_each(tmp_path, site, reactor_mode):
     db = tmp_path / "jobs.db"
     with webhook_receiver() as receiver:
         receiver.answer = lambda attempt: 503 if attempt <= 2 else 200
@@ -251,7 +251,7 @@ def test_a_crawl_delivers_its_own_events_once_each(tmp_path, site):
             db,
             tmp_path / "crawl.log",
             args={"urls": f"{site}/sample/,{site}/sample/apple", "_job": "hooked"},
-            settings=webhook_settings(receiver),
+            settings={**reactor_mode, **webhook_settings(receiver)},
         )
         assert code == 0, (tmp_path / "crawl.log").read_text()[-3000:]
         # Delivered before the crawl exited: nothing left to wait for.
@@ -262,7 +262,7 @@ def test_a_crawl_delivers_its_own_events_once_each(tmp_path, site):
     assert completed["data"]["total_pages_crawled"] == 2
 
 
-def test_a_receiver_that_hangs_does_not_hold_the_crawl(tmp_path, site):
+def test_a_receiver_that_hangs_does_not_hold_the_crawl(tmp_path, site, reactor_mode):
     db = tmp_path / "jobs.db"
     with webhook_receiver() as receiver:
         receiver.answer = lambda attempt: None  # never answers
@@ -272,7 +272,7 @@ def test_a_receiver_that_hangs_does_not_hold_the_crawl(tmp_path, site):
             db,
             tmp_path / "crawl.log",
             args={"urls": f"{site}/sample/", "_job": "hung"},
-            settings=webhook_settings(receiver, JOBSTATUS_WEBHOOK_WAIT="1"),
+            settings={**reactor_mode, **webhook_settings(receiver, JOBSTATUS_WEBHOOK_WAIT="1")},
         )
         took = time.monotonic() - started
     assert code == 0

@@ -9,14 +9,26 @@ stops with one clear log line instead of failing mid-crawl.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import scrapy
+from scrapy.utils.asyncio import call_later
+from scrapy.utils.defer import deferred_from_coro
+
+from ._loop import installed_reactor
 
 if TYPE_CHECKING:
-    from scrapy.core.engine import ExecutionEngine
+    from scrapy.core.engine import ExecutionEngine, _Slot
+    from twisted.python.failure import Failure
+
+logger = logging.getLogger("scrapy_jobstatus.extension")
 
 SUPPORTED_SCRAPY = "2.14 to 2.19"
+# Marks a request dropped by a forced stop: its outcome is no page of the job.
+DROPPED = "jobstatus_dropped"
+# Seconds the downloads of closed download handlers get to fail.
+LEFT_WAIT = 1.0
 
 
 def unsupported_reason() -> str | None:
@@ -48,12 +60,47 @@ def drop_in_flight_requests(engine: ExecutionEngine, requeue: bool = False) -> i
     slot = engine._slot
     assert slot is not None
     dropped = len(slot.inprogress)
-    if requeue:
-        for request in slot.inprogress:
+    for request in slot.inprogress:
+        if requeue:
             slot.scheduler.enqueue_request(request.replace(dont_filter=True))
-    slot.inprogress.clear()
-    slot._maybe_fire_closing()
+        # What still comes of the request is dropped: never sent again,
+        # never made into items.
+        request.meta["dont_retry"] = True
+        request.meta[DROPPED] = True
+        request.callback = request.errback = _discard
+    close_handlers = getattr(engine.downloader.handlers, "_close", None)
+    if installed_reactor() is None and callable(close_handlers):
+        # Without a reactor, the download handlers fail the downloads under
+        # way when they close: the engine handles those failures while the
+        # spider is open, and the close goes on once the last is handled.
+        # (Left in flight, they would fail after the close, into a closed
+        # engine.)
+        d = deferred_from_coro(close_handlers())
+        d.addCallback(lambda _: call_later(LEFT_WAIT, _drop_left, slot))
+        d.addErrback(_log_failure)
+    else:
+        slot.inprogress.clear()
+        slot._maybe_fire_closing()
     return dropped
+
+
+def _drop_left(slot: _Slot) -> None:
+    # A download handler that left its downloads under way when closed: the
+    # close goes on without them.
+    left = {request for request in slot.inprogress if request.meta.get(DROPPED)}
+    if left and slot.closing is not None and not slot.closing.called:
+        slot.inprogress.difference_update(left)
+        slot._maybe_fire_closing()
+
+
+def _discard(*_: object) -> None:
+    return None
+
+
+def _log_failure(failure: Failure) -> None:
+    logger.error(
+        "Could not end the in-flight downloads: %(error)s", {"error": failure.getErrorMessage()}
+    )
 
 
 def queued_requests(engine: ExecutionEngine | None) -> int:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.crawler import CrawlerProcessBase
 from scrapy.exceptions import NotConfigured
 from scrapy.extensions.feedexport import FeedExporter
 from scrapy.utils.asyncio import call_later, create_looping_call
@@ -28,6 +26,7 @@ from twisted.internet.defer import Deferred
 from ._addon import BUSY_JOBDIR
 from ._defaults import default
 from ._engine import (
+    DROPPED,
     closing_with_requests_in_flight,
     drop_in_flight_requests,
     queued_requests,
@@ -36,6 +35,7 @@ from ._engine import (
 )
 from ._errors import classify_exception, classify_response
 from ._jobdir import JobDir, release
+from ._loop import before_reactor_stops
 from ._middleware import download_failed
 from ._model import (
     TERMINAL_STATUSES,
@@ -52,6 +52,7 @@ from ._model import (
 from ._progress import progress_reported
 from ._rows import STARTED_OVER_WARNING
 from ._settings import JobSettings, store_location
+from ._signals import SHUTDOWN
 from ._store import StoreError, node_name
 from ._tracker import STALL_CANCEL, JobTracker
 from ._webhooks import WebhookSettings
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from typing import Self
 
     from scrapy import Request, Spider
+    from scrapy.core.engine import ExecutionEngine
     from scrapy.crawler import Crawler
     from scrapy.http import Response
     from twisted.python.failure import Failure
@@ -81,7 +83,6 @@ CLOSE_INVALID_ID = "jobstatus_invalid_job_id"
 CLOSE_STORE_UNAVAILABLE = "jobstatus_store_unavailable"
 # The job id names a job that cannot run again (it ran, runs, or was cancelled).
 CLOSE_NOT_STARTABLE = "jobstatus_job_not_startable"
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class JobStatusExtension:
@@ -101,9 +102,8 @@ class JobStatusExtension:
             logger.error("%(reason)s", {"reason": self.engine_unsupported})
         self.tracker: JobTracker | None = None
         self.writer: StoreWriter | None = None
-        self.signals_received = 0
+        # When the process got a shutdown signal before the job opened.
         self._signal_at: float | None = None
-        self._scrapy_handlers: dict[int, Any] = {}
         self._ticker: Any = None
         self._deadline_call: Any = None
         self._grace_call: Any = None
@@ -123,6 +123,18 @@ class JobStatusExtension:
     def from_crawler(cls, crawler: Crawler) -> Self:
         if not crawler.settings.getbool("JOBSTATUS_ENABLED", default("JOBSTATUS_ENABLED")):
             raise NotConfigured
+        try:
+            return cls._from_crawler(crawler)
+        except Exception as exc:
+            # Monitoring never costs the user the crawl.
+            logger.error(
+                "Job status monitoring could not start (%(error)s): the crawl goes on unmonitored",
+                {"error": _one_line(exc)},
+            )
+            raise NotConfigured from None
+
+    @classmethod
+    def _from_crawler(cls, crawler: Crawler) -> Self:
         config = webhooks = error = None
         try:
             config = JobSettings.from_settings(crawler.settings)
@@ -145,7 +157,10 @@ class JobStatusExtension:
         crawler.signals.connect(ext.progress_reported, signal=progress_reported)
         # A crawl that never opened its job still gives the signals back.
         crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
-        ext._install_signal_handlers()
+        # Ctrl-C and SIGTERM from the start: a signal at any moment of
+        # start-up cancels the job.
+        SHUTDOWN.register(ext)
+        before_reactor_stops(ext._reactor_stopping)
         return ext
 
     def _prepare_jobdir(self) -> None:
@@ -185,8 +200,24 @@ class JobStatusExtension:
         self._opening = True
         try:
             await self._open_job(spider)
+        except Exception as exc:
+            await self._unmonitored(exc)
         finally:
             self._opened.callback(None)
+
+    async def _unmonitored(self, error: Exception) -> None:
+        # Monitoring never costs the user the crawl.
+        logger.error(
+            "Job status monitoring could not start (%(error)s): the crawl goes on unmonitored",
+            {"error": _one_line(error)},
+        )
+        self._stop_timers()
+        self.tracker = None
+        try:
+            await self._stop_writer()
+        except Exception:  # the writer failed to start: nothing to stop
+            self._done = True
+            SHUTDOWN.unregister(self)
 
     async def _open_job(self, spider: Spider) -> None:
         settings = self.crawler.settings
@@ -285,7 +316,7 @@ class JobStatusExtension:
             jobdir.mark(job_id, resumable=False)  # until it pauses
             if self.resuming:
                 self._queued_at_open = queued_requests(self.crawler.engine)
-        self._wrap_scrapy_handlers()  # if Scrapy installed them since from_crawler
+        SHUTDOWN.install()  # if Scrapy installed its handlers since from_crawler
         if self.setting_error:
             tracker.fail(self.setting_error)
             logger.error("Job failing: %(message)s", {"message": self.setting_error})
@@ -374,7 +405,7 @@ class JobStatusExtension:
         self._done = True
         if self.writer is not None:
             await self.writer.stop()
-        self._restore_signal_handlers()
+        SHUTDOWN.unregister(self)
         if not self._stopped.called:
             self._stopped.callback(None)
 
@@ -408,7 +439,7 @@ class JobStatusExtension:
         return deferred_from_coro(self._end_interrupted())
 
     def engine_stopped(self) -> None:
-        self._restore_signal_handlers()
+        SHUTDOWN.unregister(self)
 
     def feed_slot_closed(self, slot: Any) -> None:
         # The feeds of each run: a resumed job's runs write to the same URIs
@@ -498,8 +529,16 @@ class JobStatusExtension:
         engine = self.crawler.engine
         if engine is None:
             return
-        dfd = deferred_from_coro(engine.close_spider_async(reason=reason))
+        dfd = deferred_from_coro(self._close_engine(engine, reason))
         dfd.addErrback(self._close_failed)
+
+    async def _close_engine(self, engine: ExecutionEngine, reason: str) -> None:
+        await engine.close_spider_async(reason=reason)
+        if engine.running and not self.crawler.crawling:
+            # Scrapy's Ctrl-C handler stopped the crawler while it was
+            # starting, before its engine ran: nothing else stops the engine,
+            # and the crawl would wait for it forever.
+            await engine.stop_async()
 
     def _close_failed(self, failure: Failure) -> None:
         logger.error("Could not close the spider: %(error)s", {"error": failure.getErrorMessage()})
@@ -621,84 +660,33 @@ class JobStatusExtension:
 
     # -- signals: Ctrl-C and Scrapyd's cancel.json ---------------------------------------
 
-    def _install_signal_handlers(self) -> None:
-        """Take SIGINT and SIGTERM from the start, so that a signal at any
-        moment of start-up cancels the job: wrap Scrapy's handlers where they
-        are installed already, else handle the signals until Scrapy installs
-        its own (once the reactor runs), then wrap those."""
-        try:
-            self._wrap_scrapy_handlers()
-            for signum in SHUTDOWN_SIGNALS:
-                if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
-                    self._scrapy_handlers[signum] = signal.getsignal(signum)
-                    signal.signal(signum, self._on_os_signal)
-        except ValueError:  # not the main thread: whoever runs the crawl handles signals
-            return
-        from twisted.internet import reactor
-
-        if not reactor.running:
-            reactor.addSystemEventTrigger("after", "startup", self._after_startup)
-        reactor.addSystemEventTrigger("before", "shutdown", self._reactor_stopping)
-
-    def _after_startup(self) -> None:
-        # Scrapy installs its handlers in an "after startup" trigger too:
-        # wrap them on the next turn, once they are there.
-        call_later(0, self._wrap_scrapy_handlers)
-
-    def _wrap_scrapy_handlers(self) -> None:
-        for signum in SHUTDOWN_SIGNALS:
-            current = signal.getsignal(signum)
-            if isinstance(getattr(current, "__self__", None), CrawlerProcessBase):
-                if current.__func__ is CrawlerProcessBase._signal_kill and self._signal_at is None:
-                    # Scrapy took a first signal before the job existed.
-                    self._signal_at = time.time()
-                    self.signals_received = 1
-                self._scrapy_handlers[signum] = current
-                signal.signal(signum, self._on_os_signal)
-
-    def _restore_signal_handlers(self) -> None:
-        for signum, handler in self._scrapy_handlers.items():
-            if signal.getsignal(signum) == self._on_os_signal:
-                signal.signal(signum, handler)
-        self._scrapy_handlers = {}
-
-    def _on_os_signal(self, signum: int, frame: Any) -> None:
-        # Nothing else may run inside a signal handler: hand over to the loop.
-        from twisted.internet import reactor
-
-        reactor.callFromThread(self._os_signal_received, signum)
-
-    def _os_signal_received(self, signum: int) -> None:
-        self.signals_received += 1
-        name = signal.Signals(signum).name
+    def shutdown_signal(self, name: str, count: int, received_at: float) -> None:
+        """The process got its first or second shutdown signal (the
+        process's one handler calls every crawl's)."""
         tracker = self.tracker
         if tracker is None:
             # The job is not open yet: it is cancelled as soon as it is.
-            if self._signal_at is None:
-                self._signal_at = time.time()
+            if self._signal_at is None and not self._done:
+                self._signal_at = received_at
                 logger.info("Received %(signal)s while starting: cancelling", {"signal": name})
-                return
-        elif self.signals_received == 1 and not tracker.closing:
-            self._stop_on_signal(time.time())
             return
-        if self.signals_received <= 2:
-            logger.info("Received %(signal)s again: forcing the stop", {"signal": name})
-            self._force_stop()
-            if tracker is not None:
-                self._save()
-        else:
-            logger.info("Received %(signal)s again: exiting at once", {"signal": name})
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if tracker.ended:
+            return
+        if count == 1 and not tracker.closing:
+            self._stop_on_signal(received_at)
+            return
+        logger.info("Received %(signal)s again: forcing the stop", {"signal": name})
+        self._force_stop()
+        self._save()
 
     # -- counters --------------------------------------------------------------------
 
     def response_received(self, response: Response, request: Request, spider: Spider) -> None:
-        if self.tracker is not None and not _is_robots_txt(request):
+        if self.tracker is not None and not _not_a_page(request):
             self.tracker.response_received(response.url, classify_response(response))
 
     def download_failed(self, request: Request, exception: BaseException) -> None:
-        if self.tracker is not None and not _is_robots_txt(request):
+        if self.tracker is not None and not _not_a_page(request):
             self.tracker.download_failed(classify_exception(exception, request.url))
 
     def item_scraped(self, item: Any, spider: Spider) -> None:
@@ -745,6 +733,9 @@ def _one_line(value: object) -> str:
     return " ".join(text.split())[:1000]
 
 
-def _is_robots_txt(request: Request) -> bool:
-    # RobotsTxtMiddleware's own requests are not pages of the job.
+def _not_a_page(request: Request) -> bool:
+    # RobotsTxtMiddleware's own requests are not pages of the job, nor are
+    # those a forced stop dropped.
+    if request.meta.get(DROPPED):
+        return True
     return bool(request.meta.get("dont_obey_robotstxt")) and request.url.endswith("/robots.txt")

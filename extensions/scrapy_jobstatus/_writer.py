@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread, deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+from twisted.python.failure import Failure
 
+from ._loop import EventLoop
 from ._store import SaveResult, StoreError, display_location, open_store
 from ._webhooks import CrawlDelivery
 
@@ -46,37 +47,32 @@ class StoreWriter:
         self.writes = 0
         self.failures = 0
         self._store: JobStore | None = None
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="jobstatus-store")
+        # One thread, so that the store's calls run in order. Made on the
+        # loop's thread: the results go back to it.
+        self._loop = EventLoop()
+        self._pool: ThreadPoolExecutor | None = None
         self._in_flight: Deferred[Any] | None = None
         self._retry_at = 0.0
-        self._shutdown_trigger: Any = None
         # The job is recorded once start_job went through; until then (the
         # store was unusable at start) every write starts it first.
         self._job_started = False
         self._resume = False
 
     def start(self) -> None:
-        from twisted.internet import reactor
-
-        self._pool.start()
-        # Its thread would keep the process alive: stopped with the reactor
-        # whatever happens to the crawl.
-        self._shutdown_trigger = reactor.addSystemEventTrigger(
-            "during", "shutdown", self._pool.stop
-        )
+        # An idle thread of the executor ends with the interpreter, whatever
+        # happens to the crawl.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobstatus-store")
 
     async def stop(self) -> None:
-        if self._shutdown_trigger is None:
+        pool = self._pool
+        if pool is None:
             return  # not started, or stopped already
-        from twisted.internet import reactor
-
-        trigger, self._shutdown_trigger = self._shutdown_trigger, None
         try:
             await self._finish_delivery()
             await maybe_deferred_to_future(self._call(self._close_store))
         finally:
-            self._pool.stop()
-            reactor.removeSystemEventTrigger(trigger)
+            self._pool = None
+            pool.shutdown(wait=False)
 
     def _start_delivery(self, job_id: str) -> None:
         if self.webhooks is not None and self.webhooks.urls and self._delivery is None:
@@ -87,7 +83,8 @@ class StoreWriter:
         delivery, self._delivery = self._delivery, None
         if delivery is None:
             return
-        left = await maybe_deferred_to_future(deferToThread(delivery.finish))
+        # In the store's thread: it waits for the deliveries, bounded.
+        left = await maybe_deferred_to_future(self._call(delivery.finish))
         if left < 0:
             logger.warning(
                 "Could not count the webhook deliveries of job %(job)s left for scrapy jobnotify",
@@ -103,9 +100,16 @@ class StoreWriter:
     # -- calls ---------------------------------------------------------------------
 
     def _call(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        from twisted.internet import reactor
+        """``function(*args)`` in the store's thread; the Deferred fires on
+        the loop's thread."""
+        assert self._pool is not None
+        d: Deferred[Any] = Deferred()
 
-        return deferToThreadPool(reactor, self._pool, function, *args)
+        def done(future: Future[Any]) -> None:
+            self._loop.call_soon_threadsafe(_fire, d, future)
+
+        self._pool.submit(function, *args).add_done_callback(done)
+        return d
 
     def _open_store(self) -> JobStore:
         if self._store is None:
@@ -153,9 +157,7 @@ class StoreWriter:
             if not started.started:  # ended, or run, elsewhere meanwhile
                 return SaveResult(False, False, started.job.cancel_requested_at, False)
             self._job_started = True
-            from twisted.internet import reactor
-
-            reactor.callFromThread(self._start_delivery, state.job_id)
+            self._loop.call_soon_threadsafe(self._start_delivery, state.job_id)
             events = history  # the record was just made: its whole history
         return self._in_thread("save", state, errors, events, history)
 
@@ -235,6 +237,14 @@ class StoreWriter:
             if clock() >= deadline:
                 return None
             await _sleep(min(max(self._retry_at - clock(), 0.05), deadline - clock()))
+
+
+def _fire(d: Deferred[Any], future: Future[Any]) -> None:
+    error = future.exception()
+    if error is not None:
+        d.errback(Failure(error))
+    else:
+        d.callback(future.result())
 
 
 async def _sleep(seconds: float) -> None:
