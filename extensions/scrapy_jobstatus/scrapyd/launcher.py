@@ -449,6 +449,8 @@ def _exit_description(reason: BaseException | None) -> str:
         except ValueError:
             name = f"signal {signum}"
         return f"exit code {-signum} (killed by {name})"
-    if code is None and reason is None:
+    if code is None:
+        # No reason, or a warm crawl whose zygote died before it: only its
+        # end was seen.
         return "an unknown exit code"
     return f"exit code {code or 0}"
