@@ -24,7 +24,6 @@ inherits none, and every descriptor but its own three is closed in it.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import importlib
 import json
@@ -35,7 +34,6 @@ import selectors
 import signal
 import socket
 import sys
-import threading
 import traceback
 import warnings
 from typing import Any
@@ -190,11 +188,19 @@ class Zygote:
             self.send({"error": str(e)})
             return
         if pid == 0:
-            os._exit(run_crawl(request, fds))
+            self.forget()
+            run_crawl(request, fds)
         for fd in fds:
             os.close(fd)
         self.children.add(pid)
         self.send({"pid": pid})
+
+    def forget(self) -> None:
+        """In a crawl: drop the zygote's objects holding descriptors, which
+        the crawl closes, so that their finalizers never close a descriptor
+        the crawl has opened since under the same number."""
+        self.selector.close()
+        self.control.detach()
 
     def reap(self) -> None:
         while self.children:
@@ -208,10 +214,11 @@ class Zygote:
             self.send({"exit": pid, "status": status})
 
 
-def run_crawl(request: dict[str, Any], fds: list[int]) -> int:
+def run_crawl(request: dict[str, Any], fds: list[int]) -> None:
     """In the forked crawl: become the process a cold start would be, wait
     for the launcher's go, then run Scrapyd's runner as ``python -m`` does.
-    Returns the exit code."""
+    It never returns: the crawl exits as Python does (``SystemExit`` unwinds
+    the zygote's frames, then threads, atexit and the modules' teardown)."""
     try:
         stdin, stdout, stderr, go = fds
         signal.set_wakeup_fd(-1)
@@ -219,7 +226,7 @@ def run_crawl(request: dict[str, Any], fds: list[int]) -> int:
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, target)
         if os.read(go, 1) != b"1":
-            return 0  # the launcher never learnt this pid: not started
+            os._exit(0)  # the launcher never learnt this pid: not started
         # Nothing of the zygote's: its socket, its pipes, these fds.
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.chdir(request["cwd"])
@@ -229,39 +236,11 @@ def run_crawl(request: dict[str, Any], fds: list[int]) -> int:
         sys.argv = list(request["argv"])
         random.seed()
         gc.enable()
-    except BaseException:  # noqa: BLE001 (the child must exit, never return)
+    except BaseException:  # noqa: BLE001 (the child must exit, never go back)
         traceback.print_exc()
-        return 1
-    code = 0
-    try:
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-    except SystemExit as e:
-        code = _exit_code(e.code)
-    except BaseException:  # noqa: BLE001 (as Python reports an uncaught one)
-        sys.excepthook(*sys.exc_info())
-        code = 1
-    # What Python does at its exit: wait for the threads, run atexit's
-    # functions (Scrapy's and logging's), flush the streams.
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]
-    except BaseException:  # noqa: BLE001, S110 (exiting anyway)
-        pass
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    return code
-
-
-def _exit_code(code: Any) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    print(code, file=sys.stderr)
-    return 1
+        os._exit(1)
+    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    sys.exit(0)
 
 
 def _reset_signals() -> None:
@@ -295,10 +274,13 @@ def main() -> None:
     # not touch (and copy) the pages it shares with the zygote.
     gc.disable()
     gc.freeze()
+    zygote = os.getpid()
     try:
         Zygote(control).run()
     except (BrokenPipeError, ConnectionResetError):
-        pass  # the launcher has gone
+        if os.getpid() != zygote:
+            raise  # a crawl's own, unwinding
+        # the launcher has gone
 
 
 if __name__ == "__main__":
