@@ -308,6 +308,13 @@ def sample_urls(site: str, delay: float = 0) -> str:
     return ",".join(f"{site}/sample/{name}?delay={delay}" for name in names)
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of a process: the node, or its zygote for a warm crawl."""
+    with open(f"/proc/{pid}/stat") as f:
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{time.monotonic_ns()}"
 

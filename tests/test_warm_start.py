@@ -24,6 +24,7 @@ from tests.scrapyd_node import (
     BIN,
     PROJECT,
     ScrapydNode,
+    parent_pid,
     running_node,
     slow_urls,
     unique,
@@ -83,11 +84,6 @@ def run_probe(node: ScrapydNode, out: Path, **kwargs: Any) -> dict[str, Any]:
     return probe_report(node, out, start_probe(node, out, **kwargs))
 
 
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rpartition(")")[2].split()[1])
-
-
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapydNode]:
     with node_running(tmp_path_factory.mktemp("warm"), options=NODE_OPTIONS) as node:
@@ -110,7 +106,7 @@ def test_a_warm_crawl_runs_in_a_process_like_a_cold_one(
     out = tmp_path / "reports.jl"
     hot, fresh = run_probe(warm, out), run_probe(cold, out)
     # Forked from the zygote, a child of the node; the cold one, of the node.
-    assert hot["ppid"] == warm.zygote_pid() and parent_of(hot["ppid"]) == warm.process.pid
+    assert hot["ppid"] == warm.zygote_pid() and parent_pid(hot["ppid"]) == warm.process.pid
     assert fresh["ppid"] == cold.process.pid
     for report, node in ((hot, warm), (fresh, cold)):
         # Scrapyd's process group and session, as a process it spawns.
@@ -208,7 +204,7 @@ def test_a_killed_zygote_is_replaced_and_no_job_is_lost_or_run_twice(
         for job in running:
             node.schedule(job=job, urls=slow_urls(site, 2, 2))
         for job in running:
-            assert parent_of(node.crawl_pid(job)) == zygote
+            assert parent_pid(node.crawl_pid(job)) == zygote
         os.kill(zygote, signal.SIGKILL)
         later = [unique("later") for _ in range(2)]
         for job in later:
@@ -231,7 +227,7 @@ def test_a_killed_zygote_is_replaced_and_no_job_is_lost_or_run_twice(
         )
         job = unique("warm-again")
         node.schedule(job=job, urls=slow_urls(site, 1, 2))
-        assert parent_of(node.crawl_pid(job)) == replaced
+        assert parent_pid(node.crawl_pid(job)) == replaced
         node.wait_status(job, "completed")
 
 
@@ -243,7 +239,7 @@ def test_an_outdated_zygote_is_replaced_and_its_crawls_end_as_usual(
         old = node.zygote_pid()
         running = unique("old-zygote")
         node.schedule(job=running, urls=slow_urls(site, 2, 2))
-        assert parent_of(node.crawl_pid(running)) == old
+        assert parent_pid(node.crawl_pid(running)) == old
         # As a reinstall of the library does.
         times = library.stat()
         os.utime(library, ns=(times.st_atime_ns, times.st_mtime_ns + 1_000_000_000))
@@ -268,7 +264,7 @@ def test_scrapyd_cancel_signals_reach_a_warm_crawl(
     job = unique(f"cancel-{how}")
     warm.schedule(job=job, urls=slow_urls(site, 4, 2))
     warm.wait_status(job, "running")
-    assert parent_of(warm.crawl_pid(job)) == warm.zygote_pid()
+    assert parent_pid(warm.crawl_pid(job)) == warm.zygote_pid()
     answer = warm.post("cancel.json", {"project": PROJECT, "job": job, "signal": how}).json()
     assert answer["status"] == "ok" and answer["prevstate"] == "running"
     done = warm.wait_status(job, "cancelled", "completed", "failed", timeout=30)

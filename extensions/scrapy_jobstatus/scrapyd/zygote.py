@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.metadata
 import json
 import os
+import pkgutil
 import random
 import runpy
 import selectors
@@ -80,11 +82,18 @@ def preload() -> None:
         warnings.simplefilter("ignore")
         for name in PRELOAD:
             importlib.import_module(name)
-        for name in _default_component_modules():
+        for name in _default_component_modules() | _command_modules():
             try:
                 importlib.import_module(name)
             except ImportError:
                 pass  # an optional dependency (boto3, say) is missing
+        # Scrapy's command line loads every command, the installed ones
+        # from their entry points: read once, here.
+        for entry_point in importlib.metadata.entry_points(group="scrapy.commands"):
+            try:
+                entry_point.load()
+            except Exception:  # noqa: BLE001, S112 (the crawl reports its own)
+                continue
     if "twisted.internet.reactor" in sys.modules:
         raise RuntimeError("a reactor was installed while preloading")
 
@@ -101,6 +110,15 @@ def _default_component_modules() -> set[str]:
             if isinstance(path, str) and path.startswith("scrapy."):
                 modules.add(path.rpartition(".")[0])
     return modules
+
+
+def _command_modules() -> set[str]:
+    """The modules of Scrapy's commands, which its command line loads."""
+    import scrapy.commands
+
+    return {
+        module.name for module in pkgutil.iter_modules(scrapy.commands.__path__, "scrapy.commands.")
+    }
 
 
 def watched_files() -> list[str]:
