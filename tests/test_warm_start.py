@@ -6,6 +6,7 @@ outdated zygote is replaced, no job lost or started twice."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from scrapy_jobstatus._store import process_alive
 from tests.helpers import ROOT, wait_for
 from tests.scrapyd_node import (
     BIN,
@@ -229,6 +231,34 @@ def test_a_killed_zygote_is_replaced_and_no_job_is_lost_or_run_twice(
         node.schedule(job=job, urls=slow_urls(site, 1, 2))
         assert parent_pid(node.crawl_pid(job)) == replaced
         node.wait_status(job, "completed")
+
+
+def test_a_hung_zygote_is_replaced_and_the_crawl_starts_cold(tmp_path: Path, site: str) -> None:
+    with node_running(tmp_path / "node", options=NODE_OPTIONS) as node:
+        hung = node.zygote_pid()
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            cold = unique("cold-meanwhile")
+            node.schedule(job=cold, urls=slow_urls(site, 1, 2))
+            # Started cold, after the zygote failed to answer.
+            assert parent_pid(node.crawl_pid(cold)) == node.process.pid
+            assert node.wait_status(cold, "completed")["status"] == "completed"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hung, signal.SIGCONT)
+        warnings = re.findall(r"Warm starts unavailable.*", node.log_text())
+        assert len(warnings) == 1 and "did not answer" in warnings[0]
+        replaced = wait_for(lambda: (pid := node.zygote_pid()) != hung and pid, what="a zygote")
+        wait_for(lambda: not process_alive(hung), what="the hung zygote to be killed")
+        job = unique("warm-again")
+        node.schedule(job=job, urls=slow_urls(site, 1, 2))
+        assert parent_pid(node.crawl_pid(job)) == replaced
+        assert node.wait_status(job, "completed")["status"] == "completed"
+        node.wait_idle()
+        for started in (cold, job):
+            # Started and finished: once.
+            assert node.log_text().count(f"job='{started}'") == 2, started
 
 
 def test_an_outdated_zygote_is_replaced_and_its_crawls_end_as_usual(

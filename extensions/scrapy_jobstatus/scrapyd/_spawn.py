@@ -40,7 +40,7 @@ log = Logger(namespace="scrapy_jobstatus.scrapyd.launcher")
 ZYGOTE_MODULE = "scrapy_jobstatus.scrapyd.zygote"
 # Seconds the launcher waits for the zygote to fork a crawl; it has failed
 # past this (the crawl, never told to go, does not run).
-SPAWN_TIMEOUT = 10.0
+SPAWN_TIMEOUT = 3.0
 # Seconds before a lost zygote is replaced, doubling while it keeps failing.
 RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 60.0
