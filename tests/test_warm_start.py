@@ -345,3 +345,38 @@ def _log_lines(log: str, job: str) -> list[str]:
     """The log's lines, but times, figures and paths; the stats dump's
     memory and time figures are figures too."""
     return [_VARYING.sub("N", line.replace(job, "JOB")) for line in log.splitlines()]
+
+
+def test_a_bad_warm_start_option_stops_the_node_in_one_line(tmp_path: Path) -> None:
+    node = ScrapydNode(tmp_path, jobstatus={"warm_start": "sometimes"})
+    with pytest.raises(AssertionError, match="scrapyd exited"):
+        node.start()
+    lines = node.log.read_text().strip().splitlines()
+    assert lines == [lines[0]]
+    assert "[jobstatus] warm_start must be on or off, not 'sometimes'" in lines[0]
+
+
+def test_a_warm_crawl_pauses_resumes_warm_and_is_cancelled(warm: ScrapydNode, site: str) -> None:
+    job = unique("pause")
+    settings = {"JOBSTATUS_PAUSABLE": "True", "CONCURRENT_REQUESTS": "1"}
+    warm.schedule(job=job, settings=settings, urls=slow_urls(site, 10, 1))
+    warm.wait_status(job, "running")
+    first = warm.crawl_pid(job)
+    assert parent_pid(first) == warm.zygote_pid()
+    assert warm.post("jobpause.json", {"job": job}).code == 202
+    warm.wait_status(job, "paused")
+    wait_for(lambda: not process_alive(first), what="the paused crawl to exit")
+    assert warm.post("jobresume.json", {"job": job}).code == 200
+
+    def resumed() -> int | None:
+        running = warm.get("listjobs.json").json()["running"]
+        return next((p["pid"] for p in running if p["id"] == job and p["pid"] != first), None)
+
+    second = wait_for(resumed, what=f"{job} to run again")
+    assert parent_pid(second) == warm.zygote_pid()
+    warm.wait_status(job, "running")
+    assert warm.post("jobcancel.json", {"job": job}).code == 202
+    done = warm.wait_status(job, "cancelled", "completed", "failed", timeout=30)
+    assert (done["status"], done["completion_reason"]) == ("cancelled", "cancelled"), done
+    assert "paused" in [event["step"] for event in done["history"]]
+    wait_for(lambda: warm.scrapyd_state(job) == "finished", what=f"{job} to end")
