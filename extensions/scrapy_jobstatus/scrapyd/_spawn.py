@@ -100,8 +100,8 @@ class WarmSpawner:
         if zygote is not None and zygote.ready and args[1:2] == ["-m"]:
             if zygote.outdated():
                 log.info(
-                    "Warm starts: Scrapy or scrapy-jobstatus was installed again; "
-                    "replacing the zygote (pid {pid})",
+                    "Warm starts: Scrapy, Twisted, Scrapyd or scrapy-jobstatus was installed "
+                    "again; replacing the zygote (pid {pid})",
                     pid=zygote.pid,
                 )
                 self._retire(zygote)
