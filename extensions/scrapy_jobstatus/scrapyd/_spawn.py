@@ -41,6 +41,8 @@ ZYGOTE_MODULE = "scrapy_jobstatus.scrapyd.zygote"
 # Seconds the launcher waits for the zygote to fork a crawl; it has failed
 # past this (the crawl, never told to go, does not run).
 SPAWN_TIMEOUT = 3.0
+# Seconds a new zygote has to import everything and say it is ready.
+READY_TIMEOUT = 60.0
 # Seconds before a lost zygote is replaced, doubling while it keeps failing.
 RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 60.0
@@ -211,6 +213,11 @@ class Zygote:
         self.pid: int = self.process.pid
         self.socket.setblocking(False)
         reactor.addReader(self)
+        self._ready_timer = reactor.callLater(READY_TIMEOUT, self._not_ready)
+
+    def _not_ready(self) -> None:
+        if not self.ready and not self.closed:
+            self.spawner.lost(self, f"the zygote was not ready within {READY_TIMEOUT:g} s")
 
     # -- requests ------------------------------------------------------------
 
@@ -283,6 +290,8 @@ class Zygote:
         return any(_mtime(path) != mtime for path, mtime in self.files.items())
 
     def close(self) -> None:
+        if self._ready_timer.active():
+            self._ready_timer.cancel()
         if self.closed:
             return
         self.closed = True
@@ -324,6 +333,8 @@ class Zygote:
         if "ready" in message:
             self.files = {path: _mtime(path) for path in message["files"]}
             self.ready = True
+            if self._ready_timer.active():
+                self._ready_timer.cancel()
             self.spawner.ready(self)
         elif "exit" in message:
             process = self.children.pop(int(message["exit"]), None)
