@@ -99,7 +99,12 @@ class WarmSpawner:
 
     def spawn(self, process: ProcessProtocol, args: list[str], env: dict[str, str]) -> None:
         zygote = self.zygote
-        if zygote is not None and zygote.ready and args[1:2] == ["-m"]:
+        if (
+            zygote is not None
+            and zygote.ready
+            and args[1:2] == ["-m"]
+            and _startup_variables(env) == zygote.startup_variables
+        ):
             if zygote.outdated():
                 log.info(
                     "Warm starts: Scrapy, Twisted, Scrapyd or scrapy-jobstatus was installed "
@@ -195,6 +200,10 @@ class Zygote:
         self.files: dict[str, int | None] = {}
         self.buffer = b""
         self.closed = False
+        env = dict(os.environ)
+        # What Python reads as it starts, the zygote's once for all its
+        # crawls: a job that sets them otherwise starts cold.
+        self.startup_variables = _startup_variables(env)
         self.socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             args = [sys.executable, "-m", ZYGOTE_MODULE]
@@ -202,7 +211,7 @@ class Zygote:
                 ZygoteProtocol(),
                 sys.executable,
                 args=args,
-                env=dict(os.environ),
+                env=env,
                 childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()},
             )
         except BaseException:
@@ -462,6 +471,11 @@ class WarmProcess:
 
     def getHost(self) -> Any:  # noqa: N802 (Twisted's name)
         raise NotImplementedError
+
+
+def _startup_variables(env: dict[str, str]) -> dict[str, str]:
+    """The variables Python reads as it starts (PYTHONHASHSEED, say)."""
+    return {name: value for name, value in env.items() if name.startswith("PYTHON")}
 
 
 def _mtime(path: str) -> int | None:
