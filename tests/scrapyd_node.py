@@ -8,6 +8,7 @@ import base64
 import configparser
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -110,6 +111,9 @@ class ScrapydNode:
         if auth:
             cfg["scrapyd"]["username"], cfg["scrapyd"]["password"] = auth
         cfg["jobstatus"].update(jobstatus or {})
+        self.warm = cfg["jobstatus"].get("warm_start", "on") != "off"
+        # Where this run's lines begin in the log (a restart appends).
+        self._log_start = 0
         with open(workdir / "scrapyd.conf", "w") as f:
             cfg.write(f)
 
@@ -118,6 +122,7 @@ class ScrapydNode:
         return self.workdir / "dbs" / "jobstatus.sqlite3"
 
     def start(self) -> ScrapydNode:
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         out = open(self.log, "ab")  # noqa: SIM115 (kept open by the process)
         # The crawls run the deployed egg: nothing on the path may shadow it.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -137,7 +142,21 @@ class ScrapydNode:
         )
         out.close()
         wait_for(self._up, timeout=30, interval=0.1, what=f"scrapyd on port {self.port}")
+        if self.warm:
+            # Its first crawls would start cold, before the zygote is ready.
+            wait_for(self.zygote_pid, timeout=60, interval=0.1, what="the node's zygote")
         return self
+
+    def log_text(self) -> str:
+        """What the node has logged since it last started."""
+        with open(self.log, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace")
+
+    def zygote_pid(self) -> int | None:
+        """The pid of the node's zygote, the last one ready (warm starts)."""
+        found = re.findall(r"zygote pid (\d+)", self.log_text())
+        return int(found[-1]) if found else None
 
     def _up(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -290,6 +309,13 @@ def slow_urls(site: str, count: int, delay: float) -> str:
 def sample_urls(site: str, delay: float = 0) -> str:
     names = ["", "apple", "banana", "cherry", "damson", "elderberry", "fig", "grape"]
     return ",".join(f"{site}/sample/{name}?delay={delay}" for name in names)
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a process: the node, or its zygote for a warm crawl."""
+    with open(f"/proc/{pid}/stat") as f:
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        return int(f.read().rpartition(")")[2].split()[1])
 
 
 def unique(prefix: str) -> str:

@@ -64,6 +64,7 @@ class IJobStatusNode(Interface):
     jobdirs = Attribute("the directory of the JOBDIRs of pausable jobs")
     pausable = Attribute("whether every job of the node is pausable (else JOBSTATUS_PAUSABLE)")
     shutdown_wait = Attribute("seconds a stopping node waits for its crawls to pause")
+    warm_start = Attribute("whether crawls are forked from a zygote (else a fresh Python each)")
 
 
 @implementer(IJobStatusNode)
@@ -84,6 +85,7 @@ class JobStatusNode:
         jobdirs: str = DEFAULT_JOBDIRS,
         pausable: bool = False,
         shutdown_wait: float = DEFAULT_SHUTDOWN_WAIT,
+        warm_start: bool = True,
     ):
         # A path is made absolute for the crawls, which run elsewhere.
         self.db = db if is_postgres(db) else os.path.abspath(db)
@@ -99,6 +101,7 @@ class JobStatusNode:
         self.jobdirs = os.path.abspath(jobdirs)
         self.pausable = pausable
         self.shutdown_wait = shutdown_wait
+        self.warm_start = warm_start
         self.store: JobStore = open_store(self.db, node=name)
 
     @classmethod
@@ -143,6 +146,7 @@ class JobStatusNode:
             jobdirs=options.get("jobdirs") or DEFAULT_JOBDIRS,
             pausable=_flag(options, "pausable"),
             shutdown_wait=_number(options, "shutdown_wait", DEFAULT_SHUTDOWN_WAIT),
+            warm_start=_flag(options, "warm_start", default="on"),
         )
 
     def crawl_settings(self, project: str, job_id: str) -> dict[str, str]:
@@ -208,8 +212,8 @@ def _number(options: dict[str, Any], name: str, default: float) -> float:
     return value
 
 
-def _flag(options: dict[str, Any], name: str) -> bool:
-    raw = (options.get(name) or "off").strip().lower()
+def _flag(options: dict[str, Any], name: str, default: str = "off") -> bool:
+    raw = (options.get(name) or default).strip().lower()
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):

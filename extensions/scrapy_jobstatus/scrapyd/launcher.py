@@ -43,6 +43,7 @@ from .._store import (
     process_alive,
 )
 from ._node import IJobStatusNode, shared_node
+from ._spawn import ColdSpawner, WarmSpawner
 from .environment import JobEnvironment
 from .metrics import timed_store_write
 from .webhooks import WebhookDelivery
@@ -135,6 +136,8 @@ class Launcher(launcher.Launcher):
         self.started_at = time.time()
         self.version = _node_version()
         self.webhooks = WebhookDelivery(self.node)
+        # How a crawl starts: forked from a zygote, or a fresh Python.
+        self.spawner = WarmSpawner() if self.node.warm_start else ColdSpawner()
         self._reaper: LoopingCall | None = None
         self._reaper_store: JobStore | None = None
         # Stopping: no slot takes a new job.
@@ -148,6 +151,7 @@ class Launcher(launcher.Launcher):
             cap=self.node.timeout_max or "unlimited",
             log_system="Launcher",
         )
+        self.spawner.start()
         super().startService()
         # Jobs this node claimed before it stopped and never started: they
         # go back to the queue (their crawls, if any, died with the node).
@@ -231,6 +235,8 @@ class Launcher(launcher.Launcher):
         return done
 
     def _stopped(self, result: Any) -> None:
+        # After the crawls it waited for: the zygote reports their exits.
+        self.spawner.stop()
         self.webhooks.stop()
         if self._reaper_store is not None:
             self._reaper_store.close()
@@ -370,7 +376,7 @@ class Launcher(launcher.Launcher):
         message["settings"].update(self.node.crawl_settings(project, job))
 
         # Scrapyd's own _spawn_process from here, with a process protocol
-        # that keeps the exit status.
+        # that keeps the exit status, started cold or warm.
         env = environment.get_environment(message, slot)
         env.update(self.node.crawl_environment())
         args = [sys.executable, "-m", self.runner, "crawl", *launcher.get_crawl_args(message)]
@@ -378,7 +384,7 @@ class Launcher(launcher.Launcher):
         process = JobProcessProtocol(project, message["_spider"], job, env, args)
         process.deferred.addBoth(self._process_finished, slot)
 
-        reactor.spawnProcess(process, sys.executable, args=args, env=env)
+        self.spawner.spawn(process, args, env)
         self.processes[slot] = process
         log.debug("Process slot {slot} occupied", slot=slot)
 
@@ -443,6 +449,8 @@ def _exit_description(reason: BaseException | None) -> str:
         except ValueError:
             name = f"signal {signum}"
         return f"exit code {-signum} (killed by {name})"
-    if code is None and reason is None:
+    if code is None:
+        # No reason, or a warm crawl whose zygote died before it: only its
+        # end was seen.
         return "an unknown exit code"
     return f"exit code {code or 0}"
