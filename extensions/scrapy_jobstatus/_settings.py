@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.project import data_path
 
-from ._model import (
-    DEFAULT_RETRY_DELAY,
-    InvalidSetting,
-    parse_retries,
-    parse_timeout,
-    setting_number,
-)
+from ._model import JOB_RETRY_DELAY, InvalidSetting, shown
 from ._tracker import STALL_ACTIONS, STALL_WARN
 
 if TYPE_CHECKING:
@@ -44,7 +39,7 @@ class JobSettings:
     pausable: bool = False
     # Automatic retries of a failed attempt, and their base delay.
     retries: int = 0
-    retry_delay: float = DEFAULT_RETRY_DELAY
+    retry_delay: float = JOB_RETRY_DELAY
 
     @classmethod
     def defaults(cls) -> JobSettings:
@@ -84,7 +79,7 @@ class JobSettings:
         # Used by the add-on (which leaves a bad one to this check).
         if number("JOBSTATUS_JOBDIR_WAIT", 30) < 0:
             raise InvalidSetting("JOBSTATUS_JOBDIR_WAIT must not be negative")
-        retry_delay = number("JOBSTATUS_RETRY_DELAY", DEFAULT_RETRY_DELAY)
+        retry_delay = number("JOBSTATUS_RETRY_DELAY", JOB_RETRY_DELAY)
         if retry_delay < 0:
             raise InvalidSetting(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
         stall_timeout = number("JOBSTATUS_STALL_TIMEOUT", 0)
@@ -112,8 +107,9 @@ def _flag(settings: BaseSettings, name: str) -> bool:
     try:
         return settings.getbool(name, False)
     except ValueError:
-        shown = repr(settings.get(name))[:40]
-        raise InvalidSetting(f"{name} must be true or false, not {shown}") from None
+        raise InvalidSetting(
+            f"{name} must be true or false, not {shown(settings.get(name))}"
+        ) from None
 
 
 def _stall_action(raw: object) -> str:
@@ -122,9 +118,45 @@ def _stall_action(raw: object) -> str:
         return STALL_WARN
     action = raw.strip().lower() if isinstance(raw, str) else ""
     if action not in STALL_ACTIONS:
-        shown = repr(raw) if len(str(raw)) <= 40 else repr(str(raw)[:40]) + "..."
-        raise InvalidSetting(f"JOBSTATUS_STALL_ACTION must be warn or cancel, not {shown}")
+        raise InvalidSetting(f"JOBSTATUS_STALL_ACTION must be warn or cancel, not {shown(raw)}")
     return action
+
+
+def setting_number(name: str, raw: Any, default: float) -> float:
+    """A setting given as a number or as text (``-s NAME=VALUE``): finite."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isnan(value) or math.isinf(value):
+        raise InvalidSetting(f"{name} must be a number, not {shown(raw)}")
+    return value
+
+
+def parse_timeout(raw: Any, cap: float, cap_text: str) -> float:
+    """A job's JOBSTATUS_TIMEOUT in seconds (0: none), refused above ``cap``
+    (described by ``cap_text``) when there is one."""
+    timeout = setting_number("JOBSTATUS_TIMEOUT", raw, 0)
+    if timeout < 0:
+        raise InvalidSetting(f"JOBSTATUS_TIMEOUT must not be negative, got {timeout:g}")
+    if cap and timeout > cap:
+        raise InvalidSetting(f"JOBSTATUS_TIMEOUT={timeout:g} is above {cap_text}")
+    return timeout
+
+
+MAX_RETRIES = 100
+
+
+def parse_retries(raw: Any) -> int:
+    """A job's JOBSTATUS_RETRIES (or schedule.json's ``retries``): 0 to 100."""
+    retries = setting_number("JOBSTATUS_RETRIES", raw, 0)
+    if retries != int(retries) or not 0 <= retries <= MAX_RETRIES:
+        raise InvalidSetting(
+            f"JOBSTATUS_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {retries:g}"
+        )
+    return int(retries)
 
 
 def store_location(settings: BaseSettings) -> str:
