@@ -122,6 +122,22 @@ def _stall_action(raw: object) -> str:
     return action
 
 
+# The words of a flag, in any case: a Scrapyd node's option, a parameter of
+# its services. (Scrapy's own settings are read with Scrapy's getbool.)
+FLAG_WORDS = {
+    "1": True, "true": True, "yes": True, "on": True,
+    "0": False, "false": False, "no": False, "off": False, "": False,
+}  # fmt: skip
+
+
+def parse_flag(value: str) -> bool:
+    """A flag's words; ValueError for any other."""
+    try:
+        return FLAG_WORDS[value.lower()]
+    except KeyError:
+        raise ValueError(f"not a flag: {shown(value)}") from None
+
+
 def setting_number(name: str, raw: Any, default: float) -> float:
     """A setting given as a number or as text (``-s NAME=VALUE``): finite."""
     if raw is None or raw == "":

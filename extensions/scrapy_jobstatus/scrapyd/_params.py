@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web import error, http
 
 from .._model import SHOWN_CHARS, InvalidJobId, JobStatus, shown, validate_job_id
+from .._settings import parse_flag
 from .._store import decode_cursor
 
 if TYPE_CHECKING:
@@ -29,11 +30,6 @@ log = Logger(namespace="scrapy_jobstatus.scrapyd.webservice")
 # this, and a longer value is refused before anything reads it.
 MAX_PARAM_BYTES = 1024
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-# The words of a flag, in any case: a service's parameter and a node's option.
-FLAGS = {
-    "1": True, "true": True, "yes": True, "on": True,
-    "0": False, "false": False, "no": False, "off": False, "": False,
-}  # fmt: skip
 STATUSES = tuple(map(str, JobStatus))
 # The code of the answer to a cancel, pause or resume request, by the job's
 # status after it; any other is a 400: the request cannot apply.
@@ -55,14 +51,6 @@ class ServiceError(error.Error):
 def refused(message: str, **payload: Any) -> ServiceError:
     """A 400: the request is wrong; ``payload``: fields of the answer."""
     return ServiceError(http.BAD_REQUEST, message, **payload)
-
-
-def parse_flag(value: str) -> bool:
-    """A flag's words; ValueError for any other."""
-    try:
-        return FLAGS[value.strip().lower()]
-    except KeyError:
-        raise ValueError(value) from None
 
 
 def read_flag(parameter: str, value: str) -> bool:
