@@ -12,7 +12,7 @@ class here (``scrapy_jobstatus.scrapyd.webservice.JobStatus``, ...).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scrapyd.webservice import param
 
@@ -35,7 +35,12 @@ from ._stream import attachment, csv_chunks, json_chunks, stream
 from .cancel import Cancel
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from twisted.web.server import Request
+
+    from .. import _model
+    from .._store import RequestResult
 
 __all__ = [
     "Cancel",
@@ -153,32 +158,53 @@ class JobCancel(JobResource):
         return self.answer_request(txrequest, job_id, result, CANCEL_CODES, refusal)
 
 
-class JobPause(JobResource):
+class JobRequest(JobResource):
+    """A pause or resume request: the store takes it (``request``), the
+    answer's code says what it did (``codes``), or why it cannot apply
+    (``refusal``)."""
+
+    codes: ClassVar[Mapping[_model.JobStatus, int]]
+
+    def request(self, job_id: str) -> RequestResult:
+        raise NotImplementedError
+
+    def refusal(self, job_id: str, before: _model.JobStatus) -> str:
+        raise NotImplementedError
+
+    @param("job")
+    @param("project", required=False)
+    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
+        job_id = read_job_id(job)
+        self.find_job(job_id, read_name("project", project))
+        result = self.request(job_id)
+        refusal = self.refusal(job_id, result.before)
+        return self.answer_request(txrequest, job_id, result, self.codes, refusal)
+
+
+class JobPause(JobRequest):
     """Pause a job: a pending one at once (200), a running one with a JOBDIR
     once its in-flight requests are done (202, ``pausing``)."""
 
-    @param("job")
-    @param("project", required=False)
-    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
-        job_id = read_job_id(job)
-        self.find_job(job_id, read_name("project", project))
-        result = self.node.store.request_pause(job_id)
-        refusal = pause_refusal(job_id, result.before)
-        return self.answer_request(txrequest, job_id, result, PAUSE_CODES, refusal)
+    codes = PAUSE_CODES
+
+    def request(self, job_id: str) -> RequestResult:
+        return self.node.store.request_pause(job_id)
+
+    def refusal(self, job_id: str, before: _model.JobStatus) -> str:
+        return pause_refusal(job_id, before)
 
 
-class JobResume(JobResource):
+class JobResume(JobRequest):
     """Resume a paused job: it goes back to the queue with its JOBDIR (200);
     a job pending or running already is left as it is (200)."""
 
-    @param("job")
-    @param("project", required=False)
-    def render_POST(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
-        job_id = read_job_id(job)
-        self.find_job(job_id, read_name("project", project))
-        result = self.node.store.request_resume(job_id)
-        refusal = resume_refusal(job_id, result.before)
-        return self.answer_request(txrequest, job_id, result, RESUME_CODES, refusal)
+    codes = RESUME_CODES
+
+    def request(self, job_id: str) -> RequestResult:
+        return self.node.store.request_resume(job_id)
+
+    def refusal(self, job_id: str, before: _model.JobStatus) -> str:
+        return resume_refusal(job_id, before)
 
 
 class JobErrors(JobResource):
