@@ -5,8 +5,12 @@ of the cluster (``Cancel``, from ``cancel``).
 
 The job services answer with the HTTP codes of the contract (400 bad input,
 404 unknown job, 202 a request under way), where Scrapyd's own services
-answer every error with 200. ``[services]`` of scrapyd.conf names each by its
-class here (``scrapy_jobstatus.scrapyd.webservice.JobStatus``, ...).
+answer every error with 200. Each class is named after its endpoint, as
+Scrapyd names its own (status.json: ``Status``), and ``[services]`` of
+scrapyd.conf names it here (``scrapy_jobstatus.scrapyd.webservice.JobStatus``
+for jobstatus.json, ...). The statuses a service checks come with their
+codes from ``_params``; the model's own ``JobStatus`` is ``_model.JobStatus``
+here.
 """
 
 from __future__ import annotations
