@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._store import JobStore
 
 DEFAULT_TIMEOUT = 10.0
-WEBHOOK_RETRY_DELAY = 5.0
+DEFAULT_RETRY_DELAY = 5.0
 # About a day: a receiver down overnight still gets its events.
 DEFAULT_MAX_AGE = 86400.0
 MAX_DELAY = 3600.0
@@ -90,7 +90,7 @@ class WebhookPolicy:
     """How long an attempt may take, and how attempts are spaced."""
 
     timeout: float = DEFAULT_TIMEOUT
-    retry_delay: float = WEBHOOK_RETRY_DELAY
+    retry_delay: float = DEFAULT_RETRY_DELAY
     max_age: float = DEFAULT_MAX_AGE
 
     def next_attempt(
@@ -146,7 +146,7 @@ class WebhookSettings:
 
         policy = WebhookPolicy(
             timeout=number("JOBSTATUS_WEBHOOK_TIMEOUT", DEFAULT_TIMEOUT, 0.1),
-            retry_delay=number("JOBSTATUS_WEBHOOK_RETRY_DELAY", WEBHOOK_RETRY_DELAY, 0.1),
+            retry_delay=number("JOBSTATUS_WEBHOOK_RETRY_DELAY", DEFAULT_RETRY_DELAY, 0.1),
             max_age=number("JOBSTATUS_WEBHOOK_MAX_AGE", DEFAULT_MAX_AGE),
         )
         return cls(urls, secret, deliver, number("JOBSTATUS_WEBHOOK_WAIT", DEFAULT_WAIT), policy)
