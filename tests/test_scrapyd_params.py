@@ -8,16 +8,19 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scrapyd.config import Config
 from scrapyd.exceptions import ConfigError
+from twisted.python.components import Componentized
 from twisted.web import http
 from twisted.web.test.requesthelper import DummyRequest
 
 from scrapy_jobstatus._model import shown
-from scrapy_jobstatus.scrapyd._node import DEFAULTS, JobStatusNode
+from scrapy_jobstatus.scrapyd._node import DEFAULTS, IJobStatusNode, JobStatusNode
 from scrapy_jobstatus.scrapyd._params import (
     CANCEL_CODES,
     STATUSES,
@@ -30,7 +33,9 @@ from scrapy_jobstatus.scrapyd._params import (
     read_whole,
     refuse_oversized,
 )
+from scrapy_jobstatus.scrapyd._resource import JobResource
 from scrapy_jobstatus.scrapyd._stream import attachment, csv_chunks, json_chunks
+from scrapy_jobstatus.scrapyd.webservice import Cancel, JobStatus
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -180,3 +185,70 @@ def test_a_bad_option_is_one_line(
     with pytest.raises(ConfigError) as raised:
         JobStatusNode.from_config(Config(extra_sources=[str(conf)]))
     assert str(raised.value) == message
+
+
+# -- the resource's answers, rendered in this process ------------------------------
+
+
+class Root:
+    """What a service needs of Scrapyd's web root."""
+
+    node_name = "node-1"
+
+    def __init__(self, node: JobStatusNode, debug: bool = False):
+        self.debug = debug
+        self.app = Componentized()
+        self.app.setComponent(IJobStatusNode, node)
+
+
+class Broken(JobResource):
+    def render_GET(self, txrequest: DummyRequest) -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[JobStatusNode]:
+    node = JobStatusNode(str(tmp_path / "jobs.db"), "node-1")
+    yield node
+    node.store.close()
+
+
+def render(resource: Any, method: bytes, **args: str) -> tuple[int, bytes, DummyRequest]:
+    request = DummyRequest([b""])
+    request.method, request.path = method, b"/service.json"
+    request.args = {k.encode(): [v.encode()] for k, v in args.items()}
+    body = resource.render(request)
+    assert isinstance(body, bytes)
+    return request.responseCode or http.OK, body, request
+
+
+def test_a_job_service_answers_the_contracts_codes(local: JobStatusNode) -> None:
+    service = JobStatus(Root(local))
+    code, body, _ = render(service, b"GET")
+    assert code == http.BAD_REQUEST
+    assert json.loads(body) == {
+        "status": "error",
+        "message": "'job' parameter is required",
+        "node_name": "node-1",
+    }
+    code, body, _ = render(service, b"GET", job="nope")
+    assert code == http.NOT_FOUND and json.loads(body)["message"] == "job 'nope' not found"
+    code, body, request = render(service, b"POST", job="nope")
+    assert code == http.NOT_ALLOWED and request.responseHeaders.getRawHeaders(b"allow")
+    assert json.loads(body)["message"] == "method not allowed: use GET"
+
+
+def test_scrapyd_s_cancel_keeps_its_200_for_a_missing_parameter(local: JobStatusNode) -> None:
+    code, body, _ = render(Cancel(Root(local)), b"POST", job="x")
+    assert code == http.OK
+    assert json.loads(body)["message"] == "'project' parameter is required"
+
+
+def test_an_unexpected_error_is_a_500_with_its_traceback_only_in_debug(
+    local: JobStatusNode,
+) -> None:
+    code, body, _ = render(Broken(Root(local)), b"GET")
+    assert code == http.INTERNAL_SERVER_ERROR
+    assert json.loads(body)["message"] == "internal error" and b"a bug" not in body
+    code, body, _ = render(Broken(Root(local, debug=True)), b"GET")
+    assert code == http.INTERNAL_SERVER_ERROR and b"RuntimeError: a bug" in body

@@ -62,13 +62,13 @@ class NodeResource(WsResource):
                 refuse_oversized(txrequest, self.max_param_bytes)
             data = resource.Resource.render(self, txrequest)
         except Exception as e:
-            return self.render_error(txrequest, e)
+            return self.error_answer(txrequest, e)
         if isinstance(data, dict):
             return self.json(txrequest, {"status": "ok", **data})
         # None: render_OPTIONS; else NOT_DONE_YET or bytes the service typed.
         return b"" if data is None else data
 
-    def render_error(self, txrequest: Request, e: Exception) -> bytes:
+    def error_answer(self, txrequest: Request, e: Exception) -> bytes:
         """The answer to what a service raised (called while handling it)."""
         if isinstance(e, resource.UnsupportedMethod):
             txrequest.setResponseCode(http.NOT_ALLOWED)
