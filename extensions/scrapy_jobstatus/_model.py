@@ -3,7 +3,6 @@ status document. Pure Python: no Scrapy, no Twisted, no SQL."""
 
 from __future__ import annotations
 
-import math
 import re
 import time
 import uuid
@@ -196,6 +195,17 @@ def keep_ends(entries: list[Any], kept: int = HISTORY_KEPT) -> int:
     return extra
 
 
+# Characters of a value a message quotes: a client's or a user's text never
+# makes a long answer or log line.
+SHOWN_CHARS = 40
+
+
+def shown(value: object) -> str:
+    """A value as a message quotes it: ``repr``, cut to ``SHOWN_CHARS``."""
+    text = str(value)
+    return repr(value) if len(text) <= SHOWN_CHARS else repr(text[:SHOWN_CHARS]) + "..."
+
+
 class InvalidJobId(ValueError):
     pass
 
@@ -205,60 +215,22 @@ def validate_job_id(job_id: Any) -> str:
         raise InvalidJobId(f"invalid job id {job_id!r}: it must be text")
     if not job_id:
         raise InvalidJobId("invalid job id: it must not be empty")
-    shown = repr(job_id) if len(job_id) <= 40 else repr(job_id[:40]) + "..."
+    value = shown(job_id)
     try:
         size = len(job_id.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate: undecodable bytes
-        raise InvalidJobId(f"invalid job id {shown}: it must be valid UTF-8") from None
+        raise InvalidJobId(f"invalid job id {value}: it must be valid UTF-8") from None
     if size > MAX_JOB_ID_BYTES:
         raise InvalidJobId(
-            f"invalid job id {shown}: it must be at most {MAX_JOB_ID_BYTES} bytes in UTF-8"
+            f"invalid job id {value}: it must be at most {MAX_JOB_ID_BYTES} bytes in UTF-8"
         )
     if _JOB_ID_REFUSED.search(job_id):
-        raise InvalidJobId(f"invalid job id {shown}: it must not contain '/' or control characters")
+        raise InvalidJobId(f"invalid job id {value}: it must not contain '/' or control characters")
     return job_id
 
 
 class InvalidSetting(ValueError):
     """A setting's value breaks its rule; the message names the setting."""
-
-
-def setting_number(name: str, raw: Any, default: float) -> float:
-    """A setting given as a number or as text (``-s NAME=VALUE``): finite."""
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if math.isnan(value) or math.isinf(value):
-        shown = repr(raw) if len(str(raw)) <= 40 else repr(str(raw)[:40]) + "..."
-        raise InvalidSetting(f"{name} must be a number, not {shown}")
-    return value
-
-
-def parse_timeout(raw: Any, cap: float, cap_text: str) -> float:
-    """A job's JOBSTATUS_TIMEOUT in seconds (0: none), refused above ``cap``
-    (described by ``cap_text``) when there is one."""
-    timeout = setting_number("JOBSTATUS_TIMEOUT", raw, DEFAULTS["JOBSTATUS_TIMEOUT"])
-    if timeout < 0:
-        raise InvalidSetting(f"JOBSTATUS_TIMEOUT must not be negative, got {timeout:g}")
-    if cap and timeout > cap:
-        raise InvalidSetting(f"JOBSTATUS_TIMEOUT={timeout:g} is above {cap_text}")
-    return timeout
-
-
-MAX_RETRIES = 100
-
-
-def parse_retries(raw: Any) -> int:
-    """A job's JOBSTATUS_RETRIES (or schedule.json's ``retries``): 0 to 100."""
-    retries = setting_number("JOBSTATUS_RETRIES", raw, DEFAULTS["JOBSTATUS_RETRIES"])
-    if retries != int(retries) or not 0 <= retries <= MAX_RETRIES:
-        raise InvalidSetting(
-            f"JOBSTATUS_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {retries:g}"
-        )
-    return int(retries)
 
 
 def new_job_id() -> str:
@@ -301,10 +273,6 @@ def pending_job(
         args=dict(args or {}),
         settings=dict(settings or {}),
     )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def isoformat(ts: float | None) -> str | None:
@@ -532,7 +500,9 @@ def _attempt_document(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-DEFAULT_RETRY_DELAY: float = DEFAULTS["JOBSTATUS_RETRY_DELAY"]
+# JOBSTATUS_RETRY_DELAY's default: a failed attempt's first retry waits about
+# a minute.
+JOB_RETRY_DELAY: float = DEFAULTS["JOBSTATUS_RETRY_DELAY"]
 MAX_RETRY_DELAY = 3600.0
 
 
@@ -554,7 +524,9 @@ def queue_retry(state: JobState, now: float, jitter: float) -> float:
     the same job id, its history and errors kept. Returns the delay."""
     state.attempts.append(attempt_record(state))
     delay = backoff(
-        state.retry_delay if state.retry_delay is not None else 60.0, state.attempt, jitter
+        state.retry_delay if state.retry_delay is not None else JOB_RETRY_DELAY,
+        state.attempt,
+        jitter,
     )
     state.attempt += 1
     state.attempt_started_at = None

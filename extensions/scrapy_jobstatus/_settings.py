@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from scrapy.settings import BaseSettings
 from scrapy.utils.project import data_path
 
-from ._defaults import default
-from ._model import (
-    InvalidSetting,
-    parse_retries,
-    parse_timeout,
-    setting_number,
-)
+from ._defaults import DEFAULTS, default
+from ._model import InvalidSetting, shown
 from ._tracker import STALL_ACTIONS
 
 STORE_VARIABLE = "JOBSTATUS_DB"
@@ -108,8 +105,9 @@ def _flag(settings: BaseSettings, name: str) -> bool:
     try:
         return settings.getbool(name, default(name))
     except ValueError:
-        shown = repr(settings.get(name))[:40]
-        raise InvalidSetting(f"{name} must be true or false, not {shown}") from None
+        raise InvalidSetting(
+            f"{name} must be true or false, not {shown(settings.get(name))}"
+        ) from None
 
 
 def _stall_action(raw: object) -> str:
@@ -118,9 +116,61 @@ def _stall_action(raw: object) -> str:
         return default("JOBSTATUS_STALL_ACTION")
     action = raw.strip().lower() if isinstance(raw, str) else ""
     if action not in STALL_ACTIONS:
-        shown = repr(raw) if len(str(raw)) <= 40 else repr(str(raw)[:40]) + "..."
-        raise InvalidSetting(f"JOBSTATUS_STALL_ACTION must be warn or cancel, not {shown}")
+        raise InvalidSetting(f"JOBSTATUS_STALL_ACTION must be warn or cancel, not {shown(raw)}")
     return action
+
+
+# The words of a flag, in any case: a Scrapyd node's option, a parameter of
+# its services. (Scrapy's own settings are read with Scrapy's getbool.)
+FLAG_WORDS = {
+    "1": True, "true": True, "yes": True, "on": True,
+    "0": False, "false": False, "no": False, "off": False, "": False,
+}  # fmt: skip
+
+
+def parse_flag(value: str) -> bool:
+    """A flag's words; ValueError for any other."""
+    try:
+        return FLAG_WORDS[value.lower()]
+    except KeyError:
+        raise ValueError(f"not a flag: {shown(value)}") from None
+
+
+def setting_number(name: str, raw: Any, default: float) -> float:
+    """A setting given as a number or as text (``-s NAME=VALUE``): finite."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isnan(value) or math.isinf(value):
+        raise InvalidSetting(f"{name} must be a number, not {shown(raw)}")
+    return value
+
+
+def parse_timeout(raw: Any, cap: float, cap_text: str) -> float:
+    """A job's JOBSTATUS_TIMEOUT in seconds (0: none), refused above ``cap``
+    (described by ``cap_text``) when there is one."""
+    timeout = setting_number("JOBSTATUS_TIMEOUT", raw, DEFAULTS["JOBSTATUS_TIMEOUT"])
+    if timeout < 0:
+        raise InvalidSetting(f"JOBSTATUS_TIMEOUT must not be negative, got {timeout:g}")
+    if cap and timeout > cap:
+        raise InvalidSetting(f"JOBSTATUS_TIMEOUT={timeout:g} is above {cap_text}")
+    return timeout
+
+
+MAX_RETRIES = 100
+
+
+def parse_retries(raw: Any) -> int:
+    """A job's JOBSTATUS_RETRIES (or schedule.json's ``retries``): 0 to 100."""
+    retries = setting_number("JOBSTATUS_RETRIES", raw, DEFAULTS["JOBSTATUS_RETRIES"])
+    if retries != int(retries) or not 0 <= retries <= MAX_RETRIES:
+        raise InvalidSetting(
+            f"JOBSTATUS_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {retries:g}"
+        )
+    return int(retries)
 
 
 def store_location(settings: BaseSettings) -> str:

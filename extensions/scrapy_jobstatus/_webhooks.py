@@ -30,7 +30,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from standardwebhooks.webhooks import Webhook
 
 from ._defaults import DEFAULTS, default
-from ._model import InvalidSetting, redact_url, setting_number
+from ._model import InvalidSetting, redact_url
+from ._settings import setting_number
 from ._store import Attempt, Delivery, StoreError, is_postgres, open_store
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ _MODULES = {
     "SpiderQueue": "queue",
     "EggStorage": "storage",
     "JobStorage": "storage",
-    "Cancel": "webservice",
+    "Cancel": "cancel",
     "JobCancel": "webservice",
     "JobErrors": "webservice",
     "JobPause": "webservice",

@@ -14,15 +14,18 @@ import math
 import os
 import socket
 import weakref
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from scrapyd.exceptions import ConfigError
 from zope.interface import Attribute, Interface, implementer
 
-from .._defaults import DEFAULTS
+from .._defaults import default
 from .._jobdir import jobdir_name
 from .._location import InvalidLocation, check_location
-from .._settings import STORE_VARIABLE
+from .._model import shown
+from .._settings import STORE_VARIABLE, parse_flag
 from .._store import NODE_VARIABLE, JobStore, is_postgres, open_store
 from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
 
@@ -30,20 +33,37 @@ if TYPE_CHECKING:
     from scrapyd.config import Config
 
 SECTION = "jobstatus"
-# Beside Scrapyd's own databases; Scrapyd names its files <project>.db, so
-# this name never meets one of them.
-DEFAULT_DB = "dbs/jobstatus.sqlite3"
-DEFAULT_ERRORS_KEPT: int = DEFAULTS["JOBSTATUS_ERRORS_KEPT"]
-# Seconds without a heartbeat after which a node is dead: its crawls that
-# stopped reporting end failed, its claimed jobs go back to the queue. Nodes
-# beat every 5 s; a dead node's jobs end within this plus 5 s.
-DEFAULT_NODE_TIMEOUT = 20
-# Where the JOBDIRs of pausable jobs go, beside dbs/ like the store; in a
-# cluster, a directory every node reaches, so that a job paused on one node
-# resumes on another.
-DEFAULT_JOBDIRS = "jobdirs"
-# Seconds a stopping node waits for its pausable crawls to pause.
-DEFAULT_SHUTDOWN_WAIT = 60
+# The options' defaults: one table, read by the node and its constructor.
+# The webhook options are the node's JOBSTATUS_WEBHOOK_* settings: their
+# defaults are the crawl's.
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        # Beside Scrapyd's own databases; Scrapyd names its files
+        # <project>.db, so this name never meets one of them.
+        "db": "dbs/jobstatus.sqlite3",
+        "timeout_max": 0.0,
+        "errors_kept": default("JOBSTATUS_ERRORS_KEPT"),
+        # Seconds without a heartbeat after which a node is dead: its crawls
+        # that stopped reporting end failed, its claimed jobs go back to the
+        # queue. Nodes beat every 5 s; a dead node's jobs end within this
+        # plus 5 s.
+        "node_timeout": 20.0,
+        "pending_timeout": 0.0,
+        "webhook_timeout": WebhookPolicy.timeout,
+        "webhook_retry_delay": WebhookPolicy.retry_delay,
+        "webhook_max_age": WebhookPolicy.max_age,
+        # Where the JOBDIRs of pausable jobs go, beside dbs/ like the store;
+        # in a cluster, a directory every node reaches, so that a job paused
+        # on one node resumes on another.
+        "jobdirs": "jobdirs",
+        "pausable": False,
+        # Seconds a stopping node waits for its pausable crawls to pause.
+        "shutdown_wait": 60.0,
+        # Crawls forked from a zygote that has imported Scrapy once.
+        "warm_start": True,
+    }
+)
+MIN_NODE_TIMEOUT = 10.0
 _NODES: weakref.WeakKeyDictionary[Any, JobStatusNode] = weakref.WeakKeyDictionary()
 
 
@@ -75,17 +95,17 @@ class JobStatusNode:
         name: str,
         url: str | None = None,
         *,
-        timeout_max: float = 0,
-        errors_kept: int = DEFAULT_ERRORS_KEPT,
-        node_timeout: float = DEFAULT_NODE_TIMEOUT,
-        pending_timeout: float = 0,
+        timeout_max: float = DEFAULTS["timeout_max"],
+        errors_kept: int = DEFAULTS["errors_kept"],
+        node_timeout: float = DEFAULTS["node_timeout"],
+        pending_timeout: float = DEFAULTS["pending_timeout"],
         webhooks: list[str] | None = None,
         webhook_secret: str | None = None,
         webhook_policy: WebhookPolicy | None = None,
-        jobdirs: str = DEFAULT_JOBDIRS,
-        pausable: bool = False,
-        shutdown_wait: float = DEFAULT_SHUTDOWN_WAIT,
-        warm_start: bool = True,
+        jobdirs: str = DEFAULTS["jobdirs"],
+        pausable: bool = DEFAULTS["pausable"],
+        shutdown_wait: float = DEFAULTS["shutdown_wait"],
+        warm_start: bool = DEFAULTS["warm_start"],
     ):
         # A path is made absolute for the crawls, which run elsewhere.
         self.db = db if is_postgres(db) else os.path.abspath(db)
@@ -109,14 +129,16 @@ class JobStatusNode:
         options = _options(config)
         # A relative path is relative to the directory scrapyd runs in, like
         # Scrapyd's own dbs_dir.
-        db = options.get("db") or DEFAULT_DB
+        db = options.get("db") or DEFAULTS["db"]
         try:
             check_location(db)
         except InvalidLocation as e:
             raise ConfigError(f"[{SECTION}] db: {e}") from None
-        node_timeout = _number(options, "node_timeout", DEFAULT_NODE_TIMEOUT)
-        if node_timeout < 10:
-            raise ConfigError(f"[{SECTION}] node_timeout must be 10 seconds or more")
+        node_timeout = _number(options, "node_timeout")
+        if node_timeout < MIN_NODE_TIMEOUT:
+            raise ConfigError(
+                f"[{SECTION}] node_timeout must be {MIN_NODE_TIMEOUT:g} seconds or more"
+            )
         try:
             webhooks = webhook_urls(options.get("webhooks"))
             secret = options.get("webhook_secret") or None
@@ -127,26 +149,26 @@ class JobStatusNode:
         if webhooks and not secret:
             raise ConfigError(f"[{SECTION}] webhooks need a webhook_secret to sign them")
         policy = WebhookPolicy(
-            timeout=_number(options, "webhook_timeout", WebhookPolicy.timeout) or 1,
-            retry_delay=_number(options, "webhook_retry_delay", WebhookPolicy.retry_delay),
-            max_age=_number(options, "webhook_max_age", WebhookPolicy.max_age),
+            timeout=_number(options, "webhook_timeout") or 1,
+            retry_delay=_number(options, "webhook_retry_delay"),
+            max_age=_number(options, "webhook_max_age"),
         )
         return cls(
             db,
             # Scrapyd's own name for the node, in every answer of its services.
             config.get("node_name", socket.gethostname()),
             options.get("node_url") or _own_url(config),
-            timeout_max=_number(options, "timeout_max", 0),
-            errors_kept=int(_number(options, "errors_kept", DEFAULT_ERRORS_KEPT)),
+            timeout_max=_number(options, "timeout_max"),
+            errors_kept=int(_number(options, "errors_kept")),
             node_timeout=node_timeout,
-            pending_timeout=_number(options, "pending_timeout", 0),
+            pending_timeout=_number(options, "pending_timeout"),
             webhooks=webhooks,
             webhook_secret=secret,
             webhook_policy=policy,
-            jobdirs=options.get("jobdirs") or DEFAULT_JOBDIRS,
+            jobdirs=options.get("jobdirs") or DEFAULTS["jobdirs"],
             pausable=_flag(options, "pausable"),
-            shutdown_wait=_number(options, "shutdown_wait", DEFAULT_SHUTDOWN_WAIT),
-            warm_start=_flag(options, "warm_start", default="on"),
+            shutdown_wait=_number(options, "shutdown_wait"),
+            warm_start=_flag(options, "warm_start"),
         )
 
     def crawl_settings(self, project: str, job_id: str) -> dict[str, str]:
@@ -199,10 +221,10 @@ def _own_url(config: Config) -> str:
     return f"http://{host}:{port}/"
 
 
-def _number(options: dict[str, Any], name: str, default: float) -> float:
+def _number(options: dict[str, Any], name: str) -> float:
     raw = options.get(name)
     if raw is None or raw == "":
-        return default
+        return float(DEFAULTS[name])
     try:
         value = float(raw)
     except ValueError:
@@ -212,13 +234,14 @@ def _number(options: dict[str, Any], name: str, default: float) -> float:
     return value
 
 
-def _flag(options: dict[str, Any], name: str, default: str = "off") -> bool:
-    raw = (options.get(name) or default).strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"[{SECTION}] {name} must be on or off, not {raw!r}")
+def _flag(options: dict[str, Any], name: str) -> bool:
+    raw = options.get(name)
+    if raw is None or raw == "":
+        return bool(DEFAULTS[name])
+    try:
+        return parse_flag(raw.strip())
+    except ValueError:
+        raise ConfigError(f"[{SECTION}] {name} must be on or off, not {shown(raw)}") from None
 
 
 def node_of(root: Any) -> JobStatusNode:

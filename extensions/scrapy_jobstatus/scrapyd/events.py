@@ -17,7 +17,6 @@ client went away is dropped.
 
 from __future__ import annotations
 
-import math
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import http, server
 
 from .._store import StoreError, open_store
-from .webservice import NodeResource, ServiceError, _job_id, _log_refusal, _name, _shown
+from ._params import ServiceError, log_refusal, read_job_id, read_name, read_seconds, read_whole
+from ._resource import NodeResource
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,11 +108,13 @@ class Events(NodeResource):
         wait: str | None,
         limit: str | None,
     ) -> int:
-        job_id = None if job is None else _job_id(job)
-        project = _name("project", project)
-        after = None if since is None else _whole("since", since, 0, MAX_EVENT_ID)
-        count = DEFAULT_EVENT_LIMIT if limit is None else _whole("limit", limit, 1, MAX_EVENT_LIMIT)
-        seconds = 0.0 if wait is None else _seconds("wait", wait, MAX_WAIT)
+        job_id = None if job is None else read_job_id(job)
+        project = read_name("project", project)
+        after = None if since is None else read_whole("since", since, 0, MAX_EVENT_ID)
+        count = (
+            DEFAULT_EVENT_LIMIT if limit is None else read_whole("limit", limit, 1, MAX_EVENT_LIMIT)
+        )
+        seconds = 0.0 if wait is None else read_seconds("wait", wait, MAX_WAIT)
         feed = feed_of(self.node)
         if after is not None and seconds > 0 and feed.waiting >= MAX_WAITING:
             txrequest.setHeader("Retry-After", str(RETRY_AFTER))
@@ -183,7 +185,7 @@ class Reply:
     def fail(self, failure: Failure) -> None:
         if failure.check(StoreError):
             message = str(failure.value).splitlines()[0] if str(failure.value) else "store error"
-            _log_refusal(self.txrequest, http.SERVICE_UNAVAILABLE, message)
+            log_refusal(self.txrequest, http.SERVICE_UNAVAILABLE, message)
             self.send(http.SERVICE_UNAVAILABLE, {"message": message}, status="error")
         else:
             log.failure("Error in {path}", failure, path=self.txrequest.path)
@@ -193,15 +195,9 @@ class Reply:
         if self.done:
             return
         self._set_done()
-        resource, txrequest = self.resource, self.txrequest
-        answer = {"status": status, "node_name": resource.root.node_name, **data}
-        content = resource.json_encoder.encode(answer).encode() + b"\n"
-        txrequest.setResponseCode(code)
-        txrequest.setHeader("Content-Type", "application/json")
-        resource.cors_headers(txrequest)
-        txrequest.setHeader("Content-Length", str(len(content)))
-        txrequest.write(content)
-        txrequest.finish()
+        self.txrequest.setResponseCode(code)
+        self.txrequest.write(self.resource.json(self.txrequest, {"status": status, **data}))
+        self.txrequest.finish()
 
 
 @dataclass(eq=False)
@@ -415,29 +411,3 @@ def feed_of(node: JobStatusNode) -> EventFeed:
     if feed is None:
         feed = _FEEDS[node] = EventFeed(node)
     return feed
-
-
-def _whole(parameter: str, value: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ServiceError(
-            http.BAD_REQUEST, f"{parameter}: {_shown(value)} is not a whole number"
-        ) from None
-    if not low <= number <= high:
-        raise ServiceError(http.BAD_REQUEST, f"{parameter}: must be {low} to {high}, not {number}")
-    return number
-
-
-def _seconds(parameter: str, value: str, high: float) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ServiceError(
-            http.BAD_REQUEST, f"{parameter}: {_shown(value)} is not a number of seconds"
-        ) from None
-    if math.isnan(seconds) or not 0 <= seconds <= high:
-        raise ServiceError(
-            http.BAD_REQUEST, f"{parameter}: must be 0 to {high:g} seconds, not {_shown(value)}"
-        )
-    return seconds

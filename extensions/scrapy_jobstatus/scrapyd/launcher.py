@@ -31,8 +31,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from .._jobdir import JobDir, remove_jobdir
-from .._model import TERMINAL_STATUSES, InvalidJobId, validate_job_id
-from .._model import JobStatus as Status
+from .._model import TERMINAL_STATUSES, InvalidJobId, JobStatus, validate_job_id
 from .._store import (
     JobStore,
     NodeInfo,
@@ -198,10 +197,10 @@ class Launcher(launcher.Launcher):
                         state is None
                         or state.jobdir is None
                         or state.pause_requested_at is not None
-                        or state.status not in (Status.RUNNING, Status.PAUSING)
+                        or state.status not in (JobStatus.RUNNING, JobStatus.PAUSING)
                     ):
                         continue
-                    if store.request_pause(job, requeue=True).after is Status.PAUSING:
+                    if store.request_pause(job, requeue=True).after is JobStatus.PAUSING:
                         paused.append(job)
                 except (InvalidJobId, StoreError) as e:
                     log.error("Could not pause job {job}: {error}", job=job, error=str(e))
@@ -344,7 +343,7 @@ class Launcher(launcher.Launcher):
             pass
         except Exception:  # the store must not stop the launcher
             log.failure("Could not read job {job} from the job store", job=job)
-        if state is not None and state.status is not Status.PENDING:
+        if state is not None and state.status is not JobStatus.PENDING:
             # Cancelled while pending (a cancelled job is never started), or
             # started by another node that took it for dead.
             log.info(
@@ -362,7 +361,7 @@ class Launcher(launcher.Launcher):
             try:
                 if state is not None:
                     message = f"The crawl could not start: {e}"
-                    self.node.store.end_job(job, Status.FAILED, message, unstarted=True)
+                    self.node.store.end_job(job, JobStatus.FAILED, message, unstarted=True)
             except Exception:
                 log.failure("Could not record that job {job} could not start", job=job)
             finally:
@@ -406,12 +405,12 @@ class Launcher(launcher.Launcher):
         state = self.node.store.get(job_id)
         if state is None or not state.status.is_active:
             return
-        if state.status is Status.PENDING and state.node is None:
+        if state.status is JobStatus.PENDING and state.node is None:
             return  # queued again: paused by this node's shutdown, or retried
         if state.node not in (None, self.node.name) or state.pid not in (None, process.pid):
             return  # the job another crawl runs (claimed again elsewhere)
         spawned_at = getattr(process, "spawned_at", 0.0)
-        if state.status is Status.PENDING and (state.updated_at or 0.0) > spawned_at:
+        if state.status is JobStatus.PENDING and (state.updated_at or 0.0) > spawned_at:
             # The crawl of an earlier run (it paused, its attempt was
             # retried), exiting after the job was queued again and claimed
             # here: the next crawl runs it.
@@ -419,7 +418,7 @@ class Launcher(launcher.Launcher):
         reason = getattr(process, "exit_reason", None)
         how = _exit_description(reason)
         if (
-            state.status is Status.PENDING
+            state.status is JobStatus.PENDING
             and state.started_at is None
             and (getattr(reason, "exitCode", None) == 0)
         ):
@@ -429,14 +428,14 @@ class Launcher(launcher.Launcher):
                 f"The crawl (pid {process.pid}) ran unmonitored, without the job status "
                 f"extension, and ended with exit code 0; no progress or figures were recorded."
             )
-            if self.node.store.end_job(job_id, Status.COMPLETED, message, unstarted=True):
+            if self.node.store.end_job(job_id, JobStatus.COMPLETED, message, unstarted=True):
                 log.info("Job {job} ran unmonitored", job=job_id)
             return
         message = (
             f"The crawl process (pid {process.pid}) ended with {how} "
             f"without reporting a final status."
         )
-        if self.node.store.end_job(job_id, Status.FAILED, message, unstarted=False):
+        if self.node.store.end_job(job_id, JobStatus.FAILED, message, unstarted=False):
             log.warn("Job {job} failed: {message}", job=job_id, message=message)
 
 

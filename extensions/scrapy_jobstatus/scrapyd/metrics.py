@@ -30,10 +30,9 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 from twisted.web import http
 
-from .._model import CompletionReason, JobState
-from .._model import JobStatus as Status
+from .._model import CompletionReason, JobState, JobStatus
 from .._store import JobFilter, JobStore, NodeInfo, StoreError
-from .webservice import NodeResource
+from ._resource import NodeResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -111,7 +110,7 @@ def read_store(node: JobStatusNode) -> Reading:
     start = time.perf_counter()
     try:
         counts = store.status_counts()
-        page = store.list_jobs(JobFilter(status=str(Status.RUNNING)), limit=limit)
+        page = store.list_jobs(JobFilter(status=str(JobStatus.RUNNING)), limit=limit)
         cancel_requested = _cancel_requested(store, counts, page.total, limit)
         reasons = store.reason_counts()
         deliveries = store.delivery_counts()
@@ -138,14 +137,14 @@ def _cancel_requested(
     """The running jobs with a cancel request (their documents say
     ``cancelling``) by project and spider: status_counts counts them as
     running. Read only when there are some."""
-    stored_running = sum(n for status, _, _, n in counts if status == Status.RUNNING)
+    stored_running = sum(n for status, _, _, n in counts if status == JobStatus.RUNNING)
     if stored_running <= running:
         return Counter()
-    page = store.list_jobs(JobFilter(status=str(Status.CANCELLING)), limit=limit)
+    page = store.list_jobs(JobFilter(status=str(JobStatus.CANCELLING)), limit=limit)
     return Counter(
         (s.project, s.spider)
         for s in page.jobs
-        if s.status == Status.RUNNING and s.cancel_requested_at is not None
+        if s.status == JobStatus.RUNNING and s.cancel_requested_at is not None
     )
 
 
@@ -158,14 +157,14 @@ def _displayed_counts(
     shows it."""
     jobs: dict[tuple[str, str, str], int] = {}
     for _, project, spider, _ in counts:
-        for status in Status:
+        for status in JobStatus:
             jobs[(str(status), project or "", spider or "")] = 0
     for status, project, spider, n in counts:
         key = (project or "", spider or "")
-        if status == Status.RUNNING:
+        if status == JobStatus.RUNNING:
             # The two reads are not one moment: never move more than counted.
             moved = min(cancel_requested[(project, spider)], n)
-            jobs[(str(Status.CANCELLING), *key)] += moved
+            jobs[(str(JobStatus.CANCELLING), *key)] += moved
             n -= moved
         jobs[(status, *key)] = jobs.get((status, *key), 0) + n
     return jobs

@@ -23,17 +23,15 @@ from twisted.web import error, http
 from zope.interface import implementer
 
 from .._model import (
-    DEFAULT_RETRY_DELAY,
+    JOB_RETRY_DELAY,
     InvalidJobId,
     InvalidSetting,
     JobState,
-    parse_retries,
-    parse_timeout,
+    JobStatus,
     pending_job,
-    setting_number,
     validate_job_id,
 )
-from .._model import JobStatus as Status
+from .._settings import parse_retries, parse_timeout, setting_number
 from .._store import JobStore, StoreError, open_store
 from .._webhooks import InvalidWebhook, job_webhooks
 from ._node import shared_node
@@ -150,7 +148,7 @@ class SpiderQueue:
             retry_delay = (
                 None
                 if delay is None
-                else setting_number("JOBSTATUS_RETRY_DELAY", delay, DEFAULT_RETRY_DELAY)
+                else setting_number("JOBSTATUS_RETRY_DELAY", delay, JOB_RETRY_DELAY)
             )
         except InvalidSetting as e:
             message = str(e)
@@ -179,7 +177,7 @@ class SpiderQueue:
         for state in store.queued_jobs(self.project):
             if (
                 func(message_of(state))
-                and store.request_cancel(state.job_id).before is Status.PENDING
+                and store.request_cancel(state.job_id).before is JobStatus.PENDING
             ):
                 removed += 1
         return removed

@@ -24,7 +24,8 @@ from twisted.python.threadpool import ThreadPool
 
 from .._store import StoreError
 from .._webhooks import WebhookSender
-from .webservice import JobResource, _job_id, _name
+from ._params import read_job_id, read_name
+from ._resource import JobResource
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
@@ -115,6 +116,6 @@ class Webhooks(JobResource):
     @param("job")
     @param("project", required=False)
     def render_GET(self, txrequest: Request, job: str, project: str | None) -> dict[str, Any]:
-        job_id = _job_id(job)
-        self.find_job(job_id, _name("project", project))
+        job_id = read_job_id(job)
+        self.find_job(job_id, read_name("project", project))
         return {"job_id": job_id, "deliveries": self.node.store.webhook_log(job_id)}
