@@ -38,27 +38,14 @@ from ._model import (
 )
 from ._rows import (
     COLUMNS,
-    SETTLED_STATUSES,
     UPDATED_COLUMNS,
     column_value,
     decode_state,
     encode_state,
-    end_for_crawl,
-    end_state,
     error_from_row,
     event_from_row,
     filter_clauses,
-    history_event,
-    keeps_pause_request,
-    pause,
-    resume,
     row_values,
-    settle_end,
-    startable,
-    take_over_pending,
-    webhook_body,
-    webhook_targets,
-    webhook_types,
 )
 from ._store import (
     ERRORS_IN_WEBHOOKS,
@@ -80,6 +67,21 @@ from ._store import (
     node_name,
     reap_dead_jobs,
     reap_dead_nodes,
+)
+from ._transitions import (
+    SETTLED_STATUSES,
+    end_for_crawl,
+    end_state,
+    history_event,
+    keeps_pause_request,
+    pause,
+    resume,
+    settle_end,
+    startable,
+    take_over_pending,
+    webhook_body,
+    webhook_targets,
+    webhook_types,
 )
 
 if TYPE_CHECKING:

@@ -11,6 +11,7 @@ full disk. A job id only ever reaches SQL as a bound value.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sqlite3
 import time
@@ -32,27 +33,14 @@ from ._model import (
 )
 from ._rows import (
     COLUMNS,
-    SETTLED_STATUSES,
     UPDATED_COLUMNS,
     column_value,
     decode_state,
     encode_state,
-    end_for_crawl,
-    end_state,
     error_from_row,
     event_from_row,
     filter_clauses,
-    history_event,
-    keeps_pause_request,
-    pause,
-    resume,
     row_values,
-    settle_end,
-    startable,
-    take_over_pending,
-    webhook_body,
-    webhook_targets,
-    webhook_types,
 )
 from ._store import (
     ERRORS_IN_WEBHOOKS,
@@ -73,6 +61,21 @@ from ._store import (
     node_name,
     reap_dead_jobs,
     reap_dead_nodes,
+)
+from ._transitions import (
+    SETTLED_STATUSES,
+    end_for_crawl,
+    end_state,
+    history_event,
+    keeps_pause_request,
+    pause,
+    resume,
+    settle_end,
+    startable,
+    take_over_pending,
+    webhook_body,
+    webhook_targets,
+    webhook_types,
 )
 
 if TYPE_CHECKING:
@@ -246,6 +249,23 @@ _UPDATE = (
 )
 
 
+# What a save reports, returned by the statement that writes the job.
+_SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at, status"
+_INSERT_ERRORS = (
+    "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
+    " timestamp, is_recoverable) SELECT ?, json_extract(value, '$[0]'),"
+    " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+    " json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]')"
+    " FROM json_each(?) ORDER BY key"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO events (job, step, timestamp, duration_ms, status, details)"
+    " SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]')"
+    " FROM json_each(?) ORDER BY key"
+)
+
+
 def _open(location: str | Path) -> sqlite3.Connection:
     uri = isinstance(location, str) and location.startswith("file:")
     return sqlite3.connect(
@@ -379,7 +399,7 @@ class SQLiteStore:
                 take_over_pending(state, stored, resume)
                 _update(conn, state)
             job = _job_key(conn, state.job_id)
-            _insert_point(conn, job, state)
+            _insert_point(conn, job, sql.point_values(0, state)[1:])
             self._notify(conn, job, [STARTED])
             return StartResult(True, state)
 
@@ -392,26 +412,38 @@ class SQLiteStore:
     ) -> SaveResult:
         self._reconnect_if_replaced()
         events = list(events)
+        # Everything is encoded before the write lock is taken: the lock is
+        # held only for the statements, each of which gives the GIL up and
+        # takes it back (waiting for a busy event loop's switch interval).
+        update = _update_values(state, crawl=True)
+        error_rows = _error_rows(errors)
+        event_rows = _event_rows(events)
+        point = sql.point_values(0, state)[1:]
         with self._write() as conn:
             recreated = False
             if state.status in SETTLED_STATUSES and (stored := _job_row(conn, state.job_id)):
                 events += settle_end(state, stored, time.time())
+                update, event_rows = _update_values(state, crawl=True), _event_rows(events)
             new_events = events
-            if not _update(conn, state, crawl=True):
+            # One statement writes the job, gives its key and polls the
+            # cancel and pause requests.
+            row = conn.execute(*update).fetchone()
+            if row is None:
                 row = conn.execute(
-                    "SELECT status FROM jobs WHERE job_id = ?", (state.job_id,)
+                    f"SELECT {_SAVED} FROM jobs WHERE job_id = ?",  # noqa: S608
+                    (state.job_id,),
                 ).fetchone()
                 if row is not None:
-                    return _save_result(conn, state.job_id, written=False)
+                    return _save_result(row, written=False)
                 # The record is gone: write it again from the crawl's memory.
-                conn.execute(_INSERT, row_values(state))
-                events, recreated = history, True
-            job = _job_key(conn, state.job_id)
-            _insert_errors(conn, job, errors)
-            _insert_events(conn, job, events)
-            _insert_point(conn, job, state)
+                row = conn.execute(f"{_INSERT} RETURNING {_SAVED}", row_values(state)).fetchone()
+                event_rows, recreated = _event_rows(history), True
+            job = row["id"]
+            _insert_errors(conn, job, error_rows)
+            _insert_events(conn, job, event_rows)
+            _insert_point(conn, job, point)
             self._notify(conn, job, webhook_types(state.status, new_events))
-            return _save_result(conn, state.job_id, written=True, recreated=recreated)
+            return _save_result(row, written=True, recreated=recreated)
 
     def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
         now = time.time()
@@ -438,7 +470,9 @@ class SQLiteStore:
                 (now, int(force), row["id"]),
             )
             if details:
-                _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
+                _insert_events(
+                    conn, row["id"], _event_rows([history_event("cancelled", now, after, details)])
+                )
                 self._notify(conn, row["id"], webhook_types(after))
             return RequestResult(before, after)
 
@@ -453,7 +487,7 @@ class SQLiteStore:
                 return False
             events = end_for_crawl(state, status, message, now, unstarted=unstarted)
             _update(conn, state)
-            _insert_events(conn, row["id"], events)
+            _insert_events(conn, row["id"], _event_rows(events))
             self._notify(conn, row["id"], webhook_types(state.status))
             return True
 
@@ -487,7 +521,7 @@ class SQLiteStore:
                 )
             elif events:  # a pause withdrawn
                 conn.execute(_CLEAR_PAUSE, (row["id"],))
-            _insert_events(conn, row["id"], events)
+            _insert_events(conn, row["id"], _event_rows(events))
             if moved:
                 self._notify(conn, row["id"], webhook_types(state.status))
             return RequestResult(before, after)
@@ -504,7 +538,7 @@ class SQLiteStore:
             state.warnings.append(warning)
             conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (encode_state(state), row["id"]))
             stalled = [history_event("stalled", now, JobStatus.PENDING, warning)]
-            _insert_events(conn, row["id"], stalled)
+            _insert_events(conn, row["id"], _event_rows(stalled))
             self._notify(conn, row["id"], webhook_types(None, stalled))
             return True
 
@@ -879,23 +913,27 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 _CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = 0 WHERE id = ?"
 
 
-def _update(conn: sqlite3.Connection, state: JobState, crawl: bool = False) -> bool:
-    """Write the job if its stored status may move to the new one (from a
-    ``crawl``'s write, as ``sources_of`` says)."""
+def _update_values(state: JobState, crawl: bool = False) -> tuple[str, tuple[Any, ...]]:
+    """The statement and values that write the job if its stored status may
+    move to the new one (from a ``crawl``'s write, as ``sources_of`` says),
+    returning what a save reports."""
     sources = sources_of(state.status, crawl)
     keep = keeps_pause_request(state.status)
-    cur = conn.execute(
-        _UPDATE.format(sources=", ".join("?" * len(sources))),
-        (
-            *(column_value(state, c) for c in UPDATED_COLUMNS),
-            encode_state(state),
-            keep,
-            keep,
-            state.job_id,
-            *sources,
-        ),
+    statement = _UPDATE.format(sources=", ".join("?" * len(sources))) + f" RETURNING {_SAVED}"
+    values = (
+        *(column_value(state, c) for c in UPDATED_COLUMNS),
+        encode_state(state),
+        keep,
+        keep,
+        state.job_id,
+        *sources,
     )
-    return cur.rowcount == 1
+    return statement, values
+
+
+def _update(conn: sqlite3.Connection, state: JobState, crawl: bool = False) -> bool:
+    """Write the job if its stored status may move to the new one."""
+    return conn.execute(*_update_values(state, crawl)).fetchone() is not None
 
 
 def _job_row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
@@ -904,58 +942,65 @@ def _job_row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
 
 def _job_key(conn: sqlite3.Connection, job_id: str) -> int | None:
     row = conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    return None if row is None else row[0]
+    return None if row is None else row["id"]
 
 
-def _save_result(
-    conn: sqlite3.Connection, job_id: str, *, written: bool, recreated: bool = False
-) -> SaveResult:
-    row = conn.execute(
-        "SELECT cancel_requested_at, cancel_force, pause_requested_at, status FROM jobs"
-        " WHERE job_id = ?",
-        (job_id,),
-    ).fetchone()
-    return SaveResult(written, recreated, row[0], bool(row[1]), row[2], row[3])
-
-
-def _insert_errors(conn: sqlite3.Connection, job: int | None, errors: Iterable[JobError]) -> None:
-    conn.executemany(
-        "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
-        " timestamp, is_recoverable) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                job,
-                e.stage,
-                e.error_type,
-                e.error_message,
-                e.page_url,
-                e.http_status,
-                e.timestamp,
-                int(e.is_recoverable),
-            )
-            for e in errors
-        ],
+def _save_result(row: sqlite3.Row, *, written: bool, recreated: bool = False) -> SaveResult:
+    return SaveResult(
+        written,
+        recreated,
+        row["cancel_requested_at"],
+        bool(row["cancel_force"]),
+        row["pause_requested_at"],
+        row["status"],
     )
 
 
-def _insert_point(conn: sqlite3.Connection, job: int | None, state: JobState) -> None:
-    conn.execute(sql.INSERT_POINT, sql.point_values(job, state))
-    if conn.execute(sql.COUNT_POINTS, (job,)).fetchone()[0] > sql.SERIES_POINTS:
+def _text(value: str | None) -> str | None:
+    # JSON text loses everything after a NUL in SQLite: written as U+FFFD,
+    # as PostgreSQL's text has it.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+def _error_rows(errors: Iterable[JobError]) -> str | None:
+    """A write's errors as one JSON array, inserted by one statement."""
+    rows = [
+        (
+            e.stage,
+            e.error_type,
+            _text(e.error_message),
+            _text(e.page_url),
+            e.http_status,
+            e.timestamp,
+            int(e.is_recoverable),
+        )
+        for e in errors
+    ]
+    return json.dumps(rows, ensure_ascii=False) if rows else None
+
+
+def _event_rows(events: Iterable[HistoryEvent]) -> str | None:
+    """A write's history events as one JSON array, inserted by one statement."""
+    rows = [(e.step, e.timestamp, e.duration_ms, e.status, _text(e.details)) for e in events]
+    return json.dumps(rows, ensure_ascii=False) if rows else None
+
+
+def _insert_errors(conn: sqlite3.Connection, job: int | None, rows: str | None) -> None:
+    if rows is not None:
+        conn.execute(_INSERT_ERRORS, (job, rows))
+
+
+def _insert_point(conn: sqlite3.Connection, job: int | None, point: tuple[Any, ...]) -> None:
+    conn.execute(sql.INSERT_POINT, (job, *point))
+    if conn.execute(sql.COUNT_POINTS, (job,)).fetchone()["n"] > sql.SERIES_POINTS:
         conn.execute(sql.THIN_POINTS, (job,))
 
 
-def _insert_events(
-    conn: sqlite3.Connection, job: int | None, events: Iterable[HistoryEvent]
-) -> None:
-    rows = [(job, e.step, e.timestamp, e.duration_ms, e.status, e.details) for e in events]
-    if not rows:
+def _insert_events(conn: sqlite3.Connection, job: int | None, rows: str | None) -> None:
+    if rows is None:
         return
-    conn.executemany(
-        "INSERT INTO events (job, step, timestamp, duration_ms, status, details)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    extra = conn.execute(sql.COUNT_EVENTS, (job,)).fetchone()[0] - 2 * HISTORY_KEPT
+    conn.execute(_INSERT_EVENTS, (job, rows))
+    extra = conn.execute(sql.COUNT_EVENTS, (job,)).fetchone()["n"] - 2 * HISTORY_KEPT
     if extra > 0:
         conn.execute(sql.THIN_EVENTS, sql.thin_events_values(job))
         conn.execute(sql.ADD_OMITTED, (extra, job))
