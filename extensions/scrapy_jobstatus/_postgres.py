@@ -13,6 +13,7 @@ write at all.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from contextlib import contextmanager
@@ -26,7 +27,6 @@ from psycopg_pool import ConnectionPool
 from . import _sql as sql
 from ._location import hide_secrets, location_secrets
 from ._model import (
-    ACTIVE_STATUSES,
     HISTORY_KEPT,
     TERMINAL_STATUSES,
     HistoryEvent,
@@ -44,29 +44,19 @@ from ._rows import (
     encode_state,
     error_from_row,
     event_from_row,
-    filter_clauses,
     row_values,
 )
+from ._sqlstore import Dialect, SQLStore
 from ._store import (
     ERRORS_IN_WEBHOOKS,
     STARTED,
-    Attempt,
-    Delivery,
-    JobFilter,
     JobNotFound,
-    JobPage,
-    NodeInfo,
-    ReapedJob,
     RequestResult,
     SaveResult,
     StartResult,
     StoreError,
-    decode_cursor,
     display_location,
-    encode_cursor,
     node_name,
-    reap_dead_jobs,
-    reap_dead_nodes,
 )
 from ._transitions import (
     SETTLED_STATUSES,
@@ -265,7 +255,24 @@ _INSERT_EVENT = (
 )
 
 
-class PostgresStore:
+def _text(value: str | None) -> str | None:
+    # A PostgreSQL text cannot hold NUL, which SQLite keeps; an error message
+    # may carry one from a binary response.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+DIALECT = Dialect(
+    statement=functools.lru_cache(maxsize=256)(sql.postgres),
+    row_lock=" FOR UPDATE",
+    claim_lock=" FOR UPDATE SKIP LOCKED",
+    queue_index="",
+    text=_text,
+)
+
+
+class PostgresStore(SQLStore):
+    dialect = DIALECT
+
     def __init__(self, url: str, *, readonly: bool = False):
         self.location = display_location(url)
         self.readonly = readonly
@@ -542,9 +549,6 @@ class PostgresStore:
                 body = _text(webhook_body(event_type, now, document))
                 cur.executemany(insert, sql.delivery_values(job, event_type, body, now, targets))
 
-    def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
-        return reap_dead_jobs(self, node, alive)
-
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         terminal = [str(s) for s in TERMINAL_STATUSES]
         clauses: list[str] = []
@@ -567,229 +571,6 @@ class PostgresStore:
                 params,
             )
             return cur.rowcount
-
-    # -- reads ------------------------------------------------------------------
-
-    def get(self, job_id: str) -> JobState | None:
-        with self._read() as conn:
-            row = _job_row(conn, job_id)
-        return None if row is None else decode_state(row)
-
-    def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
-        with self._read(snapshot=True) as conn:
-            row = _job_row(conn, job_id)
-            return None if row is None else _document(conn, row, errors_kept, time.time())
-
-    def history(self, job_id: str) -> list[HistoryEvent]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT e.* FROM events e JOIN jobs j ON j.id = e.job"
-                " WHERE j.job_id = %s ORDER BY e.id",
-                (job_id,),
-            ).fetchall()
-        return [event_from_row(r) for r in rows]
-
-    def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT e.* FROM errors e JOIN jobs j ON j.id = e.job"
-                " WHERE j.job_id = %s AND e.id > %s ORDER BY e.id LIMIT %s",
-                (job_id, after, limit),
-            ).fetchall()
-        return [error_from_row(r) for r in rows]
-
-    def list_jobs(
-        self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
-    ) -> JobPage:
-        clauses, params = filter_clauses(where, mark="%s")
-        condition = " AND ".join(clauses) or "TRUE"
-        if cursor is not None:
-            created_at, key = decode_cursor(cursor)
-            clauses.append("(created_at, id) < (%s, %s)")
-            page_params = [*params, created_at, key]
-            offset = 0
-        else:
-            page_params = list(params)
-        with self._read(snapshot=True) as conn:
-            total = conn.execute(
-                f"SELECT COUNT(*) AS n FROM jobs WHERE {condition}",  # noqa: S608
-                params,
-            ).fetchone()["n"]
-            rows = conn.execute(
-                f"SELECT * FROM jobs WHERE {' AND '.join(clauses) or 'TRUE'}"  # noqa: S608
-                " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
-                [*page_params, limit + 1, offset],
-            ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return JobPage([decode_state(r) for r in rows], total, next_cursor)
-
-    # -- the queue -----------------------------------------------------------------
-
-    def claim_job(self, node: str, project: str | None = None) -> JobState | None:
-        clause, params = sql.project_clause(project)
-        statement = sql.CLAIM.format(project=clause, index="", lock=" FOR UPDATE SKIP LOCKED")
-        with self._write() as conn:
-            row = conn.execute(sql.postgres(statement), (node, *params, time.time())).fetchone()
-        return None if row is None else decode_state(row)
-
-    def queued_jobs(
-        self, project: str | None = None, created_before: float | None = None
-    ) -> list[JobState]:
-        statement, params = sql.queued_jobs(project, created_before)
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(statement), params).fetchall()
-        return [decode_state(r) for r in rows]
-
-    def count_queued(self, project: str | None = None) -> int:
-        clause, params = sql.project_clause(project)
-        with self._read() as conn:
-            row = conn.execute(
-                sql.postgres(sql.COUNT_QUEUED.format(project=clause, index="")), params
-            )
-            return row.fetchone()["n"]
-
-    def finished_jobs(self, limit: int) -> list[JobState]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.FINISHED), (limit,)).fetchall()
-        return [decode_state(r) for r in rows]
-
-    def count_finished(self, limit: int) -> int:
-        with self._read() as conn:
-            return conn.execute(sql.postgres(sql.COUNT_FINISHED), (limit,)).fetchone()["n"]
-
-    # -- the webhook outbox ----------------------------------------------------------
-
-    def claim_deliveries(
-        self,
-        now: float,
-        lease: float,
-        limit: int,
-        job_id: str | None = None,
-        due_by: float | None = None,
-        keyed_only: bool = False,
-    ) -> list[Delivery]:
-        statement, values = sql.claim_deliveries(
-            now, lease, limit, job_id, due_by, " FOR UPDATE SKIP LOCKED", keyed_only
-        )
-        with self._write() as conn:
-            rows = conn.execute(sql.postgres(statement), values).fetchall()
-        return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)
-
-    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
-        with self._write() as conn:
-            conn.execute(sql.postgres(sql.INSERT_ATTEMPT), sql.attempt_values(delivery, attempt))
-            ended = conn.execute(sql.postgres(sql.END_ATTEMPT), sql.end_values(delivery, attempt))
-            return ended.rowcount == 1
-
-    def webhook_log(self, job_id: str) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            return sql.webhook_log(
-                conn.execute(sql.postgres(sql.WEBHOOK_LOG), (job_id,)).fetchall()
-            )
-
-    def count_undelivered(self, job_id: str | None = None) -> int:
-        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        with self._read() as conn:
-            statement = sql.postgres(sql.COUNT_UNDELIVERED.format(job=clause))
-            return conn.execute(statement, params).fetchone()["n"]
-
-    def delivery_counts(self) -> dict[str, int]:
-        with self._read() as conn:
-            return {r["status"]: r["n"] for r in conn.execute(sql.DELIVERY_COUNTS)}
-
-    # -- the event stream and the series ---------------------------------------------
-
-    def events_after(
-        self, since: int, job_id: str | None = None, limit: int = 100
-    ) -> list[tuple[int, str, HistoryEvent]]:
-        clause, params = (sql.EVENT_OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        statement = sql.postgres(sql.EVENTS_AFTER.format(job=clause))
-        with self._read() as conn:
-            rows = conn.execute(statement, (since, *params, limit)).fetchall()
-        return [(r["id"], r["job_id"], event_from_row(r)) for r in rows]
-
-    def last_event_id(self) -> int:
-        with self._read() as conn:
-            return conn.execute(sql.LAST_EVENT).fetchone()["n"] or 0
-
-    def series(self, job_id: str) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.SERIES), (job_id,)).fetchall()
-        return [sql.point_from_row(r) for r in rows]
-
-    # -- figures for metrics ---------------------------------------------------------
-
-    def status_counts(self) -> list[tuple[str, str | None, str | None, int]]:
-        with self._read() as conn:
-            rows = conn.execute(sql.STATUS_COUNTS).fetchall()
-        return [(r["status"], r["project"], r["spider"], r["n"]) for r in rows]
-
-    def reason_counts(self) -> dict[str, int]:
-        with self._read() as conn:
-            return {r["completion_reason"]: r["n"] for r in conn.execute(sql.REASON_COUNTS)}
-
-    # -- the nodes -----------------------------------------------------------------
-
-    def beat(self, node: NodeInfo) -> None:
-        with self._write() as conn:
-            conn.execute(sql.postgres(sql.BEAT), sql.beat_values(node))
-
-    def nodes(self) -> list[NodeInfo]:
-        with self._read() as conn:
-            return [sql.node_from_row(r) for r in conn.execute(sql.NODES)]
-
-    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        return reap_dead_nodes(self, timeout)
-
-    def dead_nodes(self, seen_before: float) -> list[NodeInfo]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.DEAD_NODES), (seen_before,)).fetchall()
-        return [sql.node_from_row(r) for r in rows]
-
-    def forget_nodes(self, seen_before: float) -> int:
-        with self._write() as conn:
-            return conn.execute(sql.postgres(sql.FORGET_NODES), (seen_before,)).rowcount
-
-    def requeue_claims(self, node: str) -> list[str]:
-        with self._write() as conn:
-            return [r["job_id"] for r in conn.execute(sql.postgres(sql.REQUEUE), (node,))]
-
-    def started_jobs(self, node: str) -> list[JobState]:
-        active = [str(s) for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM jobs WHERE node = %s AND status = ANY(%s)", (node, active)
-            ).fetchall()
-        return [decode_state(r) for r in rows]
-
-    # -- the eggs ------------------------------------------------------------------
-
-    def put_egg(self, project: str, version: str, egg: bytes) -> None:
-        with self._write() as conn:
-            conn.execute(sql.postgres(sql.PUT_EGG), (project, version, egg, time.time()))
-
-    def get_egg(self, project: str, version: str) -> bytes | None:
-        with self._read() as conn:
-            row = conn.execute(sql.postgres(sql.GET_EGG), (project, version)).fetchone()
-        return None if row is None else bytes(row["egg"])
-
-    def egg_versions(self, project: str) -> list[str]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.EGG_VERSIONS), (project,)).fetchall()
-        return [r["version"] for r in rows]
-
-    def egg_projects(self) -> list[str]:
-        with self._read() as conn:
-            return [r["project"] for r in conn.execute(sql.EGG_PROJECTS)]
-
-    def delete_eggs(self, project: str, version: str | None = None) -> int:
-        statement, params = sql.DELETE_EGGS, (project,)
-        if version is not None:
-            statement, params = statement + " AND version = ?", (project, version)
-        with self._write() as conn:
-            return conn.execute(sql.postgres(statement), params).rowcount
 
 
 # -- schema --------------------------------------------------------------------
@@ -893,12 +674,6 @@ def _job_row(conn: psycopg.Connection[Row], job_id: str, lock: bool = False) -> 
     if lock:
         return conn.execute("SELECT * FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
     return conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
-
-
-def _text(value: str | None) -> str | None:
-    # A PostgreSQL text cannot hold NUL, which SQLite keeps; an error message
-    # may carry one from a binary response.
-    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
 def _insert_errors(conn: psycopg.Connection[Row], job: int, errors: Iterable[JobError]) -> None:

@@ -107,13 +107,13 @@ def error_from_row(row: Mapping[str, Any]) -> JobError:
     )
 
 
-def filter_clauses(where: JobFilter, mark: str = "?") -> tuple[list[str], list[Any]]:
-    """The WHERE clauses of a listing, with ``mark`` for each bound value."""
+def filter_clauses(where: JobFilter) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses of a listing, with a ``?`` for each bound value."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (("project", where.project), ("spider", where.spider)):
         if value is not None:
-            clauses.append(f"{column} = {mark}")
+            clauses.append(f"{column} = ?")
             params.append(value)
     # A running job with a cancel (or pause) request is shown as cancelling
     # (pausing), as shown_status says.
@@ -132,6 +132,6 @@ def filter_clauses(where: JobFilter, mark: str = "?") -> tuple[list[str], list[A
             "status = 'running' AND cancel_requested_at IS NULL AND pause_requested_at IS NULL"
         )
     elif where.status is not None:
-        clauses.append(f"status = {mark}")
+        clauses.append(f"status = ?")
         params.append(where.status)
     return clauses, params

@@ -10,7 +10,6 @@ full disk. A job id only ever reaches SQL as a bound value.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _sql as sql
 from ._model import (
-    ACTIVE_STATUSES,
     HISTORY_KEPT,
     TERMINAL_STATUSES,
     HistoryEvent,
@@ -37,30 +35,18 @@ from ._rows import (
     column_value,
     decode_state,
     encode_state,
-    error_from_row,
-    event_from_row,
-    filter_clauses,
     row_values,
 )
+from ._sqlstore import Dialect, SQLStore, same
 from ._store import (
     ERRORS_IN_WEBHOOKS,
     STARTED,
-    Attempt,
-    Delivery,
-    JobFilter,
     JobNotFound,
-    JobPage,
-    NodeInfo,
-    ReapedJob,
     RequestResult,
     SaveResult,
     StartResult,
     StoreError,
-    decode_cursor,
-    encode_cursor,
     node_name,
-    reap_dead_jobs,
-    reap_dead_nodes,
 )
 from ._transitions import (
     SETTLED_STATUSES,
@@ -277,21 +263,19 @@ def _open(location: str | Path) -> sqlite3.Connection:
     )
 
 
-def _reading(method: Callable[P, R]) -> Callable[P, R]:
-    """A read's SQLite error as the store's one-line error."""
-
-    @functools.wraps(method)
-    def read(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as e:
-            store = args[0]
-            raise StoreError(f"cannot read the job store {store.path}: {e}") from None  # type: ignore[attr-defined]
-
-    return read
+def _text(value: str | None) -> str | None:
+    # JSON text loses everything after a NUL in SQLite: written as U+FFFD,
+    # as PostgreSQL's text has it.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-class SQLiteStore:
+# One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
+DIALECT = Dialect(statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text)
+
+
+class SQLiteStore(SQLStore):
+    dialect = DIALECT
+
     def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False):
         self.path = Path(path)
         self.location = str(self.path)
@@ -355,6 +339,15 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    @contextmanager
+    def _read(self, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
+        # A WAL reader sees one moment of the store per statement; the
+        # reads of a document or a page are quick enough not to need more.
+        try:
+            yield self.conn
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store {self.path}: {e}") from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -559,9 +552,6 @@ class SQLiteStore:
                 sql.INSERT_DELIVERY, sql.delivery_values(job, event_type, body, now, targets)
             )
 
-    def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
-        return reap_dead_jobs(self, node, alive)
-
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         terminal = [str(s) for s in TERMINAL_STATUSES]
         marks = ", ".join("?" * len(terminal))
@@ -600,239 +590,6 @@ class SQLiteStore:
             conn.executemany("DELETE FROM deliveries WHERE job = ?", ids)
             conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
             return len(ids)
-
-    # -- reads ------------------------------------------------------------------
-
-    @_reading
-    def get(self, job_id: str) -> JobState | None:
-        row = _job_row(self.conn, job_id)
-        return None if row is None else decode_state(row)
-
-    @_reading
-    def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
-        row = _job_row(self.conn, job_id)
-        return None if row is None else self._document(self.conn, row, errors_kept, time.time())
-
-    def _document(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, errors_kept: int, now: float
-    ) -> dict[str, Any]:
-        latest = [
-            error_from_row(r)
-            for r in conn.execute(
-                "SELECT * FROM errors WHERE job = ? ORDER BY id DESC LIMIT ?",
-                (row["id"], errors_kept),
-            )
-        ]
-        return decode_state(row).to_document(
-            errors=latest[::-1], history=self._history(row["id"]), now=now
-        )
-
-    @_reading
-    def history(self, job_id: str) -> list[HistoryEvent]:
-        job = _job_key(self.conn, job_id)
-        return [] if job is None else self._history(job)
-
-    def _history(self, job: int) -> list[HistoryEvent]:
-        rows = self.conn.execute("SELECT * FROM events WHERE job = ? ORDER BY id", (job,))
-        return [event_from_row(r) for r in rows]
-
-    @_reading
-    def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
-        job = _job_key(self.conn, job_id)
-        if job is None:
-            return []
-        rows = self.conn.execute(
-            "SELECT * FROM errors WHERE job = ? AND id > ? ORDER BY id LIMIT ?",
-            (job, after, limit),
-        )
-        return [error_from_row(r) for r in rows]
-
-    @_reading
-    def list_jobs(
-        self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
-    ) -> JobPage:
-        clauses, params = filter_clauses(where)
-        conn = self.conn
-        condition = " AND ".join(clauses) or "1"
-        total = conn.execute(
-            f"SELECT COUNT(*) FROM jobs WHERE {condition}",  # noqa: S608
-            params,
-        ).fetchone()[0]
-        if cursor is not None:
-            created_at, key = decode_cursor(cursor)
-            clauses.append("(created_at, id) < (?, ?)")
-            params += [created_at, key]
-            offset = 0
-        rows = conn.execute(
-            f"SELECT * FROM jobs WHERE {' AND '.join(clauses) or '1'}"  # noqa: S608
-            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            [*params, limit + 1, offset],
-        ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return JobPage([decode_state(r) for r in rows], total, next_cursor)
-
-    # -- the queue -----------------------------------------------------------------
-
-    def claim_job(self, node: str, project: str | None = None) -> JobState | None:
-        # One writer at a time (BEGIN IMMEDIATE): a job goes to one node.
-        clause, params = sql.project_clause(project)
-        with self._write() as conn:
-            row = conn.execute(
-                sql.CLAIM.format(project=clause, index=QUEUE_INDEX, lock=""),
-                (node, *params, time.time()),
-            ).fetchone()
-        return None if row is None else decode_state(row)
-
-    @_reading
-    def queued_jobs(
-        self, project: str | None = None, created_before: float | None = None
-    ) -> list[JobState]:
-        statement, params = sql.queued_jobs(project, created_before, QUEUE_INDEX)
-        return [decode_state(r) for r in self.conn.execute(statement, params)]
-
-    @_reading
-    def count_queued(self, project: str | None = None) -> int:
-        clause, params = sql.project_clause(project)
-        return self.conn.execute(
-            sql.COUNT_QUEUED.format(project=clause, index=QUEUE_INDEX), params
-        ).fetchone()[0]
-
-    @_reading
-    def finished_jobs(self, limit: int) -> list[JobState]:
-        return [decode_state(r) for r in self.conn.execute(sql.FINISHED, (limit,))]
-
-    @_reading
-    def count_finished(self, limit: int) -> int:
-        return self.conn.execute(sql.COUNT_FINISHED, (limit,)).fetchone()[0]
-
-    # -- the webhook outbox ----------------------------------------------------------
-
-    def claim_deliveries(
-        self,
-        now: float,
-        lease: float,
-        limit: int,
-        job_id: str | None = None,
-        due_by: float | None = None,
-        keyed_only: bool = False,
-    ) -> list[Delivery]:
-        statement, values = sql.claim_deliveries(
-            now, lease, limit, job_id, due_by, keyed_only=keyed_only
-        )
-        with self._write() as conn:
-            rows = conn.execute(statement, values).fetchall()
-        return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)
-
-    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
-        with self._write() as conn:
-            conn.execute(sql.INSERT_ATTEMPT, sql.attempt_values(delivery, attempt))
-            return conn.execute(sql.END_ATTEMPT, sql.end_values(delivery, attempt)).rowcount == 1
-
-    @_reading
-    def webhook_log(self, job_id: str) -> list[dict[str, Any]]:
-        return sql.webhook_log(self.conn.execute(sql.WEBHOOK_LOG, (job_id,)).fetchall())
-
-    @_reading
-    def count_undelivered(self, job_id: str | None = None) -> int:
-        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        row = self.conn.execute(sql.COUNT_UNDELIVERED.format(job=clause), params).fetchone()
-        return row[0]
-
-    @_reading
-    def delivery_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.conn.execute(sql.DELIVERY_COUNTS)}
-
-    # -- the event stream and the series ---------------------------------------------
-
-    @_reading
-    def events_after(
-        self, since: int, job_id: str | None = None, limit: int = 100
-    ) -> list[tuple[int, str, HistoryEvent]]:
-        # One writer at a time: ids are given in the order writes commit.
-        clause, params = (sql.EVENT_OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        rows = self.conn.execute(sql.EVENTS_AFTER.format(job=clause), (since, *params, limit))
-        return [(r["id"], r["job_id"], event_from_row(r)) for r in rows]
-
-    @_reading
-    def last_event_id(self) -> int:
-        return self.conn.execute(sql.LAST_EVENT).fetchone()[0] or 0
-
-    @_reading
-    def series(self, job_id: str) -> list[dict[str, Any]]:
-        return [sql.point_from_row(r) for r in self.conn.execute(sql.SERIES, (job_id,))]
-
-    # -- figures for metrics ---------------------------------------------------------
-
-    @_reading
-    def status_counts(self) -> list[tuple[str, str | None, str | None, int]]:
-        return [tuple(r) for r in self.conn.execute(sql.STATUS_COUNTS)]  # type: ignore[misc]
-
-    @_reading
-    def reason_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.conn.execute(sql.REASON_COUNTS)}
-
-    # -- the nodes -----------------------------------------------------------------
-
-    def beat(self, node: NodeInfo) -> None:
-        with self._write() as conn:
-            conn.execute(sql.BEAT, sql.beat_values(node))
-
-    @_reading
-    def nodes(self) -> list[NodeInfo]:
-        return [sql.node_from_row(r) for r in self.conn.execute(sql.NODES)]
-
-    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        return reap_dead_nodes(self, timeout)
-
-    @_reading
-    def dead_nodes(self, seen_before: float) -> list[NodeInfo]:
-        return [sql.node_from_row(r) for r in self.conn.execute(sql.DEAD_NODES, (seen_before,))]
-
-    def forget_nodes(self, seen_before: float) -> int:
-        with self._write() as conn:
-            return conn.execute(sql.FORGET_NODES, (seen_before,)).rowcount
-
-    def requeue_claims(self, node: str) -> list[str]:
-        with self._write() as conn:
-            return [r[0] for r in conn.execute(sql.REQUEUE, (node,)).fetchall()]
-
-    @_reading
-    def started_jobs(self, node: str) -> list[JobState]:
-        active = [s for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
-        marks = ", ".join("?" * len(active))
-        rows = self.conn.execute(
-            f"SELECT * FROM jobs WHERE node = ? AND status IN ({marks})",  # noqa: S608
-            (node, *map(str, active)),
-        ).fetchall()
-        return [decode_state(r) for r in rows]
-
-    # -- the eggs ------------------------------------------------------------------
-
-    def put_egg(self, project: str, version: str, egg: bytes) -> None:
-        with self._write() as conn:
-            conn.execute(sql.PUT_EGG, (project, version, egg, time.time()))
-
-    @_reading
-    def get_egg(self, project: str, version: str) -> bytes | None:
-        row = self.conn.execute(sql.GET_EGG, (project, version)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    @_reading
-    def egg_versions(self, project: str) -> list[str]:
-        return [r[0] for r in self.conn.execute(sql.EGG_VERSIONS, (project,))]
-
-    @_reading
-    def egg_projects(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(sql.EGG_PROJECTS)]
-
-    def delete_eggs(self, project: str, version: str | None = None) -> int:
-        statement, params = sql.DELETE_EGGS, (project,)
-        if version is not None:
-            statement, params = statement + " AND version = ?", (project, version)
-        with self._write() as conn:
-            return conn.execute(statement, params).rowcount
 
 
 # -- schema --------------------------------------------------------------------
@@ -956,12 +713,6 @@ def _save_result(row: sqlite3.Row, *, written: bool, recreated: bool = False) ->
     )
 
 
-def _text(value: str | None) -> str | None:
-    # JSON text loses everything after a NUL in SQLite: written as U+FFFD,
-    # as PostgreSQL's text has it.
-    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
-
-
 def _error_rows(errors: Iterable[JobError]) -> str | None:
     """A write's errors as one JSON array, inserted by one statement."""
     rows = [
@@ -1004,6 +755,3 @@ def _insert_events(conn: sqlite3.Connection, job: int | None, rows: str | None) 
     if extra > 0:
         conn.execute(sql.THIN_EVENTS, sql.thin_events_values(job))
         conn.execute(sql.ADD_OMITTED, (extra, job))
-
-
-# -- listings ------------------------------------------------------------------
