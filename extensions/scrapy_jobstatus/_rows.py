@@ -132,6 +132,6 @@ def filter_clauses(where: JobFilter) -> tuple[list[str], list[Any]]:
             "status = 'running' AND cancel_requested_at IS NULL AND pause_requested_at IS NULL"
         )
     elif where.status is not None:
-        clauses.append(f"status = ?")
+        clauses.append("status = ?")
         params.append(where.status)
     return clauses, params

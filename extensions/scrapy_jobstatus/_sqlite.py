@@ -13,59 +13,24 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from . import _sql as sql
 from ._model import (
-    HISTORY_KEPT,
     TERMINAL_STATUSES,
-    HistoryEvent,
-    JobError,
-    JobState,
-    JobStatus,
-    shown_status,
-    sources_of,
 )
-from ._rows import (
-    COLUMNS,
-    UPDATED_COLUMNS,
-    column_value,
-    decode_state,
-    encode_state,
-    row_values,
-)
-from ._sqlstore import Dialect, SQLStore, same
+from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, same
 from ._store import (
-    ERRORS_IN_WEBHOOKS,
-    STARTED,
-    JobNotFound,
-    RequestResult,
-    SaveResult,
-    StartResult,
     StoreError,
     node_name,
 )
-from ._transitions import (
-    SETTLED_STATUSES,
-    end_for_crawl,
-    end_state,
-    history_event,
-    keeps_pause_request,
-    pause,
-    resume,
-    settle_end,
-    startable,
-    take_over_pending,
-    webhook_body,
-    webhook_targets,
-    webhook_types,
-)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,6 +39,8 @@ BUSY_TIMEOUT_MS = 30_000
 # Without statistics, SQLite's planner prefers the status index and sorts;
 # the queue's partial index holds the queued jobs alone, in claim order.
 QUEUE_INDEX = " INDEXED BY jobs_queue"
+# How soon a thread holding the store's lock asks for the GIL back (s).
+WRITE_SWITCH_INTERVAL = 0.0002
 # RETURNING, which the queue and the outbox use.
 MIN_SQLITE = (3, 35)
 
@@ -221,35 +188,18 @@ ALTER TABLE deliveries ADD COLUMN secret TEXT;
 _MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_INSERT = (
-    f"INSERT INTO jobs ({', '.join(COLUMNS)}, state)"  # noqa: S608 (column names)
-    f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
-)
-# The pause request goes with any status but running or pausing (the first
-# bound value: whether it stays).
-_UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in UPDATED_COLUMNS)}, state = ?,"  # noqa: S608
-    " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
-    " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE 0 END"
-    " WHERE job_id = ? AND status IN ({sources})"
-)
+
+def _insert_from_json(table: str, columns: tuple[str, ...]) -> str:
+    """A statement inserting a job's rows from one JSON array of arrays."""
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    return (
+        f"INSERT INTO {table} (job, {', '.join(columns)}) SELECT ?, {values}"  # noqa: S608
+        " FROM json_each(?) ORDER BY key"
+    )
 
 
-# What a save reports, returned by the statement that writes the job.
-_SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at, status"
-_INSERT_ERRORS = (
-    "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
-    " timestamp, is_recoverable) SELECT ?, json_extract(value, '$[0]'),"
-    " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-    " json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]')"
-    " FROM json_each(?) ORDER BY key"
-)
-_INSERT_EVENTS = (
-    "INSERT INTO events (job, step, timestamp, duration_ms, status, details)"
-    " SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]')"
-    " FROM json_each(?) ORDER BY key"
-)
+_INSERT_ERRORS = _insert_from_json("errors", ERROR_COLUMNS)
+_INSERT_EVENTS = _insert_from_json("events", EVENT_COLUMNS)
 
 
 def _open(location: str | Path) -> sqlite3.Connection:
@@ -268,6 +218,39 @@ def _text(value: str | None) -> str | None:
     # as PostgreSQL's text has it.
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
+
+class _GILAskedBack:
+    """While a write holds the store's lock, the thread asks for the GIL
+    back sooner than the switch interval.
+
+    Every statement gives the GIL up; in a busy crawl taking it back waits
+    for the event loop's thread to be asked to drop it, after the switch
+    interval (5 ms): a handful of statements would hold the store's lock,
+    and every other crawl's write, for tens of milliseconds. The interval
+    is the process's: lowered by the first write under way, restored by
+    the last."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._writes = 0
+        self._saved = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._writes == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self.interval, self._saved))
+            self._writes += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._writes -= 1
+            if self._writes == 0:
+                sys.setswitchinterval(self._saved)
+
+
+_GIL_ASKED_BACK = _GILAskedBack(WRITE_SWITCH_INTERVAL)
 
 # One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
 DIALECT = Dialect(statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text)
@@ -351,15 +334,17 @@ class SQLiteStore(SQLStore):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        self._reconnect_if_replaced()
         conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with _GIL_ASKED_BACK:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot write the job store {self.path}: {e}") from None
         self.writes += 1
@@ -372,185 +357,17 @@ class SQLiteStore(SQLStore):
 
     # -- writes -----------------------------------------------------------------
 
-    def add_pending(self, state: JobState) -> bool:
-        with self._write() as conn:
-            try:
-                conn.execute(_INSERT, row_values(state))
-            except sqlite3.IntegrityError:
-                return False
-            return True
+    def _encode_rows(self, rows: list[tuple[Any, ...]]) -> str:
+        # A write's errors (or events) in one JSON array, inserted by one
+        # statement: each statement gives the GIL up while the lock is held.
+        return json.dumps(rows, ensure_ascii=False)
 
-    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
-        with self._write() as conn:
-            row = _job_row(conn, state.job_id)
-            if row is None:
-                conn.execute(_INSERT, row_values(state))
-            else:
-                stored = decode_state(row)
-                if not startable(stored, resume):
-                    return StartResult(False, stored)
-                take_over_pending(state, stored, resume)
-                _update(conn, state)
-            job = _job_key(conn, state.job_id)
-            _insert_point(conn, job, sql.point_values(0, state)[1:])
-            self._notify(conn, job, [STARTED])
-            return StartResult(True, state)
+    def _insert_errors(self, conn: sqlite3.Connection, job: int, rows: str) -> None:
+        conn.execute(_INSERT_ERRORS, (job, rows))
 
-    def save(
-        self,
-        state: JobState,
-        errors: Iterable[JobError] = (),
-        events: Iterable[HistoryEvent] = (),
-        history: Iterable[HistoryEvent] = (),
-    ) -> SaveResult:
-        self._reconnect_if_replaced()
-        events = list(events)
-        # Everything is encoded before the write lock is taken: the lock is
-        # held only for the statements, each of which gives the GIL up and
-        # takes it back (waiting for a busy event loop's switch interval).
-        update = _update_values(state, crawl=True)
-        error_rows = _error_rows(errors)
-        event_rows = _event_rows(events)
-        point = sql.point_values(0, state)[1:]
-        with self._write() as conn:
-            recreated = False
-            if state.status in SETTLED_STATUSES and (stored := _job_row(conn, state.job_id)):
-                events += settle_end(state, stored, time.time())
-                update, event_rows = _update_values(state, crawl=True), _event_rows(events)
-            new_events = events
-            # One statement writes the job, gives its key and polls the
-            # cancel and pause requests.
-            row = conn.execute(*update).fetchone()
-            if row is None:
-                row = conn.execute(
-                    f"SELECT {_SAVED} FROM jobs WHERE job_id = ?",  # noqa: S608
-                    (state.job_id,),
-                ).fetchone()
-                if row is not None:
-                    return _save_result(row, written=False)
-                # The record is gone: write it again from the crawl's memory.
-                row = conn.execute(f"{_INSERT} RETURNING {_SAVED}", row_values(state)).fetchone()
-                event_rows, recreated = _event_rows(history), True
-            job = row["id"]
-            _insert_errors(conn, job, error_rows)
-            _insert_events(conn, job, event_rows)
-            _insert_point(conn, job, point)
-            self._notify(conn, job, webhook_types(state.status, new_events))
-            return _save_result(row, written=True, recreated=recreated)
-
-    def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                raise JobNotFound(job_id)
-            state = decode_state(row)
-            before = state.status
-            if before in TERMINAL_STATUSES:
-                return RequestResult(before, before)
-            if before in (JobStatus.PENDING, JobStatus.PAUSED):
-                end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
-                state.cancel_requested_at = now
-                _update(conn, state)
-                after = JobStatus.CANCELLED
-                details = f"cancelled while {before}"
-            else:
-                after = JobStatus.CANCELLING
-                details = None
-            conn.execute(
-                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?),"
-                " cancel_force = MAX(cancel_force, ?) WHERE id = ?",
-                (now, int(force), row["id"]),
-            )
-            if details:
-                _insert_events(
-                    conn, row["id"], _event_rows([history_event("cancelled", now, after, details)])
-                )
-                self._notify(conn, row["id"], webhook_types(after))
-            return RequestResult(before, after)
-
-    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                return False
-            state = decode_state(row)
-            if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
-                return False
-            events = end_for_crawl(state, status, message, now, unstarted=unstarted)
-            _update(conn, state)
-            _insert_events(conn, row["id"], _event_rows(events))
-            self._notify(conn, row["id"], webhook_types(state.status))
-            return True
-
-    def request_pause(self, job_id: str, requeue: bool = False) -> RequestResult:
-        return self._request(job_id, pause, requeue)
-
-    def request_resume(self, job_id: str) -> RequestResult:
-        return self._request(job_id, resume)
-
-    def _request(
-        self, job_id: str, decide: Callable[..., Any], requeue: bool = False
-    ) -> RequestResult:
-        """A pause or resume request, as ``decide`` takes it: the job moved
-        (written), a pause requested, or a pause withdrawn."""
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                raise JobNotFound(job_id)
-            state = decode_state(row)
-            before = shown_status(state)
-            after, events = decide(state, now)
-            moved = state.status is not JobStatus(row["status"])
-            if moved:
-                _update(conn, state)
-            elif after is JobStatus.PAUSING:
-                conn.execute(
-                    "UPDATE jobs SET pause_requested_at = COALESCE(pause_requested_at, ?),"
-                    " pause_requeue = MAX(pause_requeue, ?) WHERE id = ?",
-                    (now, int(requeue), row["id"]),
-                )
-            elif events:  # a pause withdrawn
-                conn.execute(_CLEAR_PAUSE, (row["id"],))
-            _insert_events(conn, row["id"], _event_rows(events))
-            if moved:
-                self._notify(conn, row["id"], webhook_types(state.status))
-            return RequestResult(before, after)
-
-    def warn_pending(self, job_id: str, warning: str) -> bool:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                return False
-            state = decode_state(row)
-            if state.status is not JobStatus.PENDING or warning in state.warnings:
-                return False
-            state.warnings.append(warning)
-            conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (encode_state(state), row["id"]))
-            stalled = [history_event("stalled", now, JobStatus.PENDING, warning)]
-            _insert_events(conn, row["id"], _event_rows(stalled))
-            self._notify(conn, row["id"], webhook_types(None, stalled))
-            return True
-
-    def _notify(self, conn: sqlite3.Connection, job: int | None, types: list[str]) -> None:
-        """The job's webhooks for these events, in the outbox, in the write
-        that makes the change they report."""
-        if not types:
-            return
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job,)).fetchone()
-        targets = webhook_targets(decode_state(row))
-        if not targets:
-            return
-        now = time.time()
-        document = self._document(conn, row, ERRORS_IN_WEBHOOKS, now)
-        for event_type in types:
-            body = webhook_body(event_type, now, document)
-            conn.executemany(
-                sql.INSERT_DELIVERY, sql.delivery_values(job, event_type, body, now, targets)
-            )
+    def _insert_events(self, conn: sqlite3.Connection, job: int, rows: str) -> None:
+        # One writer at a time: ids are given in the order writes commit.
+        conn.execute(_INSERT_EVENTS, (job, rows))
 
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         terminal = [str(s) for s in TERMINAL_STATUSES]
@@ -662,96 +479,3 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
-
-
-# -- rows ----------------------------------------------------------------------
-
-
-_CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = 0 WHERE id = ?"
-
-
-def _update_values(state: JobState, crawl: bool = False) -> tuple[str, tuple[Any, ...]]:
-    """The statement and values that write the job if its stored status may
-    move to the new one (from a ``crawl``'s write, as ``sources_of`` says),
-    returning what a save reports."""
-    sources = sources_of(state.status, crawl)
-    keep = keeps_pause_request(state.status)
-    statement = _UPDATE.format(sources=", ".join("?" * len(sources))) + f" RETURNING {_SAVED}"
-    values = (
-        *(column_value(state, c) for c in UPDATED_COLUMNS),
-        encode_state(state),
-        keep,
-        keep,
-        state.job_id,
-        *sources,
-    )
-    return statement, values
-
-
-def _update(conn: sqlite3.Connection, state: JobState, crawl: bool = False) -> bool:
-    """Write the job if its stored status may move to the new one."""
-    return conn.execute(*_update_values(state, crawl)).fetchone() is not None
-
-
-def _job_row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-
-
-def _job_key(conn: sqlite3.Connection, job_id: str) -> int | None:
-    row = conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    return None if row is None else row["id"]
-
-
-def _save_result(row: sqlite3.Row, *, written: bool, recreated: bool = False) -> SaveResult:
-    return SaveResult(
-        written,
-        recreated,
-        row["cancel_requested_at"],
-        bool(row["cancel_force"]),
-        row["pause_requested_at"],
-        row["status"],
-    )
-
-
-def _error_rows(errors: Iterable[JobError]) -> str | None:
-    """A write's errors as one JSON array, inserted by one statement."""
-    rows = [
-        (
-            e.stage,
-            e.error_type,
-            _text(e.error_message),
-            _text(e.page_url),
-            e.http_status,
-            e.timestamp,
-            int(e.is_recoverable),
-        )
-        for e in errors
-    ]
-    return json.dumps(rows, ensure_ascii=False) if rows else None
-
-
-def _event_rows(events: Iterable[HistoryEvent]) -> str | None:
-    """A write's history events as one JSON array, inserted by one statement."""
-    rows = [(e.step, e.timestamp, e.duration_ms, e.status, _text(e.details)) for e in events]
-    return json.dumps(rows, ensure_ascii=False) if rows else None
-
-
-def _insert_errors(conn: sqlite3.Connection, job: int | None, rows: str | None) -> None:
-    if rows is not None:
-        conn.execute(_INSERT_ERRORS, (job, rows))
-
-
-def _insert_point(conn: sqlite3.Connection, job: int | None, point: tuple[Any, ...]) -> None:
-    conn.execute(sql.INSERT_POINT, (job, *point))
-    if conn.execute(sql.COUNT_POINTS, (job,)).fetchone()["n"] > sql.SERIES_POINTS:
-        conn.execute(sql.THIN_POINTS, (job,))
-
-
-def _insert_events(conn: sqlite3.Connection, job: int | None, rows: str | None) -> None:
-    if rows is None:
-        return
-    conn.execute(_INSERT_EVENTS, (job, rows))
-    extra = conn.execute(sql.COUNT_EVENTS, (job,)).fetchone()["n"] - 2 * HISTORY_KEPT
-    if extra > 0:
-        conn.execute(sql.THIN_EVENTS, sql.thin_events_values(job))
-        conn.execute(sql.ADD_OMITTED, (extra, job))

@@ -12,12 +12,56 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _sql as sql
-from ._model import ACTIVE_STATUSES, JobStatus
-from ._rows import decode_state, error_from_row, event_from_row, filter_clauses
-from ._store import JobPage, decode_cursor, encode_cursor, reap_dead_jobs, reap_dead_nodes
+from ._model import (
+    ACTIVE_STATUSES,
+    HISTORY_KEPT,
+    TERMINAL_STATUSES,
+    JobStatus,
+    shown_status,
+    sources_of,
+)
+from ._rows import (
+    COLUMNS,
+    UPDATED_COLUMNS,
+    column_value,
+    decode_state,
+    encode_state,
+    error_from_row,
+    event_from_row,
+    filter_clauses,
+    row_values,
+)
+from ._store import (
+    ERRORS_IN_WEBHOOKS,
+    STARTED,
+    JobNotFound,
+    JobPage,
+    RequestResult,
+    SaveResult,
+    StartResult,
+    decode_cursor,
+    encode_cursor,
+    reap_dead_jobs,
+    reap_dead_nodes,
+)
+from ._transitions import (
+    SETTLED_STATUSES,
+    end_for_crawl,
+    end_state,
+    history_event,
+    keeps_pause_request,
+    pause,
+    resume,
+    settle_end,
+    startable,
+    take_over_pending,
+    webhook_body,
+    webhook_targets,
+    webhook_types,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from contextlib import AbstractContextManager
 
     from ._model import HistoryEvent, JobError, JobState
@@ -44,9 +88,73 @@ def same(statement: str) -> str:
     return statement
 
 
+def _quoted(columns: Iterable[str]) -> list[str]:
+    # Some column names are keywords of PostgreSQL ("interval").
+    return [f'"{c}"' for c in columns]
+
+
+# What a save reports, returned by the statement that writes the job.
+SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at, status"
+INSERT = (
+    f"INSERT INTO jobs ({', '.join(_quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
+    f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+    f" ON CONFLICT (job_id) DO NOTHING RETURNING {SAVED}"
+)
+# The pause request goes with any status but running or pausing (the bound
+# value after the state: whether it stays).
+UPDATE = (
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _quoted(UPDATED_COLUMNS))}, state = ?,"  # noqa: S608
+    " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
+    " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE FALSE END"
+    " WHERE job_id = ? AND status IN ({sources})"
+    # The job's points of the series, to thin them without another statement.
+    f" RETURNING {SAVED}, (SELECT COUNT(*) FROM series WHERE job = jobs.id) AS points"
+)
+CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = FALSE WHERE id = ?"
+# The columns of an error and of an event, after the job's key.
+ERROR_COLUMNS = (
+    "stage",
+    "error_type",
+    "error_message",
+    "page_url",
+    "http_status",
+    '"timestamp"',
+    "is_recoverable",
+)
+EVENT_COLUMNS = ("step", '"timestamp"', "duration_ms", "status", "details")
+
+
+def update_values(state: JobState, crawl: bool = False) -> tuple[str, tuple[Any, ...]]:
+    """The statement and values that write the job if its stored status may
+    move to the new one (from a ``crawl``'s write, as ``sources_of`` says);
+    it returns the job's key and requests, or nothing."""
+    sources = sources_of(state.status, crawl)
+    keep = keeps_pause_request(state.status)
+    values = (
+        *(column_value(state, c) for c in UPDATED_COLUMNS),
+        encode_state(state),
+        keep,
+        keep,
+        state.job_id,
+        *sources,
+    )
+    return UPDATE.format(sources=", ".join("?" * len(sources))), values
+
+
+def save_result(row: Mapping[str, Any], *, written: bool, recreated: bool = False) -> SaveResult:
+    return SaveResult(
+        written,
+        recreated,
+        row["cancel_requested_at"],
+        bool(row["cancel_force"]),
+        row["pause_requested_at"],
+        row["status"],
+    )
+
+
 class SQLStore:
-    """Every read, queue, outbox, node, egg and event method of a store, over
-    the backend's connections and dialect."""
+    """Every transition, read, queue, outbox, node, egg and event method of
+    a store, over the backend's connections and dialect."""
 
     dialect: Dialect
 
@@ -56,8 +164,269 @@ class SQLStore:
     def _write(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
+    def _encode_rows(self, rows: list[tuple[Any, ...]]) -> Any:
+        """Rows of errors or events as the backend inserts them, encoded
+        before its write begins."""
+        return rows
+
+    def _insert_errors(self, conn: Any, job: int, rows: Any) -> None:
+        raise NotImplementedError
+
+    def _insert_events(self, conn: Any, job: int, rows: Any) -> None:
+        """Insert the events (encoded rows); thinning is the caller's."""
+        raise NotImplementedError
+
     def _execute(self, conn: Any, statement: str, params: Any = ()) -> Any:
         return conn.execute(self.dialect.statement(statement), params)
+
+    # -- writes -----------------------------------------------------------------
+
+    def add_pending(self, state: JobState) -> bool:
+        values = row_values(state)
+        with self._write() as conn:
+            return self._execute(conn, INSERT, values).fetchone() is not None
+
+    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
+        with self._write() as conn:
+            while True:
+                row = self._job_row(conn, state.job_id, lock=True)
+                if row is not None:
+                    break
+                inserted = self._execute(conn, INSERT, row_values(state)).fetchone()
+                if inserted is not None:
+                    self._started(conn, inserted["id"], state)
+                    return StartResult(True, state)
+                # Inserted by another process since: lock and read that one.
+            stored = decode_state(row)
+            if not startable(stored, resume):
+                return StartResult(False, stored)
+            take_over_pending(state, stored, resume)
+            self._update(conn, state)
+            self._started(conn, row["id"], state)
+            return StartResult(True, state)
+
+    def _started(self, conn: Any, job: int, state: JobState) -> None:
+        self._insert_point(conn, job, sql.point_values(job, state))
+        self._notify(conn, job, [STARTED])
+
+    def save(
+        self,
+        state: JobState,
+        errors: Iterable[JobError] = (),
+        events: Iterable[HistoryEvent] = (),
+        history: Iterable[HistoryEvent] = (),
+    ) -> SaveResult:
+        events = list(events)
+        # Everything is encoded before the write begins: the write holds the
+        # store's lock (SQLite's whole file) for its statements only.
+        update = update_values(state, crawl=True)
+        error_rows = self._error_rows(errors)
+        event_rows = self._event_rows(events)
+        point = sql.point_values(0, state)[1:]
+        with self._write() as conn:
+            recreated = False
+            if state.status in SETTLED_STATUSES and (
+                stored := self._job_row(conn, state.job_id, lock=True)
+            ):
+                events += settle_end(state, stored, time.time())
+                update, event_rows = update_values(state, crawl=True), self._event_rows(events)
+            new_events = events
+            # One statement writes the job, gives its key and polls the
+            # cancel and pause requests.
+            row = self._execute(conn, *update).fetchone()
+            if row is None:
+                row = self._execute(
+                    conn,
+                    f"SELECT {SAVED} FROM jobs WHERE job_id = ?",  # noqa: S608
+                    (state.job_id,),
+                ).fetchone()
+                if row is not None:
+                    return save_result(row, written=False)
+                # The record is gone: write it again from the crawl's memory.
+                row = self._execute(conn, INSERT, row_values(state)).fetchone()
+                if row is None:  # made again by another process meanwhile
+                    return SaveResult(False, False, None, False)
+                event_rows, recreated = self._event_rows(history), True
+            job = row["id"]
+            if error_rows is not None:
+                self._insert_errors(conn, job, error_rows)
+            self._add_events(conn, job, event_rows)
+            points = None if recreated else row["points"]
+            self._insert_point(conn, job, (job, *point), points)
+            self._notify(conn, job, webhook_types(state.status, new_events))
+            return save_result(row, written=True, recreated=recreated)
+
+    def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
+        now = time.time()
+        with self._write() as conn:
+            row = self._job_row(conn, job_id, lock=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = decode_state(row)
+            before = state.status
+            if before in TERMINAL_STATUSES:
+                return RequestResult(before, before)
+            if before in (JobStatus.PENDING, JobStatus.PAUSED):
+                end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
+                state.cancel_requested_at = now
+                self._update(conn, state)
+                after = JobStatus.CANCELLED
+                details = f"cancelled while {before}"
+            else:
+                after = JobStatus.CANCELLING
+                details = None
+            self._execute(
+                conn,
+                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?),"
+                " cancel_force = cancel_force OR ? WHERE id = ?",
+                (now, bool(force), row["id"]),
+            )
+            if details:
+                cancelled = [history_event("cancelled", now, after, details)]
+                self._add_events(conn, row["id"], self._event_rows(cancelled))
+                self._notify(conn, row["id"], webhook_types(after))
+            return RequestResult(before, after)
+
+    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            row = self._job_row(conn, job_id, lock=True)
+            if row is None:
+                return False
+            state = decode_state(row)
+            if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
+                return False
+            events = end_for_crawl(state, status, message, now, unstarted=unstarted)
+            self._update(conn, state)
+            self._add_events(conn, row["id"], self._event_rows(events))
+            self._notify(conn, row["id"], webhook_types(state.status))
+            return True
+
+    def request_pause(self, job_id: str, requeue: bool = False) -> RequestResult:
+        return self._request(job_id, pause, requeue)
+
+    def request_resume(self, job_id: str) -> RequestResult:
+        return self._request(job_id, resume)
+
+    def _request(
+        self, job_id: str, decide: Callable[..., Any], requeue: bool = False
+    ) -> RequestResult:
+        """A pause or resume request, as ``decide`` takes it: the job moved
+        (written), a pause requested, or a pause withdrawn."""
+        now = time.time()
+        with self._write() as conn:
+            row = self._job_row(conn, job_id, lock=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            state = decode_state(row)
+            before = shown_status(state)
+            after, events = decide(state, now)
+            moved = state.status is not JobStatus(row["status"])
+            if moved:
+                self._update(conn, state)
+            elif after is JobStatus.PAUSING:
+                self._execute(
+                    conn,
+                    "UPDATE jobs SET pause_requested_at = COALESCE(pause_requested_at, ?),"
+                    " pause_requeue = pause_requeue OR ? WHERE id = ?",
+                    (now, bool(requeue), row["id"]),
+                )
+            elif events:  # a pause withdrawn
+                self._execute(conn, CLEAR_PAUSE, (row["id"],))
+            self._add_events(conn, row["id"], self._event_rows(events))
+            if moved:
+                self._notify(conn, row["id"], webhook_types(state.status))
+            return RequestResult(before, after)
+
+    def warn_pending(self, job_id: str, warning: str) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            row = self._job_row(conn, job_id, lock=True)
+            if row is None:
+                return False
+            state = decode_state(row)
+            if state.status is not JobStatus.PENDING or warning in state.warnings:
+                return False
+            state.warnings.append(warning)
+            self._execute(
+                conn, "UPDATE jobs SET state = ? WHERE id = ?", (encode_state(state), row["id"])
+            )
+            stalled = [history_event("stalled", now, JobStatus.PENDING, warning)]
+            self._add_events(conn, row["id"], self._event_rows(stalled))
+            self._notify(conn, row["id"], webhook_types(None, stalled))
+            return True
+
+    def _update(self, conn: Any, state: JobState) -> bool:
+        """Write the job if its stored status may move to the new one."""
+        return self._execute(conn, *update_values(state)).fetchone() is not None
+
+    def _notify(self, conn: Any, job: int, types: list[str]) -> None:
+        """The job's webhooks for these events, in the outbox, in the write
+        that makes the change they report."""
+        if not types:
+            return
+        row = self._execute(conn, "SELECT * FROM jobs WHERE id = ?", (job,)).fetchone()
+        targets = webhook_targets(decode_state(row))
+        if not targets:
+            return
+        now = time.time()
+        document = self._document(conn, row, ERRORS_IN_WEBHOOKS, now)
+        insert = self.dialect.statement(sql.INSERT_DELIVERY)
+        cursor = conn.cursor()
+        try:
+            for event_type in types:
+                body = self.dialect.text(webhook_body(event_type, now, document))
+                cursor.executemany(insert, sql.delivery_values(job, event_type, body, now, targets))
+        finally:
+            cursor.close()
+
+    # -- a write's rows ----------------------------------------------------------
+
+    def _error_rows(self, errors: Iterable[JobError]) -> Any:
+        text = self.dialect.text
+        rows = [
+            (
+                text(e.stage),
+                text(e.error_type),
+                text(e.error_message),
+                text(e.page_url),
+                e.http_status,
+                e.timestamp,
+                bool(e.is_recoverable),
+            )
+            for e in errors
+        ]
+        return self._encode_rows(rows) if rows else None
+
+    def _event_rows(self, events: Iterable[HistoryEvent]) -> Any:
+        text = self.dialect.text
+        rows = [
+            (text(e.step), e.timestamp, e.duration_ms, text(e.status), text(e.details))
+            for e in events
+        ]
+        return self._encode_rows(rows) if rows else None
+
+    def _add_events(self, conn: Any, job: int, rows: Any) -> None:
+        """The events, and the history thinned past its first and last
+        ``HISTORY_KEPT`` (counted in the job's ``history_omitted``)."""
+        if rows is None:
+            return
+        self._insert_events(conn, job, rows)
+        extra = self._execute(conn, sql.COUNT_EVENTS, (job,)).fetchone()["n"] - 2 * HISTORY_KEPT
+        if extra > 0:
+            self._execute(conn, sql.THIN_EVENTS, sql.thin_events_values(job))
+            self._execute(conn, sql.ADD_OMITTED, (extra, job))
+
+    def _insert_point(
+        self, conn: Any, job: int, point: tuple[Any, ...], before: int | None = None
+    ) -> None:
+        """A point of the job's series, and every other one gone past
+        ``SERIES_POINTS``; ``before``: the job's points, when known."""
+        self._execute(conn, sql.INSERT_POINT, point)
+        if before is None:
+            before = self._execute(conn, sql.COUNT_POINTS, (job,)).fetchone()["n"] - 1
+        if before + 1 > sql.SERIES_POINTS:
+            self._execute(conn, sql.THIN_POINTS, (job,))
 
     # -- reads ------------------------------------------------------------------
 
