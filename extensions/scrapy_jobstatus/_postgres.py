@@ -29,7 +29,7 @@ from ._location import hide_secrets, location_secrets
 from ._model import (
     TERMINAL_STATUSES,
 )
-from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore
+from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, version_problem
 from ._store import (
     StoreError,
     display_location,
@@ -249,7 +249,14 @@ class PostgresStore(SQLStore):
         except psycopg.Error as e:
             raise self._failure("open", e) from None
         if version != SCHEMA_VERSION:
-            raise StoreError(_version_problem(self.location, version, self.readonly))
+            raise StoreError(
+                version_problem(
+                    self.location,
+                    version,
+                    SCHEMA_VERSION,
+                    "has tables not made by scrapy-jobstatus: move them away",
+                )
+            )
         pool: ConnectionPool[Any] = ConnectionPool(
             kwargs={**params, "autocommit": True, "row_factory": dict_row},
             min_size=POOL_MIN,
@@ -396,20 +403,3 @@ def _migrate(conn: psycopg.Connection[Row]) -> int:
         if not conn.closed:  # a lost session lost its lock too
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
     return SCHEMA_VERSION
-
-
-def _version_problem(location: str, version: int, readonly: bool) -> str:
-    if version == 0:
-        return f"no job store at {location} yet"
-    if version == -1:
-        return f"the job store {location} has tables not made by scrapy-jobstatus: move them away"
-    if version < SCHEMA_VERSION:
-        # Only a reader gets here: the first writer upgrades the schema.
-        return (
-            f"the job store {location} has schema version {version}, older than this "
-            f"scrapy-jobstatus uses ({SCHEMA_VERSION}): open it once to write, to upgrade it"
-        )
-    return (
-        f"the job store {location} has schema version {version}, newer than this "
-        f"scrapy-jobstatus supports ({SCHEMA_VERSION}): upgrade scrapy-jobstatus"
-    )

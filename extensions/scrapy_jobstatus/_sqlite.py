@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from ._model import (
     TERMINAL_STATUSES,
 )
-from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, same
+from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, same, version_problem
 from ._store import (
     StoreError,
     node_name,
@@ -294,7 +294,14 @@ class SQLiteStore(SQLStore):
             if 0 <= version < SCHEMA_VERSION and not self.readonly:
                 version = _migrate(conn)
             if version != SCHEMA_VERSION:
-                raise StoreError(_version_problem(self.path, version, self.readonly))
+                raise StoreError(
+                    version_problem(
+                        self.path,
+                        version,
+                        SCHEMA_VERSION,
+                        "has an older, unsupported schema: move it away",
+                    )
+                )
         except (sqlite3.Error, OSError, StoreError) as e:
             if conn is not None:
                 conn.close()
@@ -454,23 +461,6 @@ def _use_wal(conn: sqlite3.Connection) -> None:
                 raise
             time.sleep(0.1)
     conn.execute("PRAGMA journal_mode = WAL")  # its error, if it still fails
-
-
-def _version_problem(path: Path, version: int, readonly: bool) -> str:
-    if version == 0:
-        return f"no job store at {path} yet"
-    if version == -1:
-        return f"the job store {path} has an older, unsupported schema: move it away"
-    if version < SCHEMA_VERSION:
-        # Only a reader gets here: the first writer upgrades the schema.
-        return (
-            f"the job store {path} has schema version {version}, older than this "
-            f"scrapy-jobstatus uses ({SCHEMA_VERSION}): open it once to write, to upgrade it"
-        )
-    return (
-        f"the job store {path} has schema version {version}, newer than this "
-        f"scrapy-jobstatus supports ({SCHEMA_VERSION}): upgrade scrapy-jobstatus"
-    )
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

@@ -152,6 +152,25 @@ def save_result(row: Mapping[str, Any], *, written: bool, recreated: bool = Fals
     )
 
 
+def version_problem(location: object, version: int, current: int, foreign: str) -> str:
+    """Why a store of schema ``version`` (0: none, -1: ``foreign`` tables)
+    cannot be used by this version of the package (``current``)."""
+    if version == 0:
+        return f"no job store at {location} yet"
+    if version == -1:
+        return f"the job store {location} {foreign}"
+    if version < current:
+        # Only a reader gets here: the first writer upgrades the schema.
+        return (
+            f"the job store {location} has schema version {version}, older than this "
+            f"scrapy-jobstatus uses ({current}): open it once to write, to upgrade it"
+        )
+    return (
+        f"the job store {location} has schema version {version}, newer than this "
+        f"scrapy-jobstatus supports ({current}): upgrade scrapy-jobstatus"
+    )
+
+
 class SQLStore:
     """Every transition, read, queue, outbox, node, egg and event method of
     a store, over the backend's connections and dialect."""
