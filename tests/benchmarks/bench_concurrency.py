@@ -36,6 +36,10 @@ write lock (``BEGIN IMMEDIATE``) and how long the lock is then held until
 gives the GIL up and takes it back, and in a busy crawl process taking it
 back waits for the event loop thread (``sys.getswitchinterval()``, 5 ms).
 
+And, against the store's targets: the ticks whose save was skipped because
+the crawl's last write was still running, and the heartbeat lag (how much
+later than the interval each write renewed the job's heartbeat).
+
 Every job must end ``completed`` with the crawl's own figures: pages =
 ``response_received_count``, documents = ``item_scraped_count``, failed
 responses and errors = the responses with a status of 400 and above, and as
