@@ -278,9 +278,7 @@ class SQLStore:
     def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
         now = time.time()
         with self._write() as conn:
-            row = self._job_row(conn, job_id, lock=True)
-            if row is None:
-                raise JobNotFound(job_id)
+            row = self._requested_job(conn, job_id)
             state = decode_state(row)
             before = state.status
             if before in TERMINAL_STATUSES:
@@ -334,9 +332,7 @@ class SQLStore:
         (written), a pause requested, or a pause withdrawn."""
         now = time.time()
         with self._write() as conn:
-            row = self._job_row(conn, job_id, lock=True)
-            if row is None:
-                raise JobNotFound(job_id)
+            row = self._requested_job(conn, job_id)
             state = decode_state(row)
             before = shown_status(state)
             after, events = decide(state, now)
@@ -374,6 +370,13 @@ class SQLStore:
             self._add_events(conn, row["id"], self._event_rows(stalled))
             self._notify(conn, row["id"], webhook_types(None, stalled))
             return True
+
+    def _requested_job(self, conn: Any, job_id: str) -> Any:
+        """The row of the job a request is for, locked; JobNotFound if none."""
+        row = self._job_row(conn, job_id, lock=True)
+        if row is None:
+            raise JobNotFound(job_id)
+        return row
 
     def _update(self, conn: Any, state: JobState) -> bool:
         """Write the job if its stored status may move to the new one."""
