@@ -29,13 +29,14 @@ from ._progress import (
 )
 
 if TYPE_CHECKING:
+    from ._backends import open_store
     from ._extension import JobStatusExtension
     from ._middleware import (
         DownloadOutcomeMiddleware,
         ResumedStartMiddleware,
         StartErrorMiddleware,
     )
-    from ._store import JobNotFound, JobStore, open_store
+    from ._store import JobNotFound, JobStore
 
 # Public names whose modules load on first use: name -> module.
 _LAZY = {
@@ -45,7 +46,7 @@ _LAZY = {
     "JobStore": "._store",
     "ResumedStartMiddleware": "._middleware",
     "StartErrorMiddleware": "._middleware",
-    "open_store": "._store",
+    "open_store": "._backends",
 }
 
 

@@ -50,11 +50,11 @@ from ._model import (
     validate_job_id,
 )
 from ._progress import progress_reported
-from ._rows import STARTED_OVER_WARNING
 from ._settings import JobSettings, store_location
 from ._signals import SHUTDOWN
 from ._store import StoreError, node_name
 from ._tracker import STALL_CANCEL, JobTracker
+from ._transitions import STARTED_OVER_WARNING
 from ._webhooks import WebhookSettings
 from ._writer import StoreWriter
 

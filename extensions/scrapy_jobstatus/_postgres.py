@@ -13,6 +13,7 @@ write at all.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from contextlib import contextmanager
@@ -26,64 +27,17 @@ from psycopg_pool import ConnectionPool
 from . import _sql as sql
 from ._location import hide_secrets, location_secrets
 from ._model import (
-    ACTIVE_STATUSES,
-    HISTORY_KEPT,
     TERMINAL_STATUSES,
-    HistoryEvent,
-    JobError,
-    JobState,
-    JobStatus,
-    shown_status,
-    sources_of,
 )
-from ._rows import (
-    COLUMNS,
-    SETTLED_STATUSES,
-    UPDATED_COLUMNS,
-    column_value,
-    decode_state,
-    encode_state,
-    end_for_crawl,
-    end_state,
-    error_from_row,
-    event_from_row,
-    filter_clauses,
-    history_event,
-    keeps_pause_request,
-    pause,
-    resume,
-    row_values,
-    settle_end,
-    startable,
-    take_over_pending,
-    webhook_body,
-    webhook_targets,
-    webhook_types,
-)
+from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, version_problem
 from ._store import (
-    ERRORS_IN_WEBHOOKS,
-    STARTED,
-    Attempt,
-    Delivery,
-    JobFilter,
-    JobNotFound,
-    JobPage,
-    NodeInfo,
-    ReapedJob,
-    RequestResult,
-    SaveResult,
-    StartResult,
     StoreError,
-    decode_cursor,
     display_location,
-    encode_cursor,
     node_name,
-    reap_dead_jobs,
-    reap_dead_nodes,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterator
 
     Row = dict[str, Any]
 
@@ -234,36 +188,33 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def _quoted(columns: Iterable[str]) -> list[str]:
-    # Some column names are keywords of PostgreSQL ("interval").
-    return [f'"{c}"' for c in columns]
+def _text(value: str | None) -> str | None:
+    # A PostgreSQL text cannot hold NUL, which SQLite keeps; an error message
+    # may carry one from a binary response.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-_SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at, status"
-_INSERT = (
-    f"INSERT INTO jobs ({', '.join(_quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
-    f" VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})"
-    f" ON CONFLICT (job_id) DO NOTHING RETURNING {_SAVED}"
+_INSERT_ERROR = sql.postgres(
+    f"INSERT INTO errors (job, {', '.join(ERROR_COLUMNS)})"  # noqa: S608 (column names)
+    f" VALUES ({', '.join('?' * (len(ERROR_COLUMNS) + 1))})"
 )
-# The pause request goes with any status but running or pausing (the bound
-# value after the state: whether it stays).
-_UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = %s' for c in _quoted(UPDATED_COLUMNS))}, state = %s,"  # noqa: S608
-    " pause_requested_at = CASE WHEN %s THEN pause_requested_at END,"
-    " pause_requeue = CASE WHEN %s THEN pause_requeue ELSE FALSE END"
-    f" WHERE job_id = %s AND status = ANY(%s) RETURNING {_SAVED}"
+_INSERT_EVENT = sql.postgres(
+    f"INSERT INTO events (job, {', '.join(EVENT_COLUMNS)})"  # noqa: S608 (column names)
+    f" VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
 )
-_INSERT_ERROR = (
-    "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
-    ' "timestamp", is_recoverable) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)'
-)
-_INSERT_EVENT = (
-    'INSERT INTO events (job, step, "timestamp", duration_ms, status, details)'
-    " VALUES (%s, %s, %s, %s, %s, %s)"
+
+DIALECT = Dialect(
+    statement=functools.lru_cache(maxsize=256)(sql.postgres),
+    row_lock=" FOR UPDATE",
+    claim_lock=" FOR UPDATE SKIP LOCKED",
+    queue_index="",
+    text=_text,
 )
 
 
-class PostgresStore:
+class PostgresStore(SQLStore):
+    dialect = DIALECT
+
     def __init__(self, url: str, *, readonly: bool = False):
         self.location = display_location(url)
         self.readonly = readonly
@@ -298,7 +249,14 @@ class PostgresStore:
         except psycopg.Error as e:
             raise self._failure("open", e) from None
         if version != SCHEMA_VERSION:
-            raise StoreError(_version_problem(self.location, version, self.readonly))
+            raise StoreError(
+                version_problem(
+                    self.location,
+                    version,
+                    SCHEMA_VERSION,
+                    "has tables not made by scrapy-jobstatus: move them away",
+                )
+            )
         pool: ConnectionPool[Any] = ConnectionPool(
             kwargs={**params, "autocommit": True, "row_factory": dict_row},
             min_size=POOL_MIN,
@@ -366,182 +324,17 @@ class PostgresStore:
 
     # -- writes -----------------------------------------------------------------
 
-    def add_pending(self, state: JobState) -> bool:
-        with self._write() as conn:
-            return conn.execute(_INSERT, row_values(state)).fetchone() is not None
-
-    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
-        with self._write() as conn:
-            while True:
-                row = _job_row(conn, state.job_id, lock=True)
-                if row is not None:
-                    break
-                inserted = conn.execute(_INSERT, row_values(state)).fetchone()
-                if inserted is not None:
-                    self._started(conn, inserted["id"], state)
-                    return StartResult(True, state)
-                # Inserted by another process since: lock and read that one.
-            stored = decode_state(row)
-            if not startable(stored, resume):
-                return StartResult(False, stored)
-            take_over_pending(state, stored, resume)
-            _update(conn, state)
-            self._started(conn, row["id"], state)
-            return StartResult(True, state)
-
-    def _started(self, conn: psycopg.Connection[Row], job: int, state: JobState) -> None:
-        _insert_point(conn, job, state)
-        self._notify(conn, job, [STARTED])
-
-    def save(
-        self,
-        state: JobState,
-        errors: Iterable[JobError] = (),
-        events: Iterable[HistoryEvent] = (),
-        history: Iterable[HistoryEvent] = (),
-    ) -> SaveResult:
-        events = list(events)
-        with self._write() as conn:
-            recreated = False
-            if state.status in SETTLED_STATUSES and (stored := _job_row(conn, state.job_id, True)):
-                events += settle_end(state, stored, time.time())
-            new_events = events
-            row = _update(conn, state, crawl=True)
-            if row is None:
-                row = conn.execute(
-                    f"SELECT {_SAVED} FROM jobs WHERE job_id = %s",  # noqa: S608
-                    (state.job_id,),
-                ).fetchone()
-                if row is not None:
-                    return _save_result(row, written=False)
-                # The record is gone: write it again from the crawl's memory.
-                row = conn.execute(_INSERT, row_values(state)).fetchone()
-                if row is None:  # made again by another process meanwhile
-                    return SaveResult(False, False, None, False)
-                events, recreated = history, True
-            _insert_errors(conn, row["id"], errors)
-            _insert_events(conn, row["id"], events)
-            _insert_point(conn, row["id"], state)
-            self._notify(conn, row["id"], webhook_types(state.status, new_events))
-            return _save_result(row, written=True, recreated=recreated)
-
-    def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id, lock=True)
-            if row is None:
-                raise JobNotFound(job_id)
-            state = decode_state(row)
-            before = state.status
-            if before in TERMINAL_STATUSES:
-                return RequestResult(before, before)
-            if before in (JobStatus.PENDING, JobStatus.PAUSED):
-                end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
-                state.cancel_requested_at = now
-                _update(conn, state)
-                after = JobStatus.CANCELLED
-                details = f"cancelled while {before}"
-            else:
-                after = JobStatus.CANCELLING
-                details = None
-            conn.execute(
-                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, %s),"
-                " cancel_force = cancel_force OR %s WHERE id = %s",
-                (now, force, row["id"]),
-            )
-            if details:
-                _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
-                self._notify(conn, row["id"], webhook_types(after))
-            return RequestResult(before, after)
-
-    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id, lock=True)
-            if row is None:
-                return False
-            state = decode_state(row)
-            if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
-                return False
-            events = end_for_crawl(state, status, message, now, unstarted=unstarted)
-            _update(conn, state)
-            _insert_events(conn, row["id"], events)
-            self._notify(conn, row["id"], webhook_types(state.status))
-            return True
-
-    def request_pause(self, job_id: str, requeue: bool = False) -> RequestResult:
-        return self._request(job_id, pause, requeue)
-
-    def request_resume(self, job_id: str) -> RequestResult:
-        return self._request(job_id, resume)
-
-    def _request(
-        self, job_id: str, decide: Callable[..., Any], requeue: bool = False
-    ) -> RequestResult:
-        """A pause or resume request, as ``decide`` takes it: the job moved
-        (written), a pause requested, or a pause withdrawn."""
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id, lock=True)
-            if row is None:
-                raise JobNotFound(job_id)
-            state = decode_state(row)
-            before = shown_status(state)
-            after, events = decide(state, now)
-            moved = state.status is not JobStatus(row["status"])
-            if moved:
-                _update(conn, state)
-            elif after is JobStatus.PAUSING:
-                conn.execute(
-                    "UPDATE jobs SET pause_requested_at = COALESCE(pause_requested_at, %s),"
-                    " pause_requeue = pause_requeue OR %s WHERE id = %s",
-                    (now, requeue, row["id"]),
-                )
-            elif events:  # a pause withdrawn
-                conn.execute(_CLEAR_PAUSE, (row["id"],))
-            _insert_events(conn, row["id"], events)
-            if moved:
-                self._notify(conn, row["id"], webhook_types(state.status))
-            return RequestResult(before, after)
-
-    def warn_pending(self, job_id: str, warning: str) -> bool:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id, lock=True)
-            if row is None:
-                return False
-            state = decode_state(row)
-            if state.status is not JobStatus.PENDING or warning in state.warnings:
-                return False
-            state.warnings.append(warning)
-            conn.execute(
-                "UPDATE jobs SET state = %s WHERE id = %s", (encode_state(state), row["id"])
-            )
-            stalled = [history_event("stalled", now, JobStatus.PENDING, warning)]
-            _insert_events(conn, row["id"], stalled)
-            self._notify(conn, row["id"], webhook_types(None, stalled))
-            return True
-
-    def _notify(self, conn: psycopg.Connection[Row], job: int, types: list[str]) -> None:
-        """The job's webhooks for these events, in the outbox, in the write
-        that makes the change they report."""
-        if not types:
-            return
-        row = conn.execute("SELECT * FROM jobs WHERE id = %s", (job,)).fetchone()
-        assert row is not None
-        targets = webhook_targets(decode_state(row))
-        if not targets:
-            return
-        now = time.time()
-        document = _document(conn, row, ERRORS_IN_WEBHOOKS, now)
-        insert = sql.postgres(sql.INSERT_DELIVERY)
+    def _insert_errors(self, conn: psycopg.Connection[Row], job: int, rows: Any) -> None:
         with conn.cursor() as cur:
-            for event_type in types:
-                body = _text(webhook_body(event_type, now, document))
-                cur.executemany(insert, sql.delivery_values(job, event_type, body, now, targets))
+            cur.executemany(_INSERT_ERROR, [(job, *row) for row in rows])
 
-    def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
-        return reap_dead_jobs(self, node, alive)
+    def _insert_events(self, conn: psycopg.Connection[Row], job: int, rows: Any) -> None:
+        """The events, with ids in the order their writes commit: events.json
+        reads them after an id, and must not miss one committed late with a
+        smaller id. The lock is held to the commit; events are few."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
+        with conn.cursor() as cur:
+            cur.executemany(_INSERT_EVENT, [(job, *row) for row in rows])
 
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         terminal = [str(s) for s in TERMINAL_STATUSES]
@@ -565,229 +358,6 @@ class PostgresStore:
                 params,
             )
             return cur.rowcount
-
-    # -- reads ------------------------------------------------------------------
-
-    def get(self, job_id: str) -> JobState | None:
-        with self._read() as conn:
-            row = _job_row(conn, job_id)
-        return None if row is None else decode_state(row)
-
-    def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
-        with self._read(snapshot=True) as conn:
-            row = _job_row(conn, job_id)
-            return None if row is None else _document(conn, row, errors_kept, time.time())
-
-    def history(self, job_id: str) -> list[HistoryEvent]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT e.* FROM events e JOIN jobs j ON j.id = e.job"
-                " WHERE j.job_id = %s ORDER BY e.id",
-                (job_id,),
-            ).fetchall()
-        return [event_from_row(r) for r in rows]
-
-    def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT e.* FROM errors e JOIN jobs j ON j.id = e.job"
-                " WHERE j.job_id = %s AND e.id > %s ORDER BY e.id LIMIT %s",
-                (job_id, after, limit),
-            ).fetchall()
-        return [error_from_row(r) for r in rows]
-
-    def list_jobs(
-        self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
-    ) -> JobPage:
-        clauses, params = filter_clauses(where, mark="%s")
-        condition = " AND ".join(clauses) or "TRUE"
-        if cursor is not None:
-            created_at, key = decode_cursor(cursor)
-            clauses.append("(created_at, id) < (%s, %s)")
-            page_params = [*params, created_at, key]
-            offset = 0
-        else:
-            page_params = list(params)
-        with self._read(snapshot=True) as conn:
-            total = conn.execute(
-                f"SELECT COUNT(*) AS n FROM jobs WHERE {condition}",  # noqa: S608
-                params,
-            ).fetchone()["n"]
-            rows = conn.execute(
-                f"SELECT * FROM jobs WHERE {' AND '.join(clauses) or 'TRUE'}"  # noqa: S608
-                " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
-                [*page_params, limit + 1, offset],
-            ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return JobPage([decode_state(r) for r in rows], total, next_cursor)
-
-    # -- the queue -----------------------------------------------------------------
-
-    def claim_job(self, node: str, project: str | None = None) -> JobState | None:
-        clause, params = sql.project_clause(project)
-        statement = sql.CLAIM.format(project=clause, index="", lock=" FOR UPDATE SKIP LOCKED")
-        with self._write() as conn:
-            row = conn.execute(sql.postgres(statement), (node, *params, time.time())).fetchone()
-        return None if row is None else decode_state(row)
-
-    def queued_jobs(
-        self, project: str | None = None, created_before: float | None = None
-    ) -> list[JobState]:
-        statement, params = sql.queued_jobs(project, created_before)
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(statement), params).fetchall()
-        return [decode_state(r) for r in rows]
-
-    def count_queued(self, project: str | None = None) -> int:
-        clause, params = sql.project_clause(project)
-        with self._read() as conn:
-            row = conn.execute(
-                sql.postgres(sql.COUNT_QUEUED.format(project=clause, index="")), params
-            )
-            return row.fetchone()["n"]
-
-    def finished_jobs(self, limit: int) -> list[JobState]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.FINISHED), (limit,)).fetchall()
-        return [decode_state(r) for r in rows]
-
-    def count_finished(self, limit: int) -> int:
-        with self._read() as conn:
-            return conn.execute(sql.postgres(sql.COUNT_FINISHED), (limit,)).fetchone()["n"]
-
-    # -- the webhook outbox ----------------------------------------------------------
-
-    def claim_deliveries(
-        self,
-        now: float,
-        lease: float,
-        limit: int,
-        job_id: str | None = None,
-        due_by: float | None = None,
-        keyed_only: bool = False,
-    ) -> list[Delivery]:
-        statement, values = sql.claim_deliveries(
-            now, lease, limit, job_id, due_by, " FOR UPDATE SKIP LOCKED", keyed_only
-        )
-        with self._write() as conn:
-            rows = conn.execute(sql.postgres(statement), values).fetchall()
-        return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)
-
-    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
-        with self._write() as conn:
-            conn.execute(sql.postgres(sql.INSERT_ATTEMPT), sql.attempt_values(delivery, attempt))
-            ended = conn.execute(sql.postgres(sql.END_ATTEMPT), sql.end_values(delivery, attempt))
-            return ended.rowcount == 1
-
-    def webhook_log(self, job_id: str) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            return sql.webhook_log(
-                conn.execute(sql.postgres(sql.WEBHOOK_LOG), (job_id,)).fetchall()
-            )
-
-    def count_undelivered(self, job_id: str | None = None) -> int:
-        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        with self._read() as conn:
-            statement = sql.postgres(sql.COUNT_UNDELIVERED.format(job=clause))
-            return conn.execute(statement, params).fetchone()["n"]
-
-    def delivery_counts(self) -> dict[str, int]:
-        with self._read() as conn:
-            return {r["status"]: r["n"] for r in conn.execute(sql.DELIVERY_COUNTS)}
-
-    # -- the event stream and the series ---------------------------------------------
-
-    def events_after(
-        self, since: int, job_id: str | None = None, limit: int = 100
-    ) -> list[tuple[int, str, HistoryEvent]]:
-        clause, params = (sql.EVENT_OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        statement = sql.postgres(sql.EVENTS_AFTER.format(job=clause))
-        with self._read() as conn:
-            rows = conn.execute(statement, (since, *params, limit)).fetchall()
-        return [(r["id"], r["job_id"], event_from_row(r)) for r in rows]
-
-    def last_event_id(self) -> int:
-        with self._read() as conn:
-            return conn.execute(sql.LAST_EVENT).fetchone()["n"] or 0
-
-    def series(self, job_id: str) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.SERIES), (job_id,)).fetchall()
-        return [sql.point_from_row(r) for r in rows]
-
-    # -- figures for metrics ---------------------------------------------------------
-
-    def status_counts(self) -> list[tuple[str, str | None, str | None, int]]:
-        with self._read() as conn:
-            rows = conn.execute(sql.STATUS_COUNTS).fetchall()
-        return [(r["status"], r["project"], r["spider"], r["n"]) for r in rows]
-
-    def reason_counts(self) -> dict[str, int]:
-        with self._read() as conn:
-            return {r["completion_reason"]: r["n"] for r in conn.execute(sql.REASON_COUNTS)}
-
-    # -- the nodes -----------------------------------------------------------------
-
-    def beat(self, node: NodeInfo) -> None:
-        with self._write() as conn:
-            conn.execute(sql.postgres(sql.BEAT), sql.beat_values(node))
-
-    def nodes(self) -> list[NodeInfo]:
-        with self._read() as conn:
-            return [sql.node_from_row(r) for r in conn.execute(sql.NODES)]
-
-    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        return reap_dead_nodes(self, timeout)
-
-    def dead_nodes(self, seen_before: float) -> list[NodeInfo]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.DEAD_NODES), (seen_before,)).fetchall()
-        return [sql.node_from_row(r) for r in rows]
-
-    def forget_nodes(self, seen_before: float) -> int:
-        with self._write() as conn:
-            return conn.execute(sql.postgres(sql.FORGET_NODES), (seen_before,)).rowcount
-
-    def requeue_claims(self, node: str) -> list[str]:
-        with self._write() as conn:
-            return [r["job_id"] for r in conn.execute(sql.postgres(sql.REQUEUE), (node,))]
-
-    def started_jobs(self, node: str) -> list[JobState]:
-        active = [str(s) for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM jobs WHERE node = %s AND status = ANY(%s)", (node, active)
-            ).fetchall()
-        return [decode_state(r) for r in rows]
-
-    # -- the eggs ------------------------------------------------------------------
-
-    def put_egg(self, project: str, version: str, egg: bytes) -> None:
-        with self._write() as conn:
-            conn.execute(sql.postgres(sql.PUT_EGG), (project, version, egg, time.time()))
-
-    def get_egg(self, project: str, version: str) -> bytes | None:
-        with self._read() as conn:
-            row = conn.execute(sql.postgres(sql.GET_EGG), (project, version)).fetchone()
-        return None if row is None else bytes(row["egg"])
-
-    def egg_versions(self, project: str) -> list[str]:
-        with self._read() as conn:
-            rows = conn.execute(sql.postgres(sql.EGG_VERSIONS), (project,)).fetchall()
-        return [r["version"] for r in rows]
-
-    def egg_projects(self) -> list[str]:
-        with self._read() as conn:
-            return [r["project"] for r in conn.execute(sql.EGG_PROJECTS)]
-
-    def delete_eggs(self, project: str, version: str | None = None) -> int:
-        statement, params = sql.DELETE_EGGS, (project,)
-        if version is not None:
-            statement, params = statement + " AND version = ?", (project, version)
-        with self._write() as conn:
-            return conn.execute(sql.postgres(statement), params).rowcount
 
 
 # -- schema --------------------------------------------------------------------
@@ -833,126 +403,3 @@ def _migrate(conn: psycopg.Connection[Row]) -> int:
         if not conn.closed:  # a lost session lost its lock too
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
     return SCHEMA_VERSION
-
-
-def _version_problem(location: str, version: int, readonly: bool) -> str:
-    if version == 0:
-        return f"no job store at {location} yet"
-    if version == -1:
-        return f"the job store {location} has tables not made by scrapy-jobstatus: move them away"
-    if version < SCHEMA_VERSION:
-        # Only a reader gets here: the first writer upgrades the schema.
-        return (
-            f"the job store {location} has schema version {version}, older than this "
-            f"scrapy-jobstatus uses ({SCHEMA_VERSION}): open it once to write, to upgrade it"
-        )
-    return (
-        f"the job store {location} has schema version {version}, newer than this "
-        f"scrapy-jobstatus supports ({SCHEMA_VERSION}): upgrade scrapy-jobstatus"
-    )
-
-
-# -- rows ----------------------------------------------------------------------
-
-
-_CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = FALSE WHERE id = %s"
-
-
-def _save_result(row: Row, *, written: bool, recreated: bool = False) -> SaveResult:
-    return SaveResult(
-        written,
-        recreated,
-        row["cancel_requested_at"],
-        row["cancel_force"],
-        row["pause_requested_at"],
-        row["status"],
-    )
-
-
-def _update(conn: psycopg.Connection[Row], state: JobState, crawl: bool = False) -> Row | None:
-    """Write the job if its stored status may move to the new one (from a
-    ``crawl``'s write, as ``sources_of`` says); its key and requests, or
-    None."""
-    keep = keeps_pause_request(state.status)
-    return conn.execute(
-        _UPDATE,
-        (
-            *(column_value(state, c) for c in UPDATED_COLUMNS),
-            encode_state(state),
-            keep,
-            keep,
-            state.job_id,
-            sources_of(state.status, crawl),
-        ),
-    ).fetchone()
-
-
-def _job_row(conn: psycopg.Connection[Row], job_id: str, lock: bool = False) -> Row | None:
-    if lock:
-        return conn.execute("SELECT * FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
-    return conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
-
-
-def _text(value: str | None) -> str | None:
-    # A PostgreSQL text cannot hold NUL, which SQLite keeps; an error message
-    # may carry one from a binary response.
-    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
-
-
-def _insert_errors(conn: psycopg.Connection[Row], job: int, errors: Iterable[JobError]) -> None:
-    rows = [
-        (
-            job,
-            _text(e.stage),
-            _text(e.error_type),
-            _text(e.error_message),
-            _text(e.page_url),
-            e.http_status,
-            e.timestamp,
-            bool(e.is_recoverable),
-        )
-        for e in errors
-    ]
-    if rows:
-        with conn.cursor() as cur:
-            cur.executemany(_INSERT_ERROR, rows)
-
-
-def _insert_events(conn: psycopg.Connection[Row], job: int, events: Iterable[HistoryEvent]) -> None:
-    """The events, with ids in the order their writes commit: events.json
-    reads them after an id, and must not miss one committed late with a
-    smaller id. The lock is held to the commit; events are few."""
-    rows = [
-        (job, _text(e.step), e.timestamp, e.duration_ms, _text(e.status), _text(e.details))
-        for e in events
-    ]
-    if rows:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
-        with conn.cursor() as cur:
-            cur.executemany(_INSERT_EVENT, rows)
-        count = conn.execute(sql.postgres(sql.COUNT_EVENTS), (job,)).fetchone()
-        extra = 0 if count is None else count["n"] - 2 * HISTORY_KEPT
-        if extra > 0:
-            conn.execute(sql.postgres(sql.THIN_EVENTS), sql.thin_events_values(job))
-            conn.execute(sql.postgres(sql.ADD_OMITTED), (extra, job))
-
-
-def _document(
-    conn: psycopg.Connection[Row], row: Row, errors_kept: int, now: float
-) -> dict[str, Any]:
-    latest = conn.execute(
-        "SELECT * FROM errors WHERE job = %s ORDER BY id DESC LIMIT %s", (row["id"], errors_kept)
-    ).fetchall()
-    events = conn.execute("SELECT * FROM events WHERE job = %s ORDER BY id", (row["id"],))
-    return decode_state(row).to_document(
-        errors=[error_from_row(r) for r in reversed(latest)],
-        history=[event_from_row(r) for r in events],
-        now=now,
-    )
-
-
-def _insert_point(conn: psycopg.Connection[Row], job: int, state: JobState) -> None:
-    conn.execute(sql.postgres(sql.INSERT_POINT), sql.point_values(job, state))
-    count = conn.execute(sql.postgres(sql.COUNT_POINTS), (job,)).fetchone()
-    if count is not None and count["n"] > sql.SERIES_POINTS:
-        conn.execute(sql.postgres(sql.THIN_POINTS), (job,))

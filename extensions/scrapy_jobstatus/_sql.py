@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._model import HISTORY_KEPT, JobState, isoformat, redact_url
-from ._rows import new_event_id
 from ._store import Attempt, Delivery, NodeInfo
+from ._transitions import new_event_id
 
 # A pending job with no node yet waits in the queue; claiming it names its
 # node. The queue index only holds such jobs, whatever the store's size.

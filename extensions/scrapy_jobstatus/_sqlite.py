@@ -10,73 +10,27 @@ full disk. A job id only ever reaches SQL as a bound value.
 
 from __future__ import annotations
 
-import functools
+import json
 import os
 import sqlite3
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from . import _sql as sql
 from ._model import (
-    ACTIVE_STATUSES,
-    HISTORY_KEPT,
     TERMINAL_STATUSES,
-    HistoryEvent,
-    JobError,
-    JobState,
-    JobStatus,
-    shown_status,
-    sources_of,
 )
-from ._rows import (
-    COLUMNS,
-    SETTLED_STATUSES,
-    UPDATED_COLUMNS,
-    column_value,
-    decode_state,
-    encode_state,
-    end_for_crawl,
-    end_state,
-    error_from_row,
-    event_from_row,
-    filter_clauses,
-    history_event,
-    keeps_pause_request,
-    pause,
-    resume,
-    row_values,
-    settle_end,
-    startable,
-    take_over_pending,
-    webhook_body,
-    webhook_targets,
-    webhook_types,
-)
+from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, same, version_problem
 from ._store import (
-    ERRORS_IN_WEBHOOKS,
-    STARTED,
-    Attempt,
-    Delivery,
-    JobFilter,
-    JobNotFound,
-    JobPage,
-    NodeInfo,
-    ReapedJob,
-    RequestResult,
-    SaveResult,
-    StartResult,
     StoreError,
-    decode_cursor,
-    encode_cursor,
     node_name,
-    reap_dead_jobs,
-    reap_dead_nodes,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,6 +39,8 @@ BUSY_TIMEOUT_MS = 30_000
 # Without statistics, SQLite's planner prefers the status index and sorts;
 # the queue's partial index holds the queued jobs alone, in claim order.
 QUEUE_INDEX = " INDEXED BY jobs_queue"
+# How soon a thread holding the store's lock asks for the GIL back (s).
+WRITE_SWITCH_INTERVAL = 0.0002
 # RETURNING, which the queue and the outbox use.
 MIN_SQLITE = (3, 35)
 
@@ -232,18 +188,18 @@ ALTER TABLE deliveries ADD COLUMN secret TEXT;
 _MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_INSERT = (
-    f"INSERT INTO jobs ({', '.join(COLUMNS)}, state)"  # noqa: S608 (column names)
-    f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
-)
-# The pause request goes with any status but running or pausing (the first
-# bound value: whether it stays).
-_UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in UPDATED_COLUMNS)}, state = ?,"  # noqa: S608
-    " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
-    " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE 0 END"
-    " WHERE job_id = ? AND status IN ({sources})"
-)
+
+def _insert_from_json(table: str, columns: tuple[str, ...]) -> str:
+    """A statement inserting a job's rows from one JSON array of arrays."""
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    return (
+        f"INSERT INTO {table} (job, {', '.join(columns)}) SELECT ?, {values}"  # noqa: S608
+        " FROM json_each(?) ORDER BY key"
+    )
+
+
+_INSERT_ERRORS = _insert_from_json("errors", ERROR_COLUMNS)
+_INSERT_EVENTS = _insert_from_json("events", EVENT_COLUMNS)
 
 
 def _open(location: str | Path) -> sqlite3.Connection:
@@ -257,21 +213,52 @@ def _open(location: str | Path) -> sqlite3.Connection:
     )
 
 
-def _reading(method: Callable[P, R]) -> Callable[P, R]:
-    """A read's SQLite error as the store's one-line error."""
-
-    @functools.wraps(method)
-    def read(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as e:
-            store = args[0]
-            raise StoreError(f"cannot read the job store {store.path}: {e}") from None  # type: ignore[attr-defined]
-
-    return read
+def _text(value: str | None) -> str | None:
+    # JSON text loses everything after a NUL in SQLite: written as U+FFFD,
+    # as PostgreSQL's text has it.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-class SQLiteStore:
+class _GILAskedBack:
+    """While a write holds the store's lock, the thread asks for the GIL
+    back sooner than the switch interval.
+
+    Every statement gives the GIL up; in a busy crawl taking it back waits
+    for the event loop's thread to be asked to drop it, after the switch
+    interval (5 ms): a handful of statements would hold the store's lock,
+    and every other crawl's write, for tens of milliseconds. The interval
+    is the process's: lowered by the first write under way, restored by
+    the last."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._writes = 0
+        self._saved = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._writes == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self.interval, self._saved))
+            self._writes += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._writes -= 1
+            if self._writes == 0:
+                sys.setswitchinterval(self._saved)
+
+
+_GIL_ASKED_BACK = _GILAskedBack(WRITE_SWITCH_INTERVAL)
+
+# One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
+DIALECT = Dialect(statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text)
+
+
+class SQLiteStore(SQLStore):
+    dialect = DIALECT
+
     def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False):
         self.path = Path(path)
         self.location = str(self.path)
@@ -307,7 +294,14 @@ class SQLiteStore:
             if 0 <= version < SCHEMA_VERSION and not self.readonly:
                 version = _migrate(conn)
             if version != SCHEMA_VERSION:
-                raise StoreError(_version_problem(self.path, version, self.readonly))
+                raise StoreError(
+                    version_problem(
+                        self.path,
+                        version,
+                        SCHEMA_VERSION,
+                        "has an older, unsupported schema: move it away",
+                    )
+                )
         except (sqlite3.Error, OSError, StoreError) as e:
             if conn is not None:
                 conn.close()
@@ -337,16 +331,27 @@ class SQLiteStore:
             self._conn = None
 
     @contextmanager
+    def _read(self, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
+        # A WAL reader sees one moment of the store per statement; the
+        # reads of a document or a page are quick enough not to need more.
+        try:
+            yield self.conn
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store {self.path}: {e}") from None
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        self._reconnect_if_replaced()
         conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with _GIL_ASKED_BACK:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot write the job store {self.path}: {e}") from None
         self.writes += 1
@@ -359,174 +364,17 @@ class SQLiteStore:
 
     # -- writes -----------------------------------------------------------------
 
-    def add_pending(self, state: JobState) -> bool:
-        with self._write() as conn:
-            try:
-                conn.execute(_INSERT, row_values(state))
-            except sqlite3.IntegrityError:
-                return False
-            return True
+    def _encode_rows(self, rows: list[tuple[Any, ...]]) -> str:
+        # A write's errors (or events) in one JSON array, inserted by one
+        # statement: each statement gives the GIL up while the lock is held.
+        return json.dumps(rows, ensure_ascii=False)
 
-    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
-        with self._write() as conn:
-            row = _job_row(conn, state.job_id)
-            if row is None:
-                conn.execute(_INSERT, row_values(state))
-            else:
-                stored = decode_state(row)
-                if not startable(stored, resume):
-                    return StartResult(False, stored)
-                take_over_pending(state, stored, resume)
-                _update(conn, state)
-            job = _job_key(conn, state.job_id)
-            _insert_point(conn, job, state)
-            self._notify(conn, job, [STARTED])
-            return StartResult(True, state)
+    def _insert_errors(self, conn: sqlite3.Connection, job: int, rows: str) -> None:
+        conn.execute(_INSERT_ERRORS, (job, rows))
 
-    def save(
-        self,
-        state: JobState,
-        errors: Iterable[JobError] = (),
-        events: Iterable[HistoryEvent] = (),
-        history: Iterable[HistoryEvent] = (),
-    ) -> SaveResult:
-        self._reconnect_if_replaced()
-        events = list(events)
-        with self._write() as conn:
-            recreated = False
-            if state.status in SETTLED_STATUSES and (stored := _job_row(conn, state.job_id)):
-                events += settle_end(state, stored, time.time())
-            new_events = events
-            if not _update(conn, state, crawl=True):
-                row = conn.execute(
-                    "SELECT status FROM jobs WHERE job_id = ?", (state.job_id,)
-                ).fetchone()
-                if row is not None:
-                    return _save_result(conn, state.job_id, written=False)
-                # The record is gone: write it again from the crawl's memory.
-                conn.execute(_INSERT, row_values(state))
-                events, recreated = history, True
-            job = _job_key(conn, state.job_id)
-            _insert_errors(conn, job, errors)
-            _insert_events(conn, job, events)
-            _insert_point(conn, job, state)
-            self._notify(conn, job, webhook_types(state.status, new_events))
-            return _save_result(conn, state.job_id, written=True, recreated=recreated)
-
-    def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                raise JobNotFound(job_id)
-            state = decode_state(row)
-            before = state.status
-            if before in TERMINAL_STATUSES:
-                return RequestResult(before, before)
-            if before in (JobStatus.PENDING, JobStatus.PAUSED):
-                end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
-                state.cancel_requested_at = now
-                _update(conn, state)
-                after = JobStatus.CANCELLED
-                details = f"cancelled while {before}"
-            else:
-                after = JobStatus.CANCELLING
-                details = None
-            conn.execute(
-                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?),"
-                " cancel_force = MAX(cancel_force, ?) WHERE id = ?",
-                (now, int(force), row["id"]),
-            )
-            if details:
-                _insert_events(conn, row["id"], [history_event("cancelled", now, after, details)])
-                self._notify(conn, row["id"], webhook_types(after))
-            return RequestResult(before, after)
-
-    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                return False
-            state = decode_state(row)
-            if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
-                return False
-            events = end_for_crawl(state, status, message, now, unstarted=unstarted)
-            _update(conn, state)
-            _insert_events(conn, row["id"], events)
-            self._notify(conn, row["id"], webhook_types(state.status))
-            return True
-
-    def request_pause(self, job_id: str, requeue: bool = False) -> RequestResult:
-        return self._request(job_id, pause, requeue)
-
-    def request_resume(self, job_id: str) -> RequestResult:
-        return self._request(job_id, resume)
-
-    def _request(
-        self, job_id: str, decide: Callable[..., Any], requeue: bool = False
-    ) -> RequestResult:
-        """A pause or resume request, as ``decide`` takes it: the job moved
-        (written), a pause requested, or a pause withdrawn."""
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                raise JobNotFound(job_id)
-            state = decode_state(row)
-            before = shown_status(state)
-            after, events = decide(state, now)
-            moved = state.status is not JobStatus(row["status"])
-            if moved:
-                _update(conn, state)
-            elif after is JobStatus.PAUSING:
-                conn.execute(
-                    "UPDATE jobs SET pause_requested_at = COALESCE(pause_requested_at, ?),"
-                    " pause_requeue = MAX(pause_requeue, ?) WHERE id = ?",
-                    (now, int(requeue), row["id"]),
-                )
-            elif events:  # a pause withdrawn
-                conn.execute(_CLEAR_PAUSE, (row["id"],))
-            _insert_events(conn, row["id"], events)
-            if moved:
-                self._notify(conn, row["id"], webhook_types(state.status))
-            return RequestResult(before, after)
-
-    def warn_pending(self, job_id: str, warning: str) -> bool:
-        now = time.time()
-        with self._write() as conn:
-            row = _job_row(conn, job_id)
-            if row is None:
-                return False
-            state = decode_state(row)
-            if state.status is not JobStatus.PENDING or warning in state.warnings:
-                return False
-            state.warnings.append(warning)
-            conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (encode_state(state), row["id"]))
-            stalled = [history_event("stalled", now, JobStatus.PENDING, warning)]
-            _insert_events(conn, row["id"], stalled)
-            self._notify(conn, row["id"], webhook_types(None, stalled))
-            return True
-
-    def _notify(self, conn: sqlite3.Connection, job: int | None, types: list[str]) -> None:
-        """The job's webhooks for these events, in the outbox, in the write
-        that makes the change they report."""
-        if not types:
-            return
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job,)).fetchone()
-        targets = webhook_targets(decode_state(row))
-        if not targets:
-            return
-        now = time.time()
-        document = self._document(conn, row, ERRORS_IN_WEBHOOKS, now)
-        for event_type in types:
-            body = webhook_body(event_type, now, document)
-            conn.executemany(
-                sql.INSERT_DELIVERY, sql.delivery_values(job, event_type, body, now, targets)
-            )
-
-    def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
-        return reap_dead_jobs(self, node, alive)
+    def _insert_events(self, conn: sqlite3.Connection, job: int, rows: str) -> None:
+        # One writer at a time: ids are given in the order writes commit.
+        conn.execute(_INSERT_EVENTS, (job, rows))
 
     def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
         terminal = [str(s) for s in TERMINAL_STATUSES]
@@ -566,239 +414,6 @@ class SQLiteStore:
             conn.executemany("DELETE FROM deliveries WHERE job = ?", ids)
             conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
             return len(ids)
-
-    # -- reads ------------------------------------------------------------------
-
-    @_reading
-    def get(self, job_id: str) -> JobState | None:
-        row = _job_row(self.conn, job_id)
-        return None if row is None else decode_state(row)
-
-    @_reading
-    def document(self, job_id: str, errors_kept: int = 20) -> dict[str, Any] | None:
-        row = _job_row(self.conn, job_id)
-        return None if row is None else self._document(self.conn, row, errors_kept, time.time())
-
-    def _document(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, errors_kept: int, now: float
-    ) -> dict[str, Any]:
-        latest = [
-            error_from_row(r)
-            for r in conn.execute(
-                "SELECT * FROM errors WHERE job = ? ORDER BY id DESC LIMIT ?",
-                (row["id"], errors_kept),
-            )
-        ]
-        return decode_state(row).to_document(
-            errors=latest[::-1], history=self._history(row["id"]), now=now
-        )
-
-    @_reading
-    def history(self, job_id: str) -> list[HistoryEvent]:
-        job = _job_key(self.conn, job_id)
-        return [] if job is None else self._history(job)
-
-    def _history(self, job: int) -> list[HistoryEvent]:
-        rows = self.conn.execute("SELECT * FROM events WHERE job = ? ORDER BY id", (job,))
-        return [event_from_row(r) for r in rows]
-
-    @_reading
-    def errors(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobError]:
-        job = _job_key(self.conn, job_id)
-        if job is None:
-            return []
-        rows = self.conn.execute(
-            "SELECT * FROM errors WHERE job = ? AND id > ? ORDER BY id LIMIT ?",
-            (job, after, limit),
-        )
-        return [error_from_row(r) for r in rows]
-
-    @_reading
-    def list_jobs(
-        self, where: JobFilter, limit: int = 50, offset: int = 0, cursor: str | None = None
-    ) -> JobPage:
-        clauses, params = filter_clauses(where)
-        conn = self.conn
-        condition = " AND ".join(clauses) or "1"
-        total = conn.execute(
-            f"SELECT COUNT(*) FROM jobs WHERE {condition}",  # noqa: S608
-            params,
-        ).fetchone()[0]
-        if cursor is not None:
-            created_at, key = decode_cursor(cursor)
-            clauses.append("(created_at, id) < (?, ?)")
-            params += [created_at, key]
-            offset = 0
-        rows = conn.execute(
-            f"SELECT * FROM jobs WHERE {' AND '.join(clauses) or '1'}"  # noqa: S608
-            " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            [*params, limit + 1, offset],
-        ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-        return JobPage([decode_state(r) for r in rows], total, next_cursor)
-
-    # -- the queue -----------------------------------------------------------------
-
-    def claim_job(self, node: str, project: str | None = None) -> JobState | None:
-        # One writer at a time (BEGIN IMMEDIATE): a job goes to one node.
-        clause, params = sql.project_clause(project)
-        with self._write() as conn:
-            row = conn.execute(
-                sql.CLAIM.format(project=clause, index=QUEUE_INDEX, lock=""),
-                (node, *params, time.time()),
-            ).fetchone()
-        return None if row is None else decode_state(row)
-
-    @_reading
-    def queued_jobs(
-        self, project: str | None = None, created_before: float | None = None
-    ) -> list[JobState]:
-        statement, params = sql.queued_jobs(project, created_before, QUEUE_INDEX)
-        return [decode_state(r) for r in self.conn.execute(statement, params)]
-
-    @_reading
-    def count_queued(self, project: str | None = None) -> int:
-        clause, params = sql.project_clause(project)
-        return self.conn.execute(
-            sql.COUNT_QUEUED.format(project=clause, index=QUEUE_INDEX), params
-        ).fetchone()[0]
-
-    @_reading
-    def finished_jobs(self, limit: int) -> list[JobState]:
-        return [decode_state(r) for r in self.conn.execute(sql.FINISHED, (limit,))]
-
-    @_reading
-    def count_finished(self, limit: int) -> int:
-        return self.conn.execute(sql.COUNT_FINISHED, (limit,)).fetchone()[0]
-
-    # -- the webhook outbox ----------------------------------------------------------
-
-    def claim_deliveries(
-        self,
-        now: float,
-        lease: float,
-        limit: int,
-        job_id: str | None = None,
-        due_by: float | None = None,
-        keyed_only: bool = False,
-    ) -> list[Delivery]:
-        statement, values = sql.claim_deliveries(
-            now, lease, limit, job_id, due_by, keyed_only=keyed_only
-        )
-        with self._write() as conn:
-            rows = conn.execute(statement, values).fetchall()
-        return sorted((sql.delivery_from_row(r) for r in rows), key=lambda d: d.delivery_id)
-
-    def record_attempt(self, delivery: Delivery, attempt: Attempt) -> bool:
-        with self._write() as conn:
-            conn.execute(sql.INSERT_ATTEMPT, sql.attempt_values(delivery, attempt))
-            return conn.execute(sql.END_ATTEMPT, sql.end_values(delivery, attempt)).rowcount == 1
-
-    @_reading
-    def webhook_log(self, job_id: str) -> list[dict[str, Any]]:
-        return sql.webhook_log(self.conn.execute(sql.WEBHOOK_LOG, (job_id,)).fetchall())
-
-    @_reading
-    def count_undelivered(self, job_id: str | None = None) -> int:
-        clause, params = (sql.OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        row = self.conn.execute(sql.COUNT_UNDELIVERED.format(job=clause), params).fetchone()
-        return row[0]
-
-    @_reading
-    def delivery_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.conn.execute(sql.DELIVERY_COUNTS)}
-
-    # -- the event stream and the series ---------------------------------------------
-
-    @_reading
-    def events_after(
-        self, since: int, job_id: str | None = None, limit: int = 100
-    ) -> list[tuple[int, str, HistoryEvent]]:
-        # One writer at a time: ids are given in the order writes commit.
-        clause, params = (sql.EVENT_OF_JOB, (job_id,)) if job_id is not None else ("", ())
-        rows = self.conn.execute(sql.EVENTS_AFTER.format(job=clause), (since, *params, limit))
-        return [(r["id"], r["job_id"], event_from_row(r)) for r in rows]
-
-    @_reading
-    def last_event_id(self) -> int:
-        return self.conn.execute(sql.LAST_EVENT).fetchone()[0] or 0
-
-    @_reading
-    def series(self, job_id: str) -> list[dict[str, Any]]:
-        return [sql.point_from_row(r) for r in self.conn.execute(sql.SERIES, (job_id,))]
-
-    # -- figures for metrics ---------------------------------------------------------
-
-    @_reading
-    def status_counts(self) -> list[tuple[str, str | None, str | None, int]]:
-        return [tuple(r) for r in self.conn.execute(sql.STATUS_COUNTS)]  # type: ignore[misc]
-
-    @_reading
-    def reason_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.conn.execute(sql.REASON_COUNTS)}
-
-    # -- the nodes -----------------------------------------------------------------
-
-    def beat(self, node: NodeInfo) -> None:
-        with self._write() as conn:
-            conn.execute(sql.BEAT, sql.beat_values(node))
-
-    @_reading
-    def nodes(self) -> list[NodeInfo]:
-        return [sql.node_from_row(r) for r in self.conn.execute(sql.NODES)]
-
-    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        return reap_dead_nodes(self, timeout)
-
-    @_reading
-    def dead_nodes(self, seen_before: float) -> list[NodeInfo]:
-        return [sql.node_from_row(r) for r in self.conn.execute(sql.DEAD_NODES, (seen_before,))]
-
-    def forget_nodes(self, seen_before: float) -> int:
-        with self._write() as conn:
-            return conn.execute(sql.FORGET_NODES, (seen_before,)).rowcount
-
-    def requeue_claims(self, node: str) -> list[str]:
-        with self._write() as conn:
-            return [r[0] for r in conn.execute(sql.REQUEUE, (node,)).fetchall()]
-
-    @_reading
-    def started_jobs(self, node: str) -> list[JobState]:
-        active = [s for s in ACTIVE_STATUSES if s is not JobStatus.PENDING]
-        marks = ", ".join("?" * len(active))
-        rows = self.conn.execute(
-            f"SELECT * FROM jobs WHERE node = ? AND status IN ({marks})",  # noqa: S608
-            (node, *map(str, active)),
-        ).fetchall()
-        return [decode_state(r) for r in rows]
-
-    # -- the eggs ------------------------------------------------------------------
-
-    def put_egg(self, project: str, version: str, egg: bytes) -> None:
-        with self._write() as conn:
-            conn.execute(sql.PUT_EGG, (project, version, egg, time.time()))
-
-    @_reading
-    def get_egg(self, project: str, version: str) -> bytes | None:
-        row = self.conn.execute(sql.GET_EGG, (project, version)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    @_reading
-    def egg_versions(self, project: str) -> list[str]:
-        return [r[0] for r in self.conn.execute(sql.EGG_VERSIONS, (project,))]
-
-    @_reading
-    def egg_projects(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(sql.EGG_PROJECTS)]
-
-    def delete_eggs(self, project: str, version: str | None = None) -> int:
-        statement, params = sql.DELETE_EGGS, (project,)
-        if version is not None:
-            statement, params = statement + " AND version = ?", (project, version)
-        with self._write() as conn:
-            return conn.execute(statement, params).rowcount
 
 
 # -- schema --------------------------------------------------------------------
@@ -848,117 +463,9 @@ def _use_wal(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")  # its error, if it still fails
 
 
-def _version_problem(path: Path, version: int, readonly: bool) -> str:
-    if version == 0:
-        return f"no job store at {path} yet"
-    if version == -1:
-        return f"the job store {path} has an older, unsupported schema: move it away"
-    if version < SCHEMA_VERSION:
-        # Only a reader gets here: the first writer upgrades the schema.
-        return (
-            f"the job store {path} has schema version {version}, older than this "
-            f"scrapy-jobstatus uses ({SCHEMA_VERSION}): open it once to write, to upgrade it"
-        )
-    return (
-        f"the job store {path} has schema version {version}, newer than this "
-        f"scrapy-jobstatus supports ({SCHEMA_VERSION}): upgrade scrapy-jobstatus"
-    )
-
-
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
-
-
-# -- rows ----------------------------------------------------------------------
-
-
-_CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = 0 WHERE id = ?"
-
-
-def _update(conn: sqlite3.Connection, state: JobState, crawl: bool = False) -> bool:
-    """Write the job if its stored status may move to the new one (from a
-    ``crawl``'s write, as ``sources_of`` says)."""
-    sources = sources_of(state.status, crawl)
-    keep = keeps_pause_request(state.status)
-    cur = conn.execute(
-        _UPDATE.format(sources=", ".join("?" * len(sources))),
-        (
-            *(column_value(state, c) for c in UPDATED_COLUMNS),
-            encode_state(state),
-            keep,
-            keep,
-            state.job_id,
-            *sources,
-        ),
-    )
-    return cur.rowcount == 1
-
-
-def _job_row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-
-
-def _job_key(conn: sqlite3.Connection, job_id: str) -> int | None:
-    row = conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    return None if row is None else row[0]
-
-
-def _save_result(
-    conn: sqlite3.Connection, job_id: str, *, written: bool, recreated: bool = False
-) -> SaveResult:
-    row = conn.execute(
-        "SELECT cancel_requested_at, cancel_force, pause_requested_at, status FROM jobs"
-        " WHERE job_id = ?",
-        (job_id,),
-    ).fetchone()
-    return SaveResult(written, recreated, row[0], bool(row[1]), row[2], row[3])
-
-
-def _insert_errors(conn: sqlite3.Connection, job: int | None, errors: Iterable[JobError]) -> None:
-    conn.executemany(
-        "INSERT INTO errors (job, stage, error_type, error_message, page_url, http_status,"
-        " timestamp, is_recoverable) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                job,
-                e.stage,
-                e.error_type,
-                e.error_message,
-                e.page_url,
-                e.http_status,
-                e.timestamp,
-                int(e.is_recoverable),
-            )
-            for e in errors
-        ],
-    )
-
-
-def _insert_point(conn: sqlite3.Connection, job: int | None, state: JobState) -> None:
-    conn.execute(sql.INSERT_POINT, sql.point_values(job, state))
-    if conn.execute(sql.COUNT_POINTS, (job,)).fetchone()[0] > sql.SERIES_POINTS:
-        conn.execute(sql.THIN_POINTS, (job,))
-
-
-def _insert_events(
-    conn: sqlite3.Connection, job: int | None, events: Iterable[HistoryEvent]
-) -> None:
-    rows = [(job, e.step, e.timestamp, e.duration_ms, e.status, e.details) for e in events]
-    if not rows:
-        return
-    conn.executemany(
-        "INSERT INTO events (job, step, timestamp, duration_ms, status, details)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    extra = conn.execute(sql.COUNT_EVENTS, (job,)).fetchone()[0] - 2 * HISTORY_KEPT
-    if extra > 0:
-        conn.execute(sql.THIN_EVENTS, sql.thin_events_values(job))
-        conn.execute(sql.ADD_OMITTED, (extra, job))
-
-
-# -- listings ------------------------------------------------------------------

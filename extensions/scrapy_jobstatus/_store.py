@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._location import InvalidLocation, check_location, is_postgres
 from ._location import display_location as display_location  # the store's to show
+from ._location import is_postgres as is_postgres  # where callers find it
 from ._model import JobStatus, isoformat
 
 if TYPE_CHECKING:
@@ -452,33 +452,11 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
     return value, int(key)
 
 
-def open_store(
-    location: str | os.PathLike[str], *, readonly: bool = False, node: str | None = None
-) -> JobStore:
-    """The store at ``location``: PostgreSQL's (a ``postgresql://`` URL or a
-    keyword DSN), else a SQLite path; ``node`` names the node whose jobs it
-    reaps (this process's node by default). A location that is neither is
-    refused, and no file is made of it."""
-    try:
-        check_location(location)
-    except InvalidLocation as e:
-        raise StoreError(str(e)) from None
-    if is_postgres(location):
-        try:
-            import psycopg  # noqa: F401
-            import psycopg_pool  # noqa: F401
-        except ImportError as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise StoreError(
-                f"a PostgreSQL job store needs psycopg ({reason}):"
-                " pip install 'scrapy-jobstatus[postgres]'"
-            ) from None
-        from ._postgres import PostgresStore
+def __getattr__(name: str) -> Any:
+    # ``open_store`` lives with the backends' registry, which this contract
+    # does not import: the name stays where callers have always found it.
+    if name == "open_store":
+        from ._backends import open_store
 
-        store: JobStore = PostgresStore(str(location), readonly=readonly)
-    else:
-        from ._sqlite import SQLiteStore
-
-        store = SQLiteStore(location, readonly=readonly)
-    store.node = node or node_name()
-    return store
+        return open_store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,6 +36,10 @@ write lock (``BEGIN IMMEDIATE``) and how long the lock is then held until
 gives the GIL up and takes it back, and in a busy crawl process taking it
 back waits for the event loop thread (``sys.getswitchinterval()``, 5 ms).
 
+And, against the store's targets: the ticks whose save was skipped because
+the crawl's last write was still running, and the heartbeat lag (how much
+later than the interval each write renewed the job's heartbeat).
+
 Every job must end ``completed`` with the crawl's own figures: pages =
 ``response_received_count``, documents = ``item_scraped_count``, failed
 responses and errors = the responses with a status of 400 and above, and as
@@ -134,6 +138,10 @@ class StoreTiming:
         self.path = path
         self.samples: dict[str, list[Sample]] = defaultdict(list)
         self.lag: list[float] = []
+        # Wall times of the writes that renewed the job's heartbeat, and
+        # the ticks whose save was skipped because a write was under way.
+        self.beats: list[float] = []
+        self.skipped = 0
         self._due = 0.0
         self._probe: Any = None
 
@@ -157,7 +165,6 @@ class StoreTiming:
         from scrapy_jobstatus._writer import StoreWriter
 
         for cls, name, label in (
-            (StoreWriter, "save", "save"),
             (StoreWriter, "_succeeded", "_succeeded"),
             (StoreWriter, "_done", "_done"),
             (JobStatusExtension, "_saved", "_saved"),
@@ -166,6 +173,26 @@ class StoreTiming:
             (SQLiteStore, "start_job", "SQLiteStore.start_job"),
         ):
             setattr(cls, name, self._timed(label, getattr(cls, name)))
+        timed_save = self._timed("save", StoreWriter.save)
+
+        @functools.wraps(timed_save)
+        def save(writer: StoreWriter, *args: Any) -> Any:
+            result = timed_save(writer, *args)
+            if result is None and writer._in_flight is not None:
+                self.skipped += 1
+            return result
+
+        StoreWriter.save = save  # type: ignore[method-assign]
+        store_save = SQLiteStore.save
+
+        @functools.wraps(store_save)
+        def beat(store: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+            result = store_save(store, *args, **kwargs)
+            if result.written:
+                self.beats.append(time.time())
+            return result
+
+        SQLiteStore.save = beat  # type: ignore[method-assign]
         call = StoreWriter._call
         timed_start, timed_stop = self._timed("start_job", call), self._timed("stop", call)
 
@@ -226,7 +253,15 @@ class StoreTiming:
             if isinstance(value, int | float | str)
         }
         Path(self.path).write_text(
-            json.dumps({"samples": self.samples, "lag": self.lag, "stats": stats})
+            json.dumps(
+                {
+                    "samples": self.samples,
+                    "lag": self.lag,
+                    "stats": stats,
+                    "beats": self.beats,
+                    "skipped": self.skipped,
+                }
+            )
         )
 
 
@@ -282,6 +317,7 @@ def run_batch(
             raise RuntimeError(f"crawl {job} failed ({process.returncode}): {stderr}")
         crawl = json.loads(timing.read_text())
         crawl["job_id"] = job
+        crawl["interval"] = interval
         log = (workdir / f"{job}.log").read_text()
         crawl["log_errors"] = [line for line in log.splitlines() if "] ERROR:" in line]
         crawls.append(crawl)
@@ -363,6 +399,16 @@ def row(name: str, samples: list[Sample], switches: bool = True) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def heartbeat_lags(crawls: list[dict[str, Any]]) -> list[float]:
+    """Per write, how much later than the crawl's interval it followed the
+    one before (0 when on time)."""
+    return [
+        max(0.0, later - earlier - crawl["interval"])
+        for crawl in crawls
+        for earlier, later in zip(crawl["beats"], crawl["beats"][1:], strict=False)
+    ] or [0.0]
+
+
 def report(results: dict[str, list[dict[str, Any]]]) -> None:
     enabled = [name for name, on, _ in BATCHES if on]
     print(
@@ -390,6 +436,27 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
         for label in THREAD_CALLS:
             samples = pooled(results[name], (label,))
             print(row(f"{name} | {label}", samples, switches=False))
+    print(
+        "\nThe targets: the store's write lock held (ms), ticks whose save was skipped "
+        "because the crawl's last write was still running, and heartbeat lag: how much "
+        "later than the interval each write renewed the job's heartbeat (s):\n"
+    )
+    print(
+        "| Batch | lock held p50 | p99 | max | lock wait p99 | ticks skipped | "
+        "heartbeat lag p50 | p99 | max |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in enabled:
+        crawls = results[name]
+        held = [s[0] for s in pooled(crawls, ("lock held",))]
+        wait = [s[0] for s in pooled(crawls, ("lock wait",))]
+        ticks = len(pooled(crawls, ("save",)))
+        skipped = sum(c["skipped"] for c in crawls)
+        lags = heartbeat_lags(crawls)
+        cells = [ms(percentile(held, q)) for q in (50, 99)] + [ms(max(held))]
+        cells += [ms(percentile(wait, 99)), f"{skipped:,} of {ticks:,}"]
+        cells += [f"{percentile(lags, q):.2f}" for q in (50, 99)] + [f"{max(lags):.2f}"]
+        print(f"| {name} | {' | '.join(cells)} |")
     print("\nEvent loop lag: lateness of a 10 ms timer in every crawl (ms):\n")
     print("| Batch | Samples | p50 | p99 | max | Pages/s per crawl, median |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -59,7 +59,7 @@ from urllib.parse import urlencode
 from scrapy_jobstatus import open_store
 from scrapy_jobstatus._model import HistoryEvent, JobError, JobState, JobStatus
 from scrapy_jobstatus._rows import row_values
-from scrapy_jobstatus._sqlite import _INSERT, _insert_events
+from scrapy_jobstatus._sqlstore import INSERT
 from scrapy_jobstatus._store import JobStore
 from scrapy_jobstatus.scrapyd.webservice import ERROR_FIELDS
 from tests.helpers import local_site, wait_for
@@ -184,8 +184,8 @@ def fill_jobs(store: JobStore, count: int, seed: int = 1) -> Filled:
         for i in range(count):
             created = filled.base + i * SPACING + rng.uniform(0, SPACING / 2)
             state, history = finished_job(rng, created, store.node)
-            key = conn.execute(_INSERT, row_values(state)).lastrowid
-            _insert_events(conn, key, history)
+            key = conn.execute(INSERT, row_values(state)).fetchone()["id"]
+            store._add_events(conn, key, store._event_rows(history))  # type: ignore[attr-defined]
             filled.ids.append(state.job_id)
             filled.counts[(state.project, state.spider, str(state.status))] += 1
         conn.execute("COMMIT")
