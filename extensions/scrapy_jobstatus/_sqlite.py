@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +37,6 @@ BUSY_TIMEOUT_MS = 30_000
 # Without statistics, SQLite's planner prefers the status index and sorts;
 # the queue's partial index holds the queued jobs alone, in claim order.
 QUEUE_INDEX = " INDEXED BY jobs_queue"
-# How soon a thread holding the store's lock asks for the GIL back (s).
-WRITE_SWITCH_INTERVAL = 0.0002
 # RETURNING, which the queue and the outbox use.
 MIN_SQLITE = (3, 35)
 
@@ -219,39 +215,6 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-class _GILAskedBack:
-    """While a write holds the store's lock, the thread asks for the GIL
-    back sooner than the switch interval.
-
-    Every statement gives the GIL up; in a busy crawl taking it back waits
-    for the event loop's thread to be asked to drop it, after the switch
-    interval (5 ms): a handful of statements would hold the store's lock,
-    and every other crawl's write, for tens of milliseconds. The interval
-    is the process's: lowered by the first write under way, restored by
-    the last."""
-
-    def __init__(self, interval: float):
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._writes = 0
-        self._saved = 0.0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._writes == 0:
-                self._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(self.interval, self._saved))
-            self._writes += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._writes -= 1
-            if self._writes == 0:
-                sys.setswitchinterval(self._saved)
-
-
-_GIL_ASKED_BACK = _GILAskedBack(WRITE_SWITCH_INTERVAL)
-
 # One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
 DIALECT = Dialect(statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text)
 
@@ -344,14 +307,13 @@ class SQLiteStore(SQLStore):
         self._reconnect_if_replaced()
         conn = self.conn
         try:
-            with _GIL_ASKED_BACK:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot write the job store {self.path}: {e}") from None
         self.writes += 1
