@@ -28,7 +28,7 @@ def test_a_scrapy_without_the_engine_internals_disables_forced_stops_in_one_line
     monkeypatch.delattr(engine._Slot, "_maybe_fire_closing")
     with caplog.at_level(logging.ERROR, logger="scrapy_jobstatus"):
         ext = build_from_crawler(JobStatusExtension, get_crawler())
-    assert ext.engine_unsupported
+    assert ext.stopper.engine_unsupported
     (record,) = caplog.records
     assert record.name == "scrapy_jobstatus.extension"
     message = record.getMessage()

@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ._defaults import applied_defaults
-from ._jobdir import HOLD_WAIT, hold
+from ._jobdir import BUSY_JOBDIR, HOLD_WAIT, hold
 
 if TYPE_CHECKING:
     from typing import Self
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Set when the JOBDIR is held by another crawl.
-BUSY_JOBDIR = "JOBSTATUS_BUSY_JOBDIR"
 # Scrapy's commands that fetch pages for a developer to look at, or check a
 # spider's contracts, by replacing the spider's start with their own: their
 # crawls are no jobs (view is fetch's).

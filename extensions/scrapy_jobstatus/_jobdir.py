@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -27,6 +28,10 @@ from ._defaults import DEFAULTS
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger("scrapy_jobstatus.extension")
+
 MARKER = "jobstatus.json"
 # The fingerprints of the start requests the crawl has sent: a resumed crawl
 # sends the others only (the rest are in the queue, or done).
@@ -34,6 +39,8 @@ STARTED = "jobstatus.started"
 # Held by the crawl that uses the JOBDIR; another waits this long for it.
 LOCK = "jobstatus.lock"
 HOLD_WAIT: float = DEFAULTS["JOBSTATUS_JOBDIR_WAIT"]
+# Set by the add-on when the JOBDIR is held by another crawl.
+BUSY_JOBDIR = "JOBSTATUS_BUSY_JOBDIR"
 
 
 def jobdir_name(job_id: str) -> str:
@@ -107,6 +114,73 @@ class JobDir:
         if self._started is not None:
             self._started.close()
             self._started = None
+
+
+class JobDirSession:
+    """A crawl's JOBDIR from its opening to its close: whether the crawl goes
+    on from it (the job was paused), marked as the job's while it runs, kept
+    whole when it pauses, released for the next run."""
+
+    def __init__(self, jobdir: JobDir | None, resuming: bool = False, error: str | None = None):
+        self.jobdir = jobdir
+        self.resuming = resuming
+        # Why the job cannot run with this JOBDIR: it fails, saying so.
+        self.error = error
+        # The job the JOBDIR belongs to, when it names one.
+        self.job_id = jobdir.job_id if jobdir is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings, pausable: bool) -> JobDirSession:
+        """Decide whether the crawl goes on from its JOBDIR, before the
+        scheduler opens it."""
+        if pausable and settings.get("JOBSTATUS_JOBDIR") and not settings.get("JOBDIR"):
+            logger.error(
+                "JOBSTATUS_PAUSABLE needs the add-on (ADDONS = {'scrapy_jobstatus.Addon': 100}), "
+                "which gives the crawl its JOBDIR: the job cannot be paused"
+            )
+        busy = settings.get(BUSY_JOBDIR)
+        error = f"the JOBDIR {busy} is used by another crawl" if busy else None
+        path = settings.get("JOBDIR")
+        if not path:
+            return cls(None, error=error)
+        jobdir = JobDir(os.path.abspath(path))
+        marker = jobdir.read()
+        resuming = marker.get("resumable") is True
+        # The JOBDIR a Scrapyd node gives a job is never resumed but after
+        # a pause; one of the user's is left as it is, unless it is ours.
+        given_by_node = settings.get("JOBSTATUS_JOBDIR") == path
+        if not resuming and (marker or given_by_node):
+            # Killed, failed or ended before: what is there cannot be gone on
+            # from (Scrapy writes its queue's index only when it closes).
+            jobdir.start_over()
+        return cls(jobdir, resuming, error)
+
+    @property
+    def path(self) -> Path | None:
+        return self.jobdir.path if self.jobdir is not None else None
+
+    def check(self, job_id: str) -> None:
+        """The job is ``job_id``: a JOBDIR paused by another job is not its."""
+        if self.resuming and job_id != self.job_id and not self.error:
+            self.error = (
+                f"the JOBDIR {self.path} holds the paused crawl of job "
+                f"{self.job_id!r}, not of job {job_id!r}"
+            )
+            self.resuming = False
+
+    def opened(self, job_id: str) -> None:
+        if self.jobdir is not None:
+            self.jobdir.mark(job_id, resumable=False)  # until it pauses
+
+    def paused(self, job_id: str) -> None:
+        """Scrapy has written the crawl's state (the scheduler closed before
+        spider_closed): whole, before any crawl may resume it."""
+        if self.jobdir is not None:
+            self.jobdir.mark(job_id, resumable=True)
+
+    def close(self) -> None:
+        if self.jobdir is not None:
+            release(self.jobdir.path)  # the next run's crawl may start
 
 
 # The JOBDIRs this process holds, their lock files open.

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from ._loop import EventLoop
+from ._model import JobStatus
 from ._store import SaveResult, StoreError, display_location, open_store
 from ._webhooks import CrawlDelivery
 
@@ -57,6 +58,8 @@ class StoreWriter:
         # store was unusable at start) every write starts it first.
         self._job_started = False
         self._resume = False
+        # Another process ended the job: said once.
+        self._ended_elsewhere = False
 
     def start(self) -> None:
         # An idle thread of the executor ends with the interpreter, whatever
@@ -179,16 +182,27 @@ class StoreWriter:
             tracker.put_back_unsaved(errors, events)
             self._failed(failure.value, now)
 
-        d.addCallbacks(self._succeeded, failed)
+        d.addCallbacks(self._succeeded, failed, callbackArgs=(snapshot.job_id,))
         self._in_flight = d
         d.addBoth(self._done)
         return d
 
-    def _succeeded(self, result: SaveResult) -> SaveResult:
+    def _succeeded(self, result: SaveResult, job_id: str) -> SaveResult:
         if self.failures:
             logger.info("The job store %(db)s is usable again", {"db": self.shown})
         self.failures = 0
         self._retry_at = 0.0
+        if result.recreated:
+            logger.warning(
+                "Job %(job)s was missing from the job store %(db)s: written again from memory",
+                {"job": job_id, "db": self.shown},
+            )
+        if not result.written and not self._ended_elsewhere:
+            self._ended_elsewhere = True
+            logger.warning(
+                "Job %(job)s was ended by another process; its status is no longer updated",
+                {"job": job_id},
+            )
         return result
 
     def _failed(self, error: BaseException, now: float) -> None:
@@ -225,6 +239,26 @@ class StoreWriter:
     ) -> SaveResult | None:
         """Write the job's final status, retrying for up to ``wait`` seconds
         while the store is unusable; None when it could not be written."""
+        result = await self._save_final(tracker, clock, wait)
+        state = tracker.state
+        if result is None:
+            logger.error(
+                "The final status of job %(job)s (%(status)s) could not be written to the "
+                "job store %(db)s within %(wait)g s (JOBSTATUS_STORE_WAIT)",
+                {"job": state.job_id, "status": state.status, "db": self.shown, "wait": wait},
+            )
+        elif result.status == JobStatus.PENDING and tracker.final_status() is JobStatus.FAILED:
+            logger.warning(
+                "Job %(job)s: attempt %(attempt)d failed and is retried: a Scrapyd node "
+                "sharing the store runs attempt %(next)d; a plain crawl runs it when run "
+                "again with -a _job=%(job)s (or its JOBDIR)",
+                {"job": state.job_id, "attempt": state.attempt, "next": state.attempt + 1},
+            )
+        return result
+
+    async def _save_final(
+        self, tracker: JobTracker, clock: Callable[[], float], wait: float
+    ) -> SaveResult | None:
         deadline = clock() + wait
         self._retry_at = 0.0
         while True:
