@@ -255,7 +255,8 @@ async def main():
     await runner.join()
 
 
-if settings.getbool("TWISTED_REACTOR_ENABLED"):
+# Scrapy before 2.15 has no such setting: a reactor.
+if settings.getbool("TWISTED_REACTOR_ENABLED", True):
     from scrapy.utils.reactor import install_reactor
 
     install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
