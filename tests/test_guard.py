@@ -112,6 +112,32 @@ def test_origins_are_exact_and_lower_case() -> None:
     assert parse_origins("cors_origins", None) == frozenset()
 
 
+def test_an_origin_with_its_schemes_default_port_is_the_origin_without() -> None:
+    # Browsers never send a default port in Origin.
+    listed = "https://trusted.example:443 http://plain.example:80 https://other.example:8443"
+    trusted = parse_origins("trusted_origins", listed)
+    assert trusted == {
+        "https://trusted.example",
+        "http://plain.example",
+        "https://other.example:8443",
+    }
+    for origin in (
+        "https://trusted.example",
+        "https://trusted.example:443",
+        "http://plain.example",
+    ):
+        assert cross_origin_refusal(b"POST", "cross-site", origin, HOST, trusted) is None
+        assert cross_origin_refusal(b"POST", None, origin, HOST, trusted) is None
+    for origin in ("http://trusted.example", "https://plain.example", "https://other.example"):
+        assert cross_origin_refusal(b"POST", "cross-site", origin, HOST, trusted) is not None
+    site_guard = SiteGuard("node-1", cors_origins=parse_origins("cors_origins", listed))
+    for origin in (b"https://trusted.example", b"https://trusted.example:443"):
+        headers = {b"Host": b"n:1", b"Origin": origin, b"Sec-Fetch-Site": b"cross-site"}
+        _, _, written = _send(site_guard, headers, b"GET")
+        # The origin echoed as the browser sent it.
+        assert b"Access-Control-Allow-Origin: " + origin + b"\r\n" in written
+
+
 @pytest.mark.parametrize(
     "entry",
     [
@@ -360,7 +386,7 @@ def test_an_unknown_host_is_misdirected_while_auth_is_off() -> None:
     site_guard = SiteGuard("node-1", known_hosts=KnownHosts(frozenset({"node-1"})))
     for method in (b"GET", b"POST"):
         _, recorder, written = _send(site_guard, {b"Host": b"rebind.example:6800"}, method)
-        assert recorder.seen == [] and written.startswith(b"HTTP/1.1 421 ")
+        assert recorder.seen == [] and written.startswith(b"HTTP/1.1 421 Misdirected Request\r\n")
         assert b"allowed_hosts" in written
     # HTTP/1.0 without a Host header: answered.
     _, recorder, written = _send(site_guard, {}, b"GET")

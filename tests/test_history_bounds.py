@@ -9,7 +9,17 @@ import json
 import sqlite3
 from pathlib import Path
 
-from scrapy_jobstatus._model import HISTORY_KEPT, HistoryEvent, JobState, JobStatus, keep_ends
+from scrapy_jobstatus._model import (
+    DETAILS_CHARS,
+    HISTORY_KEPT,
+    STAGE_CHARS,
+    HistoryEvent,
+    JobError,
+    JobState,
+    JobStatus,
+    bounded,
+    keep_ends,
+)
 from scrapy_jobstatus._store import open_store
 from scrapy_jobstatus._tracker import JobTracker
 from tests.spider_jobs import run_job
@@ -61,6 +71,43 @@ def test_a_short_job_leaves_nothing_out() -> None:
     document = tracker.state.to_document([], tracker.history, clock())
     assert document["stages_completed"] == ["a"] and document["stages_omitted"] == 0
     assert len(document["history"]) == 2 and document["history_omitted"] == 0
+
+
+def test_bounded_cuts_long_text_and_says_so() -> None:
+    assert bounded("abc", 3) == "abc"
+    assert bounded("abcdef", 5) == "ab..."
+    assert len(bounded("B" * 2_000_000, STAGE_CHARS)) == STAGE_CHARS
+
+
+def test_a_spiders_long_text_is_cut_in_the_tracker() -> None:
+    clock = Clock()
+    state = JobState(job_id="j", status=JobStatus.RUNNING, started_at=clock())
+    tracker = JobTracker(state, clock=clock)
+    huge = "B" * 2_000_000
+    for page in range(5000):
+        tracker.report("stage", f"page {page} {huge}")
+    assert state.stage == bounded(f"page 4999 {huge}", STAGE_CHARS)
+    assert state.stage.endswith("...") and len(state.stage) == STAGE_CHARS
+    assert {len(stage) for stage in state.stages_completed} == {STAGE_CHARS}
+    assert state.stages_completed[1].startswith("page 1 B")
+    # Stages that differ beyond the cut are one stage.
+    tracker.report("stage", f"page 4999 {huge}C")
+    assert state.stages_omitted == 4999 - 2 * HISTORY_KEPT
+    tracker.response_received("https://example.com/" + huge, None)
+    tracker.record_error(
+        JobError(error_type="spider_error", error_message=huge, page_url="https://e.x/" + huge)
+    )
+    tracker.fail(huge)
+    tracker.closed(huge)
+    tracker.finish()
+    errors, _ = tracker.take_unsaved()
+    assert len(errors[0].error_message) == DETAILS_CHARS and len(errors[0].page_url or "") < 2100
+    assert len(state.error_message or "") == DETAILS_CHARS
+    assert len(state.close_reason or "") == STAGE_CHARS
+    assert all(len(event.details or "") <= DETAILS_CHARS for event in tracker.history)
+    assert all(len(event.step) <= STAGE_CHARS + 10 for event in tracker.history)
+    document = state.to_document(errors, tracker.history, clock())
+    assert len(json.dumps(document)) < 200_000
 
 
 def event(n: int) -> HistoryEvent:
@@ -151,3 +198,22 @@ def test_a_crawl_reporting_a_stage_on_every_page_stays_small(tmp_path: Path, sit
     finally:
         store.close()
     assert row_size < 10_000 and events == 200
+
+
+def test_a_crawl_reporting_huge_stage_names_stays_small(tmp_path: Path, site: str) -> None:
+    job = run_job(
+        tmp_path,
+        "stage_per_page",
+        {"url": f"{site}/pages/0?links=1&max=49", "stage_chars": "2000000"},
+        {"CONCURRENT_REQUESTS": "1"},
+        timeout=180,
+    )
+    doc = job.doc
+    assert doc["status"] == "completed", doc["error_message"]
+    assert doc["total_pages_crawled"] == 50
+    stages = doc["stages_completed"]
+    assert len(stages) == 51 and stages[-1] == "finalizing"
+    assert all(len(stage) == STAGE_CHARS and stage.endswith("B...") for stage in stages[:-1])
+    assert stages[0].startswith("page 0 BBB") and stages[49].startswith("page 49 BBB")
+    assert all(len(event["step"]) <= STAGE_CHARS + 10 for event in doc["history"])
+    assert len(json.dumps(doc)) < 60_000

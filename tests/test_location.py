@@ -14,6 +14,7 @@ from scrapy_jobstatus._location import (
     InvalidLocation,
     check_location,
     display_location,
+    hide_secrets,
     is_postgres,
     location_secrets,
 )
@@ -130,3 +131,98 @@ def test_a_location_libpq_would_misread_is_never_shown():
     for location in ("postgresql://jobs:s3cret/Pa55@h/jobs", "postgresql://u:s3cret@Pa55@h/j"):
         assert display_location(location) == "postgresql://***"
     assert display_location("host=h password='s3cret-Pa55") == "(a PostgreSQL DSN: ***)"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "postgres//u:SECRET2@h/db",
+        "postgresql//u:SECRET2@h/db",
+        "POSTGRES/u:SECRET2@h/db",
+        "u:SECRET1@h/db",
+        "//u:SECRET5@h/db",
+        "mysql//u:SECRET3@h/db",
+        "dbs/u:SECRET4@h/db",
+        "./x://SECRET6@h",
+    ],
+)
+def test_a_mistyped_url_is_refused_without_its_secret_and_never_made_a_file(
+    location, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidLocation) as info:
+        check_location(location)
+    message = str(info.value)
+    assert "mistyped URL" in message and "\n" not in message and "SECRET" not in message
+    assert "SECRET" not in display_location(location)
+    with pytest.raises(StoreError) as opened:
+        open_store(location)
+    assert str(opened.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["postgres.db", "x/postgres/jobs.db", "me@host/jobs.db", "C:\\Users\\me@corp\\jobs.db"],
+)
+def test_file_paths_near_a_url_are_still_paths(location):
+    assert check_location(location) == location and display_location(location) == location
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "host=127.0.0.1 port=1 PASSWORD=SECRET-E",
+        "host=h Password='SECRET-E' dbname=jobs",
+        "host=h dbname=jobs SSLPassword=SECRET-E",
+        "postgresql://u@h/jobs?PASSWORD=SECRET-E",
+    ],
+)
+def test_a_password_key_in_any_case_is_hidden(location):
+    assert "SECRET-E" not in display_location(location)
+    assert "SECRET-E" in location_secrets(location)
+
+
+def test_a_password_libpq_would_misread_is_neither_quoted_nor_missed():
+    location = "postgresql://u:p@ss/w?rd@127.0.0.1:1/db"
+    with pytest.raises(InvalidLocation) as info:
+        check_location(location)
+    assert "rd@" not in str(info.value) and "ss/w" not in str(info.value)
+    assert display_location(location) == "postgresql://***"
+    secrets = location_secrets(location)
+    assert "p@ss/w?rd" in secrets
+    # What libpq would have said of it, scrubbed.
+    said = f'invalid URI query parameter: "rd@127.0.0.1:1/db" in {location}'
+    assert "ss/w" not in hide_secrets(said, secrets) and "p@ss" not in hide_secrets(said, secrets)
+    # A raw "/" in a password without a second "@": libpq would quote the rest.
+    with pytest.raises(InvalidLocation):
+        check_location("postgresql://u:pa/ss?word@127.0.0.1:1/db")
+    # Raw "@" in a password given in the query is libpq's own reading.
+    assert check_location("postgresql://u@h/db?password=a@b") == "postgresql://u@h/db?password=a@b"
+
+
+@pytest.mark.parametrize(
+    ("location", "passwords"),
+    [
+        ("postgresql://u:pw@h1:1,h2:2/db", ["pw"]),
+        ("postgresql://u:SECRET-M@h1:1,h2:2/db", ["SECRET-M"]),
+        ("postgresql://u:pw@h/db#frag", ["pw"]),
+        ("postgresql://u@h/db#password=SECRET-F", ["SECRET-F"]),
+        ("postgresql://u@h/db?password=pw&password=SECRET-2", ["pw", "SECRET-2"]),
+        ("postgresql://u@h/db?password=SECRET-1&sslmode=x&password=pw", ["SECRET-1", "pw"]),
+    ],
+)
+def test_every_password_of_a_location_is_found(location, passwords):
+    secrets = location_secrets(location)
+    shown = display_location(location)
+    for password in passwords:
+        assert password in secrets
+        assert password not in shown.replace("postgresql", "")
+        message = f"cannot connect: password {password!r} for u@h1 refused ({location})"
+        assert password not in hide_secrets(message, secrets).replace("postgresql", "")
+
+
+def test_a_short_secret_is_hidden_only_where_it_stands_apart():
+    assert hide_secrets("pw: the password 'pw' is wrong", ["pw"]) == (
+        "***: the password '***' is wrong"
+    )

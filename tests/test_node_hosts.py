@@ -123,6 +123,14 @@ def test_an_unknown_host_is_refused_while_auth_is_off(node: ScrapydNode, site: s
     assert answer.code == 421
     assert node.get("jobs.json").json()["total"] == before
     assert "unknown host 'rebind.example:" in node.log.read_text()
+    # The status line's reason phrase, which Twisted does not know for 421.
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
+    try:
+        connection.request("GET", "/jobs.json", headers=host)
+        answer_line = connection.getresponse()
+        assert (answer_line.status, answer_line.reason) == (421, "Misdirected Request")
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize(

@@ -267,3 +267,38 @@ def test_a_crawl_with_a_location_that_is_no_store_runs_unmonitored_saying_why(
     assert "a job store location with the scheme 'mysql:' is not one" in text
     assert quote(SPECIAL, safe="") not in text
     assert not (ROOT / "mysql:").exists()  # the crawl's directory
+
+
+MISTYPED = "postgres//u:SECRET2@h/db"  # "postgres://" without its ":"
+
+
+def test_a_crawl_with_a_mistyped_url_makes_no_file_and_shows_no_password(site: str, tmp_path: Path):
+    log = tmp_path / "crawl.log"
+    code = run_crawl("batch", MISTYPED, log, args={"urls": f"{site}/sample/"})  # type: ignore[arg-type]
+    text = log.read_text()
+    assert code == 0
+    assert "looks like a mistyped URL" in text and "SECRET2" not in text
+    assert not (ROOT / "postgres").exists()
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        MISTYPED,
+        "u:SECRET1@h/db",
+        "//u:SECRET5@h/db",
+        # libpq refuses the key, and would quote the location: port 1 of the
+        # loopback address, in case it did not.
+        "host=127.0.0.1 port=1 PASSWORD=SECRETE",
+        # libpq would quote the end of the password ("rd@127.0.0.1:1/db").
+        "postgresql://u:p@SECRET/w?rd@127.0.0.1:1/db",
+    ],
+)
+def test_the_jobs_command_refuses_a_location_in_one_line_without_its_password(location: str):
+    done = scrapy("jobs", "--db", location)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "SECRET" not in output and "Traceback" not in output
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (ROOT / "postgres").exists() and not (ROOT / "u:SECRET1@h").exists()
+    assert not Path("/u:SECRET5@h").exists()  # "//..." is the root's

@@ -17,14 +17,30 @@ import re
 from urllib.parse import unquote
 
 URL_PREFIXES = ("postgresql://", "postgres://")
-# libpq's parameters whose value is a secret.
-SECRET_KEYS = frozenset({"password", "sslpassword"})
+# libpq's parameters whose value is a secret (``password``, ``sslpassword``);
+# a key that ends so in any case is taken for one too: libpq refuses it, and
+# quotes the location in its error.
+SECRET_SUFFIX = "password"  # noqa: S105 (a key's name, not a password)
 HIDDEN = "***"
+# A secret this short is hidden in a message only where it stands apart: a
+# short password would otherwise hide pieces of every word.
+SHORT_SECRET = 3
+# Whatever a key ending in "password" is given, in a URL's query (or what
+# follows a "#") or in a keyword DSN, read loosely: a location libpq
+# refuses is still searched for what its writer meant as a password.
+_LOOSE_SECRET = re.compile(r"[A-Za-z_]*password\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s&#]+)", re.IGNORECASE)
 # A keyword DSN begins with a keyword and "=": a SQLite file path does not
 # (``./a=b.db`` names such a file).
 _DSN_START = re.compile(r"\s*[A-Za-z_]+\s*=")
 # A URI scheme of two characters or more (one is a Windows drive letter).
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+# What only a mistyped URL has, never a file path: a "://" anywhere, a word
+# and "//" at the start (``postgres//u:pw@h/db``), PostgreSQL's scheme
+# without its "://", or a user and password before an "@" (``u:pw@h/db``;
+# a Windows drive letter aside).
+_MISTYPED_URL = re.compile(r"://|^[A-Za-z][A-Za-z0-9+.-]*:?//|^postgres(?:ql)?(?:[:/\\]|$)", re.I)
+_CREDENTIALS = re.compile(r":[^@]*@")
+_DRIVE = re.compile(r"^[A-Za-z]:[/\\]")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 KINDS = "a SQLite file path, a postgresql:// URL or a PostgreSQL keyword DSN (host=... dbname=...)"
@@ -68,6 +84,12 @@ def check_location(location: str | os.PathLike[str]) -> str:
         raise InvalidLocation(
             f"a job store location with the scheme {scheme.group()[:20]!r} is not one: give {KINDS}"
         )
+    if _MISTYPED_URL.search(text) or _CREDENTIALS.search(_DRIVE.sub("", text, count=1)):
+        # Nothing of it is quoted: what follows may be a password.
+        raise InvalidLocation(
+            "a job store location that looks like a mistyped URL (a user:password@host, or"
+            f" no '://' after its scheme) is no file path: give {KINDS}"
+        )
     if _CONTROL.search(text) or text != text.strip():
         raise InvalidLocation(
             f"a job store path with control characters or surrounding blanks: give {KINDS}"
@@ -92,8 +114,10 @@ def display_location(location: str | os.PathLike[str]) -> str:
     except InvalidLocation:
         return _hidden(text)
     # libpq is the judge where psycopg is at hand: a password it would read
-    # that still shows means the location is hidden whole.
-    if any(secret in shown for secret in _libpq_secrets(text) if len(secret) >= 4):
+    # (or one written loosely, after a "#" say) that still shows means the
+    # location is hidden whole.
+    secrets = [*_libpq_secrets(text), *_loose_secrets(text)]
+    if any(secret in shown for secret in secrets if len(secret) >= 4):
         return _hidden(text)
     return shown
 
@@ -108,17 +132,26 @@ def location_secrets(location: str | os.PathLike[str]) -> list[str]:
         try:
             found += _written_secrets(text)
         except InvalidLocation:
-            pass
+            found += _misread_secrets(text)
         found += _libpq_secrets(text)
+        found += _loose_secrets(text)
     found.append(os.environ.get("PGPASSWORD") or "")
     found += [unquote(s) for s in found]
-    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+    return sorted({s for s in found if s}, key=len, reverse=True)
 
 
 def hide_secrets(text: str, secrets: list[str]) -> str:
     for secret in secrets:
-        text = text.replace(secret, HIDDEN)
+        if len(secret) >= SHORT_SECRET:
+            text = text.replace(secret, HIDDEN)
+        else:
+            apart = rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])"
+            text = re.sub(apart, HIDDEN, text)
     return text
+
+
+def is_secret_key(key: str) -> bool:
+    return unquote(key).strip().lower().endswith(SECRET_SUFFIX)
 
 
 # -- URLs --------------------------------------------------------------------------
@@ -139,12 +172,18 @@ def _url_parts(url: str) -> tuple[str, str | None, str, list[str]]:
     if cut is not None and cut.group() == "@":
         user, rest = rest[: cut.start()], rest[cut.end() :]
     path, _, query = rest.partition("?")
-    if "@" in path:
+    pairs = query.split("&") if query else []
+    if "@" in path or any(
+        "=" not in pair or ("@" in pair and not is_secret_key(pair.partition("=")[0]))
+        for pair in pairs
+    ):
+        # libpq would quote the rest, which holds the end of the password.
         raise InvalidLocation(
-            "a PostgreSQL URL with a second '@' or a '/' in its user part: percent-encode"
-            " '@' as %40 and '/' as %2F in a password"
+            "a PostgreSQL URL with a second '@' or a '/' or '?' in its user part, or a query"
+            " parameter without '=': percent-encode '@' as %40, '/' as %2F and '?' as %3F"
+            " in a password"
         )
-    return prefix, user, path, query.split("&") if query else []
+    return prefix, user, path, pairs
 
 
 def _mask_url(url: str) -> str:
@@ -161,7 +200,7 @@ def _mask_url(url: str) -> str:
 
 def _mask_pair(pair: str) -> str:
     key, eq, value = pair.partition("=")
-    if eq and unquote(key) in SECRET_KEYS:
+    if eq and is_secret_key(key):
         return f"{key}={HIDDEN}"
     if eq and unquote(key) == "dbname" and is_postgres(unquote(value)):
         return f"{key}={HIDDEN}"  # a location inside a location
@@ -174,10 +213,28 @@ def _written_secrets(text: str) -> list[str]:
         found = [user.partition(":")[2]] if user and ":" in user else []
         for pair in pairs:
             key, _, value = pair.partition("=")
-            if unquote(key) in SECRET_KEYS:
+            if is_secret_key(key):
                 found.append(value)
         return found
-    return [text[a:b] for key, a, b in _dsn_pairs(text) if key in SECRET_KEYS]
+    return [text[a:b] for key, a, b in _dsn_pairs(text) if is_secret_key(key)]
+
+
+def _misread_secrets(url: str) -> list[str]:
+    """The password of a URL libpq would misread (a raw '@' or '/' in it):
+    from its first ':' to its last '@', and to its first '@' as libpq reads it."""
+    rest = url.partition("//")[2]
+    user = rest.rpartition("@")[0]
+    if ":" not in user:
+        return []
+    password = user.partition(":")[2]
+    return [password, password.partition("@")[0]]
+
+
+def _loose_secrets(text: str) -> list[str]:
+    found = []
+    for value in _LOOSE_SECRET.findall(text):
+        found += [value, value.strip("'")]
+    return found
 
 
 # -- keyword DSNs ------------------------------------------------------------------
@@ -228,7 +285,7 @@ def _dsn_pairs(dsn: str) -> list[tuple[str, int, int]]:
 def _mask_dsn(dsn: str) -> str:
     shown, at = [], 0
     for key, start, end in _dsn_pairs(dsn):
-        if key in SECRET_KEYS or (key == "dbname" and _holds_location(dsn[start:end])):
+        if is_secret_key(key) or (key == "dbname" and _holds_location(dsn[start:end])):
             shown += [dsn[at:start], HIDDEN]
             at = end
     return "".join([*shown, dsn[at:]])
@@ -255,4 +312,4 @@ def _libpq_secrets(text: str) -> list[str]:
         params = conninfo_to_dict(text)
     except Error:
         return []
-    return [str(v) for k, v in params.items() if k in SECRET_KEYS and v]
+    return [str(v) for k, v in params.items() if is_secret_key(k) and v]

@@ -206,6 +206,20 @@ def shown(value: object) -> str:
     return repr(value) if len(text) <= SHOWN_CHARS else repr(text[:SHOWN_CHARS]) + "..."
 
 
+# Characters a spider's own text keeps in the job's document and webhook
+# bodies (a stage name, an event's details, a failure message): whatever a
+# spider does, they stay small.
+STAGE_CHARS = 200
+DETAILS_CHARS = 1000
+# Scrapy's own URLLENGTH_LIMIT: a page URL an error names.
+URL_CHARS = 2083
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in "..." where it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class InvalidJobId(ValueError):
     pass
 

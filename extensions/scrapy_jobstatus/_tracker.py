@@ -14,11 +14,15 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ._model import (
+    DETAILS_CHARS,
+    STAGE_CHARS,
+    URL_CHARS,
     CompletionReason,
     HistoryEvent,
     JobError,
     JobState,
     JobStatus,
+    bounded,
     isoformat,
     keep_ends,
     reason_for_close,
@@ -107,6 +111,9 @@ class JobTracker:
 
     def record_error(self, error: JobError) -> None:
         self._progressed()
+        error.error_message = bounded(error.error_message, DETAILS_CHARS)
+        if error.page_url is not None:
+            error.page_url = bounded(error.page_url, URL_CHARS)
         error.stage = error.stage or self.state.stage
         error.timestamp = error.timestamp or self.clock()
         self.state.error_count += 1
@@ -126,6 +133,8 @@ class JobTracker:
             self.state.pagination_complete = value
 
     def set_stage(self, stage: str) -> None:
+        # A spider's text: kept short in every document and webhook body.
+        stage = bounded(str(stage), STAGE_CHARS)
         state = self.state
         if stage != state.stage:
             if state.stage:
@@ -141,7 +150,7 @@ class JobTracker:
             timestamp=now,
             status=str(self.state.status),
             duration_ms=0 if last is None else round((now - last) * 1000),
-            details=details,
+            details=None if details is None else bounded(details, DETAILS_CHARS),
         )
         self.history.append(event)
         self.state.history_omitted += keep_ends(self.history)
@@ -203,7 +212,7 @@ class JobTracker:
         """The job fails; ``retryable``: a new attempt may succeed (a failure
         ratio above the threshold), where bad arguments or settings may not."""
         self.end_reason = CompletionReason.ERROR
-        self.failure_message = message
+        self.failure_message = bounded(message, DETAILS_CHARS)
         self.state.retryable = retryable
 
     def timeout_reached(self) -> bool:
@@ -311,6 +320,8 @@ class JobTracker:
         Returns the status the job is ending with."""
         state = self.state
         self.closing = self.ended = True
+        # A spider may name its own (CloseSpider's reason).
+        close_reason = bounded(str(close_reason), STAGE_CHARS)
         state.close_reason = close_reason
         if self.pausing:
             state.requests_in_flight = 0

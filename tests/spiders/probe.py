@@ -67,7 +67,12 @@ class StagePerPageSpider(FollowSpider):
     name = "stage_per_page"
     pages = 0
 
+    def __init__(self, url: str = "", stage_chars: str = "0", **kwargs: Any):
+        super().__init__(url, **kwargs)
+        # Each stage name padded with this many characters.
+        self.padding = "B" * int(stage_chars)
+
     def parse(self, response):
-        set_stage(self, f"page {self.pages}")
+        set_stage(self, f"page {self.pages} {self.padding}".rstrip())
         self.pages += 1
         yield from super().parse(response)

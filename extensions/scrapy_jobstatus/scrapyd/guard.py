@@ -60,8 +60,12 @@ log = Logger(namespace="scrapy_jobstatus.scrapyd.guard")
 
 SECTION = "jobstatus"
 SUPPORTED_SCRAPYD = "1.6"
-# The server is not the one the name is meant for (RFC 9110).
+# The server is not the one the name is meant for (RFC 9110); Twisted
+# knows no reason phrase for it.
 MISDIRECTED_REQUEST = 421
+REASON_PHRASES = {MISDIRECTED_REQUEST: b"Misdirected Request"}
+# The port an origin has when it names none (browsers leave it out).
+DEFAULT_PORTS = {"http": 80, "https": 443}
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 # What a browser says of a request's origin that is the node's own page or
 # the user's own action (typed address, bookmark).
@@ -105,7 +109,7 @@ def cross_origin_refusal(
     if sec_fetch_site:
         if sec_fetch_site.strip().lower() in SAME_ORIGIN_SITES:
             return None
-        if origin is not None and origin.lower() in trusted_origins:
+        if origin is not None and normal_origin(origin) in trusted_origins:
             return None
         return f"cross-origin request refused (Sec-Fetch-Site: {sec_fetch_site[:40]})"
     if origin is None:
@@ -113,7 +117,7 @@ def cross_origin_refusal(
         return None
     if host and urlsplit(origin.strip()).netloc.lower() == host.strip().lower():
         return None
-    if origin.lower() in trusted_origins:
+    if normal_origin(origin) in trusted_origins:
         return None
     return "cross-origin request refused (Origin does not match Host)"
 
@@ -141,8 +145,19 @@ def parse_origins(option: str, value: str | None) -> frozenset[str]:
             raise ConfigError(
                 f"[{SECTION}] {option}: {entry!r} is not an origin such as https://host:port"
             )
-        origins.add(entry.lower())
+        origins.add(normal_origin(entry))
     return frozenset(origins)
+
+
+def normal_origin(origin: str) -> str:
+    """An origin as it is compared: lower case, without the default port of
+    its scheme (``https://h:443`` is ``https://h``, as browsers send it)."""
+    value = origin.strip().lower()
+    scheme, sep, rest = value.partition("://")
+    port = DEFAULT_PORTS.get(scheme)
+    if sep and port is not None and rest.endswith(f":{port}"):
+        return f"{scheme}://{rest[: -len(str(port)) - 1]}"
+    return value
 
 
 def host_of(header: str) -> str:
@@ -321,7 +336,7 @@ class Refusal(resource.Resource):
         self.node_name = node_name
 
     def render(self, request: Any) -> bytes:
-        request.setResponseCode(self.code)
+        request.setResponseCode(self.code, REASON_PHRASES.get(self.code))
         body = {"status": "error", "message": self.message, "node_name": self.node_name}
         content = json.dumps(body).encode() + b"\n"
         request.setHeader("Content-Type", "application/json")
@@ -444,7 +459,7 @@ class SiteGuard:
 
     def cors_origin(self, request: Any) -> str | None:
         origin = _header(request, b"origin")
-        if origin is not None and origin.lower() in self.cors_origins:
+        if origin is not None and normal_origin(origin) in self.cors_origins:
             return origin
         return None
 
