@@ -53,6 +53,11 @@ def closing_with_requests_in_flight(engine: ExecutionEngine | None) -> bool:
     return slot is not None and slot.closing is not None and not slot.closing.called
 
 
+def requests_in_flight(engine: ExecutionEngine | None) -> int:
+    """The requests the engine has sent and not yet seen the end of."""
+    return len(getattr(getattr(engine, "_slot", None), "inprogress", ()))
+
+
 def drop_in_flight_requests(engine: ExecutionEngine, requeue: bool = False) -> int:
     """Drop the engine's in-flight requests so that the close goes on;
     returns how many were dropped. With ``requeue`` (a pause), they go back

@@ -30,6 +30,7 @@ from ._engine import (
     closing_with_requests_in_flight,
     drop_in_flight_requests,
     queued_requests,
+    requests_in_flight,
     responses_in_callbacks,
     unsupported_reason,
 )
@@ -678,6 +679,30 @@ class JobStatusExtension:
         logger.info("Received %(signal)s again: forcing the stop", {"signal": name})
         self._force_stop()
         self._save()
+
+    def exit_now(self, name: str, received_at: float, wait: float) -> None:
+        """The process exits at once (a third signal): the job's end is
+        written now, within ``wait`` seconds, for the loop turns no more."""
+        tracker, writer = self.tracker, self.writer
+        if tracker is None or writer is None or self._done:
+            return
+        self._stop_timers()
+        if tracker.state.status.is_active:
+            if not tracker.ended and not tracker.forced:
+                tracker.forced_stop(requests_in_flight(self.crawler.engine))
+            # A crawl that closed and is finishing ends as it closed, but a
+            # pause: its JOBDIR is not marked resumable yet.
+            if not tracker.ended or tracker.pausing:
+                tracker.exited(received_at, source="signal")
+            if not tracker.ended:
+                tracker.closed(CLOSE_SHUTDOWN)
+            tracker.finish()
+        if not writer.save_now(tracker, wait):
+            logger.error(
+                "Exiting at once: the end of job %(job)s could not be written to the job "
+                "store %(db)s within %(wait)g s",
+                {"job": tracker.state.job_id, "db": writer.shown, "wait": wait},
+            )
 
     # -- counters --------------------------------------------------------------------
 
