@@ -279,7 +279,8 @@ async def main():
     await runner.join()
 
 
-if settings.getbool("TWISTED_REACTOR_ENABLED"):
+# A reactor unless the settings say otherwise (Scrapy before 2.15 has no such setting).
+if settings.getbool("TWISTED_REACTOR_ENABLED", True):
     from scrapy.utils.reactor import install_reactor
 
     install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
