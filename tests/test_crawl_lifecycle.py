@@ -383,6 +383,30 @@ def test_a_second_signal_drops_in_flight_requests_but_closes_feeds_and_writes_th
     assert "Traceback" not in job.log_text
 
 
+def test_a_second_signal_drops_queued_and_downloading_pages_without_an_error(
+    tmp_path, site, reactor_mode
+):
+    # Sixteen slow pages in flight, four downloading and twelve queued in
+    # Scrapy's download slot: each is cancelled while the spider is open,
+    # none ends later in a closed engine.
+    settings = {**reactor_mode, "CONCURRENT_REQUESTS": "16", "CONCURRENT_REQUESTS_PER_DOMAIN": "4"}
+    job = Job(tmp_path, args={"urls": slow_urls(site, 30, 5)}, settings=settings).start()
+    job.wait_doc(lambda d: d["requests_in_flight"] == 16, what="sixteen requests in flight")
+    job.process.send_signal(signal.SIGINT)
+    job.wait_status("cancelling")
+    job.process.send_signal(signal.SIGINT)
+    assert job.wait(timeout=20) == 0
+    doc = job.doc()
+    assert doc["status"] == "cancelled" and not doc["is_active"]
+    assert any(w.startswith("forced stop") for w in doc["warnings"])
+    forced = [e["details"] for e in doc["history"] if e["step"] == "forced stop"]
+    assert forced == ["16 in-flight requests dropped"]
+    assert doc["responses_failed"] == 0 and doc["error_count"] == 0
+    log = job.log_text
+    assert "Traceback" not in log and not re.search(r"\] ERROR: ", log), log[-3000:]
+    assert "Forced stop: 16 in-flight requests dropped" in log
+
+
 def test_the_grace_period_ends_a_cancel_whose_requests_hang(tmp_path, site, reactor_mode):
     job = Job(
         tmp_path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,6 +236,29 @@ for job, urls in json.loads(sys.argv[2]).items():
 process.start()
 """
 
+# Three crawls whose item pipeline takes a minute to close: a forced stop is
+# still under way when a third signal comes.
+THREE_CRAWLS_SLOW_TO_CLOSE = """
+import asyncio, json, logging, sys
+from scrapy.crawler import AsyncCrawlerProcess
+from scrapy.utils.project import get_project_settings
+
+
+class SlowToClose:
+    async def close_spider(self):
+        logging.getLogger("program").info("The pipeline closes slowly")
+        await asyncio.sleep(60)
+
+
+settings = get_project_settings()
+settings.setdict(json.loads(sys.argv[1]), priority="cmdline")
+settings.set("ITEM_PIPELINES", {"__main__.SlowToClose": 100}, priority="cmdline")
+process = AsyncCrawlerProcess(settings)
+for job, urls in json.loads(sys.argv[2]).items():
+    process.crawl("batch", urls=urls, _job=job)
+process.start()
+"""
+
 # A user's own program: its asyncio loop runs before any crawl (reactorless),
 # or its own reactor runs them (with a reactor).
 RUNNER_PROGRAM = """
@@ -255,7 +279,7 @@ async def main():
     await runner.join()
 
 
-# Scrapy before 2.15 has no such setting: a reactor.
+# A reactor unless the settings say otherwise (Scrapy before 2.15 has no such setting).
 if settings.getbool("TWISTED_REACTOR_ENABLED", True):
     from scrapy.utils.reactor import install_reactor
 
@@ -380,6 +404,76 @@ def test_a_second_ctrl_c_forces_every_job_of_the_process(tmp_path, site, reactor
     assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
     for doc in docs.values():
         assert any(w.startswith("forced stop") for w in doc["warnings"]), doc["warnings"]
+        assert doc["total_documents_found"] == 1
+
+
+def test_a_second_ctrl_c_of_crawls_with_slow_pages_logs_no_error(
+    tmp_path, site, reactor_mode, processes
+):
+    # Sixteen slow pages in flight per crawl, most of them queued in Scrapy's
+    # download slot: every one is dropped while its spider is open.
+    jobs = {f"job{i}": slow_urls(site, 30, 5, tag=f"{i}-") for i in range(3)}
+    mode = {**reactor_mode, "CONCURRENT_REQUESTS": "16", "CONCURRENT_REQUESTS_PER_DOMAIN": "4"}
+    process, db = run_program(THREE_CRAWLS, tmp_path, mode, jobs)
+    processes.append(process)
+    wait_for(
+        lambda: (
+            (docs := documents(db)).keys() == jobs.keys()
+            and all(d["requests_in_flight"] == 16 for d in docs.values())
+        ),
+        what="three crawls with sixteen requests in flight",
+    )
+    process.ctrl_c()
+    wait_for(
+        lambda: {d["status"] for d in documents(db).values()} == {"cancelling"},
+        what="three jobs cancelling",
+    )
+    process.ctrl_c()
+    assert process.wait(20) == 0, process.log_text[-3000:]
+    docs = documents(db)
+    assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
+    for doc in docs.values():
+        assert any(w.startswith("forced stop") for w in doc["warnings"]), doc["warnings"]
+        assert doc["responses_failed"] == 0 and doc["error_count"] == 0
+    log = process.log_text
+    assert "Traceback" not in log and not re.search(r"\] ERROR: ", log), log[-3000:]
+    assert log.count("Forced stop: 16 in-flight requests dropped") == 3
+
+
+def test_a_third_ctrl_c_exits_at_once_and_leaves_no_job_active(
+    tmp_path, site, reactor_mode, processes
+):
+    jobs = {
+        f"job{i}": f"{site}/sample/apple?n={i}," + slow_urls(site, 2, 60, f"{i}-") for i in range(3)
+    }
+    process, db = run_program(THREE_CRAWLS_SLOW_TO_CLOSE, tmp_path, reactor_mode, jobs)
+    processes.append(process)
+    wait_for(lambda: all_running(db, jobs), what="three jobs crawling")
+    process.ctrl_c()
+    wait_for(
+        lambda: {d["status"] for d in documents(db).values()} == {"cancelling"},
+        what="three jobs cancelling",
+    )
+    process.ctrl_c()
+    # The forced stop dropped the requests; the pipelines hold the close.
+    wait_for(
+        lambda: process.log_text.count("The pipeline closes slowly") == 3,
+        what="three pipelines closing",
+    )
+    process.ctrl_c()
+    assert process.wait(20) == -signal.SIGINT, process.log_text[-3000:]
+    log = process.log_text
+    assert "Received SIGINT again: exiting at once" in log
+    assert "Traceback" not in log and not re.search(r"\] ERROR: ", log), log[-3000:]
+    listed = scrapy("jobs", "--json", "--db", str(db))
+    assert listed.returncode == 0, listed.stderr
+    statuses = {job["job_id"]: job["status"] for job in json.loads(listed.stdout)["jobs"]}
+    assert statuses == dict.fromkeys(jobs, "cancelled")
+    for doc in documents(db).values():
+        assert not doc["is_active"] and doc["completion_reason"] == "cancelled"
+        assert any(w.startswith("forced stop") for w in doc["warnings"]), doc["warnings"]
+        steps = [e["step"] for e in doc["history"]]
+        assert steps.count("forced stop") == 1 and "exited" in steps
         assert doc["total_documents_found"] == 1
 
 

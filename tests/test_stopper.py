@@ -23,8 +23,11 @@ class Controlled:
 
     def __init__(self, jobdir: JobDir | None = None):
         self.saves = 0
+        self.writes_now: list[float] = []
         self.closes: list[str] = []
-        self.stopper = StopController(get_crawler(), grace=30.0, save=self.save)
+        self.stopper = StopController(
+            get_crawler(), grace=30.0, save=self.save, write_now=self.writes_now.append
+        )
         self.stopper.close = self.closes.append  # type: ignore[method-assign]
         self.tracker = JobTracker(JobState(job_id="j", status=JobStatus.RUNNING, started_at=1.0))
         self.jobdir = jobdir

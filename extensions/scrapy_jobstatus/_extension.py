@@ -73,7 +73,9 @@ class JobStatusExtension:
         self.jobdir = JobDirSession.from_settings(crawler.settings, pausable)
         # Why the job fails at once: a bad setting, or its JOBDIR.
         self.setting_error = error or self.jobdir.error
-        self.stopper = StopController(crawler, self._settings.cancel_grace, self._save)
+        self.stopper = StopController(
+            crawler, self._settings.cancel_grace, self._save, self._write_now
+        )
         self.tracker: JobTracker | None = None
         self.writer: StoreWriter | None = None
         self._feeds_closed: Deferred[None] = Deferred()
@@ -297,6 +299,17 @@ class JobStatusExtension:
         d = self.writer.save(self.tracker, now)
         if d is not None:
             d.addCallback(self.stopper.requested)
+
+    def _write_now(self, wait: float) -> None:
+        tracker, writer = self.tracker, self.writer
+        if tracker is None or writer is None or self.lifecycle.phase is Phase.DONE:
+            return
+        if not writer.save_now(tracker, wait):
+            logger.error(
+                "Exiting at once: the end of job %(job)s could not be written to the job "
+                "store %(db)s within %(wait)g s",
+                {"job": tracker.state.job_id, "db": writer.shown, "wait": wait},
+            )
 
     def _write_stats(self) -> None:
         assert self.tracker is not None

@@ -4,7 +4,8 @@ A process may run several crawls (several ``crawl()`` calls of a
 ``CrawlerProcess`` or a runner), each its own job. A shutdown signal ends
 every job of the process at once: cancelled, or paused where the crawl has a
 JOBDIR. The second signal forces the stop (in-flight requests are dropped,
-the jobs still written), a third exits at once.
+the jobs still written), a third exits at once, once each job's end is
+written (cancelled, within a short bound).
 
 The handler takes over whatever handled the signals (Scrapy's own, Twisted's,
 asyncio's, Python's default) while crawls are registered, and gives it back
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scrapy_jobstatus.extension")
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Seconds the process's crawls get, together, to write their jobs' end
+# before a third signal's exit.
+EXIT_WAIT = 2.0
 # Scrapy's handlers of a second signal: installed once it took a first one.
 _SCRAPY_KILL_HANDLERS = tuple(
     handler
@@ -46,6 +50,9 @@ _SCRAPY_KILL_HANDLERS = tuple(
 class SignalledCrawl(Protocol):
     def shutdown_signal(self, name: str, count: int, received_at: float) -> None:
         """The process got its ``count``-th shutdown signal (1 or 2)."""
+
+    def exit_now(self, name: str, received_at: float, wait: float) -> None:
+        """The process exits at once: write the job's end within ``wait`` s."""
 
 
 class ShutdownSignals:
@@ -130,6 +137,13 @@ class ShutdownSignals:
                 crawl.shutdown_signal(name, count, now)
             return
         logger.info("Received %(signal)s again: exiting at once", {"signal": name})
+        # No job is left active: each crawl writes its job's end first.
+        deadline = time.monotonic() + EXIT_WAIT
+        for crawl in list(self._crawls):
+            try:
+                crawl.exit_now(name, now, max(0.0, deadline - time.monotonic()))
+            except Exception as e:  # the exit goes on
+                logger.error("Exiting at once: %(error)r", {"error": e})
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 

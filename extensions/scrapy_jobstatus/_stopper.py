@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 from scrapy.utils.asyncio import call_later, create_looping_call
 from scrapy.utils.defer import deferred_from_coro
 
-from ._engine import closing_with_requests_in_flight, drop_in_flight_requests, unsupported_reason
+from ._engine import (
+    closing_with_requests_in_flight,
+    drop_in_flight_requests,
+    requests_in_flight,
+    unsupported_reason,
+)
 from ._tracker import STALL_CANCEL
 
 if TYPE_CHECKING:
@@ -39,11 +44,20 @@ CLOSE_SHUTDOWN = "shutdown"
 
 
 class StopController:
-    def __init__(self, crawler: Crawler, grace: float, save: Callable[[], None]):
+    def __init__(
+        self,
+        crawler: Crawler,
+        grace: float,
+        save: Callable[[], None],
+        write_now: Callable[[float], None],
+    ):
         self.crawler = crawler
         self.grace = grace
         # Writes the job now: a stop decided is written at once.
         self._save = save
+        # Writes the job and waits for the write, up to the seconds given:
+        # for a process that exits at once.
+        self._write_now = write_now
         self.engine_unsupported = unsupported_reason()
         if self.engine_unsupported:
             logger.error("%(reason)s", {"reason": self.engine_unsupported})
@@ -199,6 +213,25 @@ class StopController:
         logger.info("Received %(signal)s again: forcing the stop", {"signal": name})
         self.force_stop()
         self._save()
+
+    def exit_now(self, name: str, received_at: float, wait: float) -> None:
+        """The process exits at once (a third signal): the job's end is
+        written now, within ``wait`` seconds, for the loop turns no more."""
+        tracker = self.tracker
+        if tracker is None:
+            return
+        self.stop_timers()
+        if tracker.state.status.is_active:
+            if not tracker.ended and not tracker.forced:
+                tracker.forced_stop(requests_in_flight(self.crawler.engine))
+            # A crawl that closed and is finishing ends as it closed, but a
+            # pause: its JOBDIR is not marked resumable yet.
+            if not tracker.ended or tracker.pausing:
+                tracker.exited(received_at, source="signal")
+            if not tracker.ended:
+                tracker.closed(CLOSE_SHUTDOWN)
+            tracker.finish()
+        self._write_now(wait)
 
     # -- engine calls ------------------------------------------------------------------
 

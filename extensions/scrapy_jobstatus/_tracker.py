@@ -315,6 +315,18 @@ class JobTracker:
         self.state.warnings.append(FORCED_STOP_WARNING)
         self.event("forced stop", details=f"{dropped} in-flight requests dropped")
 
+    def exited(self, requested_at: float, source: str) -> None:
+        """The process exits at once, before the crawl closed (a third
+        Ctrl-C): the job ends cancelled, even one that was pausing, whose
+        crawl state Scrapy has not written to its JOBDIR."""
+        if not self.closing:
+            self.cancel(requested_at, source, force=True)
+        self.pausing = False
+        self.end_reason = CompletionReason.CANCELLED
+        if self.state.cancel_requested_at is None:
+            self.state.cancel_requested_at = requested_at
+        self.event("exited", details=f"by {source}: the process exits at once")
+
     def closed(self, close_reason: str) -> JobStatus:
         """The crawl closed: decide how the job ends and move to finalizing.
         Returns the status the job is ending with."""

@@ -234,6 +234,24 @@ class StoreWriter:
             self._in_flight.addBoth(settled)
             await maybe_deferred_to_future(d)
 
+    def save_now(self, tracker: JobTracker, wait: float) -> bool:
+        """Write the job as it is now, blocking the loop's thread for up to
+        ``wait`` seconds: the process exits at once after it and the loop
+        turns no more. Whether the write went through in time."""
+        if self._pool is None:
+            return False
+        errors, events = tracker.take_unsaved()
+        snapshot = copy.deepcopy(tracker.state)
+        # In the store's thread, after the write under way if any.
+        future = self._pool.submit(
+            self._save_in_thread, snapshot, errors, events, list(tracker.history)
+        )
+        try:
+            future.result(timeout=wait)
+        except Exception:  # the store failed, or the time is up
+            return False
+        return True
+
     async def save_final(
         self, tracker: JobTracker, clock: Callable[[], float], wait: float
     ) -> SaveResult | None:
