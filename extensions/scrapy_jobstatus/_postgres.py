@@ -13,6 +13,7 @@ write at all.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -264,7 +265,7 @@ _INSERT_EVENT = (
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, readonly: bool = False):
+    def __init__(self, url: str, *, readonly: bool = False, deadline: float | None = None):
         self.location = display_location(url)
         self.readonly = readonly
         self.node = node_name()
@@ -273,6 +274,7 @@ class PostgresStore:
         self._secrets = location_secrets(url)
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
+        self._deadline = deadline
 
     # -- connection -------------------------------------------------------------
 
@@ -307,7 +309,7 @@ class PostgresStore:
             # A connection the server dropped (restart, idle timeout) is
             # replaced on checkout instead of failing one call.
             check=ConnectionPool.check_connection,
-            timeout=POOL_TIMEOUT,
+            timeout=self._deadline or POOL_TIMEOUT,
             name="scrapy-jobstatus",
         )
         pool.open(wait=False)
@@ -318,6 +320,12 @@ class PostgresStore:
         # PGPASSWORD and ~/.pgpass give the password where it holds none.
         params: dict[str, Any] = conninfo_to_dict(self._url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        if self._deadline:
+            # libpq's connect_timeout is whole seconds, at least 2.
+            params["connect_timeout"] = max(2, math.ceil(self._deadline))
+            statement_ms = int(self._deadline * 1000)
+            options = params.get("options") or ""
+            params["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
         params.setdefault("application_name", "scrapy-jobstatus")
         if self.readonly:
             options = params.get("options") or ""

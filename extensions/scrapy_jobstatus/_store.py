@@ -453,12 +453,18 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
 
 
 def open_store(
-    location: str | os.PathLike[str], *, readonly: bool = False, node: str | None = None
+    location: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    node: str | None = None,
+    deadline: float | None = None,
 ) -> JobStore:
     """The store at ``location``: PostgreSQL's (a ``postgresql://`` URL or a
     keyword DSN), else a SQLite path; ``node`` names the node whose jobs it
     reaps (this process's node by default). A location that is neither is
-    refused, and no file is made of it."""
+    refused, and no file is made of it. ``deadline``: seconds after which a
+    call waiting for the store (a connection, a statement, SQLite's write
+    lock) fails with StoreError, instead of the defaults made for crawls."""
     try:
         check_location(location)
     except InvalidLocation as e:
@@ -475,10 +481,10 @@ def open_store(
             ) from None
         from ._postgres import PostgresStore
 
-        store: JobStore = PostgresStore(str(location), readonly=readonly)
+        store: JobStore = PostgresStore(str(location), readonly=readonly, deadline=deadline)
     else:
         from ._sqlite import SQLiteStore
 
-        store = SQLiteStore(location, readonly=readonly)
+        store = SQLiteStore(location, readonly=readonly, deadline=deadline)
     store.node = node or node_name()
     return store

@@ -309,6 +309,9 @@ class Metrics(NodeResource):
     ``metrics = scrapy_jobstatus.scrapyd.metrics.Metrics`` in the
     ``[services]`` section of scrapyd.conf."""
 
+    # A scrape reads the store: in the node's pool, a 503 if it is down.
+    in_thread = True
+
     def __init__(self, root: Any):
         super().__init__(root)
         self.registry = node_registry(self.node)
