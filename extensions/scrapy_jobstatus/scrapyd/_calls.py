@@ -26,6 +26,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python import threadable
 from twisted.python.threadpool import ThreadPool
 
 from .._store import JobStore, StoreError, open_store
@@ -40,11 +41,12 @@ log = Logger(namespace="scrapy_jobstatus.scrapyd.store")
 
 T = TypeVar("T")
 
-# Seconds a call of the node's threads may wait for the store (a connection,
-# a statement, SQLite's write lock) before it fails.
-STORE_DEADLINE = 2.0
+# Seconds a call of the node's threads may wait for the store (a statement,
+# a connection of the pool, SQLite's write lock) before it fails: shorter
+# than a service's wait, so that a request answered 503 has changed nothing.
+STORE_DEADLINE = 1.5
 # Seconds a service waits for its store call before it answers 503.
-ANSWER_WITHIN = 1.5
+ANSWER_WITHIN = 1.9
 # Seconds between two reads checking whether a store that was down is back;
 # also the Retry-After of a 503.
 PROBE_INTERVAL = 1.0
@@ -116,8 +118,20 @@ class StoreCalls:
         if not self.up:
             return defer.fail(StoreUnavailable(self.down_message()))
         self.start()
-        d: Deferred[T] = deferToThreadPool(_reactor(), self.pool, fn, *args, **kwargs)
-        d.addTimeout(ANSWER_WITHIN, _reactor())
+        abandoned = threading.Event()
+
+        def call() -> T:
+            # A call still queued when its answer was given up never starts.
+            if abandoned.is_set():
+                raise StoreUnavailable(self.down_message())
+            return fn(*args, **kwargs)
+
+        def give_up(result: Any, timeout: float) -> Any:
+            abandoned.set()
+            raise defer.TimeoutError(timeout)
+
+        d: Deferred[T] = deferToThreadPool(_reactor(), self.pool, call)
+        d.addTimeout(ANSWER_WITHIN, _reactor(), onTimeoutCancel=give_up)
         d.addErrback(self._failed)
         return d
 
@@ -146,18 +160,28 @@ class StoreCalls:
             return failure
         if failure.check(defer.TimeoutError):
             self.check()
-            message = f"the job store did not answer within {ANSWER_WITHIN:g} s; try again"
+            message = (
+                f"the job store is unreachable or busy: no answer within {ANSWER_WITHIN:g} s;"
+                f" try again in {RETRY_AFTER} s"
+            )
             return _failure(StoreUnavailable(message))
         if failure.check(StoreError):
             self.check()
-            message = failure.getErrorMessage().splitlines()[0]
+            reason = failure.getErrorMessage().splitlines()[0]
+            message = (
+                f"the job store is unreachable or busy ({reason}); try again in {RETRY_AFTER} s"
+            )
             return _failure(StoreUnavailable(message))
         return failure
 
     # -- whether the store is up ------------------------------------------------
 
     def check(self) -> None:
-        """Read the store once; down if it does not answer."""
+        """Read the store once; down if it does not answer. Called from any
+        thread."""
+        if not threadable.isInIOThread():
+            _reactor().callFromThread(self.check)
+            return
         if self._checking or not self.up:
             return
         self._checking = True
