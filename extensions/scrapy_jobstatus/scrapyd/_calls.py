@@ -77,6 +77,7 @@ class StoreCalls:
         self._probe: LoopingCall | None = None
         self._last: dict[Hashable, Any] = {}
         self._started = False
+        self._generation = 0
 
     # -- the pool ---------------------------------------------------------------
 
@@ -98,14 +99,29 @@ class StoreCalls:
             store.close()
 
     def thread_store(self) -> JobStore:
-        """The store of the calling thread of the pool."""
+        """The store of the calling thread (the reactor's, or one of the
+        pool's): a SQLite connection runs one transaction at a time. After an
+        outage each thread opens its store afresh: a PostgreSQL pool that
+        failed waits ever longer before it connects again."""
         store: JobStore | None = getattr(self._local, "store", None)
+        if store is not None and self._local.generation != self._generation:
+            self._forget(store)
+            store = None
         if store is None:
             store = open_store(self.location, node=self.node_name, deadline=STORE_DEADLINE)
-            self._local.store = store
+            self._local.store, self._local.generation = store, self._generation
             with self._stores_lock:
                 self._stores.append(store)
         return store
+
+    def _forget(self, store: JobStore) -> None:
+        with self._stores_lock:
+            if store in self._stores:
+                self._stores.remove(store)
+        try:
+            store.close()
+        except Exception:  # a pool of a server gone
+            log.failure("Could not close a store of the node's threads")
 
     def in_pool(self) -> bool:
         return threading.current_thread() in self.pool.threads
@@ -136,14 +152,19 @@ class StoreCalls:
         return d
 
     def sync(self, key: Hashable, fn: Callable[..., T], *args: Any, default: Any = _MISSING) -> T:
-        """For Scrapyd's synchronous plug points: ``fn(*args)`` at once (its
-        waits bounded by the store's deadline), or, while the store is down
-        or if it fails, its last answer (``default`` before any)."""
+        """For Scrapyd's synchronous plug points: the read ``fn(*args)`` at
+        once (its waits bounded by the store's deadline), or, while the store
+        is down or if it fails, its last answer (``default`` before any). A
+        read that fails takes the store for down at once: the next ones do
+        not wait on the reactor."""
         if self.up:
             try:
                 value = fn(*args)
-            except StoreError:
-                self.check()
+            except StoreError as e:
+                # Not in a crawl's process (Scrapyd's runner reads the eggs),
+                # which has no reactor of its own yet.
+                if threadable.isInIOThread():
+                    self._went_down(_failure(e))
             else:
                 self._last[key] = value
                 return value
@@ -194,6 +215,13 @@ class StoreCalls:
     def _read(self) -> None:
         self.thread_store().count_queued()
 
+    def _read_afresh(self) -> None:
+        store = open_store(self.location, node=self.node_name, deadline=STORE_DEADLINE)
+        try:
+            store.count_queued()
+        finally:
+            store.close()
+
     def _checked(self, _: Any) -> None:
         self._checking = False
 
@@ -207,12 +235,13 @@ class StoreCalls:
             reason=reason,
         )
         self._probe = LoopingCall(self._try_again)
+        self.start()
         self._probe.start(PROBE_INTERVAL, now=False).addErrback(
             lambda f: log.failure("Could not check the job store", f)
         )
 
     def _try_again(self) -> Deferred[None]:
-        d = deferToThreadPool(_reactor(), self.pool, self._read)
+        d = deferToThreadPool(_reactor(), self.pool, self._read_afresh)
         d.addTimeout(STORE_DEADLINE, _reactor())
         d.addCallbacks(self._came_back, lambda _: None)
         return d
@@ -221,6 +250,7 @@ class StoreCalls:
         if self.up:
             return
         self.up = True
+        self._generation += 1
         if self._probe is not None and self._probe.running:
             self._probe.stop()
         log.info("The job store is back")

@@ -26,9 +26,9 @@ from .._jobdir import jobdir_name
 from .._location import InvalidLocation, check_location
 from .._model import shown
 from .._settings import STORE_VARIABLE, parse_flag
-from .._store import NODE_VARIABLE, JobStore, is_postgres, open_store
+from .._store import NODE_VARIABLE, JobStore, is_postgres
 from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
-from ._calls import STORE_DEADLINE, StoreCalls
+from ._calls import StoreCalls
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -124,15 +124,15 @@ class JobStatusNode:
         self.pausable = pausable
         self.shutdown_wait = shutdown_wait
         self.warm_start = warm_start
-        # The reactor thread's store; each thread of ``calls`` has its own.
-        self._store: JobStore = open_store(self.db, node=name, deadline=STORE_DEADLINE)
         self.calls = StoreCalls(self.db, name)
+        # A location that is refused stops the node at once.
+        self.calls.thread_store()
 
     @property
     def store(self) -> JobStore:
-        """The store of the calling thread: a thread of the node's pool has
-        one of its own (a SQLite connection runs one transaction at a time)."""
-        return self.calls.thread_store() if self.calls.in_pool() else self._store
+        """The store of the calling thread (the reactor's, or one of the
+        node's pool's): a SQLite connection runs one transaction at a time."""
+        return self.calls.thread_store()
 
     @classmethod
     def from_config(cls, config: Config) -> JobStatusNode:
