@@ -123,9 +123,6 @@ class StoreCalls:
         except Exception:  # a pool of a server gone
             log.failure("Could not close a store of the node's threads")
 
-    def in_pool(self) -> bool:
-        return threading.current_thread() in self.pool.threads
-
     # -- calls ------------------------------------------------------------------
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:

@@ -119,7 +119,15 @@ class SpiderQueue:
             retries=retries,
             retry_delay=retry_delay,
         )
-        if not self.node.store.add_pending(state):
+        # Scrapyd's schedule.json answers what it raises in one line.
+        if not self.node.calls.up:
+            raise refuse(self.node.calls.down_message())
+        try:
+            added = self.node.store.add_pending(state)
+        except StoreError as e:
+            self.node.calls.check()
+            raise refuse(f"the job is not queued: {e}") from None
+        if not added:
             raise refuse(f"job id '{job}' is already used")
 
     def _check_settings(self, settings: dict[str, str]) -> None:
