@@ -142,3 +142,18 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def render_answer(resource: Any, request: Any) -> bytes:
+    """A Twisted resource's whole answer to ``request`` (a DummyRequest),
+    written at once or later (a service rendered in the node's threads)."""
+    from scrapy.utils.defer import maybe_deferred_to_future
+    from twisted.web.server import NOT_DONE_YET
+
+    body = resource.render(request)
+    if body is NOT_DONE_YET:
+        if not request.finished:
+            await maybe_deferred_to_future(request.notifyFinish())
+        body = b"".join(request.written)
+    assert isinstance(body, bytes)
+    return body

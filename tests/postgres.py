@@ -121,22 +121,11 @@ class PostgresServer:
             "-c max_connections=200",
             "-c password_encryption=scram-sha-256",
         ]
+        self._options = options
         for attempt in range(5):
             self.port = free_port()
             try:
-                self._run(
-                    str(self.bin / "pg_ctl"),
-                    "--pgdata",
-                    str(self.data),
-                    "--log",
-                    str(self.log),
-                    "--wait",
-                    "--timeout",
-                    "60",
-                    "-o",
-                    " ".join([*options, f"-p {self.port}"]),
-                    "start",
-                )
+                self._pg_ctl_start()
                 break
             except RuntimeError:
                 if attempt == 4 or "already in use" not in self.log.read_text(errors="replace"):
@@ -145,6 +134,30 @@ class PostgresServer:
             f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'"  # noqa: S608 (constants)
         )
         return self
+
+    def _pg_ctl_start(self) -> None:
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "--pgdata",
+            str(self.data),
+            "--log",
+            str(self.log),
+            "--wait",
+            "--timeout",
+            "60",
+            "-o",
+            " ".join([*self._options, f"-p {self.port}"]),
+            "start",
+        )
+
+    def halt(self) -> None:
+        """Stop the server, its clients cut off, its data kept (the server
+        runs without synchronous commits: a crash could lose the latest);
+        ``resume()`` starts it again on the same port."""
+        self._run(str(self.bin / "pg_ctl"), "--pgdata", str(self.data), "--mode", "fast", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         try:

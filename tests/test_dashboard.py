@@ -739,6 +739,37 @@ async def test_shows_when_the_node_is_unreachable_and_recovers(
         await expect(page.locator("#live")).to_contain_text("Live · updated")
 
 
+STORE_DOWN = (
+    '{"status": "error", "message": "the job store is unreachable or busy'
+    ' (connection refused); try again in 2 s", "node_name": "n"}'
+)
+
+
+@deferred_f_from_coro_f
+async def test_shows_the_node_s_message_when_its_store_is_unreachable(
+    browser: Browser, node: ScrapydNode, ended: dict[str, str]
+) -> None:
+    async with browsing(browser) as page:
+        await open_dashboard(page, node.url + "dashboard")
+        await page.route(
+            JOBS_JSON,
+            lambda route: route.fulfill(
+                status=503,
+                headers={"Retry-After": "2"},
+                content_type="application/json",
+                body=STORE_DOWN,
+            ),
+        )
+        alert = page.locator("#alert")
+        await expect(alert).to_be_visible()
+        await expect(alert).to_contain_text("The node's job store is unreachable")
+        await expect(alert).to_contain_text("(connection refused); try again in 2 s")
+        await expect(alert).not_to_contain_text("HTTP 503")
+        await expect(row(page, ended["completed"])).to_be_visible()  # the last known state stays
+        await page.unroute(JOBS_JSON)
+        await expect(alert).to_be_hidden()
+
+
 SET_HIDDEN = """hidden => {
     Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
     document.dispatchEvent(new Event("visibilitychange"));

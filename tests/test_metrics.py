@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from scrapy.utils.defer import deferred_f_from_coro_f
 from twisted.python.components import Componentized
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -24,7 +25,7 @@ from scrapy_jobstatus._model import JobState, JobStatus
 from scrapy_jobstatus._store import Attempt, NodeInfo, open_store
 from scrapy_jobstatus.scrapyd import metrics
 from scrapy_jobstatus.scrapyd._node import IJobStatusNode, JobStatusNode
-from tests.helpers import wait_for
+from tests.helpers import render_answer, wait_for
 from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, sample_urls, slow_urls, unique
 
 AUTH = ("metrics", "s3cret")
@@ -347,14 +348,14 @@ class Root:
 def local(tmp_path: Path) -> Iterator[JobStatusNode]:
     local_node = JobStatusNode(str(tmp_path / "jobs.db"), "node-1")
     yield local_node
+    local_node.calls.stop()
     local_node.store.close()
 
 
-def render(resource: metrics.Metrics) -> tuple[int, dict[str, str], str]:
+async def render(resource: metrics.Metrics) -> tuple[int, dict[str, str], str]:
     request = DummyRequest([b""])
     request.method = b"GET"
-    body = resource.render(request)
-    assert isinstance(body, bytes)
+    body = await render_answer(resource, request)
     headers = {k.decode(): v[0].decode() for k, v in request.responseHeaders.getAllRawHeaders()}
     return request.responseCode or 200, headers, body.decode()
 
@@ -367,12 +368,13 @@ def running_job(job_id: str, **kwargs: Any) -> JobState:
     )
 
 
-def test_a_running_job_with_a_cancel_request_is_cancelling(local: JobStatusNode) -> None:
+@deferred_f_from_coro_f
+async def test_a_running_job_with_a_cancel_request_is_cancelling(local: JobStatusNode) -> None:
     store = local.store
     store.start_job(running_job("asked", total_pages_crawled=3))
     store.start_job(running_job("runs", progress=25.0))
     store.request_cancel("asked")
-    code, _, text = render(metrics.Metrics(Root(local)))
+    code, _, text = await render(metrics.Metrics(Root(local)))
     assert code == 200
     families = parse(text)
     shown = nonzero(series(families, "jobstatus_jobs", "status", "project", "spider"))
@@ -384,20 +386,22 @@ def test_a_running_job_with_a_cancel_request_is_cancelling(local: JobStatusNode)
     assert series(families, "jobstatus_running_job_progress_ratio", "job") == {"runs": 0.25}
 
 
-def test_running_job_series_are_bounded(
+@deferred_f_from_coro_f
+async def test_running_job_series_are_bounded(
     local: JobStatusNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(metrics, "MAX_RUNNING_JOBS", 3)
     for i in range(5):
         local.store.start_job(running_job(f"job-{i}", created_at=1000.0 + i))
-    families = parse(render(metrics.Metrics(Root(local)))[2])
+    families = parse((await render(metrics.Metrics(Root(local))))[2])
     assert set(series(families, "jobstatus_running_job_pages_crawled", "job")) == {
         "job-2", "job-3", "job-4",
     }  # fmt: skip
     assert series(families, "jobstatus_jobs", "status")["running"] == 5
 
 
-def test_deliveries_by_outcome(local: JobStatusNode) -> None:
+@deferred_f_from_coro_f
+async def test_deliveries_by_outcome(local: JobStatusNode) -> None:
     store = local.store
     store.start_job(running_job("hooked", webhooks=["http://a.example/", "http://b.example/"]))
     store.start_job(running_job("other", webhooks=["http://c.example/"]))
@@ -405,20 +409,21 @@ def test_deliveries_by_outcome(local: JobStatusNode) -> None:
     first, second, _ = store.claim_deliveries(now, lease=30, limit=10)
     store.record_attempt(first, Attempt(now, 200, None, 3, delivered=True, next_attempt_at=None))
     store.record_attempt(second, Attempt(now, 410, None, 3, delivered=False, next_attempt_at=None))
-    families = parse(render(metrics.Metrics(Root(local)))[2])
+    families = parse((await render(metrics.Metrics(Root(local))))[2])
     assert series(families, "jobstatus_webhook_deliveries", "outcome") == {
         "pending": 1, "delivered": 1, "failed": 1,
     }  # fmt: skip
 
 
-def test_store_writes_are_a_histogram_of_the_page(local: JobStatusNode) -> None:
+@deferred_f_from_coro_f
+async def test_store_writes_are_a_histogram_of_the_page(local: JobStatusNode) -> None:
     resource = metrics.Metrics(Root(local))
     count, below_5ms = (f"{WRITES}_count", None), (f"{WRITES}_bucket", "0.005")
-    before = histogram(parse(render(resource)[2]))
+    before = histogram(parse((await render(resource))[2]))
     metrics.observe_store_write(0.003)
     with metrics.timed_store_write():
         local.store.beat(NodeInfo("node-1", None, 1, 0, None, time.time(), time.time()))
-    after = histogram(parse(render(resource)[2]))
+    after = histogram(parse((await render(resource))[2]))
     assert after[count] == before[count] + 2
     assert after[below_5ms] >= before[below_5ms] + 1
     assert after[(f"{WRITES}_sum", None)] >= before[(f"{WRITES}_sum", None)] + 0.003
@@ -429,7 +434,8 @@ def test_store_writes_are_a_histogram_of_the_page(local: JobStatusNode) -> None:
     assert b"jobstatus_" not in generate_latest(REGISTRY)
 
 
-def test_a_store_that_cannot_be_read_answers_503_in_one_line(local: JobStatusNode) -> None:
+@deferred_f_from_coro_f
+async def test_a_store_that_cannot_be_read_answers_503_in_one_line(local: JobStatusNode) -> None:
     resource = metrics.Metrics(Root(local))
     local.store.start_job(running_job("j"))
     local.store.close()
@@ -437,7 +443,7 @@ def test_a_store_that_cannot_be_read_answers_503_in_one_line(local: JobStatusNod
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     db.write_bytes(b"not a database, " * 256)
-    code, headers, text = render(resource)
+    code, headers, text = await render(resource)
     assert code == 503
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     assert text.count("\n") == 1 and text.startswith("metrics not available: ")

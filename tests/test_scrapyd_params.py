@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapyd.config import Config
 from scrapyd.exceptions import ConfigError
 from twisted.python.components import Componentized
@@ -36,6 +37,7 @@ from scrapy_jobstatus.scrapyd._params import (
 from scrapy_jobstatus.scrapyd._resource import JobResource
 from scrapy_jobstatus.scrapyd._stream import attachment, csv_chunks, json_chunks
 from scrapy_jobstatus.scrapyd.webservice import Cancel, JobStatus
+from tests.helpers import render_answer
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -210,45 +212,48 @@ class Broken(JobResource):
 def local(tmp_path: Path) -> Iterator[JobStatusNode]:
     node = JobStatusNode(str(tmp_path / "jobs.db"), "node-1")
     yield node
+    node.calls.stop()
     node.store.close()
 
 
-def render(resource: Any, method: bytes, **args: str) -> tuple[int, bytes, DummyRequest]:
+async def render(resource: Any, method: bytes, **args: str) -> tuple[int, bytes, DummyRequest]:
     request = DummyRequest([b""])
     request.method, request.path = method, b"/service.json"
     request.args = {k.encode(): [v.encode()] for k, v in args.items()}
-    body = resource.render(request)
-    assert isinstance(body, bytes)
+    body = await render_answer(resource, request)
     return request.responseCode or http.OK, body, request
 
 
-def test_a_job_service_answers_the_contracts_codes(local: JobStatusNode) -> None:
+@deferred_f_from_coro_f
+async def test_a_job_service_answers_the_contracts_codes(local: JobStatusNode) -> None:
     service = JobStatus(Root(local))
-    code, body, _ = render(service, b"GET")
+    code, body, _ = await render(service, b"GET")
     assert code == http.BAD_REQUEST
     assert json.loads(body) == {
         "status": "error",
         "message": "'job' parameter is required",
         "node_name": "node-1",
     }
-    code, body, _ = render(service, b"GET", job="nope")
+    code, body, _ = await render(service, b"GET", job="nope")
     assert code == http.NOT_FOUND and json.loads(body)["message"] == "job 'nope' not found"
-    code, body, request = render(service, b"POST", job="nope")
+    code, body, request = await render(service, b"POST", job="nope")
     assert code == http.NOT_ALLOWED and request.responseHeaders.getRawHeaders(b"allow")
     assert json.loads(body)["message"] == "method not allowed: use GET"
 
 
-def test_scrapyd_s_cancel_keeps_its_200_for_a_missing_parameter(local: JobStatusNode) -> None:
-    code, body, _ = render(Cancel(Root(local)), b"POST", job="x")
+@deferred_f_from_coro_f
+async def test_scrapyd_s_cancel_keeps_its_200_for_a_missing_parameter(local: JobStatusNode) -> None:
+    code, body, _ = await render(Cancel(Root(local)), b"POST", job="x")
     assert code == http.OK
     assert json.loads(body)["message"] == "'project' parameter is required"
 
 
-def test_an_unexpected_error_is_a_500_with_its_traceback_only_in_debug(
+@deferred_f_from_coro_f
+async def test_an_unexpected_error_is_a_500_with_its_traceback_only_in_debug(
     local: JobStatusNode,
 ) -> None:
-    code, body, _ = render(Broken(Root(local)), b"GET")
+    code, body, _ = await render(Broken(Root(local)), b"GET")
     assert code == http.INTERNAL_SERVER_ERROR
     assert json.loads(body)["message"] == "internal error" and b"a bug" not in body
-    code, body, _ = render(Broken(Root(local, debug=True)), b"GET")
+    code, body, _ = await render(Broken(Root(local, debug=True)), b"GET")
     assert code == http.INTERNAL_SERVER_ERROR and b"RuntimeError: a bug" in body

@@ -51,17 +51,23 @@ def backend_of(location: str | os.PathLike[str]) -> Backend:
 
 
 def open_store(
-    location: str | os.PathLike[str], *, readonly: bool = False, node: str | None = None
+    location: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    node: str | None = None,
+    deadline: float | None = None,
 ) -> JobStore:
     """The store at ``location``: PostgreSQL's (a ``postgresql://`` URL or a
     keyword DSN), else a SQLite path; ``node`` names the node whose jobs it
     reaps (this process's node by default). A location that is neither is
-    refused, and no file is made of it."""
+    refused, and no file is made of it. ``deadline``: seconds after which a
+    call waiting for the store (a connection, a statement, SQLite's write
+    lock) fails with StoreError, instead of the defaults made for crawls."""
     try:
         check_location(location)
     except InvalidLocation as e:
         raise StoreError(str(e)) from None
     store_class = backend_of(location).store_class()
-    store = store_class(os.fspath(location), readonly=readonly)  # type: ignore[call-arg]
+    store = store_class(os.fspath(location), readonly=readonly, deadline=deadline)  # type: ignore[call-arg]
     store.node = node or node_name()
     return store

@@ -14,6 +14,7 @@ write at all.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -215,7 +216,7 @@ DIALECT = Dialect(
 class PostgresStore(SQLStore):
     dialect = DIALECT
 
-    def __init__(self, url: str, *, readonly: bool = False):
+    def __init__(self, url: str, *, readonly: bool = False, deadline: float | None = None):
         self.location = display_location(url)
         self.readonly = readonly
         self.node = node_name()
@@ -224,6 +225,7 @@ class PostgresStore(SQLStore):
         self._secrets = location_secrets(url)
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
+        self._deadline = deadline
 
     # -- connection -------------------------------------------------------------
 
@@ -265,7 +267,7 @@ class PostgresStore(SQLStore):
             # A connection the server dropped (restart, idle timeout) is
             # replaced on checkout instead of failing one call.
             check=ConnectionPool.check_connection,
-            timeout=POOL_TIMEOUT,
+            timeout=self._deadline or POOL_TIMEOUT,
             name="scrapy-jobstatus",
         )
         pool.open(wait=False)
@@ -276,6 +278,12 @@ class PostgresStore(SQLStore):
         # PGPASSWORD and ~/.pgpass give the password where it holds none.
         params: dict[str, Any] = conninfo_to_dict(self._url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        if self._deadline:
+            # libpq's connect_timeout is whole seconds, at least 2.
+            params["connect_timeout"] = max(2, math.ceil(self._deadline))
+            statement_ms = int(self._deadline * 1000)
+            options = params.get("options") or ""
+            params["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
         params.setdefault("application_name", "scrapy-jobstatus")
         if self.readonly:
             options = params.get("options") or ""

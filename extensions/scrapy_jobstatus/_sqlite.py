@@ -198,14 +198,14 @@ _INSERT_ERRORS = _insert_from_json("errors", ERROR_COLUMNS)
 _INSERT_EVENTS = _insert_from_json("events", EVENT_COLUMNS)
 
 
-def _open(location: str | Path) -> sqlite3.Connection:
+def _open(location: str | Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     uri = isinstance(location, str) and location.startswith("file:")
     return sqlite3.connect(
         location,
         uri=uri,
         isolation_level=None,
         check_same_thread=False,
-        timeout=BUSY_TIMEOUT_MS / 1000,
+        timeout=busy_timeout_ms / 1000,
     )
 
 
@@ -222,7 +222,9 @@ DIALECT = Dialect(statement=same, row_lock="", claim_lock="", queue_index=QUEUE_
 class SQLiteStore(SQLStore):
     dialect = DIALECT
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False):
+    def __init__(
+        self, path: str | os.PathLike[str], *, readonly: bool = False, deadline: float | None = None
+    ):
         self.path = Path(path)
         self.location = str(self.path)
         self.readonly = readonly
@@ -230,6 +232,7 @@ class SQLiteStore(SQLStore):
         self.writes = 0
         self._conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None
+        self._busy_timeout_ms = int(deadline * 1000) if deadline else BUSY_TIMEOUT_MS
 
     # -- connection -------------------------------------------------------------
 
@@ -251,7 +254,7 @@ class SQLiteStore(SQLStore):
                 conn = self._connect_readonly()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = _open(self.path)
+                conn = _open(self.path, self._busy_timeout_ms)
             conn.row_factory = sqlite3.Row
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if 0 <= version < SCHEMA_VERSION and not self.readonly:

@@ -26,8 +26,9 @@ from .._jobdir import jobdir_name
 from .._location import InvalidLocation, check_location
 from .._model import shown
 from .._settings import STORE_VARIABLE, parse_flag
-from .._store import NODE_VARIABLE, JobStore, is_postgres, open_store
+from .._store import NODE_VARIABLE, JobStore, is_postgres
 from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
+from ._calls import StoreCalls
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -70,7 +71,8 @@ _NODES: weakref.WeakKeyDictionary[Any, JobStatusNode] = weakref.WeakKeyDictionar
 class IJobStatusNode(Interface):
     """The job store of a Scrapyd node and the limits it enforces."""
 
-    store = Attribute("the node's JobStore")
+    store = Attribute("the node's JobStore (of the calling thread)")
+    calls = Attribute("the node's thread pool for store calls, and whether the store is up")
     name = Attribute("the node's name: Scrapyd's node_name")
     url = Attribute("the node's URL, shown to the other nodes")
     node_timeout = Attribute("seconds without a heartbeat after which a node is dead")
@@ -122,7 +124,15 @@ class JobStatusNode:
         self.pausable = pausable
         self.shutdown_wait = shutdown_wait
         self.warm_start = warm_start
-        self.store: JobStore = open_store(self.db, node=name)
+        self.calls = StoreCalls(self.db, name)
+        # A location that is refused stops the node at once.
+        self.calls.thread_store()
+
+    @property
+    def store(self) -> JobStore:
+        """The store of the calling thread (the reactor's, or one of the
+        node's pool's): a SQLite connection runs one transaction at a time."""
+        return self.calls.thread_store()
 
     @classmethod
     def from_config(cls, config: Config) -> JobStatusNode:

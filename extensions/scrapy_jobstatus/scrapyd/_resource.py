@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 from scrapyd.webservice import WsResource
 from twisted.logger import Logger
-from twisted.web import error, http, resource
+from twisted.web import error, http, resource, server
 
+from ._calls import RETRY_AFTER, StoreUnavailable
 from ._node import node_of
 from ._params import MAX_PARAM_BYTES, ServiceError, log_refusal, refuse_oversized, refused
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from twisted.python.failure import Failure
     from twisted.web.server import Request
 
     from .._model import JobState, JobStatus
@@ -38,7 +40,14 @@ class NodeResource(WsResource):
     - an unexpected error is a 500 without a traceback, unless Scrapyd's
       ``debug`` is on;
     - a service may stream its answer (``NOT_DONE_YET``) or answer bytes of
-      a type of its own.
+      a type of its own;
+    - a service that reads the store (``uses_store``) answers 503 with
+      ``Retry-After`` while the store is down, without trying it; one that
+      runs ``in_thread`` is rendered in the node's store thread pool, and
+      answers 503 if the store does not answer within 1.5 s. Such a render
+      only reads the request's arguments and sets its code and headers;
+      the answer is written on the reactor (a callable it returns is called
+      there, to stream).
 
     Which origins may read an answer (CORS) is the site guard's to say
     (``scrapy_jobstatus.scrapyd.guard``), for every service alike.
@@ -48,6 +57,8 @@ class NodeResource(WsResource):
     # Nothing a job service takes is longer; Scrapyd's services take spider
     # arguments of any length.
     max_param_bytes: int | None = MAX_PARAM_BYTES
+    uses_store = True
+    in_thread = False
 
     def __init__(self, root: Any):
         super().__init__(root)
@@ -60,9 +71,46 @@ class NodeResource(WsResource):
                 raise resource.UnsupportedMethod([b"POST"])
             if self.max_param_bytes:
                 refuse_oversized(txrequest, self.max_param_bytes)
+            if self.uses_store and not self.node.calls.up:
+                raise StoreUnavailable(self.node.calls.down_message())
+            if self.in_thread:
+                return self.rendered_in_pool(txrequest)
             data = resource.Resource.render(self, txrequest)
         except Exception as e:
             return self.error_answer(txrequest, e)
+        return self.answer(txrequest, data)
+
+    def rendered_in_pool(self, txrequest: Request) -> int:
+        gone: list[bool] = []
+        txrequest.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def write(content: bytes | int) -> None:
+            if not gone and content is not server.NOT_DONE_YET:
+                txrequest.write(content)  # type: ignore[arg-type]
+                txrequest.finish()
+
+        def answered(data: Any) -> None:
+            if gone:
+                return
+            try:
+                content = self.answer(txrequest, data() if callable(data) else data)
+            except Exception as e:
+                content = self.error_answer(txrequest, e)
+            write(content)
+
+        def failed(failure: Failure) -> None:
+            if gone:
+                return
+            try:
+                failure.raiseException()
+            except Exception as e:
+                write(self.error_answer(txrequest, e))
+
+        d = self.node.calls.run(resource.Resource.render, self, txrequest)
+        d.addCallbacks(answered, failed)
+        return server.NOT_DONE_YET
+
+    def answer(self, txrequest: Request, data: Any) -> bytes | int:
         if isinstance(data, dict):
             return self.json(txrequest, {"status": "ok", **data})
         # None: render_OPTIONS; else NOT_DONE_YET or bytes the service typed.
@@ -76,6 +124,11 @@ class NodeResource(WsResource):
             allowed = [m.decode() for m in e.allowedMethods if m not in (b"HEAD", b"OPTIONS")]
             message = f"method not allowed: use {', '.join(allowed)}"
             return self.json(txrequest, {"status": "error", "message": message})
+        if isinstance(e, StoreUnavailable):
+            # The node's own state, logged once by the node, not per request.
+            txrequest.setResponseCode(http.SERVICE_UNAVAILABLE)
+            txrequest.setHeader("Retry-After", str(RETRY_AFTER))
+            return self.json(txrequest, {"status": "error", "message": str(e)})
         if isinstance(e, error.Error):
             code = int(e.status)
             if code == http.OK and self.client_error_code:
@@ -100,7 +153,9 @@ class NodeResource(WsResource):
 
 
 class JobResource(NodeResource):
-    """A service of one job."""
+    """A service of one job, rendered in the node's store thread pool."""
+
+    in_thread = True
 
     def find_job(self, job_id: str, project: str | None) -> JobState:
         """The job; 404 if unknown, or if it belongs to another project."""

@@ -27,11 +27,11 @@ from scrapyd.interfaces import IEnvironment
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.logger import Logger
 
 from .._jobdir import JobDir, remove_jobdir
-from .._model import TERMINAL_STATUSES, InvalidJobId, JobStatus, validate_job_id
+from .._model import TERMINAL_STATUSES, InvalidJobId, JobState, JobStatus, validate_job_id
 from .._store import (
     JobStore,
     NodeInfo,
@@ -330,19 +330,32 @@ class Launcher(launcher.Launcher):
 
     def _reap_failed(self, failure: Failure) -> None:
         if failure.check(StoreError):
-            log.error("Could not look for dead jobs: {error}", error=failure.getErrorMessage())
+            # While the store is down, the node's one line says it.
+            if self.node.calls.up:
+                log.error("Could not look for dead jobs: {error}", error=failure.getErrorMessage())
+                self.node.calls.check()
         else:
             log.failure("Could not look for dead jobs", failure)
 
     def _spawn_process(self, message: dict[str, Any], slot: int) -> None:
-        job = message["_job"]
-        state = None
+        # The job is read in the node's store pool, the crawl started on the
+        # reactor.
+        self.node.calls.start()
+        d = deferToThreadPool(reactor, self.node.calls.pool, self._read_job, message["_job"])
+        d.addCallback(lambda state: self._spawn_job(message, slot, state))
+        d.addErrback(lambda failure: log.failure("Could not start a job", failure))
+
+    def _read_job(self, job: str) -> JobState | None:
         try:
-            state = self.node.store.get(validate_job_id(job))
+            return self.node.store.get(validate_job_id(job))
         except InvalidJobId:
-            pass
+            return None
         except Exception:  # the store must not stop the launcher
             log.failure("Could not read job {job} from the job store", job=job)
+            return None
+
+    def _spawn_job(self, message: dict[str, Any], slot: int, state: JobState | None) -> None:
+        job = message["_job"]
         if state is not None and state.status is not JobStatus.PENDING:
             # Cancelled while pending (a cancelled job is never started), or
             # started by another node that took it for dead.
@@ -389,10 +402,14 @@ class Launcher(launcher.Launcher):
 
     def _process_finished(self, _: Any, slot: int) -> None:
         process = self.processes[slot]
-        try:
-            self._check_final_status(process)
-        except Exception:  # the store must not stop the launcher
-            log.failure("Could not check job {job} in the job store", job=process.job)
+        # In the node's store pool: the slot takes its next job meanwhile.
+        self.node.calls.start()
+        d = deferToThreadPool(reactor, self.node.calls.pool, self._check_final_status, process)
+        d.addErrback(
+            lambda failure: log.failure(
+                "Could not check job {job} in the job store", failure, job=process.job
+            )
+        )
         super()._process_finished(_, slot)
 
     def _check_final_status(self, process: launcher.ScrapyProcessProtocol) -> None:

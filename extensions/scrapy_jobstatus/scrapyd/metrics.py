@@ -32,6 +32,7 @@ from twisted.web import http
 
 from .._model import CompletionReason, JobState, JobStatus
 from .._store import JobFilter, JobStore, NodeInfo, StoreError
+from ._calls import RETRY_AFTER
 from ._resource import NodeResource
 
 if TYPE_CHECKING:
@@ -309,6 +310,9 @@ class Metrics(NodeResource):
     ``metrics = scrapy_jobstatus.scrapyd.metrics.Metrics`` in the
     ``[services]`` section of scrapyd.conf."""
 
+    # A scrape reads the store: in the node's pool, a 503 if it is down.
+    in_thread = True
+
     def __init__(self, root: Any):
         super().__init__(root)
         self.registry = node_registry(self.node)
@@ -318,8 +322,12 @@ class Metrics(NodeResource):
             content = generate_latest(self.registry)
         except StoreError as e:
             message = str(e).splitlines()[0] if str(e) else "the job store cannot be read"
-            log.error("Metrics not available: {message}", message=message)
+            # While the store is down, the node's one line says it.
+            if self.node.calls.up:
+                log.error("Metrics not available: {message}", message=message)
+                self.node.calls.check()
             txrequest.setResponseCode(http.SERVICE_UNAVAILABLE)
+            txrequest.setHeader("Retry-After", str(RETRY_AFTER))
             txrequest.setHeader("Content-Type", "text/plain; charset=utf-8")
             txrequest.setHeader("Cache-Control", "no-store")
             return f"metrics not available: {message}\n".encode()

@@ -119,7 +119,15 @@ class SpiderQueue:
             retries=retries,
             retry_delay=retry_delay,
         )
-        if not self.node.store.add_pending(state):
+        # Scrapyd's schedule.json answers what it raises in one line.
+        if not self.node.calls.up:
+            raise refuse(self.node.calls.down_message())
+        try:
+            added = self.node.store.add_pending(state)
+        except StoreError as e:
+            self.node.calls.check()
+            raise refuse(f"the job is not queued: {e}") from None
+        if not added:
             raise refuse(f"job id '{job}' is already used")
 
     def _check_settings(self, settings: dict[str, str]) -> None:
@@ -159,15 +167,22 @@ class SpiderQueue:
             raise refuse(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
         return retries, retry_delay
 
+    # Scrapyd calls these on its reactor (daemonstatus.json, listjobs.json,
+    # the website): while the store is down they give their last answer.
+
     def pop(self) -> dict[str, Any] | None:
-        state = self.node.store.claim_job(self.node.name, self.project)
+        calls = self.node.calls
+        state = calls.sync(None, self.node.store.claim_job, self.node.name, self.project)
         return None if state is None else message_of(state)
 
     def list(self) -> list[dict[str, Any]]:
-        return [message_of(s) for s in self.node.store.queued_jobs(self.project)]
+        store, key = self.node.store, ("queued", self.project)
+        states = self.node.calls.sync(key, store.queued_jobs, self.project, default=[])
+        return [message_of(s) for s in states]
 
     def count(self) -> int:
-        return self.node.store.count_queued(self.project)
+        store, key = self.node.store, ("count", self.project)
+        return self.node.calls.sync(key, store.count_queued, self.project, default=0)
 
     def remove(self, func: Callable[[dict[str, Any]], bool]) -> int:
         """Cancel the pending jobs ``func`` selects: they stay in the store,
@@ -257,7 +272,10 @@ class Poller:
     def _failed(self, failure: Failure) -> None:
         # Scrapyd's timer stops for good on an error: say why, poll again.
         if failure.check(StoreError):
-            log.error("Could not read the queue: {error}", error=failure.getErrorMessage())
+            # While the store is down, the node's one line says it.
+            if self.node.calls.up:
+                log.error("Could not read the queue: {error}", error=failure.getErrorMessage())
+                self.node.calls.check()
         else:
             log.failure("Could not read the queue", failure)
 

@@ -46,11 +46,17 @@ class JobStorage:
     def list(self) -> list[ScrapyProcessProtocol]:
         return list(self)
 
+    # Scrapyd calls these on its reactor (daemonstatus.json, listjobs.json,
+    # the website): while the store is down they give their last answer.
+
     def __len__(self) -> int:
-        return self.node.store.count_finished(self.finished_to_keep)
+        store, keep = self.node.store, self.finished_to_keep
+        return self.node.calls.sync("finished", store.count_finished, keep, default=0)
 
     def __iter__(self) -> Iterator[ScrapyProcessProtocol]:
-        for state in self.node.store.finished_jobs(self.finished_to_keep):
+        store, keep = self.node.store, self.finished_to_keep
+        states = self.node.calls.sync("finished_jobs", store.finished_jobs, keep, default=[])
+        for state in states:
             yield _finished(state)
 
 
@@ -79,7 +85,8 @@ class EggStorage:
     it to a temporary file that a crawl killed with -9 would leave behind."""
 
     def __init__(self, config: Config):
-        self.store = shared_node(config).store
+        self.node = shared_node(config)
+        self.store = self.node.store
         self.cache = Path(config.get("eggs_dir", "eggs"))
 
     def put(self, eggfile: BinaryIO, project: str, version: str) -> None:
@@ -105,10 +112,15 @@ class EggStorage:
 
     def list(self, project: str) -> list[str]:
         """The versions, latest last, ordered as Scrapyd orders them."""
-        return sorted_versions(self.store.egg_versions(_checked(project)))
+        versions = self.node.calls.sync(
+            ("versions", project), self.store.egg_versions, _checked(project)
+        )
+        return sorted_versions(versions)
 
     def list_projects(self) -> list[str]:
-        return self.store.egg_projects()
+        # Every service of Scrapyd's reads the projects: while the store is
+        # down, the last known.
+        return self.node.calls.sync("projects", self.store.egg_projects)
 
     def delete(self, project: str, version: str | None = None) -> None:
         if not self.store.delete_eggs(_checked(project), version):

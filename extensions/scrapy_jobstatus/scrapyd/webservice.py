@@ -39,7 +39,7 @@ from ._stream import attachment, csv_chunks, json_chunks, stream
 from .cancel import Cancel
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from twisted.web.server import Request
 
@@ -121,7 +121,7 @@ class Jobs(JobResource):
         limit: str,
         offset: str,
         cursor: str | None,
-    ) -> int:
+    ) -> Callable[[], int]:
         where = JobFilter(
             read_name("project", project),
             read_name("spider", spider),
@@ -140,7 +140,8 @@ class Jobs(JobResource):
         head = {"status": "ok", "node_name": self.root.node_name, "total": page.total}
         head |= {"limit": count, "offset": skip, "next": page.next_cursor}
         chunks = json_chunks(self.json_encoder.encode, head, "jobs", slices)
-        return stream(txrequest, "application/json", chunks)
+        # Streamed from the reactor, the page read.
+        return lambda: stream(txrequest, "application/json", chunks)
 
 
 class JobCancel(JobResource):
@@ -220,25 +221,40 @@ class JobErrors(JobResource):
     @param("job")
     @param("project", required=False)
     @param("format", dest="fmt", required=False, default="json")
-    def render_GET(self, txrequest: Request, job: str, project: str | None, fmt: str) -> int:
+    def render_GET(
+        self, txrequest: Request, job: str, project: str | None, fmt: str
+    ) -> Callable[[], int]:
         job_id, project = read_job_id(job), read_name("project", project)
         read_choice("format", fmt, ("json", "csv"))
         state = self.find_job(job_id, project)
-        batches = (
-            [error.to_dict() for error in errors]
-            for errors in error_batches(self.node.store, job_id, REPORT_SLICE)
-        )
+        summary = state.to_document([], [], time.time())
+
+        def report() -> int:
+            # On the reactor, with its store: its batches are read as the
+            # client takes them (a few milliseconds each).
+            batches = (
+                [error.to_dict() for error in errors]
+                for errors in error_batches(self.node.store, job_id, REPORT_SLICE)
+            )
+            content_type = "application/json"
+            if fmt == "csv":
+                content_type, chunks = "text/csv; charset=utf-8", csv_chunks(ERROR_FIELDS, batches)
+            else:
+                head = {"status": "ok", "node_name": self.root.node_name, "job": summary}
+                chunks = json_chunks(
+                    self.json_encoder.encode, head, "errors", batches, "error_count"
+                )
+            return stream(txrequest, content_type, chunks)
+
         if fmt == "csv":
             txrequest.setHeader("Content-Disposition", attachment(f"{job_id}-errors.csv"))
-            return stream(txrequest, "text/csv; charset=utf-8", csv_chunks(ERROR_FIELDS, batches))
-        summary = state.to_document([], [], time.time())
-        head = {"status": "ok", "node_name": self.root.node_name, "job": summary}
-        chunks = json_chunks(self.json_encoder.encode, head, "errors", batches, "error_count")
-        return stream(txrequest, "application/json", chunks)
+        return report
 
 
 class Nodes(NodeResource):
     """The nodes sharing the store, from their heartbeats."""
+
+    in_thread = True
 
     def render_GET(self, txrequest: Request) -> dict[str, Any]:
         now, timeout = time.time(), self.node.node_timeout

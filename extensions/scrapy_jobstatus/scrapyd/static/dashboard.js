@@ -5,7 +5,7 @@
  * asks the node to cancel, pause or resume a job. The page's
  * Content-Security-Policy lets no other script run. */
 
-import { NodeError, askJob, readJobs } from "./js/api.js";
+import { NodeError, StoreDown, askJob, readJobs } from "./js/api.js";
 import { Readings } from "./js/chart.js";
 import { Details } from "./js/details.js";
 import { $, el } from "./js/dom.js";
@@ -49,6 +49,7 @@ async function readJobList(signal) {
     const answer = await readJobs(page.filters);
     if (signal.aborted) return undefined;
     if (answer.code === 401) throw new NodeError("the node asks for credentials: reload the page to sign in");
+    if (answer.code === 503) throw new StoreDown((answer.data && answer.data.message) || "the job store is unreachable");
     if (answer.code === 400 && answer.data && answer.data.message) {
       setReachable();
       showNotice(answer.data.message, "error");
@@ -74,7 +75,7 @@ async function readJobList(signal) {
   } catch (error) {
     if (signal.aborted) return undefined;
     if (!(error instanceof NodeError)) throw error;
-    setUnreachable(error.message);
+    setUnreachable(error);
   }
   return undefined;
 }
@@ -106,12 +107,14 @@ function setReachable() {
   setLive("live");
 }
 
-function setUnreachable(reason) {
+/* The node, or only its job store (the node answers 503 with its reason). */
+function setUnreachable(error) {
   page.failingSince = page.failingSince || new Date();
   const alert = $("alert");
+  const what = error instanceof StoreDown ? "The node's job store is unreachable" : "The node is unreachable";
   alert.replaceChildren(
-    el("strong", { text: "The node is unreachable" }),
-    ` since ${fmtTime(page.failingSince.toISOString())} (${reason}). `,
+    el("strong", { text: what }),
+    ` since ${fmtTime(page.failingSince.toISOString())} (${error.message}). `,
     `Retrying every ${POLL_MS / 1000} s; the table shows the last known state.`,
   );
   alert.hidden = false;

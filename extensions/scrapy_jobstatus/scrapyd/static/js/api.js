@@ -16,6 +16,9 @@ export const serves = {
 /* No answer within its time, or none at all. */
 export class NodeError extends Error {}
 
+/* The node answers, but not its job store (503): the node's own message. */
+export class StoreDown extends NodeError {}
+
 /* A service's answer: {code, ok, data (its JSON, or null), date (its Date
  * header)}; a NodeError if none came within timeoutMs (or options.signal
  * aborted the request). */

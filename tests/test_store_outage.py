@@ -1,0 +1,153 @@
+"""End to end: a node whose store goes away keeps answering what needs no
+store, answers its job services 503 with Retry-After, says so in one log
+line, and carries on by itself when the store is back; a SQLite write lock
+held by another process makes only the writes wait, never the node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.postgres import PostgresServer, postgres_server
+from tests.scrapyd_node import ScrapydNode, running_node, slow_urls, unique
+
+UNREACHABLE = "The job store is unreachable"
+BACK = "The job store is back"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    # A server of the module's own: the tests stop it.
+    with postgres_server() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def pg_node(
+    tmp_path_factory: pytest.TempPathFactory, server: PostgresServer
+) -> Iterator[ScrapydNode]:
+    with server.database() as url:
+        yield from running_node(
+            tmp_path_factory.mktemp("scrapyd-outage"),
+            options={"poll_interval": "0.2", "max_proc": "1"},
+            jobstatus={"db": url},
+        )
+
+
+def test_a_node_answers_through_a_postgresql_outage_and_carries_on(
+    pg_node: ScrapydNode, server: PostgresServer, site: str
+) -> None:
+    running, queued = unique("outage-run"), unique("outage-queued")
+    assert pg_node.schedule(job=running, urls=slow_urls(site, 12, 1.0)).json()["status"] == "ok"
+    pg_node.wait_status(running, "running")
+    # Waits for the one slot, taken by the running job.
+    assert pg_node.schedule(job=queued, urls=slow_urls(site, 2, 0.1)).json()["status"] == "ok"
+    assert pg_node.get("daemonstatus.json").json()["pending"] == 1
+
+    server.halt()
+    try:
+
+        def refused() -> bool:
+            return pg_node.get("jobstatus.json", {"job": running}).code == 503
+
+        wait_for(refused, timeout=30, interval=0.2, what="jobstatus.json to answer 503")
+        for endpoint, params in (
+            ("jobstatus.json", {"job": running}),
+            ("jobs.json", {}),
+            ("nodes.json", {}),
+            ("metrics", {}),
+        ):
+            response = pg_node.get(endpoint, params, timeout=10)
+            assert response.code == 503, (endpoint, response.body)
+            assert response.headers["Retry-After"].isdigit()
+            if endpoint.endswith(".json"):
+                answer = response.json()
+                assert answer["status"] == "error" and "\n" not in answer["message"]
+                assert "unreachable" in answer["message"]
+        # What needs no store answers, with the last known figures.
+        status = pg_node.get("daemonstatus.json", timeout=10)
+        assert status.code == 200 and status.json()["status"] == "ok"
+        assert status.json()["running"] == 1
+        assert pg_node.get("dashboard", timeout=10).code == 200
+        # schedule.json refuses in Scrapyd's way, in one line.
+        answer = pg_node.schedule(job=unique("outage-refused"), urls=f"{site}/sample/").json()
+        assert answer["status"] == "error" and "unreachable" in answer["message"]
+    finally:
+        server.resume()
+
+    def answered() -> bool:
+        return all(
+            pg_node.get(endpoint, params).code == 200
+            for endpoint, params in (
+                ("jobstatus.json", {"job": running}),
+                ("jobs.json", {}),
+                ("nodes.json", {}),
+                ("metrics", {}),
+            )
+        )
+
+    wait_for(answered, timeout=30, interval=0.2, what="every service to answer again")
+    # The crawl ran on through the outage, and the queued job starts by itself.
+    assert pg_node.wait_status(running, "completed", "failed", timeout=90)["status"] == "completed"
+    assert pg_node.wait_status(queued, "completed", "failed", timeout=90)["status"] == "completed"
+    log = pg_node.log_text()
+    assert log.count(UNREACHABLE) == 1 and log.count(BACK) == 1
+    assert log.index(UNREACHABLE) < log.index(BACK)
+    # No trace of a store error per request (Scrapyd logs its own
+    # schedule.json refusals with theirs).
+    assert "StoreError" not in log and "StoreUnavailable" not in log
+
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@pytest.fixture
+def sqlite_node(tmp_path: Path) -> Iterator[ScrapydNode]:
+    yield from running_node(tmp_path / "node", options={"poll_interval": "0.2"})
+
+
+def test_a_sqlite_write_lock_held_elsewhere_refuses_writes_only(
+    sqlite_node: ScrapydNode, site: str
+) -> None:
+    job = unique("locked")
+    assert sqlite_node.schedule(job=job, urls=slow_urls(site, 1, 0.1)).json()["status"] == "ok"
+    sqlite_node.wait_status(job, "completed")
+    holder = subprocess.Popen(  # noqa: S603 (this Python)
+        [sys.executable, "-c", LOCK_HOLDER, str(sqlite_node.db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        # Reads go on beside the writer.
+        assert sqlite_node.status(job)["status"] == "completed"
+        assert sqlite_node.get("jobs.json").code == 200
+        assert sqlite_node.get("daemonstatus.json").code == 200
+        # A write waits for the lock a short while, then is refused.
+        response = sqlite_node.post("jobpause.json", {"job": job}, timeout=10)
+        assert response.code == 503 and response.headers["Retry-After"].isdigit()
+        assert "\n" not in response.json()["message"]
+        # The store itself is not taken for gone: reads still answer.
+        assert sqlite_node.get("jobstatus.json", {"job": job}).code == 200
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    # The lock released, the same request is answered (a completed job
+    # cannot pause: 400).
+    assert sqlite_node.post("jobpause.json", {"job": job}).code == 400
+    assert UNREACHABLE not in sqlite_node.log_text()
