@@ -335,6 +335,16 @@ def run_program(
     return process, db
 
 
+def ctrl_c_twice(process: Any, db: Path) -> None:
+    """Ctrl-C, then, once every job is cancelling, Ctrl-C again (forced)."""
+    process.ctrl_c()
+    wait_for(
+        lambda: {d["status"] for d in documents(db).values()} == {"cancelling"},
+        what="every job cancelling",
+    )
+    process.ctrl_c()
+
+
 def all_running(db: Path, jobs: dict[str, str], pages: int = 1) -> bool:
     docs = documents(db)
     return set(docs) == set(jobs) and all(
@@ -393,12 +403,7 @@ def test_a_second_ctrl_c_forces_every_job_of_the_process(tmp_path, site, reactor
     process, db = run_program(THREE_CRAWLS, tmp_path, reactor_mode, jobs)
     processes.append(process)
     wait_for(lambda: all_running(db, jobs), what="three jobs crawling")
-    process.ctrl_c()
-    wait_for(
-        lambda: {d["status"] for d in documents(db).values()} == {"cancelling"},
-        what="three jobs cancelling",
-    )
-    process.ctrl_c()
+    ctrl_c_twice(process, db)
     assert process.wait(20) == 0, process.log_text[-3000:]
     docs = documents(db)
     assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
@@ -423,12 +428,7 @@ def test_a_second_ctrl_c_of_crawls_with_slow_pages_logs_no_error(
         ),
         what="three crawls with sixteen requests in flight",
     )
-    process.ctrl_c()
-    wait_for(
-        lambda: {d["status"] for d in documents(db).values()} == {"cancelling"},
-        what="three jobs cancelling",
-    )
-    process.ctrl_c()
+    ctrl_c_twice(process, db)
     assert process.wait(20) == 0, process.log_text[-3000:]
     docs = documents(db)
     assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
@@ -449,12 +449,7 @@ def test_a_third_ctrl_c_exits_at_once_and_leaves_no_job_active(
     process, db = run_program(THREE_CRAWLS_SLOW_TO_CLOSE, tmp_path, reactor_mode, jobs)
     processes.append(process)
     wait_for(lambda: all_running(db, jobs), what="three jobs crawling")
-    process.ctrl_c()
-    wait_for(
-        lambda: {d["status"] for d in documents(db).values()} == {"cancelling"},
-        what="three jobs cancelling",
-    )
-    process.ctrl_c()
+    ctrl_c_twice(process, db)
     # The forced stop dropped the requests; the pipelines hold the close.
     wait_for(
         lambda: process.log_text.count("The pipeline closes slowly") == 3,
