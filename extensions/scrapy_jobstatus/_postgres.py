@@ -296,7 +296,12 @@ class PostgresStore(SQLStore):
             params["connect_timeout"] = max(2, math.ceil(self._deadline))
             statement_ms = int(self._deadline * 1000)
             options = params.get("options") or ""
-            params["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
+            # A transaction left open by a client cut off from the server
+            # (a partition) holds its row locks no longer than that either.
+            params["options"] = (
+                f"{options} -c statement_timeout={statement_ms}"
+                f" -c idle_in_transaction_session_timeout={statement_ms}"
+            ).strip()
         params.setdefault("application_name", "scrapy-jobstatus")
         if self.readonly:
             options = params.get("options") or ""
