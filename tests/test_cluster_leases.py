@@ -242,6 +242,8 @@ def test_a_partition_never_runs_one_job_twice(
     ]
     assert "node 'far'" in done["attempts"][0]["error_message"]
     text = crawl_log(far, job).read_text()
+    # Its lease, node_timeout, came from its node: it paused 5 s into the cut.
+    assert f"could not renew its lease in the job store for {NODE_TIMEOUT - 5} s" in text
     assert text.count(LOST) == 1 and CRAWLING_ON not in text
     # One page at a time per crawl: two pages of the job asked for at once
     # would be two attempts crawling at the same moment.

@@ -58,7 +58,7 @@ SUPPORTED_SCRAPYD = "1.6"
 # crawl died without the launcher seeing it end (a crawl started before a
 # restart of this node), or whose node died.
 REAP_INTERVAL = 5.0
-# Seconds the reaper's calls wait for the store: a beat that cannot go
+# Seconds the reaper's calls wait for PostgreSQL: a beat that cannot go
 # through fails, and the next round tries a fresh connection.
 REAP_DEADLINE = 4.0
 # Two beats further apart than this (one missed, or one held on a cut-off
@@ -286,8 +286,11 @@ class Launcher(launcher.Launcher):
     def _reap_round(self, heartbeat: NodeInfo) -> tuple[list[str], list[ReapedJob]]:
         store = self._reaper_store
         if store is None:
+            # SQLite's write lock is waited for as long as before: one
+            # machine has no partition to tell apart from a busy store.
+            deadline = REAP_DEADLINE if is_postgres(self.node.db) else None
             store = self._reaper_store = open_store(
-                self.node.db, node=self.node.name, deadline=REAP_DEADLINE
+                self.node.db, node=self.node.name, deadline=deadline
             )
         with timed_store_write():
             now = store.beat(heartbeat)
