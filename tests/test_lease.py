@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from scrapy_jobstatus._model import InvalidSetting, JobState, JobStatus
+from scrapy_jobstatus._settings import crawl_lease
 from scrapy_jobstatus._store import open_store
+from scrapy_jobstatus._tracker import JobTracker
 from tests.helpers import local_site, read_lines, start_crawl, wait_for
 from tests.partition_proxy import PartitionProxy
 from tests.postgres import temporary_database
@@ -57,6 +60,33 @@ def proxy(database: str) -> Iterator[PartitionProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+def test_a_crawls_lease_is_its_nodes_node_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBSTATUS_NODE_TIMEOUT", raising=False)
+    lease = crawl_lease("postgresql://db.internal/jobs")
+    assert (lease.seconds, lease.pause_after, lease.shared) == (20.0, 15.0, True)
+    monkeypatch.setenv("JOBSTATUS_NODE_TIMEOUT", "10")
+    assert crawl_lease("dbname=jobs host=db.internal").pause_after == 5.0
+    assert not crawl_lease("/srv/jobs.db").shared  # SQLite: one machine, never paused
+    for value, message in (
+        ("soon", "JOBSTATUS_NODE_TIMEOUT must be a number, not 'soon'"),
+        ("5", "JOBSTATUS_NODE_TIMEOUT must be more than 5 seconds, got 5"),
+    ):
+        monkeypatch.setenv("JOBSTATUS_NODE_TIMEOUT", value)
+        with pytest.raises(InvalidSetting) as info:
+            crawl_lease("postgresql://db.internal/jobs")
+        assert str(info.value) == message
+
+
+def test_a_crawl_whose_job_another_attempt_holds_stops_once() -> None:
+    tracker = JobTracker(JobState(job_id="j", status=JobStatus.RUNNING))
+    assert tracker.superseded() and tracker.closing and tracker.lost
+    assert not tracker.superseded()  # once
+    assert tracker.closed("jobstatus_superseded") is JobStatus.FAILED
+    closing = JobTracker(JobState(job_id="k", status=JobStatus.RUNNING))
+    assert closing.cancel(1.0, source="store")
+    assert not closing.superseded() and closing.lost  # already stopping: no second close
 
 
 def test_a_crawl_cut_off_from_its_store_pauses_and_goes_on_when_it_is_back(
