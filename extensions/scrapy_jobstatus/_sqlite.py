@@ -224,10 +224,10 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-# The store's clock in seconds since the epoch: unixepoch('subsec') from
+# The store's clock in seconds since the epoch: unixepoch with 'subsec' from
 # SQLite 3.42, the Julian day before.
 NOW = (
-    "unixepoch('subsec')"
+    "unixepoch('now', 'subsec')"
     if sqlite3.sqlite_version_info >= (3, 42)
     else "((julianday('now') - 2440587.5) * 86400.0)"
 )
