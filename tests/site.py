@@ -11,7 +11,9 @@ Resources:
   bytes, answered after S seconds; pages above ``max`` (default 1000000) are
   not linked and answer 404.
 - ``/status/CODE``: an HTML page answered with that HTTP status.
-- ``/slow?delay=S``: a page answered after S seconds.
+- ``/slow?delay=S``: a page answered after S seconds; with ``TEST_SITE_ACCESS_LOG``
+  naming a file in the environment, each one's URL, arrival and end (epoch
+  seconds) is appended to it as a JSON line once it ends.
 - ``/drop``: the connection is closed without an answer.
 - ``/title?t=TEXT``: a page whose title is TEXT.
 - ``/sample/``: the demo's small site: a few pages with titles, one 404.
@@ -22,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
+import os
 import sys
+import time
 
 from twisted.internet import reactor
 from twisted.web import pages, resource, server
@@ -98,11 +103,24 @@ class Status(resource.Resource):
 class Slow(resource.Resource):
     isLeaf = True
 
+    def __init__(self, access_log: str | None = None) -> None:
+        super().__init__()
+        self.access_log = access_log
+
     def render_GET(self, request: server.Request) -> int:
         delay = float(_arg(request, "delay", "1"))
         call = reactor.callLater(delay, self._finish, request)
         request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
+        if self.access_log:
+            arrived = time.time()
+            request.notifyFinish().addBoth(lambda _: self._log(request, arrived))
         return server.NOT_DONE_YET
+
+    def _log(self, request: server.Request, arrived: float) -> None:
+        line = {"url": request.uri.decode(), "start": arrived, "end": time.time()}
+        assert self.access_log is not None
+        with open(self.access_log, "a") as f:
+            f.write(json.dumps(line) + "\n")
 
     def _finish(self, request: server.Request) -> None:
         request.write(_page(f"Slow {request.uri.decode()}"))
@@ -158,7 +176,7 @@ class Root(resource.Resource):
         super().__init__()
         self.putChild(b"pages", Pages())
         self.putChild(b"status", Status())
-        self.putChild(b"slow", Slow())
+        self.putChild(b"slow", Slow(os.environ.get("TEST_SITE_ACCESS_LOG")))
         self.putChild(b"drop", Drop())
         self.putChild(b"title", Title())
         self.putChild(b"sample", Sample())

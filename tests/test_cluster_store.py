@@ -10,7 +10,7 @@ import pytest
 
 from scrapy_jobstatus._model import JobState, JobStatus, pending_job
 from scrapy_jobstatus._store import NodeInfo, StoreError, open_store
-from tests.test_store import opened
+from tests.test_store import execute, opened, schema_version
 
 
 def queued(job_id: str, priority: float = 0.0, created_at: float | None = None, project="p"):
@@ -21,6 +21,18 @@ def queued(job_id: str, priority: float = 0.0, created_at: float | None = None, 
 
 def node(name: str, last_seen: float, running: int = 0) -> NodeInfo:
     return NodeInfo(name, f"http://{name}/", 2, running, "1.0", last_seen - 60, last_seen)
+
+
+def seen(store, name: str, last_seen: float, running: int = 0) -> float:
+    """A heartbeat recorded at a given time (a node's, long ago)."""
+    return store.beat(node(name, last_seen, running), store_clock=False)
+
+
+def running(job_id: str, node: str, updated_at: float, **fields) -> JobState:
+    return JobState(
+        job_id=job_id, spider="s", status=JobStatus.RUNNING, node=node, pid=1, interval=1.0,
+        created_at=updated_at - 100, started_at=updated_at - 100, updated_at=updated_at, **fields,
+    )  # fmt: skip
 
 
 def test_jobs_are_claimed_by_priority_then_age_and_once(store):
@@ -92,9 +104,9 @@ def test_nodes_claiming_at_once_never_get_the_same_job(store, location):
 
 
 def test_a_dead_nodes_jobs_fail_naming_it_unless_their_crawl_still_reports(store):
-    now = time.time()
-    store.beat(node("alive", now))
-    store.beat(node("dead", now - 100))
+    now = store.clock()
+    store.beat(node("alive", 0))
+    seen(store, "dead", now - 100)
     stale = JobState(
         job_id="stale", spider="s", status=JobStatus.RUNNING, node="dead", pid=1,
         interval=1.0, created_at=now - 200, started_at=now - 200, updated_at=now - 60,
@@ -107,6 +119,7 @@ def test_a_dead_nodes_jobs_fail_naming_it_unless_their_crawl_still_reports(store
         job_id="other", spider="s", status=JobStatus.RUNNING, node="alive", pid=3,
         interval=1.0, created_at=now - 200, started_at=now - 200, updated_at=now - 60,
     )  # fmt: skip
+    # Crawls written before leases: judged by their heartbeat.
     for state in (stale, fresh, other):
         store.start_job(state)
     store.add_pending(queued("claimed"))
@@ -125,10 +138,104 @@ def test_a_dead_nodes_jobs_fail_naming_it_unless_their_crawl_still_reports(store
     assert store.reap_dead_nodes(timeout=30) == []  # once
 
 
+def test_heartbeats_are_recorded_at_the_stores_clock(store):
+    before = time.time()
+    recorded = store.beat(node("n", 12.0))  # the node's own clock is not used
+    after = time.time()
+    # The store's clock is this machine's: a server on another would differ.
+    assert before - 1 <= recorded <= after + 1
+    assert store.clock() >= recorded
+    assert [n.last_seen for n in store.nodes()] == [recorded]
+
+
+def test_a_crawl_keeps_its_job_while_its_lease_holds_whatever_its_node(store):
+    now = store.clock()
+    seen(store, "dead", now - 100)
+    # Its last write was long ago by its own clock, but its lease, by the
+    # store's, holds.
+    store.start_job(running("held", "dead", updated_at=now - 60), lease=60)
+    assert store.reap_dead_nodes(timeout=30) == []
+    assert store.get("held").status is JobStatus.RUNNING
+    # A lease that has run out: taken over.
+    store.start_job(running("lapsed", "dead", updated_at=now), lease=-1)
+    assert [(r.job_id, r.requeued) for r in store.reap_dead_nodes(timeout=30)] == [
+        ("lapsed", False)
+    ]
+    assert store.get("lapsed").status is JobStatus.FAILED
+
+
+def test_a_save_renews_the_lease(store):
+    now = store.clock()
+    seen(store, "dead", now - 100)
+    state = running("renewed", "dead", updated_at=now)
+    store.start_job(state, lease=-1)  # run out
+    assert store.save(state, lease=60).written
+    assert store.reap_dead_nodes(timeout=30) == []
+    assert store.save(state, lease=-1).written
+    assert len(store.reap_dead_nodes(timeout=30)) == 1
+
+
+def test_a_job_taken_over_is_retried_its_attempt_superseded_and_the_old_crawl_locked_out(store):
+    now = store.clock()
+    seen(store, "cut-off", now - 100)
+    first = running("retried", "cut-off", updated_at=now, retries=1, retry_delay=0.0)
+    store.start_job(first, lease=-1)
+    assert store.reap_dead_nodes(timeout=30)[0].job_id == "retried"
+    document = store.document("retried")
+    assert (document["status"], document["attempt"]) == ("pending", 2)
+    superseded = document["attempts"][0]
+    assert (superseded["attempt"], superseded["status"], superseded["node"]) == (
+        1,
+        "superseded",
+        "cut-off",
+    )
+    assert "node 'cut-off'" in superseded["error_message"]
+    assert [e["step"] for e in document["history"]][-2:] == ["failed", "retry"]
+
+    # The cut-off crawl's write, while the next attempt waits: refused.
+    first.updated_at = store.clock()
+    result = store.save(first, lease=20)
+    assert result.lost and result.status == "pending"
+    # The next attempt runs on another node; the old crawl still cannot write.
+    second = running("retried", "other", updated_at=store.clock())
+    assert store.start_job(second, lease=20).started and second.attempt == 2
+    first.total_pages_crawled = 99
+    assert store.save(first, lease=20).lost
+    assert store.save(second, lease=20).written
+    document = store.document("retried")
+    assert (document["node"], document["attempt"], document["total_pages_crawled"]) == (
+        "other",
+        2,
+        0,
+    )
+    assert [a["status"] for a in document["attempts"]] == ["superseded", "running"]
+
+
+def test_a_store_of_version_6_keeps_each_jobs_attempt(location, monkeypatch):
+    from scrapy_jobstatus import _postgres, _sqlite
+
+    backend = _postgres if location.startswith("postgresql://") else _sqlite
+    with monkeypatch.context() as m:
+        m.setattr(backend, "_MIGRATIONS", backend._MIGRATIONS[:6])
+        m.setattr(backend, "SCHEMA_VERSION", 6)
+        with opened(location) as store:
+            store.get("j")  # makes the schema of version 6
+    execute(
+        location,
+        "INSERT INTO jobs (job_id, project, spider, status, node, created_at, state)"
+        """ VALUES ('j', 'p', 's', 'running', 'n', 1.0, '{"attempt": 3}')""",
+    )
+    with opened(location) as store:
+        assert store.get("j").attempt == 3
+        # Its crawl's writes go on (the attempt that holds the job).
+        assert store.save(running("j", "n", updated_at=2.0, attempt=3), lease=20).written
+    assert schema_version(location) == backend.SCHEMA_VERSION == 7
+
+
 def test_heartbeats_update_a_node(store):
-    store.beat(node("b", 100.0))
-    store.beat(node("a", 50.0))
-    store.beat(node("b", 200.0, running=2))
+    seen(store, "b", 100.0)
+    seen(store, "a", 50.0)
+    seen(store, "b", 200.0, running=2)
     nodes = store.nodes()
     assert [(n.name, n.last_seen, n.running) for n in nodes] == [("a", 50.0, 0), ("b", 200.0, 2)]
     shown = nodes[1].to_dict(now=210.0, timeout=30)
@@ -188,8 +295,8 @@ def test_a_restarted_node_gives_back_its_unstarted_claims_and_old_nodes_go(store
     store.claim_job("n1")
     assert store.requeue_claims("n1") == ["mine"] and store.requeue_claims("n2") == []
     assert [s.job_id for s in store.queued_jobs(created_before=10.0)] == ["mine"]
-    store.beat(node("gone-long-ago", time.time() - 2 * 86400))
-    store.beat(node("recent", time.time()))
+    seen(store, "gone-long-ago", store.clock() - 2 * 86400)
+    store.beat(node("recent", 0))
     store.reap_dead_nodes(timeout=30)
     assert [n.name for n in store.nodes()] == ["recent"]
 

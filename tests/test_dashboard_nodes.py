@@ -92,7 +92,8 @@ def cluster(node: ScrapydNode) -> dict[str, Any]:
                 version="scrapy-jobstatus 0.1.0, Scrapyd 1.5.0",
                 started_at=now - 7200,
                 last_seen=now - 3630,  # "1 h ago", give or take a clock's second
-            )
+            ),
+            store_clock=False,
         )
         store.beat(
             NodeInfo(
@@ -103,7 +104,8 @@ def cluster(node: ScrapydNode) -> dict[str, Any]:
                 version=PAYLOAD,
                 started_at=now - 60,
                 last_seen=now,
-            )
+            ),
+            store_clock=False,
         )
     finally:
         store.close()

@@ -138,6 +138,15 @@ def _discard(*_: object) -> None:
     return None
 
 
+def unpause(engine: ExecutionEngine) -> None:
+    """Unpause the engine, sending its next requests now rather than at its
+    next heartbeat (5 s on)."""
+    engine.unpause()
+    nextcall = getattr(getattr(engine, "_slot", None), "nextcall", None)
+    if nextcall is not None:
+        nextcall.schedule()
+
+
 def queued_requests(engine: ExecutionEngine | None) -> int:
     """The requests in the scheduler's queue (``engine.scheduler`` is
     public from Scrapy 2.19; before, it is the slot's)."""

@@ -27,6 +27,7 @@ from ._defaults import default
 from ._engine import DROPPED, queued_requests, responses_in_callbacks
 from ._errors import classify_exception, classify_response
 from ._jobdir import JobDirSession
+from ._lease import CLOSE_SUPERSEDED, LeaseKeeper
 from ._lifecycle import Lifecycle, Phase
 from ._loop import before_reactor_stops
 from ._middleware import download_failed
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from twisted.python.failure import Failure
 
+    from ._store import SaveResult
     from ._tracker import JobTracker
     from ._writer import StoreWriter
 
@@ -78,6 +80,7 @@ class JobStatusExtension:
         )
         self.tracker: JobTracker | None = None
         self.writer: StoreWriter | None = None
+        self.lease: LeaseKeeper | None = None
         self._feeds_closed: Deferred[None] = Deferred()
         # Requests in the JOBDIR's queue when a resumed crawl opened.
         self._queued_at_open = 0
@@ -149,6 +152,8 @@ class JobStatusExtension:
     def _track(self, tracker: JobTracker, writer: StoreWriter) -> None:
         self.tracker, self.writer = tracker, writer
         state, jobdir = tracker.state, self.jobdir
+        if writer.lease is not None:
+            self.lease = LeaseKeeper(self.crawler, writer.lease, state.job_id, self._superseded)
         self.stopper.follow(tracker, jobdir.jobdir)
         tracker.event("opened", details=f"pid {os.getpid()}")
         tracker.resumed(jobdir.resuming)
@@ -205,7 +210,7 @@ class JobStatusExtension:
         self.stopper.stop_timers()
         self._refresh()
         final = tracker.closed(reason)
-        if final is JobStatus.FAILED and tracker.failure_message:
+        if final is JobStatus.FAILED and tracker.failure_message and not tracker.lost:
             logger.error("Job failing: %(message)s", {"message": tracker.failure_message})
         # Stats consumers (Spidermon, the stats dump) read the stats in their
         # own spider_closed handlers: they get the final figures and the
@@ -276,6 +281,8 @@ class JobStatusExtension:
     # -- the periodic write and cancel poll ----------------------------------------------
 
     def _tick(self) -> None:
+        if self.lease is not None:
+            self.lease.check(time.time())
         self._refresh()
         self.stopper.check_stall()
         self._write_stats()
@@ -298,7 +305,17 @@ class JobStatusExtension:
         self.tracker.state.updated_at = now = time.time()
         d = self.writer.save(self.tracker, now)
         if d is not None:
-            d.addCallback(self.stopper.requested)
+            d.addCallback(self._saved, now)
+
+    def _saved(self, result: SaveResult | None, started_at: float) -> None:
+        if self.lease is not None:
+            self.lease.written(result, started_at, time.time())
+        self.stopper.requested(result)
+
+    def _superseded(self) -> None:
+        """Another attempt holds the job: the crawl closes at once."""
+        if self.tracker is not None and self.tracker.superseded():
+            self.stopper.close(CLOSE_SUPERSEDED)
 
     def _write_now(self, wait: float) -> None:
         tracker, writer = self.tracker, self.writer

@@ -492,6 +492,12 @@ def shown_status(state: JobState) -> JobStatus:
     return status
 
 
+# The status of an attempt whose job another node took over, its crawl's
+# lease on the job having run out (its node died, or was cut off from the
+# store); the job's own status is never this.
+SUPERSEDED = "superseded"
+
+
 def attempt_record(state: JobState, status: JobStatus | None = None) -> dict[str, Any]:
     """The current attempt of a job, as the ``attempts`` list keeps it."""
     status = status or state.status

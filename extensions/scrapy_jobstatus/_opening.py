@@ -23,7 +23,7 @@ from ._model import (
     new_job_id,
     validate_job_id,
 )
-from ._settings import store_location
+from ._settings import crawl_lease, store_location
 from ._store import StoreError, node_name
 from ._tracker import JobTracker
 from ._writer import StoreWriter
@@ -114,7 +114,8 @@ async def open_job(
         session.check(job_id)
     # A plain crawl delivers its webhooks; under Scrapyd, the node does.
     deliver = webhooks if webhooks and webhooks.deliver else None
-    writer = StoreWriter(store_location(crawler.settings), config.interval, deliver)
+    location = store_location(crawler.settings)
+    writer = StoreWriter(location, config.interval, deliver, crawl_lease(location))
     state = new_job_state(job_id, crawler, config, webhooks, session)
     tracker = JobTracker(
         state,

@@ -51,6 +51,16 @@ SCHEMA_LOCK = 0x6A6F_6273_7461_7475  # "jobstatu"
 # Serializes the writes that add history events, to their commit.
 EVENTS_LOCK = 0x6A6F_6273_6576_6E74  # "jobsevnt"
 
+# Version 7: leases. The attempt that holds a job (only its crawl writes
+# it), and until when its crawl holds it, by the store's clock: another
+# node takes the job over only once that has passed.
+_V7 = (
+    "ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+    "UPDATE jobs SET attempt = (state::jsonb ->> 'attempt')::integer"
+    " WHERE (state::jsonb ->> 'attempt') IS NOT NULL",
+    "ALTER TABLE jobs ADD COLUMN lease_until DOUBLE PRECISION",
+)
+
 # _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
 # from nothing. The first writer to open an older store upgrades it.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -185,6 +195,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     # Version 6: the key of a delivery to a job's own receiver; NULL: the
     # deliverer's webhook_secret signs it.
     ("ALTER TABLE deliveries ADD COLUMN secret TEXT",),
+    _V7,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -210,6 +221,8 @@ DIALECT = Dialect(
     claim_lock=" FOR UPDATE SKIP LOCKED",
     queue_index="",
     text=_text,
+    # The server's clock as the statement runs (now() is the transaction's start).
+    now="extract(epoch FROM clock_timestamp())::float8",
 )
 
 
@@ -283,7 +296,12 @@ class PostgresStore(SQLStore):
             params["connect_timeout"] = max(2, math.ceil(self._deadline))
             statement_ms = int(self._deadline * 1000)
             options = params.get("options") or ""
-            params["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
+            # A transaction left open by a client cut off from the server
+            # (a partition) holds its row locks no longer than that either.
+            params["options"] = (
+                f"{options} -c statement_timeout={statement_ms}"
+                f" -c idle_in_transaction_session_timeout={statement_ms}"
+            ).strip()
         params.setdefault("application_name", "scrapy-jobstatus")
         if self.readonly:
             options = params.get("options") or ""

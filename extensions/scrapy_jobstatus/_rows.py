@@ -37,6 +37,8 @@ COLUMNS = (
     "run_after",
     "pause_requested_at",
     "history_omitted",
+    # The attempt that holds the job: only its crawl writes it.
+    "attempt",
 )
 # Requests (cancel, pause) are written by those who make them, never by the
 # crawl's writes of its job; the history's events left out, by the store as

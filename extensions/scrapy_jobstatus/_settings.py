@@ -11,10 +11,15 @@ from scrapy.settings import BaseSettings
 from scrapy.utils.project import data_path
 
 from ._defaults import DEFAULTS, default
+from ._location import is_postgres
 from ._model import InvalidSetting, shown
+from ._store import LEASE_MARGIN, NODE_TIMEOUT
 from ._tracker import STALL_ACTIONS
 
 STORE_VARIABLE = "JOBSTATUS_DB"
+# How a Scrapyd node passes its node_timeout: the lease a crawl holds its
+# job by, on a store shared by several nodes.
+NODE_TIMEOUT_VARIABLE = "JOBSTATUS_NODE_TIMEOUT"
 # A job's writes and cancel polls: a client of a node sets the interval, and
 # a tiny one would have its crawl write to the shared store without pause.
 MIN_INTERVAL = 0.1
@@ -171,6 +176,33 @@ def parse_retries(raw: Any) -> int:
             f"JOBSTATUS_RETRIES must be a whole number from 0 to {MAX_RETRIES}, got {retries:g}"
         )
     return int(retries)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """How a crawl holds its job: each write renews it for ``seconds`` (by
+    the store's clock); on a store shared by nodes (``shared``: PostgreSQL),
+    a crawl that could not renew it for ``pause_after`` seconds pauses."""
+
+    seconds: float
+    shared: bool
+
+    @property
+    def pause_after(self) -> float:
+        return max(self.seconds - LEASE_MARGIN, MIN_INTERVAL)
+
+
+def crawl_lease(location: str) -> Lease:
+    """The lease of a crawl writing to ``location``: the node_timeout its
+    Scrapyd node gives it in its environment, else the nodes' default.
+    Raises InvalidSetting for a value that is not a number of seconds."""
+    raw = os.environ.get(NODE_TIMEOUT_VARIABLE)
+    seconds = setting_number(NODE_TIMEOUT_VARIABLE, raw, NODE_TIMEOUT)
+    if seconds <= LEASE_MARGIN:
+        raise InvalidSetting(
+            f"{NODE_TIMEOUT_VARIABLE} must be more than {LEASE_MARGIN:g} seconds, got {seconds:g}"
+        )
+    return Lease(seconds, is_postgres(location))
 
 
 def store_location(settings: BaseSettings) -> str:

@@ -45,11 +45,12 @@ ENDED = "completed_at IS NOT NULL AND NOT (status = 'cancelled' AND pid IS NULL)
 FINISHED = "SELECT * FROM jobs WHERE " + ENDED + " ORDER BY completed_at DESC, id DESC LIMIT ?"
 COUNT_FINISHED = "SELECT COUNT(*) AS n FROM (SELECT 1 FROM jobs WHERE " + ENDED + " LIMIT ?) AS f"
 
+# {last_seen}: a bound value, or the store's clock (the dialect's ``now``).
 BEAT = (
     "INSERT INTO nodes (name, url, max_proc, running, version, started_at, last_seen)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
+    " VALUES (?, ?, ?, ?, ?, ?, {last_seen}) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
     " max_proc = excluded.max_proc, running = excluded.running, version = excluded.version,"
-    " started_at = excluded.started_at, last_seen = excluded.last_seen"
+    " started_at = excluded.started_at, last_seen = excluded.last_seen RETURNING last_seen"
 )
 NODES = "SELECT * FROM nodes ORDER BY name"
 DEAD_NODES = "SELECT * FROM nodes WHERE last_seen < ? ORDER BY name"
@@ -80,16 +81,13 @@ def queued_jobs(
     return QUEUED_JOBS.format(project=clause, created=created, index=index), params
 
 
-def beat_values(node: NodeInfo) -> tuple[Any, ...]:
-    return (
-        node.name,
-        node.url,
-        node.max_proc,
-        node.running,
-        node.version,
-        node.started_at,
-        node.last_seen,
-    )
+def beat(node: NodeInfo, now: str | None) -> tuple[str, tuple[Any, ...]]:
+    """A heartbeat's statement and values: recorded at the store's clock
+    ``now`` (an SQL expression), or, without it, at ``node.last_seen``."""
+    values = (node.name, node.url, node.max_proc, node.running, node.version, node.started_at)
+    if now is not None:
+        return BEAT.format(last_seen=now), values
+    return BEAT.format(last_seen="?"), (*values, node.last_seen)
 
 
 def node_from_row(row: Any) -> NodeInfo:

@@ -181,7 +181,16 @@ ALTER TABLE jobs ADD COLUMN history_omitted INTEGER NOT NULL DEFAULT 0;
 _V6 = """
 ALTER TABLE deliveries ADD COLUMN secret TEXT;
 """
-_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Version 7: leases. The attempt that holds a job (only its crawl writes
+# it), and until when its crawl holds it, by the store's clock: another
+# node takes the job over only once that has passed.
+_V7 = """
+ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+UPDATE jobs SET attempt = json_extract(state, '$.attempt')
+    WHERE json_extract(state, '$.attempt') IS NOT NULL;
+ALTER TABLE jobs ADD COLUMN lease_until REAL;
+"""
+_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -215,8 +224,17 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
+# The store's clock in seconds since the epoch: unixepoch with 'subsec' from
+# SQLite 3.42, the Julian day before.
+NOW = (
+    "unixepoch('now', 'subsec')"
+    if sqlite3.sqlite_version_info >= (3, 42)
+    else "((julianday('now') - 2440587.5) * 86400.0)"
+)
 # One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
-DIALECT = Dialect(statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text)
+DIALECT = Dialect(
+    statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text, now=NOW
+)
 
 
 class SQLiteStore(SQLStore):

@@ -41,6 +41,7 @@ from ._store import (
     StartResult,
     decode_cursor,
     encode_cursor,
+    lease_expired,
     reap_dead_jobs,
     reap_dead_nodes,
 )
@@ -54,6 +55,7 @@ from ._transitions import (
     resume,
     settle_end,
     startable,
+    take_over,
     take_over_pending,
     webhook_body,
     webhook_targets,
@@ -82,6 +84,9 @@ class Dialect:
     queue_index: str
     # A text as the backend can store it.
     text: Callable[[str | None], str | None]
+    # The store's clock, in seconds since the epoch: heartbeats and leases
+    # are judged by it, never by the clocks of the nodes that write them.
+    now: str
 
 
 def same(statement: str) -> str:
@@ -101,15 +106,20 @@ INSERT = (
     f" ON CONFLICT (job_id) DO NOTHING RETURNING {SAVED}"
 )
 # The pause request goes with any status but running or pausing (the bound
-# value after the state: whether it stays).
+# value after the state: whether it stays). A crawl's write renews its lease
+# (a NULL lease keeps the one written before), and is the write of the
+# attempt that holds the job ({attempt}) or none.
 UPDATE = (
     f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _quoted(UPDATED_COLUMNS))}, state = ?,"  # noqa: S608
     " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
-    " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE FALSE END"
-    " WHERE job_id = ? AND status IN ({sources})"
+    " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE FALSE END,"
+    " lease_until = COALESCE({now} + ?, lease_until)"
+    " WHERE job_id = ? AND status IN ({sources}){attempt}"
     # The job's points of the series, to thin them without another statement.
     f" RETURNING {SAVED}, (SELECT COUNT(*) FROM series WHERE job = jobs.id) AS points"
 )
+# A crawl's lease on the job it starts, from the store's clock.
+LEASE = "UPDATE jobs SET lease_until = {now} + ? WHERE id = ?"
 CLEAR_PAUSE = "UPDATE jobs SET pause_requested_at = NULL, pause_requeue = FALSE WHERE id = ?"
 # The columns of an error and of an event, after the job's key.
 ERROR_COLUMNS = (
@@ -124,21 +134,32 @@ ERROR_COLUMNS = (
 EVENT_COLUMNS = ("step", '"timestamp"', "duration_ms", "status", "details")
 
 
-def update_values(state: JobState, crawl: bool = False) -> tuple[str, tuple[Any, ...]]:
+def update_values(
+    state: JobState, now: str, crawl: int | None = None, lease: float | None = None
+) -> tuple[str, tuple[Any, ...]]:
     """The statement and values that write the job if its stored status may
-    move to the new one (from a ``crawl``'s write, as ``sources_of`` says);
-    it returns the job's key and requests, or nothing."""
-    sources = sources_of(state.status, crawl)
+    move to the new one; ``crawl``: the write of the crawl of that attempt,
+    as ``sources_of`` says, and only while its attempt holds the job,
+    renewing its ``lease``. It returns the job's key and requests, or
+    nothing. ``now``: the dialect's clock."""
+    sources = sources_of(state.status, crawl is not None)
     keep = keeps_pause_request(state.status)
     values = (
         *(column_value(state, c) for c in UPDATED_COLUMNS),
         encode_state(state),
         keep,
         keep,
+        lease,
         state.job_id,
         *sources,
+        *((crawl,) if crawl is not None else ()),
     )
-    return UPDATE.format(sources=", ".join("?" * len(sources))), values
+    statement = UPDATE.format(
+        now=now,
+        sources=", ".join("?" * len(sources)),
+        attempt=" AND attempt = ?" if crawl is not None else "",
+    )
+    return statement, values
 
 
 def save_result(row: Mapping[str, Any], *, written: bool, recreated: bool = False) -> SaveResult:
@@ -205,7 +226,9 @@ class SQLStore:
         with self._write() as conn:
             return self._execute(conn, INSERT, values).fetchone() is not None
 
-    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
+    def start_job(
+        self, state: JobState, resume: bool = False, lease: float | None = None
+    ) -> StartResult:
         with self._write() as conn:
             while True:
                 row = self._job_row(conn, state.job_id, lock=True)
@@ -213,7 +236,7 @@ class SQLStore:
                     break
                 inserted = self._execute(conn, INSERT, row_values(state)).fetchone()
                 if inserted is not None:
-                    self._started(conn, inserted["id"], state)
+                    self._started(conn, inserted["id"], state, lease)
                     return StartResult(True, state)
                 # Inserted by another process since: lock and read that one.
             stored = decode_state(row)
@@ -221,10 +244,12 @@ class SQLStore:
                 return StartResult(False, stored)
             take_over_pending(state, stored, resume)
             self._update(conn, state)
-            self._started(conn, row["id"], state)
+            self._started(conn, row["id"], state, lease)
             return StartResult(True, state)
 
-    def _started(self, conn: Any, job: int, state: JobState) -> None:
+    def _started(self, conn: Any, job: int, state: JobState, lease: float | None) -> None:
+        if lease is not None:
+            self._execute(conn, LEASE.format(now=self.dialect.now), (lease, job))
         self._insert_point(conn, job, sql.point_values(job, state))
         self._notify(conn, job, [STARTED])
 
@@ -234,11 +259,13 @@ class SQLStore:
         errors: Iterable[JobError] = (),
         events: Iterable[HistoryEvent] = (),
         history: Iterable[HistoryEvent] = (),
+        lease: float | None = None,
     ) -> SaveResult:
         events = list(events)
         # Everything is encoded before the write begins: the write holds the
         # store's lock (SQLite's whole file) for its statements only.
-        update = update_values(state, crawl=True)
+        now, attempt = self.dialect.now, state.attempt
+        update = update_values(state, now, crawl=attempt, lease=lease)
         error_rows = self._error_rows(errors)
         event_rows = self._event_rows(events)
         point = sql.point_values(0, state)[1:]
@@ -248,7 +275,9 @@ class SQLStore:
                 stored := self._job_row(conn, state.job_id, lock=True)
             ):
                 events += settle_end(state, stored, time.time())
-                update, event_rows = update_values(state, crawl=True), self._event_rows(events)
+                # A retry makes the next attempt: this one writes it.
+                update = update_values(state, now, crawl=attempt, lease=lease)
+                event_rows = self._event_rows(events)
             new_events = events
             # One statement writes the job, gives its key and polls the
             # cancel and pause requests.
@@ -304,7 +333,15 @@ class SQLStore:
                 self._notify(conn, row["id"], webhook_types(after))
             return RequestResult(before, after)
 
-    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
+    def end_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        message: str,
+        *,
+        unstarted: bool,
+        expired: bool = False,
+    ) -> bool:
         now = time.time()
         with self._write() as conn:
             row = self._job_row(conn, job_id, lock=True)
@@ -313,7 +350,14 @@ class SQLStore:
             state = decode_state(row)
             if not state.status.is_active or (unstarted and state.status is not JobStatus.PENDING):
                 return False
-            events = end_for_crawl(state, status, message, now, unstarted=unstarted)
+            if expired:
+                # Judged in the transaction that ends it: a lease renewed
+                # meanwhile keeps the job its crawl's.
+                if not lease_expired(row["lease_until"], state, self._clock(conn)):
+                    return False
+                events = take_over(state, message, now)
+            else:
+                events = end_for_crawl(state, status, message, now, unstarted=unstarted)
             self._update(conn, state)
             self._add_events(conn, row["id"], self._event_rows(events))
             self._notify(conn, row["id"], webhook_types(state.status))
@@ -380,7 +424,7 @@ class SQLStore:
 
     def _update(self, conn: Any, state: JobState) -> bool:
         """Write the job if its stored status may move to the new one."""
-        return self._execute(conn, *update_values(state)).fetchone() is not None
+        return self._execute(conn, *update_values(state, self.dialect.now)).fetchone() is not None
 
     def _notify(self, conn: Any, job: int, types: list[str]) -> None:
         """The job's webhooks for these events, in the outbox, in the write
@@ -650,12 +694,20 @@ class SQLStore:
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]:
         return reap_dead_jobs(self, node, alive)  # type: ignore[arg-type]
 
-    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        return reap_dead_nodes(self, timeout)  # type: ignore[arg-type]
+    def reap_dead_nodes(self, timeout: float, now: float | None = None) -> list[ReapedJob]:
+        return reap_dead_nodes(self, timeout, now)  # type: ignore[arg-type]
 
-    def beat(self, node: NodeInfo) -> None:
+    def clock(self) -> float:
+        with self._read() as conn:
+            return self._clock(conn)
+
+    def _clock(self, conn: Any) -> float:
+        return float(self._execute(conn, f"SELECT {self.dialect.now} AS now").fetchone()["now"])
+
+    def beat(self, node: NodeInfo, *, store_clock: bool = True) -> float:
+        statement, values = sql.beat(node, self.dialect.now if store_clock else None)
         with self._write() as conn:
-            self._execute(conn, sql.BEAT, sql.beat_values(node))
+            return float(self._execute(conn, statement, values).fetchone()["last_seen"])
 
     def nodes(self) -> list[NodeInfo]:
         with self._read() as conn:

@@ -35,6 +35,12 @@ STARTED = "job.started"
 ERRORS_IN_WEBHOOKS = 20
 # A node unseen for a day is forgotten: its jobs were reaped long ago.
 FORGET_NODES_AFTER = 86400.0
+# Seconds without a heartbeat, by the store's clock, after which a node is
+# dead; a crawl's lease on its job lasts as long from each of its writes.
+NODE_TIMEOUT = 20.0
+# A crawl that could not renew its lease for the lease less this pauses its
+# engine: it sends nothing by the time another node may take its job over.
+LEASE_MARGIN = 5.0
 # How a Scrapyd node names itself to the crawls it starts: several nodes may
 # share one machine, and each reaps only the crawls it started.
 NODE_VARIABLE = "JOBSTATUS_NODE"
@@ -71,6 +77,12 @@ class SaveResult:
     pause_requested_at: float | None = None
     # The stored status after the write: a failed attempt retried is pending.
     status: str | None = None
+
+    @property
+    def lost(self) -> bool:
+        """The job is no longer the writing crawl's: another attempt holds
+        it, or another process ended it."""
+        return not self.written
 
 
 @dataclass(frozen=True)
@@ -183,10 +195,13 @@ class JobStore(Protocol):
     def add_pending(self, state: JobState) -> bool:
         """Record a new pending job; False if its id is taken."""
 
-    def start_job(self, state: JobState, resume: bool = False) -> StartResult:
+    def start_job(
+        self, state: JobState, resume: bool = False, lease: float | None = None
+    ) -> StartResult:
         """A crawl starts a pending job (or, with its JOBDIR, a paused one);
         ``resume``: it goes on from its JOBDIR, with the counters of the runs
-        before."""
+        before. ``lease``: the crawl holds the job that many seconds, by the
+        store's clock, renewed by each of its saves."""
 
     def save(
         self,
@@ -194,10 +209,12 @@ class JobStore(Protocol):
         errors: Iterable[JobError] = (),
         events: Iterable[HistoryEvent] = (),
         history: Iterable[HistoryEvent] = (),
+        lease: float | None = None,
     ) -> SaveResult:
         """Write a running job with its new errors and events, and poll its
         cancel request, in one transaction. ``history`` is the job's whole
-        history, written only when the record has to be made again."""
+        history, written only when the record has to be made again. Only
+        the attempt that holds the job writes it; ``lease`` renews its hold."""
 
     def request_cancel(self, job_id: str, force: bool = False) -> RequestResult: ...
 
@@ -210,10 +227,20 @@ class JobStore(Protocol):
         """A paused job back to the queue, to go on from its JOBDIR; a pause
         not yet taken up is withdrawn."""
 
-    def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
+    def end_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        message: str,
+        *,
+        unstarted: bool,
+        expired: bool = False,
+    ) -> bool:
         """End an active job for its crawl, which cannot (it died, or ran
         unmonitored); ``unstarted`` limits it to a pending job. A failed
-        attempt with a retry left goes back to the queue instead."""
+        attempt with a retry left goes back to the queue instead. ``expired``:
+        only once the crawl's lease has run out by the store's clock, and a
+        retried attempt ends ``superseded``."""
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]: ...
 
@@ -306,16 +333,22 @@ class JobStore(Protocol):
 
     # -- the nodes sharing the store --------------------------------------------
 
-    def beat(self, node: NodeInfo) -> None:
-        """Record a node's heartbeat."""
+    def clock(self) -> float:
+        """The store's clock: what heartbeats and leases are judged by."""
+
+    def beat(self, node: NodeInfo, *, store_clock: bool = True) -> float:
+        """Record a node's heartbeat at the store's clock (``store_clock``),
+        else at ``node.last_seen``; returns the time recorded."""
 
     def nodes(self) -> list[NodeInfo]: ...
 
-    def reap_dead_nodes(self, timeout: float) -> list[ReapedJob]:
-        """The jobs of nodes unseen for ``timeout`` seconds: a started job
-        whose own heartbeat is stale too ends ``failed``, naming its node; a
-        claimed job that never started goes back to the queue. A crawl that
-        still reports keeps its job."""
+    def reap_dead_nodes(self, timeout: float, now: float | None = None) -> list[ReapedJob]:
+        """The jobs of nodes unseen for ``timeout`` seconds by the store's
+        clock (``now``: its time, read if not given): a started job whose
+        crawl's lease has run out too ends ``failed`` naming its node (or
+        its attempt ``superseded``, retried); a claimed job that never
+        started goes back to the queue. A crawl that still reports keeps its
+        job."""
 
     def dead_nodes(self, seen_before: float) -> list[NodeInfo]: ...
 
@@ -388,8 +421,10 @@ def reap_dead_jobs(store: JobStore, node: str, alive: Callable[[int], bool]) -> 
     return reaped
 
 
-def reap_dead_nodes(store: JobStore, timeout: float) -> list[ReapedJob]:
-    now = time.time()
+def reap_dead_nodes(store: JobStore, timeout: float, now: float | None = None) -> list[ReapedJob]:
+    """The work of ``JobStore.reap_dead_nodes``, by the store's clock."""
+    if now is None:
+        now = store.clock()
     store.forget_nodes(now - FORGET_NODES_AFTER)
     reaped = []
     for node in store.dead_nodes(now - timeout):
@@ -397,12 +432,54 @@ def reap_dead_nodes(store: JobStore, timeout: float) -> list[ReapedJob]:
             ReapedJob(job, node.name, requeued=True) for job in store.requeue_claims(node.name)
         ]
         for state in store.started_jobs(node.name):
-            if not is_stale(state, now):
-                continue  # the crawl still reports: it keeps its job
+            # The store ends it only if the crawl's lease has run out: a
+            # crawl that still reports keeps its job.
             message = node_died_message(state, node.name, node.last_seen)
-            if store.end_job(state.job_id, JobStatus.FAILED, message, unstarted=False):
+            if store.end_job(
+                state.job_id, JobStatus.FAILED, message, unstarted=False, expired=True
+            ):
                 reaped.append(ReapedJob(state.job_id, node.name, requeued=False))
     return reaped
+
+
+def lease_expired(lease_until: float | None, state: JobState, now: float) -> bool:
+    """Whether a started job's crawl has lost its hold by the store's clock
+    ``now``: its lease ran out, or, written before leases, its heartbeat is
+    stale."""
+    if lease_until is None:
+        return is_stale(state, now)
+    return lease_until < now
+
+
+class Liveness:
+    """A node's own connection to the store, by the store's clock: it may
+    declare another node dead only after it has itself been connected for a
+    whole ``timeout`` during which the other wrote nothing. Its beats keep
+    the time since which they have succeeded without a gap; a failed beat,
+    or two more than ``max_gap`` apart, start that window again. So after
+    any outage, however long, no node judges the others by the heartbeats
+    nobody could write."""
+
+    def __init__(self, timeout: float, max_gap: float):
+        self.timeout = timeout
+        self.max_gap = max_gap
+        self.connected_since: float | None = None
+        self._last_beat: float | None = None
+
+    def beat(self, at: float) -> None:
+        """A beat went through, recorded at ``at`` (the store's clock)."""
+        if self._last_beat is None or not 0 <= at - self._last_beat <= self.max_gap:
+            self.connected_since = at
+        self._last_beat = at
+
+    def lost(self) -> None:
+        """A beat (or a call of the same round) failed."""
+        self.connected_since = self._last_beat = None
+
+    def may_judge(self, now: float) -> bool:
+        """Whether the node has been connected for a whole ``timeout`` by
+        ``now`` (the store's clock)."""
+        return self.connected_since is not None and now - self.connected_since >= self.timeout
 
 
 def node_died_message(state: JobState, node: str, last_seen: float) -> str:

@@ -71,6 +71,8 @@ class JobTracker:
         # The crawl has closed: the job is finalizing, its end decided.
         self.ended = False
         self.forced = False
+        # The job is no longer this crawl's: another attempt holds it.
+        self.lost = False
         self.errors_by_type: dict[str, int] = {}
         # The history as the store keeps it (its first and last events): a
         # record lost with its store file is written again from it.
@@ -292,6 +294,21 @@ class JobTracker:
         self.state.pause_requested_at = requested_at
         self._set_status(JobStatus.PAUSING)
         self.event("pause requested", details=f"by {source}")
+        self.closing = True
+        return True
+
+    def superseded(self) -> bool:
+        """The job is no longer this crawl's: another attempt holds it (its
+        lease ran out while the crawl was cut off from the store), or
+        another process ended it. Whether this stops the crawl (it does
+        unless it is closing already); what it writes is refused."""
+        if self.lost:
+            return False
+        self.lost = True
+        if self.closing:
+            return False
+        self.end_reason = CompletionReason.ERROR
+        self.failure_message = "superseded: another attempt holds the job"
         self.closing = True
         return True
 

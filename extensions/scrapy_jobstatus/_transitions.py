@@ -12,6 +12,7 @@ from typing import Any
 
 from ._model import (
     REASON_FOR_STATUS,
+    SUPERSEDED,
     TERMINAL_STATUSES,
     CompletionReason,
     HistoryEvent,
@@ -105,6 +106,16 @@ def end_for_crawl(
     # A job asked to cancel (cancel.json's KILL, say) is never retried.
     if status is JobStatus.FAILED and state.cancel_requested_at is None and retry_left(state):
         events += retry(state, now)
+    return events
+
+
+def take_over(state: JobState, message: str, now: float) -> list[HistoryEvent]:
+    """A job whose crawl's lease ran out, taken from it: its attempt fails
+    (``message`` says why), and with a retry left it ends ``superseded``, the
+    job queued for the next attempt, which another node runs."""
+    events = end_for_crawl(state, JobStatus.FAILED, message, now, unstarted=False)
+    if state.status is JobStatus.PENDING and state.attempts:
+        state.attempts[-1]["status"] = SUPERSEDED
     return events
 
 

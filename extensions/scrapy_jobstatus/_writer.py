@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._model import JobState
+    from ._settings import Lease
     from ._store import JobStore, StartResult
     from ._tracker import JobTracker
     from ._webhooks import WebhookSettings
@@ -34,11 +35,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scrapy_jobstatus.extension")
 
 MAX_BACKOFF = 30.0
+# A crawl holding its job by a lease on a shared store retries sooner: it
+# pauses while it cannot renew, and goes on as soon as it can.
+LEASE_BACKOFF = 2.0
 
 
 class StoreWriter:
-    def __init__(self, location: str, interval: float, webhooks: WebhookSettings | None = None):
+    def __init__(
+        self,
+        location: str,
+        interval: float,
+        webhooks: WebhookSettings | None = None,
+        lease: Lease | None = None,
+    ):
         self.location = location
+        self.lease = lease
+        shared = lease is not None and lease.shared
+        # A write that cannot renew the lease before the crawl pauses fails
+        # then, and is tried again on a fresh connection.
+        self._deadline = lease.pause_after if lease is not None and shared else None
+        self._max_backoff = LEASE_BACKOFF if shared else MAX_BACKOFF
         # Delivers the job's webhooks once the job is recorded, and what is
         # left of them when the writer stops.
         self.webhooks = webhooks
@@ -58,8 +74,6 @@ class StoreWriter:
         # store was unusable at start) every write starts it first.
         self._job_started = False
         self._resume = False
-        # Another process ended the job: said once.
-        self._ended_elsewhere = False
 
     def start(self) -> None:
         # An idle thread of the executor ends with the interpreter, whatever
@@ -116,7 +130,7 @@ class StoreWriter:
 
     def _open_store(self) -> JobStore:
         if self._store is None:
-            self._store = open_store(self.location)
+            self._store = open_store(self.location, deadline=self._deadline)
         return self._store
 
     def _close_store(self) -> None:
@@ -142,7 +156,7 @@ class StoreWriter:
         self._resume = resume
         try:
             result = await maybe_deferred_to_future(
-                self._call(self._in_thread, "start_job", state, resume)
+                self._call(self._in_thread, "start_job", state, resume, self._lease_seconds)
             )
         except StoreError:
             self.failures = 1
@@ -155,14 +169,19 @@ class StoreWriter:
     def _save_in_thread(
         self, state: JobState, errors: Any, events: Any, history: Any
     ) -> SaveResult:
+        lease = self._lease_seconds
         if not self._job_started:
-            started = self._in_thread("start_job", state, self._resume)
+            started = self._in_thread("start_job", state, self._resume, lease)
             if not started.started:  # ended, or run, elsewhere meanwhile
                 return SaveResult(False, False, started.job.cancel_requested_at, False)
             self._job_started = True
             self._loop.call_soon_threadsafe(self._start_delivery, state.job_id)
             events = history  # the record was just made: its whole history
-        return self._in_thread("save", state, errors, events, history)
+        return self._in_thread("save", state, errors, events, history, lease)
+
+    @property
+    def _lease_seconds(self) -> float | None:
+        return self.lease.seconds if self.lease is not None else None
 
     # -- saves ---------------------------------------------------------------------
 
@@ -197,17 +216,11 @@ class StoreWriter:
                 "Job %(job)s was missing from the job store %(db)s: written again from memory",
                 {"job": job_id, "db": self.shown},
             )
-        if not result.written and not self._ended_elsewhere:
-            self._ended_elsewhere = True
-            logger.warning(
-                "Job %(job)s was ended by another process; its status is no longer updated",
-                {"job": job_id},
-            )
         return result
 
     def _failed(self, error: BaseException, now: float) -> None:
         self.failures += 1
-        backoff = min(MAX_BACKOFF, self.interval * 2**self.failures)
+        backoff = min(self._max_backoff, self.interval * 2**self.failures)
         self._retry_at = now + backoff
         if self.failures == 1:
             if not isinstance(error, StoreError):
@@ -265,7 +278,11 @@ class StoreWriter:
                 "job store %(db)s within %(wait)g s (JOBSTATUS_STORE_WAIT)",
                 {"job": state.job_id, "status": state.status, "db": self.shown, "wait": wait},
             )
-        elif result.status == JobStatus.PENDING and tracker.final_status() is JobStatus.FAILED:
+        elif (
+            result.written
+            and result.status == JobStatus.PENDING
+            and tracker.final_status() is JobStatus.FAILED
+        ):
             logger.warning(
                 "Job %(job)s: attempt %(attempt)d failed and is retried: a Scrapyd node "
                 "sharing the store runs attempt %(next)d; a plain crawl runs it when run "

@@ -25,8 +25,8 @@ from .._defaults import default
 from .._jobdir import jobdir_name
 from .._location import InvalidLocation, check_location
 from .._model import shown
-from .._settings import STORE_VARIABLE, parse_flag
-from .._store import NODE_VARIABLE, JobStore, is_postgres
+from .._settings import NODE_TIMEOUT_VARIABLE, STORE_VARIABLE, parse_flag
+from .._store import NODE_TIMEOUT, NODE_VARIABLE, JobStore, is_postgres
 from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
 from ._calls import StoreCalls
 
@@ -47,8 +47,8 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # Seconds without a heartbeat after which a node is dead: its crawls
         # that stopped reporting end failed, its claimed jobs go back to the
         # queue. Nodes beat every 5 s; a dead node's jobs end within this
-        # plus 5 s.
-        "node_timeout": 20.0,
+        # plus 5 s. A crawl's lease on its job lasts as long.
+        "node_timeout": NODE_TIMEOUT,
         "pending_timeout": 0.0,
         "webhook_timeout": WebhookPolicy.timeout,
         "webhook_retry_delay": WebhookPolicy.retry_delay,
@@ -197,8 +197,13 @@ class JobStatusNode:
 
     def crawl_environment(self) -> dict[str, str]:
         """The store goes to the crawl in its environment, not on its command
-        line, where anyone on the machine could read a password in a URL."""
-        return {STORE_VARIABLE: self.db, NODE_VARIABLE: self.name}
+        line, where anyone on the machine could read a password in a URL;
+        with it, how long the crawl's lease on its job lasts."""
+        return {
+            STORE_VARIABLE: self.db,
+            NODE_VARIABLE: self.name,
+            NODE_TIMEOUT_VARIABLE: f"{self.node_timeout:g}",
+        }
 
 
 def shared_node(config: Config) -> JobStatusNode:

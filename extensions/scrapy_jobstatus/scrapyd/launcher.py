@@ -34,6 +34,7 @@ from .._jobdir import JobDir, remove_jobdir
 from .._model import TERMINAL_STATUSES, InvalidJobId, JobState, JobStatus, validate_job_id
 from .._store import (
     JobStore,
+    Liveness,
     NodeInfo,
     ReapedJob,
     StoreError,
@@ -57,6 +58,13 @@ SUPPORTED_SCRAPYD = "1.6"
 # crawl died without the launcher seeing it end (a crawl started before a
 # restart of this node), or whose node died.
 REAP_INTERVAL = 5.0
+# Seconds the reaper's calls wait for PostgreSQL: a beat that cannot go
+# through fails, and the next round tries a fresh connection.
+REAP_DEADLINE = 4.0
+# Two beats further apart than this (one missed, or one held on a cut-off
+# connection) are an outage of the node's own: it judges no other node for
+# a whole node_timeout after it.
+MAX_BEAT_GAP = 2 * REAP_INTERVAL
 # The components the job services rely on: the queue in the store.
 REQUIRED_COMPONENTS = {
     "spiderqueue": "scrapy_jobstatus.scrapyd.SpiderQueue",
@@ -139,6 +147,8 @@ class Launcher(launcher.Launcher):
         self.spawner = WarmSpawner() if self.node.warm_start else ColdSpawner()
         self._reaper: LoopingCall | None = None
         self._reaper_store: JobStore | None = None
+        # Whether this node has been connected long enough to judge others.
+        self.liveness = Liveness(self.node.node_timeout, MAX_BEAT_GAP)
         # Stopping: no slot takes a new job.
         self._stopping = False
 
@@ -255,23 +265,46 @@ class Launcher(launcher.Launcher):
             running=len(self.processes),
             version=self.version,
             started_at=self.started_at,
-            last_seen=time.time(),
+            last_seen=time.time(),  # the store records its own clock's
         )
         d = deferToThread(self._reap_in_thread, heartbeat)
         d.addCallbacks(self._reaped, self._reap_failed)
         return d
 
     def _reap_in_thread(self, heartbeat: NodeInfo) -> tuple[list[str], list[ReapedJob]]:
+        try:
+            return self._reap_round(heartbeat)
+        except StoreError:
+            # An outage of this node's own: the window in which it may judge
+            # the others starts again, on a connection opened afresh.
+            self.liveness.lost()
+            store, self._reaper_store = self._reaper_store, None
+            if store is not None:
+                store.close()
+            raise
+
+    def _reap_round(self, heartbeat: NodeInfo) -> tuple[list[str], list[ReapedJob]]:
         store = self._reaper_store
         if store is None:
-            store = self._reaper_store = open_store(self.node.db, node=self.node.name)
+            # SQLite's write lock is waited for as long as before: one
+            # machine has no partition to tell apart from a busy store.
+            deadline = REAP_DEADLINE if is_postgres(self.node.db) else None
+            store = self._reaper_store = open_store(
+                self.node.db, node=self.node.name, deadline=deadline
+            )
         with timed_store_write():
-            store.beat(heartbeat)
+            now = store.beat(heartbeat)
+        self.liveness.beat(now)
         self._warn_pending(store)
-        reaped = (
-            store.reap_dead_jobs(self.node.name, process_alive),
-            store.reap_dead_nodes(self.node.node_timeout),
+        dead_crawls = store.reap_dead_jobs(self.node.name, process_alive)
+        # Heartbeats are judged by the store's clock, and only by a node that
+        # has been connected for a whole node_timeout itself.
+        dead_nodes_jobs = (
+            store.reap_dead_nodes(self.node.node_timeout, now)
+            if self.liveness.may_judge(now)
+            else []
         )
+        reaped = (dead_crawls, dead_nodes_jobs)
         try:
             self._remove_ended_jobdirs(store)
         except (OSError, StoreError) as e:
