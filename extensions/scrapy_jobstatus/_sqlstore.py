@@ -733,7 +733,7 @@ class SQLStore:
         values = row_values(state)
         with self._write() as conn:
             if self.dialect.name_lock:
-                key = f"{state.project}\x00{state.spider}"
+                key = f"{state.project}/{state.spider}"
                 self._execute(conn, self.dialect.name_lock, (key,))
             active = [str(s) for s in ACTIVE_STATUSES]
             rows = self._execute(
@@ -750,10 +750,11 @@ class SQLStore:
 
     # -- periodic schedules ---------------------------------------------------------
 
-    def put_schedule(self, schedule: Schedule) -> bool:
+    def put_schedule(self, schedule: Schedule, now: float | None = None) -> bool:
         """Create the schedule, or replace the one of its name (its history
-        stays); True if created. Its next tick is its rule's next."""
-        now = time.time()
+        stays); True if created. Its next tick is its rule's next after
+        ``now`` (default: this process's clock)."""
+        now = time.time() if now is None else now
         next_tick = first_tick(schedule.rule, now)
         with self._write() as conn:
             row = self._execute(
@@ -819,25 +820,38 @@ class SQLStore:
             rows = self._execute(conn, sql.SCHEDULE_COUNTS).fetchall()
         return {bool(r["enabled"]): r["n"] for r in rows}
 
-    def fire_schedules(self, node: str, webhooks: list[str], limit: int = 100) -> Firing:
-        """Claim the due ticks of every schedule, by the store's clock: each
-        schedule's in a write of its own, which records the tick and queues
-        its job together. Whatever the nodes doing this at once, a tick is
-        claimed once (its row is unique), and its job id is the tick's."""
+    def fire_schedules(
+        self, node: str, webhooks: list[str], limit: int = 100, now: float | None = None
+    ) -> Firing:
+        """Claim the due ticks of every schedule, by the store's clock (or
+        ``now``, a test's): each schedule's in a write of its own, which
+        records the tick and queues its job together. Whatever the nodes
+        doing this at once, a tick is claimed once (its row is unique), and
+        its job id is the tick's."""
+        clock, at = self._clock(now)
         with self._read() as conn:
-            statement = sql.DUE_SCHEDULES.format(now=self.dialect.now)
-            rows = self._execute(conn, statement, (limit,)).fetchall()
+            statement = sql.DUE_SCHEDULES.format(now=clock)
+            rows = self._execute(conn, statement, (*at, limit)).fetchall()
         due = [r["id"] for r in rows if r["wait"] <= 0]
         later = [r["wait"] for r in rows if r["wait"] > 0]
         records: list[TickRecord] = []
         for schedule in due:
             with self._write() as conn:
-                records += self._fire(conn, schedule, node, webhooks)
+                records += self._fire(conn, schedule, node, webhooks, now)
         return Firing(records, min(later) if later else None)
 
-    def _fire(self, conn: Any, schedule: int, node: str, webhooks: list[str]) -> list[TickRecord]:
-        statement = sql.SCHEDULE_ROW.format(now=self.dialect.now, lock=self.dialect.row_lock)
-        row = self._execute(conn, statement, (schedule,)).fetchone()
+    def _clock(self, now: float | None) -> tuple[str, tuple[float, ...]]:
+        """The store's clock in SQL, or a given time, bound."""
+        if now is None:
+            return self.dialect.now, ()
+        return "CAST(? AS DOUBLE PRECISION)", (now,)
+
+    def _fire(
+        self, conn: Any, schedule: int, node: str, webhooks: list[str], at: float | None
+    ) -> list[TickRecord]:
+        clock, bound = self._clock(at)
+        statement = sql.SCHEDULE_ROW.format(now=clock, lock=self.dialect.row_lock)
+        row = self._execute(conn, statement, (*bound, schedule)).fetchone()
         now = row["now"] if row is not None else 0.0
         if row is None or not row["enabled"] or row["next_tick"] is None or row["next_tick"] > now:
             return []  # claimed by another node meanwhile, or changed
@@ -919,13 +933,16 @@ class SQLStore:
         )
         return self._execute(conn, sql.INSERT_TICK, values).fetchone() is not None
 
-    def run_schedule(self, project: str, name: str, webhooks: list[str]) -> RunResult | None:
+    def run_schedule(
+        self, project: str, name: str, webhooks: list[str], now: float | None = None
+    ) -> RunResult | None:
         """A job of the schedule at once (the dashboard's "run now"), id
         ``<name>-<now>``, as its overlap policy allows; None if there is no
         such schedule. Its ticks are left as they are."""
+        clock, at = self._clock(now)
         with self._write() as conn:
-            statement = sql.NAMED_SCHEDULE.format(now=self.dialect.now, lock=self.dialect.row_lock)
-            row = self._execute(conn, statement, (project, name)).fetchone()
+            statement = sql.NAMED_SCHEDULE.format(now=clock, lock=self.dialect.row_lock)
+            row = self._execute(conn, statement, (*at, project, name)).fetchone()
             if row is None:
                 return None
             s = schedule_info(row, []).schedule

@@ -349,7 +349,7 @@ class JobStore(Protocol):
         """Queue the pending job unless a job of its project and spider (of
         its overlap key, if any) is active."""
 
-    def put_schedule(self, schedule: Schedule) -> bool:
+    def put_schedule(self, schedule: Schedule, now: float | None = None) -> bool:
         """Create or replace (by project and name); True if created."""
 
     def enable_schedule(self, project: str, name: str, enabled: bool) -> bool: ...
@@ -363,10 +363,14 @@ class JobStore(Protocol):
     def schedule_counts(self) -> dict[bool, int]:
         """How many schedules are enabled (True) and disabled (False)."""
 
-    def fire_schedules(self, node: str, webhooks: list[str], limit: int = 100) -> Firing:
+    def fire_schedules(
+        self, node: str, webhooks: list[str], limit: int = 100, now: float | None = None
+    ) -> Firing:
         """Claim every due tick, once across the nodes, by the store's clock."""
 
-    def run_schedule(self, project: str, name: str, webhooks: list[str]) -> RunResult | None:
+    def run_schedule(
+        self, project: str, name: str, webhooks: list[str], now: float | None = None
+    ) -> RunResult | None:
         """A job of the schedule at once, as its overlap policy allows."""
 
 
