@@ -18,6 +18,7 @@ import pytest
 from tests.helpers import wait_for
 from tests.postgres import temporary_database
 from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, slow_urls, unique
+from tests.webhook_receiver import JOB_SECRET, webhook_receiver
 
 ACTIVE = ("pending", "running", "pausing", "cancelling", "finalizing")
 CROSS_SITE = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
@@ -95,7 +96,22 @@ def test_every_two_seconds_for_thirty_seconds_gives_fifteen_jobs_each_once(
 
 def test_skip_leaves_out_the_ticks_of_a_job_still_running(node: ScrapydNode, site: str) -> None:
     name = unique("skip")
-    add(node, name, every="1", overlap="skip", urls=slow_urls(site, 1, 3))
+    with webhook_receiver(JOB_SECRET) as receiver:
+        add(
+            node,
+            name,
+            every="1",
+            overlap="skip",
+            urls=slow_urls(site, 1, 3),
+            webhook=receiver.url,
+            webhook_secret=JOB_SECRET,
+        )
+        # Each skipped tick is a schedule.skipped event, signed with the
+        # schedule's own key.
+        event = wait_for(lambda: receiver.of_type("schedule.skipped"), what="schedule.skipped")
+        data = event[0].payload["data"]
+        assert (data["schedule"], data["outcome"], data["count"]) == (name, "skipped", 1)
+        assert "is still active" in data["details"]
     wait_for(
         lambda: shown(node, name)["skipped"] >= 3 and shown(node, name)["fired"] >= 2,
         timeout=60,

@@ -407,6 +407,17 @@ class Schedule:
         state.scheduled_for = scheduled_for
         return state
 
+    def event(self, record: TickRecord) -> dict[str, Any]:
+        """The document of a schedule's webhook event: the schedule, and the
+        line of its history the event reports."""
+        return {
+            "project": self.project,
+            "schedule": self.name,
+            "spider": self.spider,
+            "rule": self.rule.describe(),
+            **record.to_dict(),
+        }
+
     def definition(self) -> dict[str, Any]:
         """What the store keeps of it besides its columns (the key
         included: it signs the deliveries; never shown)."""
