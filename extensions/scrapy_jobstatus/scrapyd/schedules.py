@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from scrapyd.webservice import param, spider_list
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import http, server
 
@@ -176,8 +177,9 @@ class AddSchedule(NodeResource):
     only ``project``, ``name`` and ``enabled``, enable or disable one.
 
     The checks of the project, version and spider are Scrapyd's
-    schedule.json's, on the reactor as there; the write is in the node's
-    store pool."""
+    schedule.json's, in a thread (they read the store, and the first one of a
+    project's version runs ``scrapy list``); the write is in the node's store
+    pool."""
 
     # Spider arguments may be of any length, as schedule.json takes them.
     max_param_bytes = None
@@ -271,8 +273,10 @@ class AddSchedule(NodeResource):
             if starting_deadline is None
             else read_seconds("starting_deadline", starting_deadline, MAX_DEADLINE),
         )
-        self._check_spider(project, spider, version)
-        return self.node.calls.run(self._put, schedule)
+        # Scrapyd's checks read the store and run `scrapy list`: in a thread.
+        d = deferToThread(self._check_spider, project, spider, version)
+        d.addCallback(lambda _: self.node.calls.run(self._put, schedule))
+        return d
 
     def answer(self, txrequest: Request, data: Any) -> bytes | int:
         if isinstance(data, Deferred):
