@@ -123,8 +123,15 @@ class ScheduleFiring:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._stop.wait(self.fire_once())
-        if self._store is not None:
-            self._store.close()
+        self._close_store()
+
+    def _close_store(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception:  # a pool of a server gone
+                log.failure("Could not close the schedules' store")
 
     def fire_once(self) -> float:
         """One look; the seconds to wait before the next."""
@@ -136,10 +143,15 @@ class ScheduleFiring:
             if not self._failing:
                 log.error("Could not fire the due schedules: {error}", error=str(e))
             self._failing = True
+            # A store of its own afresh at the next look: a PostgreSQL pool
+            # that failed waits ever longer before it connects again.
+            self._close_store()
             return RETRY_WAIT
         except Exception:
             log.failure("Could not fire the due schedules")
             return RETRY_WAIT
+        if self._failing:
+            log.info("Firing the due schedules again")
         self._failing = False
         self._report(firing)
         if firing.wait is None:
