@@ -247,7 +247,10 @@ class AddSchedule(NodeResource):
             rule = Rule.parse(cron, timezone, every)
         except InvalidSchedule as e:
             raise refused(str(e)) from None
-        args = {key.decode(): values[0].decode() for key, values in (txrequest.args or {}).items()}
+        try:
+            args = {k.decode(): v[0].decode() for k, v in (txrequest.args or {}).items()}
+        except UnicodeDecodeError:
+            raise refused("the spider's arguments must be UTF-8") from None
         for key in args:
             if key in OWN_PARAMETERS or key.startswith("_"):
                 raise refused(f"{shown(key)}: a schedule names its own jobs, by their tick")
