@@ -880,7 +880,7 @@ class SQLStore:
         records the tick and queues its job together. Whatever the nodes
         doing this at once, a tick is claimed once (its row is unique), and
         its job id is the tick's."""
-        clock, at = self._clock(now)
+        clock, at = self._clock_sql(now)
         with self._read() as conn:
             statement = sql.DUE_SCHEDULES.format(now=clock)
             rows = self._execute(conn, statement, (*at, limit)).fetchall()
@@ -895,7 +895,7 @@ class SQLStore:
                 later.append(wait)
         return Firing(records, min(later) if later else None)
 
-    def _clock(self, now: float | None) -> tuple[str, tuple[float, ...]]:
+    def _clock_sql(self, now: float | None) -> tuple[str, tuple[float, ...]]:
         """The store's clock in SQL, or a given time, bound."""
         if now is None:
             return self.dialect.now, ()
@@ -905,7 +905,7 @@ class SQLStore:
         self, conn: Any, schedule: int, node: str, webhooks: list[str], at: float | None
     ) -> tuple[list[TickRecord], float | None]:
         """The schedule's due ticks claimed, and the seconds to its next."""
-        clock, bound = self._clock(at)
+        clock, bound = self._clock_sql(at)
         statement = sql.SCHEDULE_ROW.format(now=clock, lock=self.dialect.row_lock)
         row = self._execute(conn, statement, (*bound, schedule)).fetchone()
         now = row["now"] if row is not None else 0.0
@@ -1018,7 +1018,7 @@ class SQLStore:
         """A job of the schedule at once (the dashboard's "run now"), id
         ``<name>-<now>``, as its overlap policy allows; None if there is no
         such schedule. Its ticks are left as they are."""
-        clock, at = self._clock(now)
+        clock, at = self._clock_sql(now)
         with self._write() as conn:
             statement = sql.NAMED_SCHEDULE.format(now=clock, lock=self.dialect.row_lock)
             row = self._execute(conn, statement, (*at, project, name)).fetchone()
