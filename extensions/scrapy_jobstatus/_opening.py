@@ -100,7 +100,9 @@ def crawl_retention(config: JobSettings, webhooks: WebhookSettings | None) -> Re
     node prunes its store, files and all), else its settings' retention."""
     if os.environ.get(NODE_VARIABLE):
         return None
-    max_age = webhooks.max_age if webhooks is not None else default("JOBSTATUS_WEBHOOK_MAX_AGE")
+    max_age = (
+        webhooks.policy.max_age if webhooks is not None else default("JOBSTATUS_WEBHOOK_MAX_AGE")
+    )
     retention = Retention(
         config.keep_finished, config.keep_days, max_age + DELIVERIES_KEPT_PAST_MAX_AGE
     )
