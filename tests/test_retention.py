@@ -13,7 +13,7 @@ import pytest
 
 from scrapy_jobstatus._jobdir import JobDir
 from scrapy_jobstatus._model import HistoryEvent, JobError, JobStatus
-from scrapy_jobstatus._retention import DAY, Retention, prune
+from scrapy_jobstatus._retention import DAY, ROWS_PER_BATCH, Retention, prune
 from scrapy_jobstatus._store import Attempt, JobFilter
 from tests.helpers import run_crawl, scrapy
 from tests.test_store import execute, pending, running
@@ -108,14 +108,15 @@ def test_keep_days_prunes_the_jobs_ended_before(store, location):
 def test_a_prune_of_more_than_a_batch_takes_several_transactions(store, location):
     now = time.time()
     for i in range(5):
-        # 600 errors each: a batch of 1000 rows holds fewer than two jobs'.
+        # 600 errors each: more than a batch's rows.
         ended_job(store, location, f"big{i}", now - 100 + i, errors=600)
     ended_job(store, location, "newest", now)
     writes = store.writes
     pauses = []
     report = prune(store, Retention(keep_finished=1, keep_days=0), pause=pauses.append)
     assert report.jobs == 5
-    assert report.batches >= 4  # 3000 errors and their jobs, 1000 rows at most each
+    # 3000 errors and their jobs, ROWS_PER_BATCH rows at most each.
+    assert report.batches >= 3000 // ROWS_PER_BATCH
     assert store.writes - writes == report.batches
     assert len(pauses) == report.batches - 1
     assert count(location, "errors") == 2  # the newest job's

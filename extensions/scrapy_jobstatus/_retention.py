@@ -5,9 +5,9 @@ deliveries with their attempts); the files beside it (a JOBDIR, a node's log
 and items files) are its caller's to remove, from the ``PrunedJob`` records.
 Only ended jobs go, the oldest to end first; an active or paused job never
 does. Pruning runs in small transactions (``ROWS_PER_BATCH`` rows at most),
-with a pause between them as long as the last one held the store's write
-lock, so the crawls writing meanwhile wait for it no longer than for one
-batch. Pure Python over the store's contract: no Scrapy, no Twisted.
+with a pause between them twice as long as the last one took, so the crawls
+writing meanwhile wait for it no longer than for one batch. Pure Python
+over the store's contract: no Scrapy, no Twisted.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ DAY = 86400.0
 # Rows one transaction deletes at most (jobs, and the rows of their errors,
 # events, series, deliveries and attempts): a few milliseconds of SQLite's
 # write lock.
-ROWS_PER_BATCH = 1000
-# Jobs one transaction looks at: short jobs have a few rows each.
-JOBS_PER_BATCH = 100
-# Seconds between two transactions of a prune at least; else as long as the
-# last one took, so that writers waiting for the lock get it in between.
+ROWS_PER_BATCH = 500
+# Jobs one transaction looks at: short jobs have ten rows or more each.
+JOBS_PER_BATCH = 50
+# Seconds between two transactions of a prune at least; else twice as long
+# as the last one took, so that writers waiting for the lock get it in
+# between, and a prune takes a third of the store's writing time at most.
 MIN_PAUSE = 0.005
+PAUSE_FACTOR = 2.0
 # Delivered (or given up) webhook deliveries stay this long past their
 # maximum age, for the job's webhook log.
 DELIVERIES_KEPT_PAST_MAX_AGE = DAY
@@ -152,7 +154,7 @@ def prune_ended(
                     pruned(result.jobs)
             if result.done:
                 return True
-            pause(max(MIN_PAUSE, held))
+            pause(max(MIN_PAUSE, PAUSE_FACTOR * held))
         return False
 
     cutoff = store.prune_cutoff(keep, ended_before)

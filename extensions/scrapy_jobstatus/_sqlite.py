@@ -221,7 +221,14 @@ def _text(value: str | None) -> str | None:
 
 
 # One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
-DIALECT = Dialect(statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text)
+DIALECT = Dialect(
+    statement=same,
+    row_lock="",
+    claim_lock="",
+    queue_index=QUEUE_INDEX,
+    text=_text,
+    ended_index=" INDEXED BY jobs_ended",
+)
 
 
 class SQLiteStore(SQLStore):

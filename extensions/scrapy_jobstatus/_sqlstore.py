@@ -87,6 +87,8 @@ class Dialect:
     # whether no other process prunes at this moment ("": writes are one at
     # a time already).
     prune_guard: str = ""
+    # Named after ``jobs`` in a prune's reads, to use the ended jobs' index.
+    ended_index: str = ""
 
 
 def same(statement: str) -> str:
@@ -702,7 +704,8 @@ class SQLStore:
         cutoffs = [] if ended_before is None else [(ended_before, 0)]
         if keep is not None:
             with self._read() as conn:
-                row = self._execute(conn, sql.KEEP_CUTOFF, (keep,)).fetchone()
+                statement = sql.KEEP_CUTOFF.format(index=self.dialect.ended_index)
+                row = self._execute(conn, statement, (keep,)).fetchone()
             if row is not None:
                 cutoffs.append((row["completed_at"], row["id"]))
         return max(cutoffs, default=None)
@@ -711,7 +714,8 @@ class SQLStore:
         with self._write() as conn:
             if not self._prune_held(conn):
                 return PruneBatch(done=False, busy=True)
-            found = self._execute(conn, sql.PRUNE_CANDIDATES, (*cutoff, jobs)).fetchall()
+            candidates = sql.PRUNE_CANDIDATES.format(index=self.dialect.ended_index)
+            found = self._execute(conn, candidates, (*cutoff, jobs)).fetchall()
             if not found:
                 return PruneBatch()
             keys = [r["id"] for r in found]
