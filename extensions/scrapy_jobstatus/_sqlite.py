@@ -228,6 +228,7 @@ DIALECT = Dialect(
     queue_index=QUEUE_INDEX,
     text=_text,
     ended_index=" INDEXED BY jobs_ended",
+    key_lookup=" NOT INDEXED",
 )
 
 

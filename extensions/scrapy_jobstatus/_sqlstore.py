@@ -87,8 +87,10 @@ class Dialect:
     # whether no other process prunes at this moment ("": writes are one at
     # a time already).
     prune_guard: str = ""
-    # Named after ``jobs`` in a prune's reads, to use the ended jobs' index.
+    # Named after ``jobs`` in a prune's reads, to use the ended jobs' index,
+    # and in its delete of jobs by their keys, to use nothing else.
     ended_index: str = ""
+    key_lookup: str = ""
 
 
 def same(statement: str) -> str:
@@ -728,7 +730,8 @@ class SQLStore:
             if left < len(keys):
                 # Their other rows go in the next batch, then the jobs.
                 return PruneBatch(rows=rows - left, done=False)
-            deleted = self._execute(conn, sql.PRUNE_JOBS.format(jobs=marks), keys).rowcount
+            statement = sql.PRUNE_JOBS.format(jobs=marks, lookup=self.dialect.key_lookup)
+            deleted = self._execute(conn, statement, keys).rowcount
         pruned = [_pruned(r) for r in found]
         return PruneBatch(pruned, rows - left + deleted, done=len(found) < jobs)
 
