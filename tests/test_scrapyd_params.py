@@ -176,6 +176,11 @@ def test_the_readme_gives_the_defaults_of_the_table() -> None:
         ("pausable = maybe", "[jobstatus] pausable must be on or off, not 'maybe'"),
         ("node_timeout = 5", "[jobstatus] node_timeout must be 10 seconds or more"),
         ("errors_kept = x", "[jobstatus] errors_kept must be a number, not 'x'"),
+        (
+            "keep_finished = 1.5",
+            "[jobstatus] keep_finished must be a whole number, 0 or more, not '1.5'",
+        ),
+        ("keep_days = -1", "[jobstatus] keep_days must be a finite number, 0 or more, not '-1'"),
     ],
 )
 def test_a_bad_option_is_one_line(

@@ -45,6 +45,10 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "JOBSTATUS_RETRIES": 0,
         "JOBSTATUS_RETRY_DELAY": 60.0,
         "JOBSTATUS_WEBHOOK_DELIVER": True,
+        # Retention of a plain crawl's store (0: no limit); a Scrapyd node
+        # prunes its store by its own keep_finished and keep_days.
+        "JOBSTATUS_KEEP_FINISHED": 100_000,
+        "JOBSTATUS_KEEP_DAYS": 90.0,
     }
 )
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
     from scrapy.settings import BaseSettings
 
+    from ._retention import PrunedJob
+
 logger = logging.getLogger("scrapy_jobstatus.extension")
 
 MARKER = "jobstatus.json"
@@ -219,3 +221,11 @@ def release(path: str | os.PathLike[str]) -> None:
 
 def remove_jobdir(path: str | os.PathLike[str]) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_pruned_jobdirs(jobs: Iterable[PrunedJob]) -> None:
+    """The JOBDIRs of jobs pruned from the store, each if its marker names
+    that job (a directory of the user's that no job marked stays)."""
+    for job in jobs:
+        if job.jobdir is not None and JobDir(job.jobdir).job_id == job.job_id:
+            remove_jobdir(job.jobdir)

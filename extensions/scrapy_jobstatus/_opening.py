@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._defaults import default
 from ._model import (
     TERMINAL_STATUSES,
     InvalidJobId,
@@ -23,8 +24,9 @@ from ._model import (
     new_job_id,
     validate_job_id,
 )
+from ._retention import DELIVERIES_KEPT_PAST_MAX_AGE, Retention
 from ._settings import crawl_lease, store_location
-from ._store import StoreError, node_name
+from ._store import NODE_VARIABLE, StoreError, node_name
 from ._tracker import JobTracker
 from ._writer import StoreWriter
 
@@ -93,6 +95,20 @@ def new_job_state(
     )
 
 
+def crawl_retention(config: JobSettings, webhooks: WebhookSettings | None) -> Retention | None:
+    """What the crawl prunes at its end: nothing on a Scrapyd node (the
+    node prunes its store, files and all), else its settings' retention."""
+    if os.environ.get(NODE_VARIABLE):
+        return None
+    max_age = (
+        webhooks.policy.max_age if webhooks is not None else default("JOBSTATUS_WEBHOOK_MAX_AGE")
+    )
+    retention = Retention(
+        config.keep_finished, config.keep_days, max_age + DELIVERIES_KEPT_PAST_MAX_AGE
+    )
+    return retention if retention.limited else None
+
+
 async def open_job(
     crawler: Crawler,
     config: JobSettings,
@@ -115,7 +131,8 @@ async def open_job(
     # A plain crawl delivers its webhooks; under Scrapyd, the node does.
     deliver = webhooks if webhooks and webhooks.deliver else None
     location = store_location(crawler.settings)
-    writer = StoreWriter(location, config.interval, deliver, crawl_lease(location))
+    retention = crawl_retention(config, webhooks)
+    writer = StoreWriter(location, config.interval, deliver, crawl_lease(location), retention)
     state = new_job_state(job_id, crawler, config, webhooks, session)
     tracker = JobTracker(
         state,

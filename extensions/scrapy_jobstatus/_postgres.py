@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +26,6 @@ from psycopg_pool import ConnectionPool
 
 from . import _sql as sql
 from ._location import hide_secrets, location_secrets
-from ._model import (
-    TERMINAL_STATUSES,
-)
 from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, version_problem
 from ._store import (
     StoreError,
@@ -50,6 +46,9 @@ POOL_MIN, POOL_MAX = 1, 4
 SCHEMA_LOCK = 0x6A6F_6273_7461_7475  # "jobstatu"
 # Serializes the writes that add history events, to their commit.
 EVENTS_LOCK = 0x6A6F_6273_6576_6E74  # "jobsevnt"
+# One node's prune at a time: another's transaction finds it taken and
+# leaves the prune to it.
+PRUNE_LOCK = 0x6A6F_6273_7072_756E  # "jobsprun"
 
 # Version 7: leases. The attempt that holds a job (only its crawl writes
 # it), and until when its crawl holds it, by the store's clock: another
@@ -100,6 +99,13 @@ _V8: tuple[str, ...] = (
     "ALTER TABLE deliveries ALTER COLUMN job DROP NOT NULL",
 )
 
+# Version 9: what retention's prune reads, oldest first: the ended jobs, and
+# the deliveries made or given up.
+_V9 = (
+    "CREATE INDEX jobs_ended ON jobs (completed_at, id)"
+    " WHERE status IN ('cancelled', 'completed', 'failed')",
+    "CREATE INDEX deliveries_done ON deliveries (created_at, id) WHERE status <> 'pending'",
+)
 # _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
 # from nothing. The first writer to open an older store upgrades it.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -236,6 +242,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     ("ALTER TABLE deliveries ADD COLUMN secret TEXT",),
     _V7,
     _V8,
+    _V9,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -265,6 +272,7 @@ DIALECT = Dialect(
     now="extract(epoch FROM clock_timestamp())::float8",
     name_lock="SELECT pg_advisory_xact_lock(hashtext(?))",
     no_job=None,
+    prune_guard=f"SELECT pg_try_advisory_xact_lock({PRUNE_LOCK}) AS held",
 )
 
 
@@ -403,29 +411,6 @@ class PostgresStore(SQLStore):
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
         with conn.cursor() as cur:
             cur.executemany(_INSERT_EVENT, [(job, *row) for row in rows])
-
-    def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
-        terminal = [str(s) for s in TERMINAL_STATUSES]
-        clauses: list[str] = []
-        params: list[Any] = []
-        if older_than is not None:
-            clauses.append("(status = ANY(%s) AND completed_at < %s)")
-            params += [terminal, time.time() - older_than]
-        if keep is not None:
-            clauses.append(
-                "(status = ANY(%s) AND id NOT IN (SELECT id FROM jobs"
-                " WHERE status = ANY(%s) ORDER BY created_at DESC, id DESC LIMIT %s))"
-            )
-            params += [terminal, terminal, keep]
-        if not clauses:
-            return 0
-        with self._write() as conn:
-            # Their errors and events go with them (ON DELETE CASCADE).
-            cur = conn.execute(
-                f"DELETE FROM jobs WHERE {' OR '.join(clauses)}",  # noqa: S608 (constants)
-                params,
-            )
-            return cur.rowcount
 
 
 # -- schema --------------------------------------------------------------------

@@ -43,6 +43,9 @@ class JobSettings:
     # Automatic retries of a failed attempt, and their base delay.
     retries: int = default("JOBSTATUS_RETRIES")
     retry_delay: float = default("JOBSTATUS_RETRY_DELAY")
+    # Retention, applied at the crawl's end (0: no limit).
+    keep_finished: int = default("JOBSTATUS_KEEP_FINISHED")
+    keep_days: float = default("JOBSTATUS_KEEP_DAYS")
 
     @classmethod
     def defaults(cls) -> JobSettings:
@@ -91,6 +94,7 @@ class JobSettings:
                 f"JOBSTATUS_STALL_TIMEOUT must not be negative, got {stall_timeout:g}"
             )
         stall_action = _stall_action(settings.get("JOBSTATUS_STALL_ACTION"))
+        keep_finished, keep_days = parse_retention(settings)
         return cls(
             timeout,
             interval,
@@ -103,6 +107,8 @@ class JobSettings:
             pausable=pausable,
             retries=retries,
             retry_delay=retry_delay,
+            keep_finished=keep_finished,
+            keep_days=keep_days,
         )
 
 
@@ -203,6 +209,26 @@ def crawl_lease(location: str) -> Lease:
             f"{NODE_TIMEOUT_VARIABLE} must be more than {LEASE_MARGIN:g} seconds, got {seconds:g}"
         )
     return Lease(seconds, is_postgres(location))
+
+
+def parse_retention(settings: BaseSettings) -> tuple[int, float]:
+    """JOBSTATUS_KEEP_FINISHED (a whole number) and JOBSTATUS_KEEP_DAYS, 0
+    or more (0: no limit)."""
+    keep = setting_number(
+        "JOBSTATUS_KEEP_FINISHED",
+        settings.get("JOBSTATUS_KEEP_FINISHED"),
+        default("JOBSTATUS_KEEP_FINISHED"),
+    )
+    if keep != int(keep) or keep < 0:
+        raise InvalidSetting(
+            f"JOBSTATUS_KEEP_FINISHED must be a whole number, 0 or more, got {keep:g}"
+        )
+    days = setting_number(
+        "JOBSTATUS_KEEP_DAYS", settings.get("JOBSTATUS_KEEP_DAYS"), default("JOBSTATUS_KEEP_DAYS")
+    )
+    if days < 0:
+        raise InvalidSetting(f"JOBSTATUS_KEEP_DAYS must not be negative, got {days:g}")
+    return int(keep), days
 
 
 def store_location(settings: BaseSettings) -> str:

@@ -355,3 +355,49 @@ SCHEDULE_TICKED = (
 )
 SCHEDULE_RAN = "UPDATE schedules SET last_job = ? WHERE id = ?"
 SCHEDULE_COUNTS = "SELECT enabled, COUNT(*) AS n FROM schedules GROUP BY enabled"
+
+# -- retention -------------------------------------------------------------------
+
+# An ended job, as the prune's index (jobs_ended) names it: the same text in
+# both, so that SQLite uses the partial index.
+ENDED_JOB = "status IN ('cancelled', 'completed', 'failed')"
+# The newest ended job past the ``keep`` newest: it and every older one go.
+# {index}: SQLite's planner, without statistics, prefers the status index
+# and sorts every ended job; the dialect names the prune's.
+KEEP_CUTOFF = (
+    "SELECT completed_at, id FROM jobs{index} WHERE " + ENDED_JOB + " AND completed_at IS NOT NULL"
+    " ORDER BY completed_at DESC, id DESC LIMIT 1 OFFSET ?"
+)
+# The oldest ended jobs up to the cutoff, oldest first.
+PRUNE_CANDIDATES = (
+    "SELECT * FROM jobs{index} WHERE " + ENDED_JOB + " AND completed_at IS NOT NULL"
+    " AND (completed_at, id) <= (?, ?) ORDER BY completed_at, id LIMIT ?"
+)
+# A job's rows, each statement deleting at most the rows left to a batch
+# ({jobs}: a mark for each job). An attempt goes before its delivery. The
+# store's newest event stays, whatever its job: SQLite would give its id
+# again, and a reader of events.json past it would miss one.
+PRUNE_CHILDREN = (
+    "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE job IN ({jobs}) LIMIT ?)",
+    "DELETE FROM series WHERE id IN (SELECT id FROM series WHERE job IN ({jobs}) LIMIT ?)",
+    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE job IN ({jobs})"
+    " AND id < (SELECT MAX(id) FROM events) LIMIT ?)",
+    "DELETE FROM delivery_attempts WHERE id IN (SELECT a.id FROM delivery_attempts a"
+    " JOIN deliveries d ON d.id = a.delivery WHERE d.job IN ({jobs}) LIMIT ?)",
+    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE job IN ({jobs}) LIMIT ?)",
+)
+# {lookup}: SQLite's planner would read every ended job by the status index
+# rather than the few by their keys; the dialect says so.
+PRUNE_JOBS = "DELETE FROM jobs{lookup} WHERE id IN ({jobs}) AND " + ENDED_JOB
+# Deliveries made or given up, the oldest first (index deliveries_done).
+DONE_DELIVERY = "status <> 'pending'"
+OLD_DELIVERIES = (
+    "SELECT id FROM deliveries WHERE " + DONE_DELIVERY + " AND created_at < ?"
+    " ORDER BY created_at, id LIMIT ?"
+)
+PRUNE_ATTEMPTS = (
+    "DELETE FROM delivery_attempts WHERE id IN"
+    " (SELECT id FROM delivery_attempts WHERE delivery IN ({deliveries}) LIMIT ?)"
+)
+PRUNE_DELIVERIES = "DELETE FROM deliveries WHERE id IN ({deliveries})"
+FIRST_EVENT = "SELECT MIN(id) AS n FROM events"

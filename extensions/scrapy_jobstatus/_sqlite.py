@@ -18,9 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._model import (
-    TERMINAL_STATUSES,
-)
 from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, same, version_problem
 from ._store import (
     StoreError,
@@ -227,7 +224,14 @@ CREATE TABLE schedule_ticks (
     UNIQUE (schedule, tick)
 );
 """
-_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# Version 9: what retention's prune reads, oldest first: the ended jobs,
+# and the deliveries made or given up.
+_V9 = """
+CREATE INDEX jobs_ended ON jobs (completed_at, id)
+    WHERE status IN ('cancelled', 'completed', 'failed');
+CREATE INDEX deliveries_done ON deliveries (created_at, id) WHERE status <> 'pending';
+"""
+_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -270,7 +274,14 @@ NOW = (
 )
 # One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
 DIALECT = Dialect(
-    statement=same, row_lock="", claim_lock="", queue_index=QUEUE_INDEX, text=_text, now=NOW
+    statement=same,
+    row_lock="",
+    claim_lock="",
+    queue_index=QUEUE_INDEX,
+    text=_text,
+    ended_index=" INDEXED BY jobs_ended",
+    key_lookup=" NOT INDEXED",
+    now=NOW,
 )
 
 
@@ -395,45 +406,6 @@ class SQLiteStore(SQLStore):
     def _insert_events(self, conn: sqlite3.Connection, job: int, rows: str) -> None:
         # One writer at a time: ids are given in the order writes commit.
         conn.execute(_INSERT_EVENTS, (job, rows))
-
-    def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
-        terminal = [str(s) for s in TERMINAL_STATUSES]
-        marks = ", ".join("?" * len(terminal))
-        clauses, params = [], []
-        if older_than is not None:
-            clauses.append(f"(status IN ({marks}) AND completed_at < ?)")
-            params += [*terminal, time.time() - older_than]
-        if keep is not None:
-            clauses.append(
-                f"(status IN ({marks}) AND id NOT IN (SELECT id FROM jobs"  # noqa: S608
-                f" WHERE status IN ({marks}) ORDER BY created_at DESC, id DESC LIMIT ?))"
-            )
-            params += [*terminal, *terminal, keep]
-        if not clauses:
-            return 0
-        with self._write() as conn:
-            ids = [
-                (r[0],)
-                for r in conn.execute(
-                    f"SELECT id FROM jobs WHERE {' OR '.join(clauses)}",  # noqa: S608
-                    params,
-                )
-            ]
-            conn.executemany("DELETE FROM errors WHERE job = ?", ids)
-            # The newest event stays, whatever its job: SQLite would give its
-            # id again, and a reader of events.json past it would miss one.
-            conn.executemany(
-                "DELETE FROM events WHERE job = ? AND id < (SELECT MAX(id) FROM events)", ids
-            )
-            conn.executemany("DELETE FROM series WHERE job = ?", ids)
-            conn.executemany(
-                "DELETE FROM delivery_attempts WHERE delivery IN"
-                " (SELECT id FROM deliveries WHERE job = ?)",
-                ids,
-            )
-            conn.executemany("DELETE FROM deliveries WHERE job = ?", ids)
-            conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
-            return len(ids)
 
 
 # -- schema --------------------------------------------------------------------

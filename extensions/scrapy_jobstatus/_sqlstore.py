@@ -21,6 +21,7 @@ from ._model import (
     shown_status,
     sources_of,
 )
+from ._retention import PruneBatch, PrunedJob, prune_ended
 from ._rows import (
     COLUMNS,
     UPDATED_COLUMNS,
@@ -108,6 +109,14 @@ class Dialect:
     # The ``job`` of a delivery that reports no job (a schedule's event):
     # SQLite's column is NOT NULL, and its row ids begin at 1.
     no_job: int | None = 0
+    # The first statement of a prune's transaction, answering ``held``:
+    # whether no other process prunes at this moment ("": writes are one at
+    # a time already).
+    prune_guard: str = ""
+    # Named after ``jobs`` in a prune's reads, to use the ended jobs' index,
+    # and in its delete of jobs by their keys, to use nothing else.
+    ended_index: str = ""
+    key_lookup: str = ""
 
 
 def same(statement: str) -> str:
@@ -192,6 +201,11 @@ def save_result(row: Mapping[str, Any], *, written: bool, recreated: bool = Fals
         row["pause_requested_at"],
         row["status"],
     )
+
+
+def _pruned(row: Mapping[str, Any]) -> PrunedJob:
+    state = decode_state(row)
+    return PrunedJob(state.job_id, state.project, state.spider, state.jobdir, state.attempt)
 
 
 def version_problem(location: object, version: int, current: int, foreign: str) -> str:
@@ -695,6 +709,10 @@ class SQLStore:
         with self._read() as conn:
             return self._execute(conn, sql.LAST_EVENT).fetchone()["n"] or 0
 
+    def first_event_id(self) -> int:
+        with self._read() as conn:
+            return self._execute(conn, sql.FIRST_EVENT).fetchone()["n"] or 0
+
     def series(self, job_id: str) -> list[dict[str, Any]]:
         with self._read() as conn:
             rows = self._execute(conn, sql.SERIES, (job_id,)).fetchall()
@@ -748,6 +766,68 @@ class SQLStore:
     def requeue_claims(self, node: str) -> list[str]:
         with self._write() as conn:
             return [r["job_id"] for r in self._execute(conn, sql.REQUEUE, (node,)).fetchall()]
+
+    # -- retention -------------------------------------------------------------------
+
+    def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
+        ended_before = None if older_than is None else time.time() - older_than
+        return prune_ended(self, keep=keep, ended_before=ended_before).jobs  # type: ignore[arg-type]
+
+    def prune_cutoff(
+        self, keep: int | None, ended_before: float | None
+    ) -> tuple[float, int] | None:
+        # Every ended job up to this (completed_at, id) goes: the newest
+        # past ``keep``, or the last to end before ``ended_before``.
+        cutoffs = [] if ended_before is None else [(ended_before, 0)]
+        if keep is not None:
+            with self._read() as conn:
+                statement = sql.KEEP_CUTOFF.format(index=self.dialect.ended_index)
+                row = self._execute(conn, statement, (keep,)).fetchone()
+            if row is not None:
+                cutoffs.append((row["completed_at"], row["id"]))
+        return max(cutoffs, default=None)
+
+    def prune_jobs(self, cutoff: tuple[float, int], jobs: int, rows: int) -> PruneBatch:
+        with self._write() as conn:
+            if not self._prune_held(conn):
+                return PruneBatch(done=False, busy=True)
+            candidates = sql.PRUNE_CANDIDATES.format(index=self.dialect.ended_index)
+            found = self._execute(conn, candidates, (*cutoff, jobs)).fetchall()
+            if not found:
+                return PruneBatch()
+            keys = [r["id"] for r in found]
+            marks = ", ".join("?" * len(keys))
+            left = rows
+            for statement in sql.PRUNE_CHILDREN:
+                left -= self._execute(conn, statement.format(jobs=marks), (*keys, left)).rowcount
+                if left <= 0:
+                    break
+            if left < len(keys):
+                # Their other rows go in the next batch, then the jobs.
+                return PruneBatch(rows=rows - left, done=False)
+            statement = sql.PRUNE_JOBS.format(jobs=marks, lookup=self.dialect.key_lookup)
+            deleted = self._execute(conn, statement, keys).rowcount
+        pruned = [_pruned(r) for r in found]
+        return PruneBatch(pruned, rows - left + deleted, done=len(found) < jobs)
+
+    def prune_deliveries(self, before: float, rows: int) -> PruneBatch:
+        with self._write() as conn:
+            if not self._prune_held(conn):
+                return PruneBatch(done=False, busy=True)
+            found = self._execute(conn, sql.OLD_DELIVERIES, (before, rows // 4)).fetchall()
+            if not found:
+                return PruneBatch()
+            keys = [r["id"] for r in found]
+            marks = ", ".join("?" * len(keys))
+            attempts = sql.PRUNE_ATTEMPTS.format(deliveries=marks)
+            if self._execute(conn, attempts, (*keys, rows)).rowcount == rows:
+                return PruneBatch(done=False)  # more attempts than a batch
+            self._execute(conn, sql.PRUNE_DELIVERIES.format(deliveries=marks), keys)
+        return PruneBatch(rows=len(keys), done=len(keys) < rows // 4)
+
+    def _prune_held(self, conn: Any) -> bool:
+        guard = self.dialect.prune_guard
+        return not guard or bool(self._execute(conn, guard).fetchone()["held"])
 
     # -- the eggs ------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from ._model import HistoryEvent, JobError, JobState
+    from ._retention import PruneBatch
     from ._schedule import AddResult, Firing, RunResult, Schedule, ScheduleInfo
 
 # A heartbeat this many intervals old, with the process gone, means it died.
@@ -246,7 +247,25 @@ class JobStore(Protocol):
 
     def reap_dead_jobs(self, node: str, alive: Callable[[int], bool]) -> list[str]: ...
 
-    def prune(self, keep: int | None = None, older_than: float | None = None) -> int: ...
+    def prune(self, keep: int | None = None, older_than: float | None = None) -> int:
+        """Delete the ended jobs beyond the newest ``keep`` and those ended
+        more than ``older_than`` seconds ago, whole, in batches; how many."""
+
+    # -- retention: one small transaction each (see _retention.prune) -----------
+
+    def prune_cutoff(
+        self, keep: int | None, ended_before: float | None
+    ) -> tuple[float, int] | None:
+        """The (completed_at, key) of the newest ended job to prune: the
+        newest past ``keep``, or the last to end before ``ended_before``."""
+
+    def prune_jobs(self, cutoff: tuple[float, int], jobs: int, rows: int) -> PruneBatch:
+        """Delete up to ``jobs`` ended jobs up to ``cutoff``, oldest first,
+        with their rows: at most about ``rows`` rows in all."""
+
+    def prune_deliveries(self, before: float, rows: int) -> PruneBatch:
+        """Delete deliveries made or given up before ``before``, with their
+        attempts: at most about ``rows`` rows."""
 
     # -- reads ----------------------------------------------------------------
 
@@ -319,6 +338,9 @@ class JobStore(Protocol):
         job_id, event). Ids grow in the order the events were committed."""
 
     def last_event_id(self) -> int: ...
+
+    def first_event_id(self) -> int:
+        """The oldest event kept (0: none): events.json's 410 below it."""
 
     def series(self, job_id: str) -> list[dict[str, Any]]:
         """The job's counters over time, at most 500 points."""

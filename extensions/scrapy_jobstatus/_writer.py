@@ -18,8 +18,10 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from ._jobdir import remove_pruned_jobdirs
 from ._loop import EventLoop
 from ._model import JobStatus
+from ._retention import prune
 from ._store import SaveResult, StoreError, display_location, open_store
 from ._webhooks import CrawlDelivery
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._model import JobState
+    from ._retention import Retention
     from ._settings import Lease
     from ._store import JobStore, StartResult
     from ._tracker import JobTracker
@@ -47,6 +50,7 @@ class StoreWriter:
         interval: float,
         webhooks: WebhookSettings | None = None,
         lease: Lease | None = None,
+        retention: Retention | None = None,
     ):
         self.location = location
         self.lease = lease
@@ -55,6 +59,8 @@ class StoreWriter:
         # then, and is tried again on a fresh connection.
         self._deadline = lease.pause_after if lease is not None and shared else None
         self._max_backoff = LEASE_BACKOFF if shared else MAX_BACKOFF
+        # Applied once, one small batch, after the final status is written.
+        self.retention = retention
         # Delivers the job's webhooks once the job is recorded, and what is
         # left of them when the writer stops.
         self.webhooks = webhooks
@@ -86,6 +92,8 @@ class StoreWriter:
             return  # not started, or stopped already
         try:
             await self._finish_delivery()
+            if self.retention is not None and self._job_started:
+                await maybe_deferred_to_future(self._call(self._prune_once))
             await maybe_deferred_to_future(self._call(self._close_store))
         finally:
             self._pool = None
@@ -127,6 +135,26 @@ class StoreWriter:
 
         self._pool.submit(function, *args).add_done_callback(done)
         return d
+
+    def _prune_once(self) -> None:
+        """One batch of the store's retention: the crawls of a store prune
+        it a little each, never for long."""
+        assert self.retention is not None
+        try:
+            report = prune(
+                self._open_store(), self.retention, batches=1, pruned=remove_pruned_jobdirs
+            )
+        except StoreError as e:
+            logger.warning(
+                "Could not prune the job store %(db)s: %(error)s", {"db": self.shown, "error": e}
+            )
+            self._close_store()
+            return
+        if report.jobs:
+            logger.info(
+                "Pruned %(jobs)d ended jobs from the job store (%(retention)s)",
+                {"jobs": report.jobs, "retention": self.retention.describe()},
+            )
 
     def _open_store(self) -> JobStore:
         if self._store is None:

@@ -19,6 +19,7 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 
 from .._defaults import default
+from .._jobdir import remove_pruned_jobdirs
 from .._location import InvalidLocation, check_location, display_location
 from .._model import (
     InvalidJobId,
@@ -28,6 +29,7 @@ from .._model import (
     resume_refusal,
     validate_job_id,
 )
+from .._retention import prune_ended
 from .._settings import store_location
 from .._store import (
     JobFilter,
@@ -157,12 +159,25 @@ class LocalJobs:
         finally:
             store.close()
 
-    def prune(self, keep: int | None, older_than: float | None) -> int:
+    def prune(
+        self, keep: int | None, older_than: float | None, deliveries_for: float | None = None
+    ) -> int:
+        """Prune the ended jobs beyond the newest ``keep`` and those ended
+        more than ``older_than`` seconds ago, with their JOBDIRs; deliveries
+        made more than ``deliveries_for`` seconds ago too. None: no limit."""
+        now = time.time()
         store = open_store(self.location)
         try:
-            return store.prune(keep=keep, older_than=older_than)
+            report = prune_ended(
+                store,
+                keep=keep,
+                ended_before=None if older_than is None else now - older_than,
+                deliveries_before=None if deliveries_for is None else now - deliveries_for,
+                pruned=remove_pruned_jobdirs,
+            )
         finally:
             store.close()
+        return report.jobs
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._model import JobStatus
+from .._defaults import default
+from .._model import InvalidSetting, JobStatus
+from .._retention import DAY, DELIVERIES_KEPT_PAST_MAX_AGE
+from .._settings import parse_retention, setting_number
 from ._base import EXIT_BAD_INPUT, CommandError, JobCommand, LocalJobs, percent, print_json
 
 if TYPE_CHECKING:
@@ -27,6 +30,12 @@ class Command(JobCommand):
         parser.add_argument("--offset", type=int, default=0, help="skip this many jobs first")
         parser.add_argument("--json", action="store_true", help="print the list as JSON")
         parser.add_argument(
+            "--prune",
+            action="store_true",
+            help="first delete the ended jobs beyond JOBSTATUS_KEEP_FINISHED and those ended"
+            " more than JOBSTATUS_KEEP_DAYS days ago (local store only)",
+        )
+        parser.add_argument(
             "--prune-keep",
             type=int,
             metavar="N",
@@ -38,6 +47,32 @@ class Command(JobCommand):
             metavar="DAYS",
             help="first delete jobs finished more than DAYS days ago (local store only)",
         )
+
+    def _retention(self, opts: argparse.Namespace) -> tuple[int | None, float | None, float | None]:
+        """What to prune: the ended jobs kept, their days, and the age of the
+        deliveries that go; None for no limit. ``--prune`` reads the
+        project's JOBSTATUS_KEEP_FINISHED and JOBSTATUS_KEEP_DAYS (0: no
+        limit); --prune-keep and --prune-days win over them."""
+        keep = opts.prune_keep
+        days = opts.prune_days
+        deliveries_for = None
+        if opts.prune:
+            assert self.settings is not None
+            try:
+                keep_finished, keep_days = parse_retention(self.settings)
+                max_age = setting_number(
+                    "JOBSTATUS_WEBHOOK_MAX_AGE",
+                    self.settings.get("JOBSTATUS_WEBHOOK_MAX_AGE"),
+                    default("JOBSTATUS_WEBHOOK_MAX_AGE"),
+                )
+            except InvalidSetting as e:
+                raise CommandError(str(e), EXIT_BAD_INPUT) from None
+            if keep is None and keep_finished:
+                keep = keep_finished
+            if days is None and keep_days:
+                days = keep_days
+            deliveries_for = max_age + DELIVERIES_KEPT_PAST_MAX_AGE
+        return keep, days, deliveries_for
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int | None:
         if opts.status is not None and opts.status not in set(JobStatus):
@@ -52,15 +87,18 @@ class Command(JobCommand):
             opts.prune_days is not None and opts.prune_days < 0
         ):
             raise CommandError("--prune-keep and --prune-days must not be negative", EXIT_BAD_INPUT)
+        pruning = opts.prune or opts.prune_keep is not None or opts.prune_days is not None
+        retention = self._retention(opts) if pruning else None
         jobs_source = self.jobs(opts)
-        if opts.prune_keep is not None or opts.prune_days is not None:
+        if retention is not None:
             if not isinstance(jobs_source, LocalJobs):
                 raise CommandError(
-                    "--prune-keep and --prune-days work on the local store, not --url",
+                    "--prune, --prune-keep and --prune-days work on the local store, not --url",
                     EXIT_BAD_INPUT,
                 )
-            older_than = None if opts.prune_days is None else opts.prune_days * 86400
-            pruned = jobs_source.prune(keep=opts.prune_keep, older_than=older_than)
+            keep, days, deliveries_for = retention
+            older_than = None if days is None else days * DAY
+            pruned = jobs_source.prune(keep, older_than, deliveries_for)
             print(f"pruned {pruned} finished jobs")
         jobs, total = jobs_source.list(
             project=opts.project,

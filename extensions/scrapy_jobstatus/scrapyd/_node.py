@@ -25,6 +25,7 @@ from .._defaults import default
 from .._jobdir import jobdir_name
 from .._location import InvalidLocation, check_location
 from .._model import shown
+from .._retention import DELIVERIES_KEPT_PAST_MAX_AGE, Retention
 from .._settings import NODE_TIMEOUT_VARIABLE, STORE_VARIABLE, parse_flag
 from .._store import NODE_TIMEOUT, NODE_VARIABLE, JobStore, is_postgres
 from .._webhooks import InvalidWebhook, WebhookPolicy, check_secret, webhook_urls
@@ -62,6 +63,10 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "shutdown_wait": 60.0,
         # Crawls forked from a zygote that has imported Scrapy once.
         "warm_start": True,
+        # Retention: ended jobs kept at most, and days an ended job is kept
+        # (0: no limit); pruned by the node, files and all.
+        "keep_finished": default("JOBSTATUS_KEEP_FINISHED"),
+        "keep_days": default("JOBSTATUS_KEEP_DAYS"),
     }
 )
 MIN_NODE_TIMEOUT = 10.0
@@ -87,6 +92,7 @@ class IJobStatusNode(Interface):
     pausable = Attribute("whether every job of the node is pausable (else JOBSTATUS_PAUSABLE)")
     shutdown_wait = Attribute("seconds a stopping node waits for its crawls to pause")
     warm_start = Attribute("whether crawls are forked from a zygote (else a fresh Python each)")
+    retention = Attribute("the ended jobs the node keeps, and its deliveries")
 
 
 @implementer(IJobStatusNode)
@@ -108,6 +114,8 @@ class JobStatusNode:
         pausable: bool = DEFAULTS["pausable"],
         shutdown_wait: float = DEFAULTS["shutdown_wait"],
         warm_start: bool = DEFAULTS["warm_start"],
+        keep_finished: int = DEFAULTS["keep_finished"],
+        keep_days: float = DEFAULTS["keep_days"],
     ):
         # A path is made absolute for the crawls, which run elsewhere.
         self.db = db if is_postgres(db) else os.path.abspath(db)
@@ -124,6 +132,12 @@ class JobStatusNode:
         self.pausable = pausable
         self.shutdown_wait = shutdown_wait
         self.warm_start = warm_start
+        # Deliveries made (or given up) go a day after their maximum age.
+        self.retention = Retention(
+            keep_finished,
+            keep_days,
+            self.webhook_policy.max_age + DELIVERIES_KEPT_PAST_MAX_AGE,
+        )
         self.calls = StoreCalls(self.db, name)
         # A location that is refused stops the node at once.
         self.calls.thread_store()
@@ -158,6 +172,12 @@ class JobStatusNode:
             raise ConfigError(f"[{SECTION}] {e}") from None
         if webhooks and not secret:
             raise ConfigError(f"[{SECTION}] webhooks need a webhook_secret to sign them")
+        keep_finished = _number(options, "keep_finished")
+        if keep_finished != int(keep_finished):
+            raise ConfigError(
+                f"[{SECTION}] keep_finished must be a whole number, 0 or more,"
+                f" not {options['keep_finished']!r}"
+            )
         policy = WebhookPolicy(
             timeout=_number(options, "webhook_timeout") or 1,
             retry_delay=_number(options, "webhook_retry_delay"),
@@ -179,6 +199,8 @@ class JobStatusNode:
             pausable=_flag(options, "pausable"),
             shutdown_wait=_number(options, "shutdown_wait"),
             warm_start=_flag(options, "warm_start"),
+            keep_finished=int(keep_finished),
+            keep_days=_number(options, "keep_days"),
         )
 
     def crawl_settings(self, project: str, job_id: str) -> dict[str, str]:

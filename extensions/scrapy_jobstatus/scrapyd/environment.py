@@ -18,15 +18,18 @@ import contextlib
 import os
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from scrapyd.environ import Environment
-from scrapyd.utils import get_file_path
+from scrapyd.exceptions import DirectoryTraversalError
+from scrapyd.utils import get_file_path, local_items
 
 from .._model import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
 
+    from .._retention import PrunedJob
     from .._store import JobStore
 
 _ATTEMPT_SUFFIX = re.compile(r"\.attempt\d+$")
@@ -66,3 +69,23 @@ class JobEnvironment(Environment):
         job_id = _ATTEMPT_SUFFIX.sub("", name[: -len(extension) - 1])
         state = self.store.get(job_id)
         return state is None or state.status in TERMINAL_STATUSES
+
+    def remove_files(self, job: PrunedJob) -> None:
+        """The log and items files of a job pruned from the store (those of
+        each attempt), where Scrapyd's jobs_to_keep would remove them."""
+        if not job.project or not job.spider:
+            return
+        names = [(self.logs_dir, f"{job.job_id}.log")] if self.logs_dir else []
+        parsed = urlsplit(self.items_dir)
+        if self.items_dir and local_items(self.items_dir, parsed):
+            names.append((parsed.path, f"{job.job_id}.jl"))
+            names += [
+                (parsed.path, f"{job.job_id}.attempt{n}.jl") for n in range(2, job.attempt + 1)
+            ]
+        for directory, name in names:
+            try:
+                path = get_file_path(directory, job.project, job.spider, name).path
+            except DirectoryTraversalError:
+                continue
+            with contextlib.suppress(OSError):
+                os.remove(path)

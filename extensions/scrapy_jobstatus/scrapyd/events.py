@@ -84,7 +84,10 @@ class Events(NodeResource):
     as soon as one is committed, or with no events at the deadline.
 
     ``last_id`` is the id of the last event answered, else the ``since``
-    given: the ``since`` of the next request. A job unknown to the store is
+    given: the ``since`` of the next request. A ``since`` below the oldest
+    event kept (older ones were pruned, with their jobs) is a 410 whose
+    ``oldest_id`` is that event's: the client missed events, and reloads
+    what it shows before it follows again. A job unknown to the store is
     not an error: it may be scheduled later, and its first events answer the
     requests that wait for them.
 
@@ -130,6 +133,17 @@ class Events(NodeResource):
         else:
             feed.wait(reply, Query(after, job_id, project, count), seconds)
         return server.NOT_DONE_YET
+
+
+class EventsPruned(Exception):
+    """The events after a ``since`` are gone in part: pruned."""
+
+    def __init__(self, oldest: int):
+        super().__init__(
+            f"events before id {oldest} were pruned from the job store: some after since"
+            f" are gone; start again from since={oldest - 1}, or without since"
+        )
+        self.oldest = oldest
 
 
 @dataclass(frozen=True)
@@ -183,7 +197,12 @@ class Reply:
         )
 
     def fail(self, failure: Failure) -> None:
-        if failure.check(StoreError):
+        if failure.check(EventsPruned):
+            message = str(failure.value)
+            log_refusal(self.txrequest, http.GONE, message)
+            oldest = failure.value.oldest  # type: ignore[union-attr]
+            self.send(http.GONE, {"message": message, "oldest_id": oldest}, status="error")
+        elif failure.check(StoreError):
             message = str(failure.value).splitlines()[0] if str(failure.value) else "store error"
             log_refusal(self.txrequest, http.SERVICE_UNAVAILABLE, message)
             self.send(http.SERVICE_UNAVAILABLE, {"message": message}, status="error")
@@ -371,6 +390,9 @@ class EventFeed:
         the store was read up to, and whether the read stopped at
         ``SCAN_LIMIT`` events with more to read. It stops when the client
         has gone."""
+        oldest = self.store.first_event_id()
+        if oldest and query.since < oldest - 1:
+            raise EventsPruned(oldest)
         matched: list[Row] = []
         cursor = query.since
         batch = query.limit if query.project is None else READ_BATCH

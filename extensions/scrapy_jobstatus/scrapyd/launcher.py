@@ -30,8 +30,9 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.logger import Logger
 
-from .._jobdir import JobDir, remove_jobdir
+from .._jobdir import JobDir, jobdir_name, remove_jobdir
 from .._model import TERMINAL_STATUSES, InvalidJobId, JobState, JobStatus, validate_job_id
+from .._retention import PrunedJob, prune
 from .._store import (
     JobStore,
     Liveness,
@@ -86,6 +87,9 @@ _SCRAPYD_INTERNALS = (
     (environ.Environment, "_get_feeds"),
     (environ.Environment, "_prepare_file"),
 )
+# Seconds between two prunes of the store to the node's retention (the first
+# as the node starts). A prune goes on, a batch at a time, until done.
+PRUNE_INTERVAL = 60.0
 # A directory of the node's jobdirs without a marker (its crawl died before
 # it wrote one) goes once it is this old.
 UNMARKED_JOBDIR_AGE = 86400.0
@@ -151,6 +155,9 @@ class Launcher(launcher.Launcher):
         self._reaper_store: JobStore | None = None
         # Whether this node has been connected long enough to judge others.
         self.liveness = Liveness(self.node.node_timeout, MAX_BEAT_GAP)
+        self._pruner: LoopingCall | None = None
+        self._pruner_store: JobStore | None = None
+        self._pruning: Deferred[None] | None = None
         # Stopping: no slot takes a new job.
         self._stopping = False
 
@@ -177,6 +184,11 @@ class Launcher(launcher.Launcher):
         # timer's work (a crawl this launcher started is checked at its exit).
         self._reaper = LoopingCall(self._reap_dead_jobs)
         self._reaper.start(REAP_INTERVAL, now=True).addErrback(self._reap_failed)
+        if self.node.retention.limited:
+            self._pruner = LoopingCall(self._prune)
+            self._pruner.start(PRUNE_INTERVAL, now=True).addErrback(
+                lambda failure: log.failure("Could not prune the job store", failure)
+            )
         self.webhooks.start()
         self.schedules.start()
 
@@ -188,6 +200,8 @@ class Launcher(launcher.Launcher):
         self.schedules.stop()
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
+        if self._pruner is not None and self._pruner.running:
+            self._pruner.stop()
         processes = {process.job: process for process in self.processes.values()}
         # In a thread, with a store of its own, as the reaper's writes.
         d = deferToThread(self._pause_in_thread, list(processes))
@@ -253,7 +267,17 @@ class Launcher(launcher.Launcher):
         self.webhooks.stop()
         if self._reaper_store is not None:
             self._reaper_store.close()
+        if self._pruning is not None:
+            # The prune stops at its next batch: its store closes after.
+            self._pruning.addBoth(lambda _: self._close_pruner_store())
+        else:
+            self._close_pruner_store()
         super().stopService()
+
+    def _close_pruner_store(self) -> None:
+        if self._pruner_store is not None:
+            self._pruner_store.close()
+            self._pruner_store = None
 
     def _get_message(self, slot: int) -> None:
         if not self._stopping:
@@ -314,6 +338,52 @@ class Launcher(launcher.Launcher):
         except (OSError, StoreError) as e:
             log.error("Could not look for the JOBDIRs of ended jobs: {error}", error=str(e))
         return reaped
+
+    def _prune(self) -> Deferred[None]:
+        # In a thread, with a store of its own, whatever the prune's length:
+        # the heartbeat and the services go on meanwhile. The timer waits.
+        d = deferToThread(self._prune_in_thread)
+        d.addErrback(self._prune_failed)
+        d.addBoth(self._pruned)
+        self._pruning = d
+        return d
+
+    def _pruned(self, _: Any) -> None:
+        self._pruning = None
+
+    def _prune_in_thread(self) -> None:
+        store = self._pruner_store
+        if store is None:
+            store = self._pruner_store = open_store(self.node.db, node=self.node.name)
+        retention = self.node.retention
+        report = prune(
+            store, retention, pruned=self._remove_pruned_files, stopping=lambda: self._stopping
+        )
+        if report.jobs or report.deliveries:
+            log.info(
+                "Pruned {jobs} ended jobs and {deliveries} webhook deliveries from the job"
+                " store, in {batches} batches ({retention})",
+                jobs=report.jobs,
+                deliveries=report.deliveries,
+                batches=report.batches,
+                retention=retention.describe(),
+            )
+
+    def _remove_pruned_files(self, jobs: list[PrunedJob]) -> None:
+        """A pruned job's JOBDIR, and its log and items files."""
+        environment = self.app.getComponent(IEnvironment)
+        for job in jobs:
+            remove_jobdir(os.path.join(self.node.jobdirs, jobdir_name(job.job_id)))
+            if isinstance(environment, JobEnvironment):
+                environment.remove_files(job)
+
+    def _prune_failed(self, failure: Failure) -> None:
+        if failure.check(StoreError):
+            if self.node.calls.up:
+                log.error("Could not prune the job store: {error}", error=failure.getErrorMessage())
+            self._close_pruner_store()  # opened again at the next prune
+        else:
+            log.failure("Could not prune the job store", failure)
 
     def _warn_pending(self, store: JobStore) -> None:
         """A job queued for longer than pending_timeout gets a warning, a

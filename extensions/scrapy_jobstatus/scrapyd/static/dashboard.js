@@ -35,6 +35,11 @@ const events = new EventStream({
     jobsPoll.soon();
   },
   onState: setEvents,
+  onMissed: () => {
+    // Events were pruned before they were read: the list and the open job anew.
+    details.noteEvents(details.job ? [details.job] : []);
+    jobsPoll.now();
+  },
 });
 
 // -- the job list ------------------------------------------------------------

@@ -5,7 +5,10 @@
  * heartbeat: counters move between events without making any, and a job
  * just queued makes none either. Without the service (404: an older
  * scrapyd.conf), the page polls as before, silently, and asks again now and
- * then; paused with the rest while the tab is hidden. */
+ * then; paused with the rest while the tab is hidden. Behind the oldest
+ * event the node keeps (410: older ones were pruned), the stream missed
+ * some: the page reloads what it shows, and the stream starts again from
+ * the latest event. */
 
 import { NodeError, readEvents } from "./api.js";
 import { Poll } from "./poll.js";
@@ -22,10 +25,12 @@ export class EventStream {
   #since = null; // the id of the last event seen
 
   /* onEvents(events) for each answer with events; onState(on) once the
-   * node is known to serve the stream, or not. */
-  constructor({ onEvents, onState }) {
+   * node is known to serve the stream, or not; onMissed() when events were
+   * missed (pruned before they were read). */
+  constructor({ onEvents, onState, onMissed = () => {} }) {
     this.onEvents = onEvents;
     this.onState = onState;
+    this.onMissed = onMissed;
     this.poll = new Poll((signal) => this.#watch(signal), { every: EVENTS_GAP_MS });
   }
 
@@ -56,6 +61,12 @@ export class EventStream {
         this.#since = null;
         this.onState(false);
         return SERVICE_MISSING_POLL_MS;
+      }
+      if (answer.code === 410) {
+        // Pruned past since: start again from the latest, once, and reload.
+        this.#since = null;
+        this.onMissed();
+        return EVENTS_GAP_MS;
       }
       // A refusal or an error (a since the store no longer knows): start again from the latest.
       if (answer.code === 400) this.#since = null;
