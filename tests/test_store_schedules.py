@@ -296,3 +296,26 @@ def test_a_skipped_or_missed_tick_is_a_webhook_event_in_the_same_write(store: Jo
         "tick": "2026-12-08T02:04:00.000Z",
     }
     assert secret not in missed
+
+
+def test_retention_keeps_each_schedules_newest_ticks_and_none_too_old(store, monkeypatch):
+    from scrapy_jobstatus import _retention
+    from scrapy_jobstatus._retention import DAY, Retention, prune
+
+    monkeypatch.setattr(_retention, "TICKS_KEPT", 5)
+    store.put_schedule(schedule(), now=T0 - 30)
+    for i in range(12):
+        store.fire_schedules("n1", [], now=T0 + 60 * i + 0.5)
+    before = info(store)
+    assert before.fired == 12 and len(before.history) == 12
+    # No limit on jobs: only the tick records beyond the newest 5 go.
+    report = prune(store, Retention(keep_finished=0, keep_days=0), now=T0 + 720)
+    after = info(store)
+    assert report.ticks == 7 and after.fired == 12
+    assert [t.tick for t in after.history] == [t.tick for t in before.history[:5]]
+    # keep_days: those recorded longer ago go too; the counts stay, and the
+    # next tick still fires once.
+    report = prune(store, Retention(keep_finished=0, keep_days=1), now=T0 + DAY + 720)
+    assert report.ticks == 5 and info(store).history == [] and info(store).fired == 12
+    [record] = store.fire_schedules("n1", [], now=T0 + 720.5).records
+    assert record.outcome is Outcome.FIRED and info(store).fired == 13

@@ -36,6 +36,9 @@ PAUSE_FACTOR = 2.0
 # Delivered (or given up) webhook deliveries stay this long past their
 # maximum age, for the job's webhook log.
 DELIVERIES_KEPT_PAST_MAX_AGE = DAY
+# Tick records kept per periodic schedule (its history); older ones go with
+# keep_days too. Its counts of fired, skipped and missed ticks stay.
+TICKS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class PruneBatch:
 class PruneReport:
     jobs: int = 0
     deliveries: int = 0
+    ticks: int = 0
     batches: int = 0
     busy: bool = False
 
@@ -113,6 +117,7 @@ def prune(
         keep=retention.keep_finished or None,
         ended_before=retention.ended_before(now),
         deliveries_before=now - retention.deliveries_for if retention.deliveries_for else None,
+        ticks_before=retention.ended_before(now),
         batches=batches,
         pruned=pruned,
         stopping=stopping,
@@ -126,6 +131,7 @@ def prune_ended(
     keep: int | None,
     ended_before: float | None,
     deliveries_before: float | None = None,
+    ticks_before: float | None = None,
     batches: int | None = None,
     pruned: Callable[[list[PrunedJob]], None] | None = None,
     stopping: Callable[[], bool] = lambda: False,
@@ -133,7 +139,9 @@ def prune_ended(
 ) -> PruneReport:
     """The ended jobs beyond the newest ``keep`` (0: all of them) and those
     that ended before ``ended_before``; then the deliveries made or given up
-    before ``deliveries_before``. None: no such limit."""
+    before ``deliveries_before``; then the schedules' tick records beyond
+    ``TICKS_KEPT`` each or recorded before ``ticks_before``. None: no such
+    limit."""
     report = PruneReport()
 
     def run(batch: Callable[[], PruneBatch]) -> bool:
@@ -169,5 +177,13 @@ def prune_ended(
             report.deliveries += result.rows
             return result
 
-        run(deliveries)
+        if not run(deliveries):
+            return report
+
+    def ticks() -> PruneBatch:
+        result = store.prune_ticks(ticks_before, TICKS_KEPT, ROWS_PER_BATCH)
+        report.ticks += result.rows
+        return result
+
+    run(ticks)
     return report

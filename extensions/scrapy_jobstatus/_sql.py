@@ -401,3 +401,9 @@ PRUNE_ATTEMPTS = (
 )
 PRUNE_DELIVERIES = "DELETE FROM deliveries WHERE id IN ({deliveries})"
 FIRST_EVENT = "SELECT MIN(id) AS n FROM events"
+# A schedule's tick records beyond its newest ``kept`` or older than a time.
+OLD_TICKS = (
+    "DELETE FROM schedule_ticks WHERE id IN (SELECT id FROM (SELECT id, recorded_at,"
+    " ROW_NUMBER() OVER (PARTITION BY schedule ORDER BY tick DESC) AS newer"
+    " FROM schedule_ticks) t WHERE newer > ? OR recorded_at < ? LIMIT ?)"
+)

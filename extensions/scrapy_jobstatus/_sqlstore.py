@@ -825,6 +825,14 @@ class SQLStore:
             self._execute(conn, sql.PRUNE_DELIVERIES.format(deliveries=marks), keys)
         return PruneBatch(rows=len(keys), done=len(keys) < rows // 4)
 
+    def prune_ticks(self, before: float | None, kept: int, rows: int) -> PruneBatch:
+        with self._write() as conn:
+            if not self._prune_held(conn):
+                return PruneBatch(done=False, busy=True)
+            before = float("-inf") if before is None else before
+            deleted = self._execute(conn, sql.OLD_TICKS, (kept, before, rows)).rowcount
+        return PruneBatch(rows=deleted, done=deleted < rows)
+
     def _prune_held(self, conn: Any) -> bool:
         guard = self.dialect.prune_guard
         return not guard or bool(self._execute(conn, guard).fetchone()["held"])

@@ -267,6 +267,12 @@ class JobStore(Protocol):
         """Delete deliveries made or given up before ``before``, with their
         attempts: at most about ``rows`` rows."""
 
+    def prune_ticks(self, before: float | None, kept: int, rows: int) -> PruneBatch:
+        """Delete schedules' tick records beyond each schedule's newest
+        ``kept``, or recorded before ``before``: at most ``rows`` rows. A
+        schedule's counts stay; its ticks to come are claimed from its next
+        tick on, so an old record is not needed to fire a tick once."""
+
     # -- reads ----------------------------------------------------------------
 
     def get(self, job_id: str) -> JobState | None: ...
