@@ -501,8 +501,9 @@ def test_ctrl_c_cancels_the_jobs_of_a_deferred_runner_in_a_users_program(tmp_pat
 def test_a_forced_pause_keeps_the_dropped_requests_for_the_next_run(
     tmp_path, site, reactor_mode, processes
 ):
-    # Two pages at a time, each taking 3 s: the pause's grace ends first.
-    urls = slow_urls(site, 6, 3)
+    # Two pages at a time, each taking 10 s: the pause's grace ends first,
+    # however long the pause command takes to start on a busy machine.
+    urls = slow_urls(site, 6, 10)
     db, feed = tmp_path / "jobs.db", tmp_path / "items.jl"
     settings = {
         **reactor_mode,
@@ -514,9 +515,9 @@ def test_a_forced_pause_keeps_the_dropped_requests_for_the_next_run(
     }
     args = {"urls": urls, "_job": "job1"}
 
-    def crawl(name: str) -> Process:
+    def crawl(name: str, **more: str) -> Process:
         # -o appends: the second run's items follow the first's.
-        command = crawl_command("batch", db, args=args, settings=settings)
+        command = crawl_command("batch", db, args=args, settings={**settings, **more})
         command += ["-o", f"{feed}:jsonlines"]
         process = Process(command, ROOT, tmp_path / f"{name}.log", {"PYTHONPATH": str(ROOT)})
         processes.append(process)
@@ -533,7 +534,8 @@ def test_a_forced_pause_keeps_the_dropped_requests_for_the_next_run(
     assert paused["status"] == "paused"
     assert any(w.startswith("forced stop") for w in paused["warnings"])
     assert "Traceback" not in first.log_text
-    second = crawl("second")
+    # The dropped pages and the others, all at once.
+    second = crawl("second", CONCURRENT_REQUESTS="6")
     assert second.wait(60) == 0, second.log_text[-3000:]
     done = documents(db)["job1"]
     assert (done["status"], done["completion_reason"]) == ("completed", "done")
