@@ -68,9 +68,9 @@ PY
 )
 # Both runs are parallel (pytest-xdist). Their tests mostly wait on other
 # processes (crawls, Scrapyd nodes, PostgreSQL, the browser), so more workers
-# than cores pay. --dist loadgroup: the tests of a module that share a
-# module-scoped fixture (a node, a browser) run in one worker, the fixture
-# made once; any other test goes to the first free worker (tests/conftest.py).
+# than cores pay. --dist loadfile: a module's tests run in one worker, in
+# order, so a fixture of the module's scope (a node, a browser) is made once;
+# the modules with the most tests start first.
 WORKERS=4
 LOWEST_WORKERS=2
 work=$(mktemp -d)
@@ -87,7 +87,7 @@ lowest_run() {
         "scrapy==$lowest" pytest pytest-twisted pytest-xdist
     .venv-lowest/bin/python -m scrapy version
     .venv-lowest/bin/python -m pytest -p no:cacheprovider --basetemp "$work/pytest" -q \
-        -n "$LOWEST_WORKERS" --dist loadgroup "${CRAWL_TESTS[@]}"
+        -n "$LOWEST_WORKERS" --dist loadfile "${CRAWL_TESTS[@]}"
 }
 echo "The crawl-side tests on Scrapy $lowest run beside the whole suite (their log follows it)."
 lowest_run > "$work/lowest.log" 2>&1 &
@@ -95,7 +95,7 @@ lowest_pid=$!
 
 echo "== The whole suite on $(.venv/bin/python -m scrapy version)"
 status=0
-.venv/bin/python -m pytest -n "$WORKERS" --dist loadgroup "$@" || status=$?
+.venv/bin/python -m pytest -n "$WORKERS" --dist loadfile "$@" || status=$?
 lowest_status=0
 wait "$lowest_pid" || lowest_status=$?
 echo

@@ -11,28 +11,6 @@ from tests.helpers import local_site
 from tests.postgres import temporary_database
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``, scripts/test.sh), the tests of
-    a module that share a fixture of the module's scope (a Scrapyd node, a
-    browser, a built project) run in one worker, in order, the fixture made
-    once; every other test goes to whichever worker is free. Before xdist's
-    own hook, which reads the groups."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        if fixtures is None:
-            continue
-        shared = any(
-            definition.scope in ("module", "package", "class")
-            for definitions in fixtures.name2fixturedefs.values()
-            for definition in definitions
-        )
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
-
-
 @pytest.fixture(scope="session")
 def site() -> Iterator[str]:
     """The local test website's base URL (no trailing slash)."""
