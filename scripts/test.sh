@@ -71,7 +71,7 @@ PY
 # than cores pay. --dist loadfile: a module's tests run in one worker, in
 # order, so a fixture of the module's scope (a node, a browser) is made once;
 # the modules with the most tests start first.
-WORKERS=4
+WORKERS=6
 LOWEST_WORKERS=2
 work=$(mktemp -d)
 # On the way out (Ctrl-C reaches both runs), the crawl-side run ends first.
