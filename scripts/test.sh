@@ -4,7 +4,7 @@
 # the crawl-side tests against the lowest Scrapy pyproject.toml allows, from
 # the project's wheel, in a virtual environment of their own. Both runs'
 # summaries are printed; either failing fails the command. Extra arguments go
-# to the whole suite's pytest.
+# to the whole suite's pytest (-n 0: one process, no parallel workers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +66,13 @@ with open("pyproject.toml", "rb") as f:
 print(bound)
 PY
 )
+# Both runs are parallel (pytest-xdist). Their tests mostly wait on other
+# processes (crawls, Scrapyd nodes, PostgreSQL, the browser), so more workers
+# than cores pay. --dist loadfile: a module's tests run in one worker, in
+# order, so a fixture of the module's scope (a node, a browser) is made once;
+# the modules with the most tests start first.
+WORKERS=6
+LOWEST_WORKERS=2
 work=$(mktemp -d)
 # On the way out (Ctrl-C reaches both runs), the crawl-side run ends first.
 trap 'wait; rm -rf "$work"' EXIT
@@ -77,9 +84,10 @@ lowest_run() {
     python3 -m venv --clear .venv-lowest
     .venv-lowest/bin/python -m pip install -q --upgrade pip
     .venv-lowest/bin/python -m pip install -q "$(ls "$work"/dist/*.whl)[postgres]" \
-        "scrapy==$lowest" pytest pytest-twisted
+        "scrapy==$lowest" pytest pytest-twisted pytest-xdist
     .venv-lowest/bin/python -m scrapy version
-    .venv-lowest/bin/python -m pytest -p no:cacheprovider --basetemp "$work/pytest" -q "${CRAWL_TESTS[@]}"
+    .venv-lowest/bin/python -m pytest -p no:cacheprovider --basetemp "$work/pytest" -q \
+        -n "$LOWEST_WORKERS" --dist loadfile "${CRAWL_TESTS[@]}"
 }
 echo "The crawl-side tests on Scrapy $lowest run beside the whole suite (their log follows it)."
 lowest_run > "$work/lowest.log" 2>&1 &
@@ -87,7 +95,7 @@ lowest_pid=$!
 
 echo "== The whole suite on $(.venv/bin/python -m scrapy version)"
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest -n "$WORKERS" --dist loadfile "$@" || status=$?
 lowest_status=0
 wait "$lowest_pid" || lowest_status=$?
 echo

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,15 @@ import scrapy
 from scrapy_jobstatus._store import open_store
 from tests.helpers import local_site
 from tests.postgres import temporary_database
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The crawls and programs the tests interrupt get Ctrl-C as a terminal
+    # gives it. A shell's background job (scripts/test.sh runs the lowest
+    # Scrapy's tests in one, as CI may run the suite) ignores SIGINT, its
+    # children inherit that, and Python and Scrapy leave SIGINT ignored.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

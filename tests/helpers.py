@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +47,19 @@ def local_site(env: dict[str, str] | None = None) -> Iterator[str]:
         process.terminate()
         process.wait(10)
         process.stdout.close()
+
+
+@contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Held by one test at a time on the whole machine (the suite's workers,
+    and any other run of it): for what cannot be made per test, such as a
+    fixed port."""
+    with open(Path(tempfile.gettempdir()) / f"jobstatus-tests-{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def crawl_command(

@@ -121,11 +121,19 @@ class ScrapydNode:
     def db(self) -> Path:
         return self.workdir / "dbs" / "jobstatus.sqlite3"
 
+    @property
+    def tmpdir(self) -> Path:
+        return self.workdir / "tmp"
+
     def start(self) -> ScrapydNode:
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
         out = open(self.log, "ab")  # noqa: SIM115 (kept open by the process)
         # The crawls run the deployed egg: nothing on the path may shadow it.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # A temporary directory of its own: what the node and its crawls leave
+        # there is theirs, whatever runs beside them (the suite runs in parallel).
+        self.tmpdir.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(self.tmpdir)
         for name in (
             "SCRAPYD_HTTP_PORT",
             "SCRAPYD_BIND_ADDRESS",

@@ -143,8 +143,11 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(
             and datetime.fromisoformat(ended).timestamp() < signalled_at
         ):
             # The latest moments may come once a fast crawl ended, while
-            # its process exits: the job was done.
-            assert returncode == 0 and doc["total_documents_found"] == 6 == len(items), delay
+            # its process exits: the job was done. Late in the exit, once
+            # Python has put back the signal's default action, the signal
+            # ends the process (slow to exit on a busy machine).
+            assert returncode in (0, -signum), (delay, returncode)
+            assert doc["total_documents_found"] == 6 == len(items), delay
             continue
         assert doc["status"] == "cancelled", (delay, doc["status"], doc["error_message"])
         assert doc["completion_reason"] == "cancelled"

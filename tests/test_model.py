@@ -79,7 +79,8 @@ def test_scrapy_close_reasons_map_to_completion_reasons(close_reason, reason, st
     [
         "a",
         "job-1.2_3",
-        new_job_id(),
+        # Its id is fixed: pytest-xdist's workers must collect the same tests.
+        pytest.param(new_job_id(), id="new_job_id"),
         "2026-11-29T16:39:20.123456+00:00",
         "nightly run 7",
         "-a",

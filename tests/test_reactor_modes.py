@@ -117,6 +117,12 @@ def documents(db: Path) -> dict[str, dict[str, Any]]:
         store.close()
 
 
+# The pages of a crawl that a test interrupts: half a second each, enough of
+# them that the crawl is still running when the interruption comes, however
+# long a busy machine takes to see it crawling and send it.
+PAGES = 120
+
+
 def slow_urls(site: str, count: int, delay: float, tag: str = "") -> str:
     return ",".join(f"{site}/slow?delay={delay}&n={tag}{i}" for i in range(count))
 
@@ -180,14 +186,14 @@ def test_a_new_project_without_a_reactor_records_its_job(project, site, processe
 
 
 def test_ctrl_c_cancels_a_job_of_a_project_without_a_reactor(project, site, processes):
-    crawl = ProjectCrawl(project, "interrupted", slow_urls(site, 30, 0.5))
+    crawl = ProjectCrawl(project, "interrupted", slow_urls(site, PAGES, 0.5))
     processes.append(crawl.process)
     wait_for(lambda: (d := crawl.doc()) and d["total_pages_crawled"] >= 2, what="first pages")
     crawl.process.ctrl_c()
     assert crawl.process.wait(30) == 0
     doc = crawl.doc()
     assert (doc["status"], doc["close_reason"]) == ("cancelled", "shutdown")
-    assert doc["total_pages_crawled"] < 30
+    assert doc["total_pages_crawled"] < PAGES
     assert doc["total_documents_found"] == len(read_lines(crawl.feed))
 
 
@@ -366,12 +372,12 @@ def test_three_crawls_in_one_process_are_three_jobs(tmp_path, site, reactor_mode
 def test_ctrl_c_cancels_every_job_of_the_process_at_once(
     tmp_path, site, reactor_mode, processes, signum
 ):
-    jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(3)}
+    jobs = {f"job{i}": slow_urls(site, PAGES, 0.5, tag=f"{i}-") for i in range(3)}
     process, db = run_program(THREE_CRAWLS, tmp_path, reactor_mode, jobs)
     processes.append(process)
     wait_for(lambda: all_running(db, jobs, pages=2), what="three jobs crawling")
     process.ctrl_c(signum)
-    # The crawls would take 30 s each without the signal.
+    # The crawls would run on for seconds without the signal.
     assert process.wait(20) == 0, process.log_text[-3000:]
     docs = documents(db)
     assert {job: d["status"] for job, d in docs.items()} == dict.fromkeys(jobs, "cancelled")
@@ -379,12 +385,12 @@ def test_ctrl_c_cancels_every_job_of_the_process_at_once(
         assert not doc["is_active"] and doc["close_reason"] == "shutdown"
         cancel = [e for e in doc["history"] if e["step"] == "cancel requested"]
         assert [e["details"] for e in cancel] == ["by signal"]
-        assert doc["total_pages_crawled"] < 30
+        assert doc["total_pages_crawled"] < PAGES
 
 
 def test_ctrl_c_cancels_every_job_of_a_crawler_process_with_its_reactor(tmp_path, site, processes):
     # Scrapy's Deferred-based process: the crawls start before its reactor runs.
-    jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(3)}
+    jobs = {f"job{i}": slow_urls(site, PAGES, 0.5, tag=f"{i}-") for i in range(3)}
     process, db = run_program(THREE_CRAWLS, tmp_path, {}, jobs, "CrawlerProcess")
     processes.append(process)
     wait_for(lambda: all_running(db, jobs, pages=2), what="three jobs crawling")
@@ -475,7 +481,7 @@ def test_a_third_ctrl_c_exits_at_once_and_leaves_no_job_active(
 def test_ctrl_c_cancels_the_jobs_of_a_runner_in_a_users_program(
     tmp_path, site, reactor_mode, processes
 ):
-    jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(2)}
+    jobs = {f"job{i}": slow_urls(site, PAGES, 0.5, tag=f"{i}-") for i in range(2)}
     process, db = run_program(RUNNER_PROGRAM, tmp_path, reactor_mode, jobs)
     processes.append(process)
     wait_for(lambda: all_running(db, jobs, pages=2), what="two jobs crawling")
@@ -487,7 +493,7 @@ def test_ctrl_c_cancels_the_jobs_of_a_runner_in_a_users_program(
 
 
 def test_ctrl_c_cancels_the_jobs_of_a_deferred_runner_in_a_users_program(tmp_path, site, processes):
-    jobs = {f"job{i}": slow_urls(site, 30, 0.5, tag=f"{i}-") for i in range(2)}
+    jobs = {f"job{i}": slow_urls(site, PAGES, 0.5, tag=f"{i}-") for i in range(2)}
     process, db = run_program(DEFERRED_RUNNER_PROGRAM, tmp_path, {}, jobs)
     processes.append(process)
     wait_for(lambda: all_running(db, jobs, pages=2), what="two jobs crawling")
@@ -501,8 +507,9 @@ def test_ctrl_c_cancels_the_jobs_of_a_deferred_runner_in_a_users_program(tmp_pat
 def test_a_forced_pause_keeps_the_dropped_requests_for_the_next_run(
     tmp_path, site, reactor_mode, processes
 ):
-    # Two pages at a time, each taking 3 s: the pause's grace ends first.
-    urls = slow_urls(site, 6, 3)
+    # Two pages at a time, each taking 10 s: the pause's grace ends first,
+    # however long the pause command takes to start on a busy machine.
+    urls = slow_urls(site, 6, 10)
     db, feed = tmp_path / "jobs.db", tmp_path / "items.jl"
     settings = {
         **reactor_mode,
@@ -514,9 +521,9 @@ def test_a_forced_pause_keeps_the_dropped_requests_for_the_next_run(
     }
     args = {"urls": urls, "_job": "job1"}
 
-    def crawl(name: str) -> Process:
+    def crawl(name: str, **more: str) -> Process:
         # -o appends: the second run's items follow the first's.
-        command = crawl_command("batch", db, args=args, settings=settings)
+        command = crawl_command("batch", db, args=args, settings={**settings, **more})
         command += ["-o", f"{feed}:jsonlines"]
         process = Process(command, ROOT, tmp_path / f"{name}.log", {"PYTHONPATH": str(ROOT)})
         processes.append(process)
@@ -533,7 +540,8 @@ def test_a_forced_pause_keeps_the_dropped_requests_for_the_next_run(
     assert paused["status"] == "paused"
     assert any(w.startswith("forced stop") for w in paused["warnings"])
     assert "Traceback" not in first.log_text
-    second = crawl("second")
+    # The dropped pages and the others, all at once.
+    second = crawl("second", CONCURRENT_REQUESTS="6")
     assert second.wait(60) == 0, second.log_text[-3000:]
     done = documents(db)["job1"]
     assert (done["status"], done["completion_reason"]) == ("completed", "done")

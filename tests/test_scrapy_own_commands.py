@@ -16,7 +16,7 @@ import pytest
 import scrapy as scrapy_package
 from packaging.version import Version
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, machine_lock
 
 PROJECT = "inspected"
 SPIDER_SOURCE = '''\
@@ -132,7 +132,9 @@ def test_scrapys_inspecting_commands_crawl_and_make_no_job(
 
 
 def test_scrapy_bench_is_a_job_that_ends_completed(project: Path) -> None:
-    result = scrapy(project, "bench", "-s", "CLOSESPIDER_TIMEOUT=2", timeout=120)
+    # Bench's server listens on a fixed port (8998): one bench at a time.
+    with machine_lock("scrapy-bench"):
+        result = scrapy(project, "bench", "-s", "CLOSESPIDER_TIMEOUT=2", timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     (bench,) = [j for j in jobs(project) if j["job_id"] != FIRST_JOB]
     assert bench["spider"] == "follow"

@@ -66,7 +66,9 @@ def test_jobs_over_http(node: ScrapydNode, completed: str) -> None:
 
 def test_jobwatch_follows_a_job_to_its_end(node: ScrapydNode, site: str) -> None:
     job = unique("watched")
-    node.schedule(job=job, urls=slow_urls(site, 3, 0.5))
+    # Pages of 5 s: the job still runs when the command, slow to start on a
+    # busy machine, first reads it.
+    node.schedule(job=job, urls=slow_urls(site, 3, 5))
     result = scrapy("jobwatch", job, "--interval", "0.2", "--wait", "10", *remote(node), timeout=90)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -7,10 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -41,7 +39,7 @@ def test_crawl_gets_the_node_store_and_its_project(node: ScrapydNode, site: str)
 
 def test_killed_crawl_is_failed_at_once_with_its_exit_code(node: ScrapydNode, site: str) -> None:
     job = unique("killed")
-    copies = set(Path(tempfile.gettempdir()).glob(f"{PROJECT}-*.egg"))
+    copies = set(node.tmpdir.glob(f"{PROJECT}-*.egg"))
     node.schedule(job=job, urls=slow_urls(site, 2, 20))
     node.wait_status(job, "running")
     os.kill(node.crawl_pid(job), signal.SIGKILL)
@@ -56,7 +54,7 @@ def test_killed_crawl_is_failed_at_once_with_its_exit_code(node: ScrapydNode, si
     assert node.scrapyd_state(job) == "finished"
     # The crawl ran the egg from the node's eggs_dir: its death left no copy.
     assert list((node.workdir / "eggs" / PROJECT).glob("*.egg"))
-    assert set(Path(tempfile.gettempdir()).glob(f"{PROJECT}-*.egg")) == copies
+    assert set(node.tmpdir.glob(f"{PROJECT}-*.egg")) == copies
 
 
 def test_a_job_scheduled_with_the_extension_disabled_runs_unmonitored_not_failed(
