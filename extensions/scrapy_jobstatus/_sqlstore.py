@@ -88,7 +88,7 @@ def same(statement: str) -> str:
     return statement
 
 
-def _quoted(columns: Iterable[str]) -> list[str]:
+def quoted(columns: Iterable[str]) -> list[str]:
     # Some column names are keywords of PostgreSQL ("interval").
     return [f'"{c}"' for c in columns]
 
@@ -96,14 +96,14 @@ def _quoted(columns: Iterable[str]) -> list[str]:
 # What a save reports, returned by the statement that writes the job.
 SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at, status"
 INSERT = (
-    f"INSERT INTO jobs ({', '.join(_quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
+    f"INSERT INTO jobs ({', '.join(quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
     f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
     f" ON CONFLICT (job_id) DO NOTHING RETURNING {SAVED}"
 )
 # The pause request goes with any status but running or pausing (the bound
 # value after the state: whether it stays).
 UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _quoted(UPDATED_COLUMNS))}, state = ?,"  # noqa: S608
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in quoted(UPDATED_COLUMNS))}, state = ?,"  # noqa: S608
     " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
     " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE FALSE END"
     " WHERE job_id = ? AND status IN ({sources})"
@@ -195,6 +195,14 @@ class SQLStore:
         """Insert the events (encoded rows); thinning is the caller's."""
         raise NotImplementedError
 
+    def _save_running(
+        self, state: JobState, error_rows: Any, event_rows: Any, point: tuple[Any, ...]
+    ) -> SaveResult | None:
+        """A write of a running job (encoded rows, its series point without
+        the job's key) in one statement, where the backend has one; None:
+        not written, as the job is missing or the backend has none."""
+        return None
+
     def _execute(self, conn: Any, statement: str, params: Any = ()) -> Any:
         return conn.execute(self.dialect.statement(statement), params)
 
@@ -238,10 +246,15 @@ class SQLStore:
         events = list(events)
         # Everything is encoded before the write begins: the write holds the
         # store's lock (SQLite's whole file) for its statements only.
-        update = update_values(state, crawl=True)
         error_rows = self._error_rows(errors)
         event_rows = self._event_rows(events)
         point = sql.point_values(0, state)[1:]
+        if state.status not in SETTLED_STATUSES and not webhook_types(state.status, events):
+            # Neither the stored job to read first nor webhooks to queue.
+            saved = self._save_running(state, error_rows, event_rows, point)
+            if saved is not None:
+                return saved
+        update = update_values(state, crawl=True)
         with self._write() as conn:
             recreated = False
             if state.status in SETTLED_STATUSES and (
