@@ -442,9 +442,10 @@ class SQLiteStore(SQLStore):
             row = conn.execute(_SAVED, (state.job_id,)).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"cannot write the job store {self.path}: {e}") from None
-        if written:
-            self.writes += 1
-        return None if row is None else save_result(row, written=written)
+        if row is None:
+            return None  # written again from the crawl's memory, in a transaction
+        self.writes += 1
+        return save_result(row, written=written)
 
     def _encode_rows(self, rows: list[tuple[Any, ...]]) -> str:
         # A write's errors (or events) in one JSON array, inserted by one
