@@ -3,7 +3,8 @@ readers of one node.
 
 WAL lets readers read while crawls write; every write is one short
 ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue on the busy
-timeout instead of failing with "database is locked". Connecting writes
+timeout instead of failing with "database is locked", and a running job's
+write, the crawls' most frequent, is a single statement. Connecting writes
 nothing unless the schema has to be made, so readers work on a read-only or
 full disk. A job id only ever reaches SQL as a bound value.
 """
