@@ -483,6 +483,8 @@ class SQLiteStore(SQLStore):
                     params,
                 )
             ]
+            if not ids:
+                return 0
             conn.executemany("DELETE FROM errors WHERE job = ?", ids)
             # The newest event stays, whatever its job: SQLite would give its
             # id again, and a reader of events.json past it would miss one.
