@@ -101,7 +101,8 @@ INSERT = (
     f" ON CONFLICT (job_id) DO NOTHING RETURNING {SAVED}"
 )
 # The pause request goes with any status but running or pausing (the bound
-# value after the state: whether it stays).
+# value after the state: whether it stays). SQLite's one-statement write of a
+# running job (its _TICK_TRIGGER) makes the same change: keep the two alike.
 UPDATE = (
     f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in quoted(UPDATED_COLUMNS))}, state = ?,"  # noqa: S608
     " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
