@@ -156,6 +156,24 @@ def test_save_polls_the_cancel_request_and_its_force_flag(store):
     assert polled.written and polled.cancel_requested_at is not None and polled.cancel_force
 
 
+def test_a_write_that_fails_leaves_nothing_of_it_behind(store):
+    state = running("j1")
+    store.start_job(state)
+    errors = [JobError(error_type="http_error", error_message="HTTP 404", http_status=404)]
+    events = [HistoryEvent(step="parsing", timestamp=time.time(), status="running")]
+    # A job without a heartbeat has no point of the series to write: the
+    # write fails after its errors and events, which go with it.
+    state.updated_at = None
+    with pytest.raises(StoreError):
+        save_errors(store, state, errors, events)
+    assert store.errors("j1") == [] and store.document("j1")["error_count"] == 0
+    assert "parsing" not in [e.step for e in store.history("j1")]
+    state.updated_at = time.time()
+    assert store.save(state, errors, events).written
+    assert len(store.errors("j1")) == 1 and store.document("j1")["error_count"] == 1
+    assert [e.step for e in store.history("j1")].count("parsing") == 1
+
+
 def test_a_terminal_job_is_never_overwritten(store):
     state = running("j1")
     store.start_job(state)

@@ -186,11 +186,14 @@ LAST_EVENT = "SELECT MAX(id) AS n FROM events"
 # A job's history keeps its first and last HISTORY_KEPT events: those
 # between go as new ones come, counted in the job's history_omitted.
 COUNT_EVENTS = "SELECT COUNT(*) AS n FROM events WHERE job = ?"
-THIN_EVENTS = (
-    "DELETE FROM events WHERE job = ?"
-    " AND id > (SELECT id FROM events WHERE job = ? ORDER BY id LIMIT 1 OFFSET ?)"
-    " AND id < (SELECT id FROM events WHERE job = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+# {job}: the job's key, {kept}: HISTORY_KEPT - 1 (bound, or as they are in
+# SQLite's statement of a running job's write).
+THIN_EVENTS_OF = (
+    "DELETE FROM events WHERE job = {job}"
+    " AND id > (SELECT id FROM events WHERE job = {job} ORDER BY id LIMIT 1 OFFSET {kept})"
+    " AND id < (SELECT id FROM events WHERE job = {job} ORDER BY id DESC LIMIT 1 OFFSET {kept})"
 )
+THIN_EVENTS = THIN_EVENTS_OF.format(job="?", kept="?")
 ADD_OMITTED = "UPDATE jobs SET history_omitted = history_omitted + ? WHERE id = ?"
 
 
@@ -203,15 +206,18 @@ def thin_events_values(job: int | None) -> tuple[Any, ...]:
 # At most SERIES_POINTS points a job: past that, every other point goes (the
 # first and the latest stay), so a long run keeps its whole shape.
 SERIES_POINTS = 500
+# A point's columns after the job's key, as point_values gives them.
+POINT_COLUMNS = ("t", "pages", "documents", "errors", "failed", "in_flight", "progress")
 INSERT_POINT = (
-    "INSERT INTO series (job, t, pages, documents, errors, failed, in_flight, progress)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO series (job, {', '.join(POINT_COLUMNS)})"
+    f" VALUES (?, {', '.join('?' * len(POINT_COLUMNS))})"
 )
 COUNT_POINTS = "SELECT COUNT(*) AS n FROM series WHERE job = ?"
-THIN_POINTS = (
+THIN_POINTS_OF = (
     "DELETE FROM series WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER"
-    " (ORDER BY id) AS n FROM series WHERE job = ?) AS s WHERE n % 2 = 0)"
+    " (ORDER BY id) AS n FROM series WHERE job = {job}) AS s WHERE n % 2 = 0)"
 )
+THIN_POINTS = THIN_POINTS_OF.format(job="?")
 SERIES = (
     "SELECT s.t, s.pages, s.documents, s.errors, s.failed, s.in_flight, s.progress"
     " FROM series s JOIN jobs j ON j.id = s.job WHERE j.job_id = ? ORDER BY s.id"

@@ -3,7 +3,8 @@ readers of one node.
 
 WAL lets readers read while crawls write; every write is one short
 ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue on the busy
-timeout instead of failing with "database is locked". Connecting writes
+timeout instead of failing with "database is locked", and a running job's
+write, the crawls' most frequent, is a single statement. Connecting writes
 nothing unless the schema has to be made, so readers work on a read-only or
 full disk. A job id only ever reaches SQL as a bound value.
 """
@@ -18,14 +19,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._sqlstore import ERROR_COLUMNS, EVENT_COLUMNS, Dialect, SQLStore, same, version_problem
+from . import _sql as sql
+from ._model import HISTORY_KEPT, sources_of
+from ._rows import UPDATED_COLUMNS, column_value, encode_state
+from ._sqlstore import (
+    ERROR_COLUMNS,
+    EVENT_COLUMNS,
+    SAVED,
+    Dialect,
+    SQLStore,
+    quoted,
+    same,
+    save_result,
+    version_problem,
+)
 from ._store import (
+    SaveResult,
     StoreError,
     node_name,
 )
+from ._transitions import keeps_pause_request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from ._model import JobState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -235,17 +253,98 @@ _MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def _insert_from_json(table: str, columns: tuple[str, ...]) -> str:
-    """A statement inserting a job's rows from one JSON array of arrays."""
-    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+def _insert_from_json(
+    table: str,
+    columns: tuple[str, ...],
+    job: str = "?",
+    rows: str = "json_each(?) r",
+    where: str = "",
+) -> str:
+    """A statement inserting a job's rows from one JSON array of arrays
+    (``r``), in their order."""
+    values = ", ".join(f"json_extract(r.value, '$[{i}]')" for i in range(len(columns)))
     return (
-        f"INSERT INTO {table} (job, {', '.join(columns)}) SELECT ?, {values}"  # noqa: S608
-        " FROM json_each(?) ORDER BY key"
+        f"INSERT INTO {table} (job, {', '.join(columns)}) SELECT {job}, {values}"  # noqa: S608
+        f" FROM {rows}{where} ORDER BY r.key"
     )
 
 
 _INSERT_ERRORS = _insert_from_json("errors", ERROR_COLUMNS)
 _INSERT_EVENTS = _insert_from_json("events", EVENT_COLUMNS)
+
+# The store's clock in seconds since the epoch: unixepoch with 'subsec' from
+# SQLite 3.42, the Julian day before.
+NOW = (
+    "unixepoch('now', 'subsec')"
+    if sqlite3.sqlite_version_info >= (3, 42)
+    else "((julianday('now') - 2440587.5) * 86400.0)"
+)
+# A running job's write in one statement, a transaction of its own: the
+# store's lock is then held while SQLite runs, never while the writer's
+# thread waits for the GIL, as it may at each statement of a transaction in
+# a busy crawl (up to the switch interval, 5 ms, every time). A view of the
+# connection's own (TEMP) takes the write's values; its trigger writes the
+# errors, events and series point, then the job, if the job's stored status
+# may move to the new one (``sources``, a JSON array) and the crawl's attempt
+# holds it: those of a job ended or taken over elsewhere are not written; the
+# write renews the attempt's lease.
+_TICK_COLUMNS = (
+    "job_id",
+    "sources",
+    *UPDATED_COLUMNS,
+    "state",
+    "keep_pause",
+    "attempt_held",
+    "lease",
+    "error_rows",
+    "event_rows",
+    *sql.POINT_COLUMNS,
+)
+
+
+def _movable(job: str = "") -> str:
+    """The condition on the job's row (``job``: its alias and a dot) for
+    the write to go through."""
+    statuses = "SELECT value FROM json_each(NEW.sources)"
+    return (
+        f"{job}job_id = NEW.job_id AND {job}status IN ({statuses})"  # noqa: S608
+        f" AND {job}attempt = NEW.attempt_held"
+    )
+
+
+_WHERE_J = f" WHERE {_movable('j.')}"
+_TICK_ERRORS = "jobs j, json_each(NEW.error_rows) r"
+_TICK_EVENTS = "jobs j, json_each(NEW.event_rows) r"
+_JOB = "(SELECT id FROM jobs WHERE job_id = NEW.job_id)"
+_TICK_VIEW = (
+    f"CREATE TEMP VIEW IF NOT EXISTS job_tick ({', '.join(quoted(_TICK_COLUMNS))})"
+    f" AS SELECT {', '.join(['NULL'] * len(_TICK_COLUMNS))}"
+)
+_TICK_TRIGGER = f"""
+CREATE TEMP TRIGGER IF NOT EXISTS job_tick INSTEAD OF INSERT ON job_tick BEGIN
+{_insert_from_json("errors", ERROR_COLUMNS, "j.id", _TICK_ERRORS, _WHERE_J)};
+{_insert_from_json("events", EVENT_COLUMNS, "j.id", _TICK_EVENTS, _WHERE_J)};
+INSERT INTO series (job, {", ".join(sql.POINT_COLUMNS)})
+    SELECT id, {", ".join(f"NEW.{c}" for c in sql.POINT_COLUMNS)} FROM jobs WHERE {_movable()};
+{sql.THIN_POINTS_OF.format(job=_JOB)}
+    AND (SELECT COUNT(*) FROM series WHERE job = {_JOB}) > {sql.SERIES_POINTS};
+UPDATE jobs SET {", ".join(f"{c} = NEW.{c}" for c in quoted(UPDATED_COLUMNS))},
+    state = NEW.state,
+    pause_requested_at = CASE WHEN NEW.keep_pause THEN pause_requested_at END,
+    pause_requeue = CASE WHEN NEW.keep_pause THEN pause_requeue ELSE FALSE END,
+    lease_until = COALESCE({NOW} + NEW.lease, lease_until),
+    history_omitted = history_omitted + CASE WHEN NEW.event_rows IS NULL THEN 0 ELSE
+        MAX(0, (SELECT COUNT(*) FROM events WHERE job = jobs.id) - {2 * HISTORY_KEPT}) END
+    WHERE {_movable()};
+{sql.THIN_EVENTS_OF.format(job=_JOB, kept=HISTORY_KEPT - 1)}
+    AND NEW.event_rows IS NOT NULL;
+END
+"""  # noqa: S608 (constants)
+_TICK = (
+    f"INSERT INTO job_tick ({', '.join(quoted(_TICK_COLUMNS))})"  # noqa: S608
+    f" VALUES ({', '.join('?' * len(_TICK_COLUMNS))})"
+)
+_SAVED = f"SELECT {SAVED} FROM jobs WHERE job_id = ?"  # noqa: S608
 
 
 def _open(location: str | Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
@@ -265,13 +364,6 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
-# The store's clock in seconds since the epoch: unixepoch with 'subsec' from
-# SQLite 3.42, the Julian day before.
-NOW = (
-    "unixepoch('now', 'subsec')"
-    if sqlite3.sqlite_version_info >= (3, 42)
-    else "((julianday('now') - 2440587.5) * 86400.0)"
-)
 # One writer at a time (BEGIN IMMEDIATE): a claimed job goes to one node.
 DIALECT = Dialect(
     statement=same,
@@ -297,6 +389,8 @@ class SQLiteStore(SQLStore):
         self.node = node_name()
         self.writes = 0
         self._conn: sqlite3.Connection | None = None
+        # The running job's one-statement write is set up on the connection.
+        self._tick_ready = False
         self._file_id: tuple[int, int] | None = None
         self._busy_timeout_ms = int(deadline * 1000) if deadline else BUSY_TIMEOUT_MS
 
@@ -361,6 +455,7 @@ class SQLiteStore(SQLStore):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            self._tick_ready = False
 
     @contextmanager
     def _read(self, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
@@ -394,6 +489,47 @@ class SQLiteStore(SQLStore):
             self.close()
 
     # -- writes -----------------------------------------------------------------
+
+    def _save_running(
+        self,
+        state: JobState,
+        error_rows: Any,
+        event_rows: Any,
+        point: tuple[Any, ...],
+        lease: float | None,
+    ) -> SaveResult | None:
+        values = (
+            state.job_id,
+            json.dumps(sources_of(state.status, crawl=True)),
+            *(column_value(state, c) for c in UPDATED_COLUMNS),
+            encode_state(state),
+            keeps_pause_request(state.status),
+            state.attempt,
+            lease,
+            error_rows,
+            event_rows,
+            *point,
+        )
+        self._reconnect_if_replaced()
+        try:
+            conn = self.conn
+            if not self._tick_ready:
+                conn.execute(_TICK_VIEW)
+                conn.execute(_TICK_TRIGGER)
+                self._tick_ready = True
+            # The trigger's writes count among the connection's changes: a
+            # job written has at least its series point.
+            changes = conn.total_changes
+            conn.execute(_TICK, values)
+            written = conn.total_changes > changes
+            # The requests polled after the write, without its lock.
+            row = conn.execute(_SAVED, (state.job_id,)).fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot write the job store {self.path}: {e}") from None
+        if row is None:
+            return None  # written again from the crawl's memory, in a transaction
+        self.writes += 1
+        return save_result(row, written=written)
 
     def _encode_rows(self, rows: list[tuple[Any, ...]]) -> str:
         # A write's errors (or events) in one JSON array, inserted by one

@@ -123,7 +123,7 @@ def same(statement: str) -> str:
     return statement
 
 
-def _quoted(columns: Iterable[str]) -> list[str]:
+def quoted(columns: Iterable[str]) -> list[str]:
     # Some column names are keywords of PostgreSQL ("interval").
     return [f'"{c}"' for c in columns]
 
@@ -131,7 +131,7 @@ def _quoted(columns: Iterable[str]) -> list[str]:
 # What a save reports, returned by the statement that writes the job.
 SAVED = "id, cancel_requested_at, cancel_force, pause_requested_at, status"
 INSERT = (
-    f"INSERT INTO jobs ({', '.join(_quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
+    f"INSERT INTO jobs ({', '.join(quoted(COLUMNS))}, state)"  # noqa: S608 (column names)
     f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
     f" ON CONFLICT (job_id) DO NOTHING RETURNING {SAVED}"
 )
@@ -139,8 +139,10 @@ INSERT = (
 # value after the state: whether it stays). A crawl's write renews its lease
 # (a NULL lease keeps the one written before), and is the write of the
 # attempt that holds the job ({attempt}) or none.
+# SQLite's one-statement write of a running job (its _TICK_TRIGGER)
+# makes the same change: keep the two alike.
 UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _quoted(UPDATED_COLUMNS))}, state = ?,"  # noqa: S608
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in quoted(UPDATED_COLUMNS))}, state = ?,"  # noqa: S608
     " pause_requested_at = CASE WHEN ? THEN pause_requested_at END,"
     " pause_requeue = CASE WHEN ? THEN pause_requeue ELSE FALSE END,"
     " lease_until = COALESCE({now} + ?, lease_until)"
@@ -251,6 +253,20 @@ class SQLStore:
         """Insert the events (encoded rows); thinning is the caller's."""
         raise NotImplementedError
 
+    def _save_running(
+        self,
+        state: JobState,
+        error_rows: Any,
+        event_rows: Any,
+        point: tuple[Any, ...],
+        lease: float | None,
+    ) -> SaveResult | None:
+        """A write of a running job's crawl (encoded rows, its series point
+        without the job's key, its lease) in one statement, where the backend
+        has one; None: not written, as the job is missing or the backend has
+        none."""
+        return None
+
     def _execute(self, conn: Any, statement: str, params: Any = ()) -> Any:
         return conn.execute(self.dialect.statement(statement), params)
 
@@ -304,6 +320,11 @@ class SQLStore:
         error_rows = self._error_rows(errors)
         event_rows = self._event_rows(events)
         point = sql.point_values(0, state)[1:]
+        if state.status not in SETTLED_STATUSES and not webhook_types(state.status, events):
+            # Neither the stored job to read first nor webhooks to queue.
+            saved = self._save_running(state, error_rows, event_rows, point, lease)
+            if saved is not None:
+                return saved
         with self._write() as conn:
             recreated = False
             if state.status in SETTLED_STATUSES and (

@@ -2,7 +2,13 @@
 
 Run by hand, alone on the machine:
 ``python -m tests.benchmarks.bench_concurrency [--crawls 16] [--seconds 25] [--rounds 2]
-[--delay 0]``.
+[--delay 0] [--before REV]``.
+
+``--before REV`` (a git revision of this repository, e.g. ``main``) runs the
+library of that revision (``git archive`` of its ``extensions/`` put first on
+the crawls' ``PYTHONPATH``) beside this tree's, batch for batch in every
+round, and ends with the store's targets for both: the median over the
+rounds and their range.
 
 ``--crawls`` ``scrapy crawl`` processes run at once, all writing their jobs to
 one SQLite store, each crawling the local test site (a page in eleven links
@@ -19,7 +25,7 @@ wraps, with ``time.perf_counter``, the store calls that run on the event
 loop: ``StoreWriter.save`` (taking the unsaved errors, the ``deepcopy`` of
 the job, the hand-over to the writer thread), the callbacks run when a
 write returns (``StoreWriter._succeeded`` and ``_done``,
-``JobStatusExtension._saved``) and the loop part of ``StoreWriter.start_job``
+``StopController.requested``) and the loop part of ``StoreWriter.start_job``
 and ``stop`` (the hand-over, ``StoreWriter._call``); for information, the
 extension's whole periodic ``_tick`` (refresh, stats, save). A 10 ms timer
 measures how late the loop runs it (the loop lag).
@@ -35,6 +41,10 @@ write lock (``BEGIN IMMEDIATE``) and how long the lock is then held until
 ``COMMIT`` returns, with the thread's CPU time meanwhile: every statement
 gives the GIL up and takes it back, and in a busy crawl process taking it
 back waits for the event loop thread (``sys.getswitchinterval()``, 5 ms).
+A write made by one statement outside a transaction (a running job's write
+since the revision after 8de5192) holds the lock inside that statement: its
+whole call is counted as the lock held, an upper bound that includes its
+wait for the lock and for the GIL once SQLite is done.
 
 And, against the store's targets: the ticks whose save was skipped because
 the crawl's last write was still running, and the heartbeat lag (how much
@@ -50,15 +60,18 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,9 +95,19 @@ PROBE_PERIOD = 0.01
 # The loop-side store calls, reported one by one and together; then, for
 # information, the extension's whole periodic tick (the job's refresh from
 # the crawl's stats, the stats written back, and the save).
-LOOP_CALLS = ("save", "_succeeded", "_done", "_saved", "start_job", "stop")
+LOOP_CALLS = ("save", "_succeeded", "_done", "requested", "start_job", "stop")
 TICK = "_tick"
-THREAD_CALLS = ("SQLiteStore.save", "lock wait", "lock held", "SQLiteStore.start_job")
+ONE_STATEMENT = "one-statement write"
+THREAD_CALLS = (
+    "SQLiteStore.save",
+    "lock wait",
+    "lock held",
+    ONE_STATEMENT,
+    "SQLiteStore.start_job",
+)
+# The lock held by a write, however it is made.
+HELD = ("lock held", ONE_STATEMENT)
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 # The batches: (name, JOBSTATUS_ENABLED, JOBSTATUS_INTERVAL).
 BATCHES = (("interval 1 s", True, 1.0), ("interval 0.2 s", True, 0.2), ("disabled", False, 1.0))
 
@@ -113,6 +136,7 @@ class TimedConnection:
         self._begun: Sample | None = None
 
     def execute(self, sql: str, *args: Any) -> Any:
+        alone = not self._conn.in_transaction and sql.lstrip().upper().startswith(WRITES)
         start = _clock()
         result = self._conn.execute(sql, *args)
         if sql == "BEGIN IMMEDIATE":
@@ -121,6 +145,9 @@ class TimedConnection:
         elif sql in ("COMMIT", "ROLLBACK") and self._begun is not None:
             self._samples["lock held"].append(_since(self._begun))
             self._begun = None
+        elif alone:
+            # Its own transaction: the lock taken, held and let go inside.
+            self._samples[ONE_STATEMENT].append(_since(start))
         return result
 
     def __getattr__(self, name: str) -> Any:
@@ -162,12 +189,13 @@ class StoreTiming:
         # job opens: every later call goes through the wrappers.
         from scrapy_jobstatus._extension import JobStatusExtension
         from scrapy_jobstatus._sqlite import SQLiteStore
+        from scrapy_jobstatus._stopper import StopController
         from scrapy_jobstatus._writer import StoreWriter
 
         for cls, name, label in (
             (StoreWriter, "_succeeded", "_succeeded"),
             (StoreWriter, "_done", "_done"),
-            (JobStatusExtension, "_saved", "_saved"),
+            (StopController, "requested", "requested"),
             (JobStatusExtension, "_tick", TICK),
             (SQLiteStore, "save", "SQLiteStore.save"),
             (SQLiteStore, "start_job", "SQLiteStore.start_job"),
@@ -269,10 +297,18 @@ class StoreTiming:
 
 
 def run_batch(
-    site: str, enabled: bool, interval: float, args: argparse.Namespace, workdir: Path, tag: str
+    site: str,
+    enabled: bool,
+    interval: float,
+    args: argparse.Namespace,
+    workdir: Path,
+    tag: str,
+    library: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """``args.crawls`` crawls at once on one store; each one's timings and
-    stats, and its job as the store has it."""
+    """``args.crawls`` crawls at once on one store, with this tree's library
+    or the one in ``library``; each one's timings and stats, and its job as
+    the store has it."""
+    path = str(ROOT) if library is None else f"{library}{os.pathsep}{ROOT}"
     db = workdir / f"{tag}.db"
     processes = []
     for number in range(args.crawls):
@@ -305,7 +341,7 @@ def run_batch(
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env={**os.environ, "PYTHONPATH": path},
             )
         processes.append((job, process))
     crawls = []
@@ -313,7 +349,9 @@ def run_batch(
         process.wait(timeout=args.seconds + 300)
         timing = workdir / f"{job}.json"
         if process.returncode != 0 or not timing.exists():
+            log = workdir / f"{job}.log"
             stderr = (workdir / f"{job}.err").read_text()[-3000:]
+            stderr += log.read_text()[-3000:] if log.exists() else ""
             raise RuntimeError(f"crawl {job} failed ({process.returncode}): {stderr}")
         crawl = json.loads(timing.read_text())
         crawl["job_id"] = job
@@ -409,8 +447,8 @@ def heartbeat_lags(crawls: list[dict[str, Any]]) -> list[float]:
     ] or [0.0]
 
 
-def report(results: dict[str, list[dict[str, Any]]]) -> None:
-    enabled = [name for name, on, _ in BATCHES if on]
+def report(results: dict[str, list[dict[str, Any]]], batches: list[Batch]) -> None:
+    enabled = [b.name for b in batches if b.enabled]
     print(
         "\nEvent loop blocked per store call, all crawls pooled (ms). CPU p99: the thread's "
         "CPU time, the work itself. Of the calls over 1 ms: how many waited (a voluntary "
@@ -437,7 +475,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
             samples = pooled(results[name], (label,))
             print(row(f"{name} | {label}", samples, switches=False))
     print(
-        "\nThe targets: the store's write lock held (ms), ticks whose save was skipped "
+        "\nThe targets: the store's write lock held (ms; a one-statement write's whole "
+        "call), ticks whose save was skipped "
         "because the crawl's last write was still running, and heartbeat lag: how much "
         "later than the interval each write renewed the job's heartbeat (s):\n"
     )
@@ -448,7 +487,7 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in enabled:
         crawls = results[name]
-        held = [s[0] for s in pooled(crawls, ("lock held",))]
+        held = [s[0] for s in pooled(crawls, HELD)]
         wait = [s[0] for s in pooled(crawls, ("lock wait",))]
         ticks = len(pooled(crawls, ("save",)))
         skipped = sum(c["skipped"] for c in crawls)
@@ -460,7 +499,7 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
     print("\nEvent loop lag: lateness of a 10 ms timer in every crawl (ms):\n")
     print("| Batch | Samples | p50 | p99 | max | Pages/s per crawl, median |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, _, _ in BATCHES:
+    for name in (b.name for b in batches):
         crawls = results[name]
         lag = [value for crawl in crawls for value in crawl["lag"]]
         rates = [
@@ -492,41 +531,150 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
         print(f"  - {line}")
 
 
+def targets(crawls: list[dict[str, Any]]) -> dict[str, float]:
+    """The store's targets in one batch of crawls: the lock held by a
+    transaction, a one-statement write's whole call (an upper bound of the
+    lock it holds) and its CPU time (SQLite's work under the lock), the
+    transactions' wait for the lock, the ticks skipped, the heartbeat lag."""
+    held = [s[0] for s in pooled(crawls, ("lock held",))]
+    alone = pooled(crawls, (ONE_STATEMENT,))
+    wait = [s[0] for s in pooled(crawls, ("lock wait",))]
+    ticks = len(pooled(crawls, ("save",)))
+    lags = heartbeat_lags(crawls)
+    return {
+        "transaction held p50": percentile(held, 50) * 1000,
+        "p99": percentile(held, 99) * 1000,
+        "one statement p50": percentile([s[0] for s in alone], 50) * 1000,
+        "p99 ": percentile([s[0] for s in alone], 99) * 1000,
+        "its CPU p99": percentile([s[1] for s in alone], 99) * 1000,
+        "transaction wait p99": percentile(wait, 99) * 1000,
+        "skipped %": 100 * sum(c["skipped"] for c in crawls) / max(ticks, 1),
+        "lag p99": percentile(lags, 99),
+        "lag max": max(lags),
+        "writes in one statement %": 100 * len(alone) / max(len(alone) + len(held), 1),
+    }
+
+
+def compare(results: dict[str, list[dict[str, Any]]], batches: list[Batch]) -> None:
+    """The targets of each batch: the median over the rounds, and their
+    range (each round's figures pooled over its crawls)."""
+    print(
+        "\nThe targets, round by round: median of the rounds (range). Lock held (ms) by a "
+        "transaction, BEGIN IMMEDIATE to COMMIT; a one-statement write's whole call (ms), "
+        "its wait for the lock and for the GIL included, and its CPU time (ms); the "
+        "transactions' wait for the lock (ms); ticks skipped because the last write was "
+        "still running (%); heartbeat lag (s); the writes made by one statement (%):\n"
+    )
+    names = list(targets(results[batches[0].name]))
+    print("| Batch | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for batch in (b for b in batches if b.enabled):
+        crawls = results[batch.name]
+        rounds = sorted({c["round"] for c in crawls})
+        figures = [targets([c for c in crawls if c["round"] == r]) for r in rounds]
+        cells = []
+        for name in names:
+            values = [f[name] for f in figures if f[name] == f[name]]  # not NaN
+            if not values:
+                cells.append("–")
+                continue
+            digits = 2 if name.startswith("lag") else 1
+            cells.append(
+                f"{statistics.median(values):.{digits}f} "
+                f"({min(values):.{digits}f}–{max(values):.{digits}f})"
+            )
+        print(f"| {batch.name} | " + " | ".join(cells) + " |")
+
+
+@dataclass(frozen=True)
+class Batch:
+    name: str
+    enabled: bool
+    interval: float
+    # The library's source root, None for this tree's.
+    library: Path | None = None
+
+
+def batches_of(before: Path | None) -> list[Batch]:
+    if before is None:
+        return [Batch(name, enabled, interval) for name, enabled, interval in BATCHES]
+    return [
+        *(
+            Batch(f"{side}, {name}", True, interval, library)
+            for name, _, interval in BATCHES[:2]
+            for side, library in (("before", before), ("after", None))
+        ),
+        Batch("disabled", False, 1.0),
+    ]
+
+
+def extract(revision: str, into: Path) -> Path:
+    """The library of a git revision of this repository, in ``into``."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "extensions"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "extensions"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crawls", type=int, default=16, help="crawl processes at once")
     parser.add_argument("--seconds", type=int, default=25, help="CLOSESPIDER_TIMEOUT")
     parser.add_argument("--rounds", type=int, default=2, help="times each batch runs")
     parser.add_argument("--delay", type=float, default=0.0, help="DOWNLOAD_DELAY of each crawl")
+    parser.add_argument(
+        "--before", metavar="REV", help="also run the library of this git revision, alternated"
+    )
     args = parser.parse_args()
     command = (
         f"{COMMAND} --crawls {args.crawls} --seconds {args.seconds} --rounds {args.rounds}"
-        f" --delay {args.delay:g}"
+        f" --delay {args.delay:g}" + (f" --before {args.before}" if args.before else "")
     )
     print(
         f"{command}\n{machine()}, switch interval {sys.getswitchinterval() * 1000:g} ms\n"
         f"start: {load()}",
         flush=True,
     )
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in BATCHES}
-    with local_site() as site, tempfile.TemporaryDirectory() as tmp:
+    loads: list[float] = []
+    with (
+        local_site() as site,
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory() as library,
+    ):
+        before = extract(args.before, Path(library)) if args.before else None
+        batches = batches_of(before)
+        results: dict[str, list[dict[str, Any]]] = {b.name: [] for b in batches}
         workdir = Path(tmp)
         for round_ in range(args.rounds):
-            # The order rotates every round: no batch always runs first.
-            shift = round_ % len(BATCHES)
-            for name, enabled, interval in BATCHES[shift:] + BATCHES[:shift]:
-                tag = f"r{round_}-{name.replace(' ', '').replace('.', '')}"
+            # Every other round in the reverse order: a drift of the
+            # machine's load weighs on every batch alike.
+            for batch in batches if round_ % 2 == 0 else batches[::-1]:
+                tag = f"r{round_}-{batch.name.replace(' ', '').replace('.', '').replace(',', '')}"
                 started = time.perf_counter()
-                crawls = run_batch(site, enabled, interval, args, workdir, tag)
-                results[name] += crawls
+                crawls = run_batch(
+                    site, batch.enabled, batch.interval, args, workdir, tag, batch.library
+                )
+                for crawl in crawls:
+                    crawl["round"] = round_
+                results[batch.name] += crawls
                 saves = len(pooled(crawls, ("save",)))
+                loads.append(os.getloadavg()[0])
                 print(
-                    f"round {round_ + 1} {name}: {len(crawls)} crawls in "
+                    f"round {round_ + 1} {batch.name}: {len(crawls)} crawls in "
                     f"{time.perf_counter() - started:.0f} s, {saves} saves, {load()}",
                     flush=True,
                 )
-    print(f"\nMachine: {machine()}.\n`{command}`")
-    report(results)
+    print(
+        f"\nMachine: {machine()}; load average (1 min) at the end of each batch "
+        f"{min(loads):.1f} to {max(loads):.1f}.\n`{command}`"
+    )
+    report(results, batches)
+    compare(results, batches)
 
 
 if __name__ == "__main__":

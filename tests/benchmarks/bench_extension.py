@@ -156,6 +156,13 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
 
 
+def python_path() -> str:
+    """The ``PYTHONPATH`` of a benchmark's crawls: the library named in
+    ``BENCH_LIBRARY`` (by ``bench_trees``), if any, before this tree."""
+    library = os.environ.get("BENCH_LIBRARY")
+    return os.pathsep.join([library, str(ROOT)] if library else [str(ROOT)])
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
@@ -204,7 +211,7 @@ def crawl(
         capture_output=True,
         text=True,
         timeout=3600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "BENCH_PEAK_FILE": str(peak_file)},
+        env={**os.environ, "PYTHONPATH": python_path(), "BENCH_PEAK_FILE": str(peak_file)},
     )
     wall = time.perf_counter() - started
     if process.returncode != 0 or not probe_file.exists():
