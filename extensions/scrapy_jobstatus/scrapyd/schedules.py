@@ -56,6 +56,9 @@ POLL_INTERVAL = 1.0
 MIN_WAIT = 0.01
 # Seconds after a failed look (the store away) before the next.
 RETRY_WAIT = 2.0
+# Seconds a look waits for the store (a connection, a statement, SQLite's
+# write lock) before it fails: a store away is looked for again soon.
+STORE_DEADLINE = 4.0
 # Lines of each schedule's history listschedules.json?history=1 gives.
 HISTORY_LINES = 50
 # Seconds a starting_deadline may be: a year.
@@ -137,7 +140,7 @@ class ScheduleFiring:
         """One look; the seconds to wait before the next."""
         try:
             if self._store is None:
-                self._store = open_store(self.node.db, node=self.node.name)
+                self._store = open_store(self.node.db, node=self.node.name, deadline=STORE_DEADLINE)
             firing = self._store.fire_schedules(self.node.name, self.node.webhooks)
         except StoreError as e:
             if not self._failing:
