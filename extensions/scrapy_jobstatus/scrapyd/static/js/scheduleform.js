@@ -22,26 +22,6 @@ export function readPairs(text, what) {
   return pairs;
 }
 
-/* A schedule as listschedules.json lists it, as the parameters of
- * addschedule.json that would make it again. */
-export function scheduleParams(schedule) {
-  const params = new URLSearchParams({ project: schedule.project, name: schedule.name, spider: schedule.spider });
-  if (typeof schedule.every === "number") params.set("every", schedule.every);
-  else {
-    params.set("cron", schedule.cron);
-    if (schedule.timezone) params.set("timezone", schedule.timezone);
-  }
-  params.set("enabled", schedule.enabled === false ? "0" : "1");
-  if (schedule.overlap) params.set("overlap", schedule.overlap);
-  if (schedule.catch_up) params.set("catch_up", schedule.catch_up);
-  for (const name of OPTIONAL) {
-    if (schedule[name] !== null && schedule[name] !== undefined) params.set(name, schedule[name]);
-  }
-  for (const [name, value] of Object.entries(schedule.args || {})) params.append(name, value);
-  for (const [name, value] of Object.entries(schedule.settings || {})) params.append("setting", `${name}=${value}`);
-  return params;
-}
-
 export class ScheduleForm {
   #editing = null; // the schedule being edited; null: a new one
   #zones = false; // the time zone list is filled
@@ -76,6 +56,10 @@ export class ScheduleForm {
     fields.name.readOnly = fields.project.readOnly = Boolean(schedule);
     if (schedule) this.#fill(schedule);
     this.#error(null);
+    // Its receivers' keys are never shown, so the form cannot send them again.
+    const hooks = schedule && Array.isArray(schedule.webhooks) ? schedule.webhooks.length : 0;
+    $("schedule-form-note").textContent = hooks ? `Saving drops its ${hooks === 1 ? "webhook" : `${hooks} webhooks`}: give them again through addschedule.json.` : "";
+    $("schedule-form-note").hidden = !hooks;
     this.#showRule();
     form.hidden = false;
     this.#lists();
@@ -104,7 +88,9 @@ export class ScheduleForm {
     fields.args.value = Object.entries(schedule.args || {})
       .map(([name, value]) => `${name}=${value}`)
       .join("\n");
+    // The timeout is its own field (the node keeps it as the job's JOBSTATUS_TIMEOUT too).
     fields.settings.value = Object.entries(schedule.settings || {})
+      .filter(([name]) => !(name === "JOBSTATUS_TIMEOUT" && schedule.timeout !== null && schedule.timeout !== undefined))
       .map(([name, value]) => `${name}=${value}`)
       .join("\n");
   }
@@ -132,6 +118,8 @@ export class ScheduleForm {
     }
     for (const [name, value] of readPairs(fields.args.value, "Spider arguments")) params.append(name, value);
     for (const [name, value] of readPairs(fields.settings.value, "Settings")) params.append("setting", `${name}=${value}`);
+    // What the form does not show is kept: the egg version the schedule runs.
+    if (this.#editing && this.#editing.version) params.set("_version", this.#editing.version);
     return params;
   }
 

@@ -10,7 +10,7 @@ import { $, append, badge, cell, el, timeEl } from "./dom.js";
 import { fmtInt } from "./format.js";
 import { Poll } from "./poll.js";
 import { ruleInWords } from "./rule.js";
-import { ScheduleForm, scheduleParams } from "./scheduleform.js";
+import { ScheduleForm } from "./scheduleform.js";
 
 const SCHEDULES_POLL_MS = 5000;
 // A scrapyd.conf without listschedules.json: no panel, and no error; asked again now and then.
@@ -177,9 +177,9 @@ export class SchedulesPanel {
     return el("div", { class: "buttons" }, buttons);
   }
 
+  /* addschedule.json with the project, name and enabled alone switches a schedule, its definition kept. */
   async #toggle(schedule, button) {
-    const params = scheduleParams(schedule);
-    params.set("enabled", schedule.enabled === false ? "1" : "0");
+    const params = { project: schedule.project, name: schedule.name, enabled: schedule.enabled === false ? "1" : "0" };
     const data = await this.#ask("addschedule.json", params, button, schedule.enabled === false ? "enable" : "disable");
     if (data) this.notify(`Schedule ${schedule.name} ${schedule.enabled === false ? "enabled" : "disabled"}.`, "info");
   }
