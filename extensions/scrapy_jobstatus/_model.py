@@ -410,6 +410,12 @@ class JobState:
     retry_delay: float | None = None
     run_after: float | None = None
     retryable: bool = False
+    # The periodic schedule that made the job and its tick (a run asked
+    # for at once: that moment); a one-off job's overlap key
+    # (schedule.json's overlap_key).
+    schedule: str | None = None
+    scheduled_for: float | None = None
+    overlap_key: str | None = None
 
     @property
     def failure_ratio(self) -> float:
@@ -477,6 +483,8 @@ class JobState:
             ],
             "retries": self.retries or 0,
             "retry_at": isoformat(self.run_after) if status is JobStatus.PENDING else None,
+            "schedule": self.schedule,
+            "scheduled_for": isoformat(self.scheduled_for),
         }
 
 

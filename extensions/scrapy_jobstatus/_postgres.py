@@ -51,6 +51,44 @@ SCHEMA_LOCK = 0x6A6F_6273_7461_7475  # "jobstatu"
 # Serializes the writes that add history events, to their commit.
 EVENTS_LOCK = 0x6A6F_6273_6576_6E74  # "jobsevnt"
 
+# Version 8: periodic schedules, and the ticks each one has claimed (one row
+# a tick: the claim that makes its job); a job's schedule as a column. (Numbered
+# 8 in the project's history: version 7 is the crawl leases'.)
+_V8: tuple[str, ...] = (
+    "ALTER TABLE jobs ADD COLUMN schedule TEXT",
+    "CREATE INDEX jobs_schedule ON jobs (schedule, created_at, id) WHERE schedule IS NOT NULL",
+    """CREATE TABLE schedules (
+        id BIGSERIAL PRIMARY KEY,
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        spider TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        definition TEXT NOT NULL,
+        next_tick DOUBLE PRECISION,
+        last_tick DOUBLE PRECISION,
+        last_job TEXT,
+        fired BIGINT NOT NULL DEFAULT 0,
+        skipped BIGINT NOT NULL DEFAULT 0,
+        missed BIGINT NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        UNIQUE (project, name)
+    )""",
+    "CREATE INDEX schedules_due ON schedules (next_tick) WHERE enabled",
+    """CREATE TABLE schedule_ticks (
+        id BIGSERIAL PRIMARY KEY,
+        schedule BIGINT NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+        tick DOUBLE PRECISION NOT NULL,
+        outcome TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        job_id TEXT,
+        node TEXT,
+        recorded_at DOUBLE PRECISION NOT NULL,
+        details TEXT,
+        UNIQUE (schedule, tick)
+    )""",
+)
+
 # _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
 # from nothing. The first writer to open an older store upgrades it.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -185,6 +223,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     # Version 6: the key of a delivery to a job's own receiver; NULL: the
     # deliverer's webhook_secret signs it.
     ("ALTER TABLE deliveries ADD COLUMN secret TEXT",),
+    _V8,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -210,6 +249,8 @@ DIALECT = Dialect(
     claim_lock=" FOR UPDATE SKIP LOCKED",
     queue_index="",
     text=_text,
+    now="EXTRACT(EPOCH FROM clock_timestamp())::float8",
+    name_lock="SELECT pg_advisory_xact_lock(hashtext(?))",
 )
 
 

@@ -37,10 +37,11 @@ COLUMNS = (
     "run_after",
     "pause_requested_at",
     "history_omitted",
+    "schedule",
 )
 # Requests (cancel, pause) are written by those who make them, never by the
 # crawl's writes of its job; the history's events left out, by the store as
-# it leaves them out.
+# it leaves them out; the schedule, by the claim of its tick.
 UPDATED_COLUMNS = [
     c
     for c in COLUMNS
@@ -51,6 +52,7 @@ UPDATED_COLUMNS = [
         "cancel_requested_at",
         "pause_requested_at",
         "history_omitted",
+        "schedule",
     )
 ]
 _DEFAULTS = {f.name: JobState(job_id="").__dict__[f.name] for f in fields(JobState)}
@@ -111,7 +113,11 @@ def filter_clauses(where: JobFilter) -> tuple[list[str], list[Any]]:
     """The WHERE clauses of a listing, with a ``?`` for each bound value."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("project", where.project), ("spider", where.spider)):
+    for column, value in (
+        ("project", where.project),
+        ("spider", where.spider),
+        ("schedule", where.schedule),
+    ):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)

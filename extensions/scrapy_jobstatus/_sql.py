@@ -312,3 +312,48 @@ def webhook_log(rows: list[Any]) -> list[dict[str, Any]]:
                 }
             )
     return list(deliveries.values())
+
+
+# -- periodic schedules ----------------------------------------------------------
+
+SCHEDULE_COLUMNS = "project, name, spider, enabled, definition, next_tick, created_at, updated_at"
+# Created, or replaced by name: its ticks so far and their counts stay; its
+# next tick is the new rule's.
+PUT_SCHEDULE = (
+    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (project, name) DO UPDATE SET spider = excluded.spider,"
+    " enabled = excluded.enabled, definition = excluded.definition,"
+    " next_tick = excluded.next_tick, updated_at = excluded.updated_at"
+    " RETURNING id, created_at"
+)
+ENABLE_SCHEDULE = (
+    "UPDATE schedules SET enabled = ?, updated_at = ? WHERE project = ? AND name = ? RETURNING id"
+)
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE project = ? AND name = ? RETURNING id"
+DELETE_TICKS = "DELETE FROM schedule_ticks WHERE schedule = ?"
+# With the status of its last job (a job pruned since: none).
+SCHEDULES = (
+    "SELECT s.*, j.status AS last_job_status FROM schedules s"
+    " LEFT JOIN jobs j ON j.job_id = s.last_job{where} ORDER BY s.project, s.name"
+)
+# The enabled schedules by their next tick, and how far each is from now by
+# the store's clock ({now}): those due, and how long until the next one.
+DUE_SCHEDULES = (
+    "SELECT id, next_tick - {now} AS wait FROM schedules"
+    " WHERE enabled AND next_tick IS NOT NULL ORDER BY next_tick LIMIT ?"
+)
+SCHEDULE_ROW = "SELECT *, {now} AS now FROM schedules WHERE id = ?{lock}"
+NAMED_SCHEDULE = "SELECT *, {now} AS now FROM schedules WHERE project = ? AND name = ?{lock}"
+INSERT_TICK = (
+    "INSERT INTO schedule_ticks (schedule, tick, outcome, count, job_id, node, recorded_at,"
+    " details) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule, tick) DO NOTHING"
+    " RETURNING id"
+)
+TICKS = "SELECT * FROM schedule_ticks WHERE schedule = ? ORDER BY tick DESC, id DESC LIMIT ?"
+SCHEDULE_TICKED = (
+    "UPDATE schedules SET next_tick = ?, last_tick = COALESCE(?, last_tick),"
+    " last_job = COALESCE(?, last_job), fired = fired + ?, skipped = skipped + ?,"
+    " missed = missed + ? WHERE id = ?"
+)
+SCHEDULE_RAN = "UPDATE schedules SET last_job = ? WHERE id = ?"
+SCHEDULE_COUNTS = "SELECT enabled, COUNT(*) AS n FROM schedules GROUP BY enabled"

@@ -181,7 +181,45 @@ ALTER TABLE jobs ADD COLUMN history_omitted INTEGER NOT NULL DEFAULT 0;
 _V6 = """
 ALTER TABLE deliveries ADD COLUMN secret TEXT;
 """
-_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Version 8: periodic schedules, and the ticks each one has claimed (one row
+# a tick: the claim that makes its job); a job's schedule as a column, to
+# list a schedule's jobs and find its active one. (Numbered 8 in the
+# project's history: version 7 is the crawl leases'.)
+_V8 = """
+ALTER TABLE jobs ADD COLUMN schedule TEXT;
+CREATE INDEX jobs_schedule ON jobs (schedule, created_at, id) WHERE schedule IS NOT NULL;
+CREATE TABLE schedules (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spider TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    next_tick REAL,
+    last_tick REAL,
+    last_job TEXT,
+    fired INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    missed INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (project, name)
+);
+CREATE INDEX schedules_due ON schedules (next_tick) WHERE enabled;
+CREATE TABLE schedule_ticks (
+    id INTEGER PRIMARY KEY,
+    schedule INTEGER NOT NULL,
+    tick REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    job_id TEXT,
+    node TEXT,
+    recorded_at REAL NOT NULL,
+    details TEXT,
+    UNIQUE (schedule, tick)
+);
+"""
+_MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6, _V8)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

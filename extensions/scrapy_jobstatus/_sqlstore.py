@@ -7,6 +7,7 @@ marks and named row access."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,20 @@ from ._rows import (
     event_from_row,
     filter_clauses,
     row_values,
+)
+from ._schedule import (
+    AddResult,
+    Firing,
+    Outcome,
+    Overlap,
+    RunResult,
+    Schedule,
+    ScheduleInfo,
+    TickRecord,
+    first_tick,
+    job_id_for,
+    plan_ticks,
+    run_job_id,
 )
 from ._store import (
     ERRORS_IN_WEBHOOKS,
@@ -82,6 +97,12 @@ class Dialect:
     queue_index: str
     # A text as the backend can store it.
     text: Callable[[str | None], str | None]
+    # The store's clock, in seconds since the epoch, as an SQL expression:
+    # the nodes sharing a store compare their ticks to one clock.
+    now: str = "((julianday('now') - 2440587.5) * 86400.0)"
+    # A statement taking a lock of the transaction on a name (bound); empty
+    # where a write holds the whole store (SQLite).
+    name_lock: str = ""
 
 
 def same(statement: str) -> str:
@@ -276,33 +297,35 @@ class SQLStore:
             return save_result(row, written=True, recreated=recreated)
 
     def request_cancel(self, job_id: str, force: bool = False) -> RequestResult:
-        now = time.time()
         with self._write() as conn:
-            row = self._requested_job(conn, job_id)
-            state = decode_state(row)
-            before = state.status
-            if before in TERMINAL_STATUSES:
-                return RequestResult(before, before)
-            if before in (JobStatus.PENDING, JobStatus.PAUSED):
-                end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
-                state.cancel_requested_at = now
-                self._update(conn, state)
-                after = JobStatus.CANCELLED
-                details = f"cancelled while {before}"
-            else:
-                after = JobStatus.CANCELLING
-                details = None
-            self._execute(
-                conn,
-                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?),"
-                " cancel_force = cancel_force OR ? WHERE id = ?",
-                (now, bool(force), row["id"]),
-            )
-            if details:
-                cancelled = [history_event("cancelled", now, after, details)]
-                self._add_events(conn, row["id"], self._event_rows(cancelled))
-                self._notify(conn, row["id"], webhook_types(after))
-            return RequestResult(before, after)
+            return self._cancel(conn, self._requested_job(conn, job_id), force, time.time())
+
+    def _cancel(self, conn: Any, row: Any, force: bool, now: float) -> RequestResult:
+        """The cancel request of the job of ``row`` (locked)."""
+        state = decode_state(row)
+        before = state.status
+        if before in TERMINAL_STATUSES:
+            return RequestResult(before, before)
+        if before in (JobStatus.PENDING, JobStatus.PAUSED):
+            end_state(state, JobStatus.CANCELLED, f"Cancelled while {before}.", now)
+            state.cancel_requested_at = now
+            self._update(conn, state)
+            after = JobStatus.CANCELLED
+            details = f"cancelled while {before}"
+        else:
+            after = JobStatus.CANCELLING
+            details = None
+        self._execute(
+            conn,
+            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?),"
+            " cancel_force = cancel_force OR ? WHERE id = ?",
+            (now, bool(force), row["id"]),
+        )
+        if details:
+            cancelled = [history_event("cancelled", now, after, details)]
+            self._add_events(conn, row["id"], self._event_rows(cancelled))
+            self._notify(conn, row["id"], webhook_types(after))
+        return RequestResult(before, after)
 
     def end_job(self, job_id: str, status: JobStatus, message: str, *, unstarted: bool) -> bool:
         now = time.time()
@@ -700,3 +723,274 @@ class SQLStore:
             statement, params = statement + " AND version = ?", (project, version)
         with self._write() as conn:
             return self._execute(conn, statement, params).rowcount
+
+    # -- one-off jobs alone (schedule.json's overlap = skip) ----------------------
+
+    def add_alone(self, state: JobState) -> AddResult:
+        """Queue the pending job unless a job of its project and spider (and
+        of its ``overlap_key``, if it has one) is active, in one write: of
+        two such jobs asked for at once, one is queued."""
+        values = row_values(state)
+        with self._write() as conn:
+            if self.dialect.name_lock:
+                key = f"{state.project}/{state.spider}"
+                self._execute(conn, self.dialect.name_lock, (key,))
+            active = [str(s) for s in ACTIVE_STATUSES]
+            rows = self._execute(
+                conn,
+                "SELECT * FROM jobs WHERE project = ? AND spider = ?"  # noqa: S608
+                f" AND status IN ({', '.join('?' * len(active))}) ORDER BY created_at",
+                (state.project, state.spider, *active),
+            ).fetchall()
+            for row in rows:
+                other = decode_state(row)
+                if state.overlap_key is None or other.overlap_key == state.overlap_key:
+                    return AddResult(False, other.job_id)
+            return AddResult(self._execute(conn, INSERT, values).fetchone() is not None)
+
+    # -- periodic schedules ---------------------------------------------------------
+
+    def put_schedule(self, schedule: Schedule, now: float | None = None) -> bool:
+        """Create the schedule, or replace the one of its name (its history
+        stays); True if created. Its next tick is its rule's next after
+        ``now`` (default: this process's clock)."""
+        now = time.time() if now is None else now
+        next_tick = first_tick(schedule.rule, now)
+        with self._write() as conn:
+            row = self._execute(
+                conn,
+                sql.PUT_SCHEDULE,
+                (
+                    schedule.project,
+                    schedule.name,
+                    schedule.spider,
+                    schedule.enabled,
+                    json.dumps(schedule.definition(), separators=(",", ":")),
+                    next_tick,
+                    now,
+                    now,
+                ),
+            ).fetchone()
+        return bool(row["created_at"] == now)
+
+    def enable_schedule(self, project: str, name: str, enabled: bool) -> bool:
+        """Enable or disable; False if there is no such schedule. The ticks
+        that pass while it is disabled are missed."""
+        with self._write() as conn:
+            row = self._execute(
+                conn, sql.ENABLE_SCHEDULE, (enabled, time.time(), project, name)
+            ).fetchone()
+        return row is not None
+
+    def delete_schedule(self, project: str, name: str) -> bool:
+        """Remove the schedule and its history (its jobs stay)."""
+        with self._write() as conn:
+            row = self._execute(conn, sql.DELETE_SCHEDULE, (project, name)).fetchone()
+            if row is not None:
+                self._execute(conn, sql.DELETE_TICKS, (row["id"],))
+        return row is not None
+
+    def schedules(
+        self, project: str | None = None, name: str | None = None, history: int = 0
+    ) -> list[ScheduleInfo]:
+        """The schedules (of a project; of a name), with the ``history``
+        latest lines of each."""
+        clauses, params = [], []
+        for column, value in (("project", project), ("name", name)):
+            if value is not None:
+                clauses.append(f"s.{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._read(snapshot=True) as conn:
+            rows = self._execute(conn, sql.SCHEDULES.format(where=where), params).fetchall()
+            return [
+                schedule_info(
+                    row,
+                    self._ticks(conn, row["id"], history) if history else [],
+                )
+                for row in rows
+            ]
+
+    def _ticks(self, conn: Any, schedule: int, limit: int) -> list[TickRecord]:
+        rows = self._execute(conn, sql.TICKS, (schedule, limit)).fetchall()
+        return [tick_from_row(r) for r in rows]
+
+    def schedule_counts(self) -> dict[bool, int]:
+        with self._read() as conn:
+            rows = self._execute(conn, sql.SCHEDULE_COUNTS).fetchall()
+        return {bool(r["enabled"]): r["n"] for r in rows}
+
+    def fire_schedules(
+        self, node: str, webhooks: list[str], limit: int = 100, now: float | None = None
+    ) -> Firing:
+        """Claim the due ticks of every schedule, by the store's clock (or
+        ``now``, a test's): each schedule's in a write of its own, which
+        records the tick and queues its job together. Whatever the nodes
+        doing this at once, a tick is claimed once (its row is unique), and
+        its job id is the tick's."""
+        clock, at = self._clock(now)
+        with self._read() as conn:
+            statement = sql.DUE_SCHEDULES.format(now=clock)
+            rows = self._execute(conn, statement, (*at, limit)).fetchall()
+        due = [r["id"] for r in rows if r["wait"] <= 0]
+        later = [r["wait"] for r in rows if r["wait"] > 0]
+        records: list[TickRecord] = []
+        for schedule in due:
+            with self._write() as conn:
+                records += self._fire(conn, schedule, node, webhooks, now)
+        return Firing(records, min(later) if later else None)
+
+    def _clock(self, now: float | None) -> tuple[str, tuple[float, ...]]:
+        """The store's clock in SQL, or a given time, bound."""
+        if now is None:
+            return self.dialect.now, ()
+        return "CAST(? AS DOUBLE PRECISION)", (now,)
+
+    def _fire(
+        self, conn: Any, schedule: int, node: str, webhooks: list[str], at: float | None
+    ) -> list[TickRecord]:
+        clock, bound = self._clock(at)
+        statement = sql.SCHEDULE_ROW.format(now=clock, lock=self.dialect.row_lock)
+        row = self._execute(conn, statement, (*bound, schedule)).fetchone()
+        now = row["now"] if row is not None else 0.0
+        if row is None or not row["enabled"] or row["next_tick"] is None or row["next_tick"] > now:
+            return []  # claimed by another node meanwhile, or changed
+        info = schedule_info(row, [])
+        s = info.schedule
+        plan = plan_ticks(s.rule, row["next_tick"], now, s.catch_up, s.starting_deadline)
+        records = []
+        if plan.missed and plan.last_missed is not None:
+            missed = TickRecord(plan.last_missed, Outcome.MISSED, plan.missed, None, node, now)
+            if self._record_tick(conn, schedule, missed):
+                records.append(missed)
+        for tick in plan.fire:
+            record = self._tick_job(conn, schedule, s, tick, node, webhooks, now)
+            if record is not None:
+                records.append(record)
+        fired = [r for r in records if r.outcome is Outcome.FIRED]
+        self._execute(
+            conn,
+            sql.SCHEDULE_TICKED,
+            (
+                plan.next_tick,
+                max(plan.fire, default=None),
+                fired[-1].job_id if fired else None,
+                len(fired),
+                sum(r.outcome is Outcome.SKIPPED for r in records),
+                sum(r.count for r in records if r.outcome is Outcome.MISSED),
+                schedule,
+            ),
+        )
+        return records
+
+    def _tick_job(
+        self,
+        conn: Any,
+        schedule: int,
+        s: Schedule,
+        tick: float,
+        node: str,
+        webhooks: list[str],
+        now: float,
+    ) -> TickRecord | None:
+        """The tick's claim and its job, or its skip; None if claimed before."""
+        job_id = job_id_for(s.name, tick)
+        active = self._schedule_active(conn, s)
+        if active and s.overlap is Overlap.SKIP:
+            details = f"job {active[0]['job_id']} of the schedule is still active"
+            record = TickRecord(tick, Outcome.SKIPPED, 1, None, node, now, details)
+            return record if self._record_tick(conn, schedule, record) else None
+        record = TickRecord(tick, Outcome.FIRED, 1, job_id, node, now)
+        if not self._record_tick(conn, schedule, record):
+            return None
+        if s.overlap is Overlap.REPLACE:
+            for row in active:
+                self._cancel(conn, row, False, now)
+        self._execute(conn, INSERT, row_values(s.job(job_id, tick, webhooks)))
+        return record
+
+    def _schedule_active(self, conn: Any, s: Schedule) -> list[Any]:
+        """The schedule's active jobs, locked."""
+        active = [str(st) for st in ACTIVE_STATUSES]
+        return self._execute(
+            conn,
+            "SELECT * FROM jobs WHERE schedule = ? AND project = ?"  # noqa: S608
+            f" AND status IN ({', '.join('?' * len(active))}) ORDER BY created_at"
+            f"{self.dialect.row_lock}",
+            (s.name, s.project, *active),
+        ).fetchall()
+
+    def _record_tick(self, conn: Any, schedule: int, record: TickRecord) -> bool:
+        values = (
+            schedule,
+            record.tick,
+            str(record.outcome),
+            record.count,
+            record.job_id,
+            record.node,
+            record.recorded_at,
+            record.details,
+        )
+        return self._execute(conn, sql.INSERT_TICK, values).fetchone() is not None
+
+    def run_schedule(
+        self, project: str, name: str, webhooks: list[str], now: float | None = None
+    ) -> RunResult | None:
+        """A job of the schedule at once (the dashboard's "run now"), id
+        ``<name>-<now>``, as its overlap policy allows; None if there is no
+        such schedule. Its ticks are left as they are."""
+        clock, at = self._clock(now)
+        with self._write() as conn:
+            statement = sql.NAMED_SCHEDULE.format(now=clock, lock=self.dialect.row_lock)
+            row = self._execute(conn, statement, (*at, project, name)).fetchone()
+            if row is None:
+                return None
+            s = schedule_info(row, []).schedule
+            now = float(row["now"])
+            job_id = run_job_id(name, now)
+            active = self._schedule_active(conn, s)
+            if active and s.overlap is Overlap.SKIP:
+                return RunResult(job_id, False, active[0]["job_id"])
+            if s.overlap is Overlap.REPLACE:
+                for job in active:
+                    self._cancel(conn, job, False, now)
+            state = s.job(job_id, now, webhooks)
+            if self._execute(conn, INSERT, row_values(state)).fetchone() is None:
+                return RunResult(job_id, False)
+            self._execute(conn, sql.SCHEDULE_RAN, (job_id, row["id"]))
+            return RunResult(job_id, True)
+
+
+def schedule_info(row: Mapping[str, Any], history: list[TickRecord]) -> ScheduleInfo:
+    schedule = Schedule.from_definition(
+        row["project"],
+        row["name"],
+        row["spider"],
+        bool(row["enabled"]),
+        json.loads(row["definition"]),
+    )
+    return ScheduleInfo(
+        schedule=schedule,
+        next_tick=row["next_tick"],
+        last_tick=row["last_tick"],
+        last_job=row["last_job"],
+        last_job_status=row["last_job_status"] if "last_job_status" in row.keys() else None,
+        fired=row["fired"],
+        skipped=row["skipped"],
+        missed=row["missed"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        history=history,
+    )
+
+
+def tick_from_row(row: Mapping[str, Any]) -> TickRecord:
+    return TickRecord(
+        tick=row["tick"],
+        outcome=Outcome(row["outcome"]),
+        count=row["count"],
+        job_id=row["job_id"],
+        node=row["node"],
+        recorded_at=row["recorded_at"],
+        details=row["details"],
+    )

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from ._model import HistoryEvent, JobError, JobState
+    from ._schedule import AddResult, Firing, RunResult, Schedule, ScheduleInfo
 
 # A heartbeat this many intervals old, with the process gone, means it died.
 STALE_INTERVALS = 5
@@ -167,6 +168,7 @@ class JobFilter:
     project: str | None = None
     spider: str | None = None
     status: str | None = None
+    schedule: str | None = None
 
 
 class JobStore(Protocol):
@@ -340,6 +342,36 @@ class JobStore(Protocol):
     def egg_projects(self) -> list[str]: ...
 
     def delete_eggs(self, project: str, version: str | None = None) -> int: ...
+
+    # -- one-off jobs alone, and periodic schedules ------------------------------
+
+    def add_alone(self, state: JobState) -> AddResult:
+        """Queue the pending job unless a job of its project and spider (of
+        its overlap key, if any) is active."""
+
+    def put_schedule(self, schedule: Schedule, now: float | None = None) -> bool:
+        """Create or replace (by project and name); True if created."""
+
+    def enable_schedule(self, project: str, name: str, enabled: bool) -> bool: ...
+
+    def delete_schedule(self, project: str, name: str) -> bool: ...
+
+    def schedules(
+        self, project: str | None = None, name: str | None = None, history: int = 0
+    ) -> list[ScheduleInfo]: ...
+
+    def schedule_counts(self) -> dict[bool, int]:
+        """How many schedules are enabled (True) and disabled (False)."""
+
+    def fire_schedules(
+        self, node: str, webhooks: list[str], limit: int = 100, now: float | None = None
+    ) -> Firing:
+        """Claim every due tick, once across the nodes, by the store's clock."""
+
+    def run_schedule(
+        self, project: str, name: str, webhooks: list[str], now: float | None = None
+    ) -> RunResult | None:
+        """A job of the schedule at once, as its overlap policy allows."""
 
 
 def error_batches(store: JobStore, job_id: str, batch: int = 1000) -> Iterator[list[JobError]]:

@@ -78,6 +78,9 @@ def take_over_pending(state: JobState, pending: JobState, resume: bool = False) 
     state.webhooks = list(dict.fromkeys([*pending.webhooks, *state.webhooks]))
     state.job_webhooks = pending.job_webhooks
     state.job_webhook_secret = pending.job_webhook_secret
+    state.schedule = pending.schedule
+    state.scheduled_for = pending.scheduled_for
+    state.overlap_key = pending.overlap_key
 
 
 def startable(stored: JobState, resume: bool) -> bool:

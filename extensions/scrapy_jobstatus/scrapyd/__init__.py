@@ -28,6 +28,10 @@ _MODULES = {
     "Jobs": "webservice",
     "Nodes": "webservice",
     "Webhooks": "webhooks",
+    "AddSchedule": "schedules",
+    "DelSchedule": "schedules",
+    "ListSchedules": "schedules",
+    "RunSchedule": "schedules",
 }
 
 __all__ = sorted(_MODULES)

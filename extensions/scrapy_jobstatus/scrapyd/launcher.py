@@ -45,6 +45,7 @@ from ._node import IJobStatusNode, shared_node
 from ._spawn import ColdSpawner, WarmSpawner
 from .environment import JobEnvironment
 from .metrics import timed_store_write
+from .schedules import ScheduleFiring
 from .webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class Launcher(launcher.Launcher):
         self.started_at = time.time()
         self.version = _node_version()
         self.webhooks = WebhookDelivery(self.node)
+        self.schedules = ScheduleFiring(self.node)
         # How a crawl starts: forked from a zygote, or a fresh Python.
         self.spawner = WarmSpawner() if self.node.warm_start else ColdSpawner()
         self._reaper: LoopingCall | None = None
@@ -166,12 +168,14 @@ class Launcher(launcher.Launcher):
         self._reaper = LoopingCall(self._reap_dead_jobs)
         self._reaper.start(REAP_INTERVAL, now=True).addErrback(self._reap_failed)
         self.webhooks.start()
+        self.schedules.start()
 
     def stopService(self) -> Deferred[Any]:  # noqa: N802 (Twisted's name)
         """Stop: the pausable crawls pause and their jobs go back to the
         queue, to resume on the next free slot of any node; the node waits
         for them up to shutdown_wait seconds. Other crawls run on."""
         self._stopping = True
+        self.schedules.stop()
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
         processes = {process.job: process for process in self.processes.values()}

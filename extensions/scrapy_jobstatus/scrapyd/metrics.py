@@ -302,6 +302,12 @@ def node_registry(node: JobStatusNode) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobStoreCollector(node))
     registry.register(STORE_WRITE_SECONDS)
+    # Imported here: the schedules' module reaches this one through the queue.
+    from .schedules import FIRING_LAG, TICKS, ScheduleCollector
+
+    registry.register(ScheduleCollector(node))
+    registry.register(TICKS)
+    registry.register(FIRING_LAG)
     return registry
 
 

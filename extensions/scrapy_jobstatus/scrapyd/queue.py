@@ -11,6 +11,7 @@ they are.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scrapyd.interfaces import IPoller, ISpiderQueue
@@ -29,6 +30,7 @@ from .._model import (
     JobState,
     JobStatus,
     pending_job,
+    shown,
     validate_job_id,
 )
 from .._settings import parse_retries, parse_timeout, setting_number
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from scrapyd.config import Config
     from twisted.internet.defer import Deferred
     from twisted.python.failure import Failure
+
+    from ._node import JobStatusNode
 
 log = Logger(namespace="scrapy_jobstatus.scrapyd.queue")
 
@@ -61,6 +65,10 @@ WEBHOOK_ARGUMENT = "webhook"
 WEBHOOK_SECRET_ARGUMENT = "webhook_secret"  # noqa: S105 (a parameter name)
 # schedule.json's argument of the job's automatic retries (JOBSTATUS_RETRIES).
 RETRIES_ARGUMENT = "retries"
+# schedule.json's overlap=skip: refused while a job of the same spider (and
+# of the same overlap_key, if given) is active.
+OVERLAP_ARGUMENT = "overlap"
+OVERLAP_KEY_ARGUMENT = "overlap_key"
 
 
 def message_of(state: JobState) -> dict[str, Any]:
@@ -75,6 +83,74 @@ def message_of(state: JobState) -> dict[str, Any]:
 def refuse(message: str) -> error.Error:
     """A refusal as Scrapyd's schedule.json answers one: status "error"."""
     return error.Error(code=http.OK, message=message.encode())
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job's parameters say besides its spider's arguments (checked
+    by ``job_options``)."""
+
+    retries: int | None
+    retry_delay: float | None
+    webhooks: list[str]
+    webhook_secret: str | None = field(repr=False)
+    timeout: float | None
+
+
+def job_options(
+    node: JobStatusNode,
+    settings: dict[str, str],
+    retries: str | None,
+    webhook: str | None,
+    webhook_secret: str | None,
+) -> JobOptions:
+    """A job's settings, retries and own webhooks, as schedule.json (and
+    addschedule.json) take them; a node setting, a timeout above the node's
+    cap, bad retries or a bad webhook is refused, in one line."""
+    timeout = _check_settings(node, settings)
+    retry_count, retry_delay = _retries(retries, settings)
+    try:
+        own, key = job_webhooks(webhook, webhook_secret)
+    except InvalidWebhook as e:
+        raise refuse(str(e)) from None
+    return JobOptions(retry_count, retry_delay, own, key, timeout)
+
+
+def _check_settings(node: JobStatusNode, settings: dict[str, str]) -> float | None:
+    for name in NODE_SETTINGS:
+        if name in settings:
+            raise refuse(f"{name} is set by the node, not by a job")
+    cap = node.timeout_max
+    raw = settings.get("JOBSTATUS_TIMEOUT")
+    try:
+        timeout = parse_timeout(raw, cap, f"this node's maximum of {cap:g} seconds")
+    except InvalidSetting as e:
+        raise refuse(str(e)) from None
+    return None if raw is None else timeout
+
+
+def _retries(given: str | None, settings: dict[str, str]) -> tuple[int | None, float | None]:
+    """The job's retries (the argument, else its JOBSTATUS_RETRIES
+    setting, else the project's, known when its crawl opens) and their
+    delay, known to the queue before any crawl runs: a crawl may die
+    before it opens its job."""
+    raw = given if given is not None else settings.get("JOBSTATUS_RETRIES")
+    try:
+        retries = None if raw is None else parse_retries(raw)
+        delay = settings.get("JOBSTATUS_RETRY_DELAY")
+        retry_delay = (
+            None
+            if delay is None
+            else setting_number("JOBSTATUS_RETRY_DELAY", delay, JOB_RETRY_DELAY)
+        )
+    except InvalidSetting as e:
+        message = str(e)
+        if given is not None:
+            message = message.replace("JOBSTATUS_RETRIES", RETRIES_ARGUMENT, 1)
+        raise refuse(message) from None
+    if retry_delay is not None and retry_delay < 0:
+        raise refuse(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
+    return retries, retry_delay
 
 
 @implementer(ISpiderQueue)
@@ -95,15 +171,19 @@ class SpiderQueue:
             validate_job_id(job)
         except InvalidJobId as e:
             raise refuse(str(e)) from None
-        self._check_settings(settings)
-        retries, retry_delay = self._retries(spider_args.pop(RETRIES_ARGUMENT, None), settings)
-        try:
-            own, key = job_webhooks(
-                spider_args.pop(WEBHOOK_ARGUMENT, None),
-                spider_args.pop(WEBHOOK_SECRET_ARGUMENT, None),
-            )
-        except InvalidWebhook as e:
-            raise refuse(str(e)) from None
+        options = job_options(
+            self.node,
+            settings,
+            spider_args.pop(RETRIES_ARGUMENT, None),
+            spider_args.pop(WEBHOOK_ARGUMENT, None),
+            spider_args.pop(WEBHOOK_SECRET_ARGUMENT, None),
+        )
+        overlap = spider_args.pop(OVERLAP_ARGUMENT, None)
+        overlap_key = spider_args.pop(OVERLAP_KEY_ARGUMENT, None)
+        if overlap not in (None, "allow", "skip"):
+            raise refuse(f"overlap: {shown(overlap)} is not allow or skip")
+        if overlap_key is not None and overlap != "skip":
+            raise refuse("overlap_key goes with overlap=skip")
         state = pending_job(
             job,
             project=self.project,
@@ -114,58 +194,28 @@ class SpiderQueue:
             priority=priority,
             version=version,
             webhooks=self.node.webhooks,
-            job_webhooks=own,
-            job_webhook_secret=key,
-            retries=retries,
-            retry_delay=retry_delay,
+            job_webhooks=options.webhooks,
+            job_webhook_secret=options.webhook_secret,
+            retries=options.retries,
+            retry_delay=options.retry_delay,
         )
+        state.overlap_key = overlap_key
         # Scrapyd's schedule.json answers what it raises in one line.
         if not self.node.calls.up:
             raise refuse(self.node.calls.down_message())
         try:
-            added = self.node.store.add_pending(state)
+            if overlap == "skip":
+                result = self.node.store.add_alone(state)
+                added, active = result.added, result.active
+            else:
+                added, active = self.node.store.add_pending(state), None
         except StoreError as e:
             self.node.calls.check()
             raise refuse(f"the job is not queued: {e}") from None
+        if active is not None:
+            raise refuse(f"job {active} of spider '{name}' is still active (overlap=skip)")
         if not added:
             raise refuse(f"job id '{job}' is already used")
-
-    def _check_settings(self, settings: dict[str, str]) -> None:
-        for name in NODE_SETTINGS:
-            if name in settings:
-                raise refuse(f"{name} is set by the node, not by a job")
-        cap = self.node.timeout_max
-        try:
-            parse_timeout(
-                settings.get("JOBSTATUS_TIMEOUT"), cap, f"this node's maximum of {cap:g} seconds"
-            )
-        except InvalidSetting as e:
-            raise refuse(str(e)) from None
-
-    def _retries(
-        self, given: str | None, settings: dict[str, str]
-    ) -> tuple[int | None, float | None]:
-        """The job's retries (the argument, else its JOBSTATUS_RETRIES
-        setting, else the project's, known when its crawl opens) and their
-        delay, known to the queue before any crawl runs: a crawl may die
-        before it opens its job."""
-        raw = given if given is not None else settings.get("JOBSTATUS_RETRIES")
-        try:
-            retries = None if raw is None else parse_retries(raw)
-            delay = settings.get("JOBSTATUS_RETRY_DELAY")
-            retry_delay = (
-                None
-                if delay is None
-                else setting_number("JOBSTATUS_RETRY_DELAY", delay, JOB_RETRY_DELAY)
-            )
-        except InvalidSetting as e:
-            message = str(e)
-            if given is not None:
-                message = message.replace("JOBSTATUS_RETRIES", RETRIES_ARGUMENT, 1)
-            raise refuse(message) from None
-        if retry_delay is not None and retry_delay < 0:
-            raise refuse(f"JOBSTATUS_RETRY_DELAY must not be negative, got {retry_delay:g}")
-        return retries, retry_delay
 
     # Scrapyd calls these on its reactor (daemonstatus.json, listjobs.json,
     # the website): while the store is down they give their last answer.

@@ -112,6 +112,7 @@ class Jobs(JobResource):
     @param("limit", required=False, default=str(DEFAULT_LIMIT))
     @param("offset", required=False, default="0")
     @param("cursor", required=False)
+    @param("schedule", required=False)
     def render_GET(
         self,
         txrequest: Request,
@@ -121,11 +122,13 @@ class Jobs(JobResource):
         limit: str,
         offset: str,
         cursor: str | None,
+        schedule: str | None,
     ) -> Callable[[], int]:
         where = JobFilter(
             read_name("project", project),
             read_name("spider", spider),
             None if status is None else read_choice("status", status, STATUSES),
+            read_name("schedule", schedule),
         )
         count = read_whole("limit", limit, 1, MAX_LIMIT)
         skip = read_whole("offset", offset, 0, MAX_OFFSET)
