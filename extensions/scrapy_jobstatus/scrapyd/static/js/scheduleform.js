@@ -26,7 +26,7 @@ export class ScheduleForm {
   #editing = null; // the schedule being edited; null: a new one
   #zones = false; // the time zone list is filled
 
-  /* saved(params, answer) once the node took the schedule; cancelled() when the form closes unsaved. */
+  /* saved(params, answer) once the node took the schedule. */
   constructor({ saved }) {
     this.saved = saved;
   }
@@ -40,10 +40,6 @@ export class ScheduleForm {
     form.addEventListener("input", () => this.#showRule());
     form.addEventListener("change", () => this.#showRule());
     $("schedule-form-cancel").addEventListener("click", () => this.close());
-  }
-
-  get isOpen() {
-    return !$("schedule-form").hidden;
   }
 
   /* The form for a new schedule (null), or filled with one to edit. */

@@ -6,7 +6,7 @@
  * as the nodes, and at once after a change or a job event. */
 
 import { NodeError, askSchedule, readSchedules, serves } from "./api.js";
-import { $, append, badge, cell, el, timeEl } from "./dom.js";
+import { $, badge, cell, el, timeEl } from "./dom.js";
 import { fmtInt } from "./format.js";
 import { Poll } from "./poll.js";
 import { ruleInWords } from "./rule.js";
@@ -102,9 +102,7 @@ export class SchedulesPanel {
       }
     }
     const enabled = list.filter((schedule) => schedule.enabled !== false).length;
-    const summary = $("schedules-summary");
-    summary.replaceChildren();
-    append(summary, list.length ? `${list.length} ${list.length === 1 ? "schedule" : "schedules"}, ${enabled} enabled` : "none");
+    $("schedules-summary").textContent = list.length ? `${list.length} ${list.length === 1 ? "schedule" : "schedules"}, ${enabled} enabled` : "none";
     $("schedules-empty").hidden = list.length > 0;
     $("schedule-names").replaceChildren(...this.names.map((name) => el("option", { value: name })));
     const panel = $("schedules");
@@ -157,7 +155,7 @@ export class SchedulesPanel {
     return [
       schedule.last_job_status ? badge(schedule.last_job_status) : null,
       " ",
-      el("a", { href, class: "last-job mono", title: "Progress details", onclick: open }, job.job_id),
+      el("a", { href, class: "last-job mono", title: `${job.job_id}: progress details`, onclick: open }, job.job_id),
       schedule.last_tick ? el("span", { class: "muted small tick" }, timeEl(schedule.last_tick)) : null,
     ];
   }
