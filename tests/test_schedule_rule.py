@@ -192,3 +192,12 @@ def test_the_grace_is_a_few_seconds() -> None:
     tick = ts("2026-12-08T02:00:00")
     assert plan_ticks(rule, tick, tick + LATE_AFTER, CatchUp.NONE, None).fire == [tick]
     assert plan_ticks(rule, tick, tick + LATE_AFTER + 0.1, CatchUp.NONE, None).missed == 1
+
+
+def test_catch_up_latest_runs_the_latest_missed_tick_beside_those_on_time() -> None:
+    rule = Rule(every=2)
+    first = ts("2026-12-08T02:00:00")
+    plan = plan_ticks(rule, first, first + 12.5, CatchUp.LATEST, 60)
+    # 0 to 6 late (6 runs, 0 to 4 missed), 8 to 12 on time.
+    assert plan.fire == [first + 6, first + 8, first + 10, first + 12]
+    assert (plan.missed, plan.last_missed) == (3, first + 4)

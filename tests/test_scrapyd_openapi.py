@@ -246,6 +246,25 @@ def answers(
         call("GET", path, {"job": pausable})
         call("POST", path, {"job": pausable}, auth=None)
 
+    # Periodic schedules: every answer of their services.
+    base = {"project": PROJECT, "name": "openapi"}
+    rule = {"spider": "batch", "cron": "0 0 1 1 *", "overlap": "skip"}
+    call("POST", "/addschedule.json", {**base, **rule, "urls": f"{site}/sample/"})
+    call("POST", "/addschedule.json", {**base, "enabled": "0"})
+    call("POST", "/addschedule.json", {**base, "name": "no-such", "enabled": "1"})
+    call("POST", "/addschedule.json", {**base, **rule, "cron": "61 * * * *"})
+    call("GET", "/listschedules.json", {"history": "1"})
+    call("GET", "/listschedules.json", {"project": "a b"})
+    run = call("POST", "/runschedule.json", base)
+    call("POST", "/runschedule.json", base, name="run again")
+    call("POST", "/runschedule.json", {**base, "name": "no-such"})
+    call("GET", "/jobs.json", {"schedule": "openapi"})
+    call("GET", "/jobstatus.json", {"job": run.json()["jobid"]}, name="run document")
+    node.post("jobcancel.json", {"job": run.json()["jobid"]})
+    call("POST", "/delschedule.json", base)
+    call("POST", "/delschedule.json", base)
+    node.wait_status(run.json()["jobid"], "cancelled", "completed")
+
     # Retries: refused unless a whole number from 0 to 100; a job failing
     # every time, retried once, two seconds at most after its first attempt.
     schedule(unique("bad-retries"), f"{site}/sample/", args=[("retries", "x")])
@@ -389,6 +408,8 @@ def test_pause_and_resume_answer_with_their_codes(
     assert "job.paused" in [delivery["type"] for delivery in hooks]
 
     assert named["retry waiting"].json()["job"]["retry_at"] is not None
+    assert named["run again"].code == 409
+    assert named["run document"].json()["job"]["schedule"] == "openapi"
     retried = named["retried document"].json()["job"]
     assert (retried["attempt"], retried["retries"], retried["retry_at"]) == (2, 1, None)
     assert [a["status"] for a in retried["attempts"]] == ["failed", "failed"]
@@ -403,4 +424,4 @@ def test_the_guard_answers_in_the_shape_of_scrapyd(
         assert "cross-origin" in cross_site.json()["message"]
         assert "only read" in viewer.json()["message"]
     misdirected = [answer for _, _, answer in answers if answer.code == 421]
-    assert len(misdirected) == 12
+    assert len(misdirected) == 16

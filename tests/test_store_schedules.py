@@ -5,6 +5,7 @@ their time (``now``) but where the store's own clock is the point."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -257,3 +258,39 @@ def test_overlap_skip_refuses_a_one_off_job_while_a_like_one_is_active(store: Jo
     store.request_cancel("k1")
     assert store.add_alone(job("k3", key="x")).added
     assert store.get("b") is None
+
+
+def test_a_skipped_or_missed_tick_is_a_webhook_event_in_the_same_write(store: JobStore) -> None:
+    secret = "whsec_" + "QUJD" * 8
+    store.put_schedule(
+        schedule(
+            overlap=Overlap.SKIP,
+            job_webhooks=["http://127.0.0.1:1/own"],
+            job_webhook_secret=secret,
+        ),
+        now=T0 - 30,
+    )
+    node = ["http://127.0.0.1:1/node"]
+    store.fire_schedules("n1", node, now=T0)
+    store.fire_schedules("n1", node, now=T0 + 60)  # skipped: the first job is pending
+    store.fire_schedules("n1", node, now=T0 + 300)  # three ticks missed, one skipped
+    deliveries = store.claim_deliveries(T0 + 400, 60, 100, due_by=T0 + 10**9)
+    schedule_events = [d for d in deliveries if d.event_type.startswith("schedule.")]
+    by_type = Counter((d.event_type, d.url, d.secret) for d in schedule_events)
+    assert by_type == {
+        ("schedule.skipped", "http://127.0.0.1:1/node", None): 2,
+        ("schedule.skipped", "http://127.0.0.1:1/own", secret): 2,
+        ("schedule.missed", "http://127.0.0.1:1/node", None): 1,
+        ("schedule.missed", "http://127.0.0.1:1/own", secret): 1,
+    }
+    [missed] = {d.body for d in schedule_events if d.event_type == "schedule.missed"}
+    body = json.loads(missed)
+    assert body["type"] == "schedule.missed"
+    assert {k: body["data"][k] for k in ("project", "schedule", "outcome", "count", "tick")} == {
+        "project": "crawler",
+        "schedule": "nightly",
+        "outcome": "missed",
+        "count": 3,
+        "tick": "2026-12-08T02:04:00.000Z",
+    }
+    assert secret not in missed

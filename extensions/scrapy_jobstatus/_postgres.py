@@ -87,6 +87,8 @@ _V8: tuple[str, ...] = (
         details TEXT,
         UNIQUE (schedule, tick)
     )""",
+    # A schedule's webhook events have no job.
+    "ALTER TABLE deliveries ALTER COLUMN job DROP NOT NULL",
 )
 
 # _MIGRATIONS[v] brings the schema from version v to v + 1; step 0 makes it
@@ -251,6 +253,7 @@ DIALECT = Dialect(
     text=_text,
     now="EXTRACT(EPOCH FROM clock_timestamp())::float8",
     name_lock="SELECT pg_advisory_xact_lock(hashtext(?))",
+    no_job=None,
 )
 
 

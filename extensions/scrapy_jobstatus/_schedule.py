@@ -326,8 +326,8 @@ def plan_ticks(
 ) -> Plan:
     """The due ticks from ``next_tick`` to ``now``: those on time (at most
     LATE_AFTER seconds old) fire; the older ones are missed, but with
-    catch_up = latest and no tick on time, the latest missed one fires if it
-    is younger than ``starting_deadline`` seconds (no limit: None)."""
+    catch_up = latest the latest missed one fires too if it is younger than
+    ``starting_deadline`` seconds (no limit: None)."""
     on_time_from = now - LATE_AFTER
     missed, last_missed = 0, None
     tick: float | None = next_tick
@@ -339,12 +339,11 @@ def plan_ticks(
         fire.append(tick)
         tick = rule.next_after(tick)
     if (
-        not fire
-        and last_missed is not None
+        last_missed is not None
         and catch_up is CatchUp.LATEST
         and (starting_deadline is None or now - last_missed <= starting_deadline)
     ):
-        fire = [last_missed]
+        fire.insert(0, last_missed)
         missed -= 1
         last_missed = rule_previous(rule, next_tick, last_missed) if missed else None
     return Plan(fire, missed, last_missed, rule.next_after(now))
@@ -407,6 +406,17 @@ class Schedule:
         state.schedule = self.name
         state.scheduled_for = scheduled_for
         return state
+
+    def event(self, record: TickRecord) -> dict[str, Any]:
+        """The document of a schedule's webhook event: the schedule, and the
+        line of its history the event reports."""
+        return {
+            "project": self.project,
+            "schedule": self.name,
+            "spider": self.spider,
+            "rule": self.rule.describe(),
+            **record.to_dict(),
+        }
 
     def definition(self) -> dict[str, Any]:
         """What the store keeps of it besides its columns (the key

@@ -103,6 +103,9 @@ class Dialect:
     # A statement taking a lock of the transaction on a name (bound); empty
     # where a write holds the whole store (SQLite).
     name_lock: str = ""
+    # The ``job`` of a delivery that reports no job (a schedule's event):
+    # SQLite's column is NOT NULL, and its row ids begin at 1.
+    no_job: int | None = 0
 
 
 def same(statement: str) -> str:
@@ -867,6 +870,9 @@ class SQLStore:
             record = self._tick_job(conn, schedule, s, tick, node, webhooks, now)
             if record is not None:
                 records.append(record)
+        for record in records:
+            if record.outcome is not Outcome.FIRED:
+                self._notify_schedule(conn, s, record, webhooks)
         fired = [r for r in records if r.outcome is Outcome.FIRED]
         self._execute(
             conn,
@@ -908,6 +914,26 @@ class SQLStore:
                 self._cancel(conn, row, False, now)
         self._execute(conn, INSERT, row_values(s.job(job_id, tick, webhooks)))
         return record
+
+    def _notify_schedule(
+        self, conn: Any, s: Schedule, record: TickRecord, webhooks: list[str]
+    ) -> None:
+        """A tick skipped or missed, as a webhook event (``schedule.skipped``,
+        ``schedule.missed``) to the node's receivers and the schedule's own,
+        in the outbox, in the write that records it."""
+        targets = [(url, None) for url in webhooks]
+        targets += [(url, s.job_webhook_secret) for url in s.job_webhooks]
+        if not targets:
+            return
+        body = webhook_body(f"schedule.{record.outcome}", record.recorded_at, s.event(record))
+        values = sql.delivery_values(
+            self.dialect.no_job, f"schedule.{record.outcome}", body, record.recorded_at, targets
+        )
+        cursor = conn.cursor()
+        try:
+            cursor.executemany(self.dialect.statement(sql.INSERT_DELIVERY), values)
+        finally:
+            cursor.close()
 
     def _schedule_active(self, conn: Any, s: Schedule) -> list[Any]:
         """The schedule's active jobs, locked."""
