@@ -26,7 +26,15 @@ from playwright.async_api import Browser, Dialog, Locator, Page, expect
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from tests import test_dashboard
-from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, sample_urls, unique
+from tests.helpers import wait_for
+from tests.scrapyd_node import (
+    PROJECT,
+    ScrapydNode,
+    running_node,
+    sample_urls,
+    slow_urls,
+    unique,
+)
 from tests.test_dashboard import (
     AUTH,
     accept_next_dialog,
@@ -88,6 +96,10 @@ def schedule_row(page: Page, name: str) -> Locator:
 def hash_params(page: Page) -> dict[str, list[str]]:
     """What the page keeps in its address's hash."""
     return urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).fragment)
+
+
+def history_row(page: Page, name: str) -> Locator:
+    return page.locator(f'tr.schedule-history[data-schedule="{name}"]')
 
 
 async def open_panel(page: Page) -> Locator:
@@ -265,6 +277,60 @@ async def test_run_now_queues_a_job_linked_from_its_schedule(
 
 
 @deferred_f_from_coro_f
+async def test_the_history_shows_each_tick_fired_or_skipped(
+    browser: Browser, node: ScrapydNode, site: str
+) -> None:
+    # Ticks every second, each job a few seconds long: the ticks meanwhile are skipped.
+    name = unique("busy")
+    answer = node.post(
+        "addschedule.json",
+        {
+            "project": PROJECT,
+            "name": name,
+            "spider": "batch",
+            "every": "1",
+            "overlap": "skip",
+            "urls": slow_urls(site, 2, 4),
+        },
+    )
+    assert answer.json()["status"] == "ok", answer.body
+    try:
+        wait_for(
+            lambda: (s := listed(node, name)) and s["skipped"] >= 2 and s["last_job"],
+            timeout=30,
+            what="a tick fired and two skipped",
+        )
+        node.post("addschedule.json", {"project": PROJECT, "name": name, "enabled": "0"})
+        async with browsing(browser) as page:
+            await open_dashboard(page, node.url + "dashboard")
+            await open_panel(page)
+            shown = schedule_row(page, name)
+            await expect(shown.locator(".rule")).to_have_text("every second")
+            await shown.locator("button.history").click()
+            history = history_row(page, name)
+            fired = history.locator("li.outcome-fired")
+            await expect(fired.first).to_be_visible()
+            await expect(history.locator("li.outcome-skipped").first).to_be_visible()
+            job = await fired.first.locator("a.tick-job").text_content()
+            assert job and job.startswith(f"{name}-"), job
+            await expect(shown.locator("button.history")).to_have_text("Hide history")
+            await screenshot(
+                page, "dashboard-schedule-history.png", down_to=page.locator("#schedules")
+            )
+            await fired.first.locator("a.tick-job").click()
+            await expect(page.locator("#details-title")).to_contain_text(job)
+            await page.locator("#details-close").click()
+            await shown.locator("button.history").click()
+            await expect(history).to_have_count(0)
+    finally:
+        node.post("delschedule.json", {"project": PROJECT, "name": name})
+        for job in node.get("jobs.json", {"schedule": name, "limit": 100}).json()["jobs"]:
+            if job["is_active"]:
+                node.post("jobcancel.json", {"job": job["job_id"], "force": "1"})
+        node.wait_idle()
+
+
+@deferred_f_from_coro_f
 async def test_the_job_list_shows_one_schedule_s_jobs(
     browser: Browser, node: ScrapydNode, site: str, added: str
 ) -> None:
@@ -344,7 +410,11 @@ async def test_a_viewer_sees_the_schedules_and_no_buttons(
         await expect(shown.locator("button.schedule-name")).to_be_visible()
         await expect(shown.locator(".buttons button")).to_have_count(0)
         await expect(page.locator("#schedule-add")).to_be_hidden()
-        await expect(page.locator("#schedules button:visible:not(.schedule-name)")).to_have_count(0)
+        reads = ":not(.schedule-name):not(.history)"
+        await expect(page.locator(f"#schedules button:visible{reads}")).to_have_count(0)
+        # Its history is a read.
+        await shown.locator("button.history").click()
+        await expect(history_row(page, added)).to_contain_text("No tick yet.")
         # The node refuses the viewer's changes anyway.
         code = await page.evaluate(
             """async ([project, name]) => (await fetch("runschedule.json", {

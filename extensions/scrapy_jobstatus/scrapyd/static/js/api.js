@@ -93,8 +93,9 @@ export function readNodes() {
   return call("nodes.json");
 }
 
-export function readSchedules() {
-  return call("listschedules.json");
+/* With each one's latest ticks when withHistory. */
+export function readSchedules(withHistory) {
+  return call(withHistory ? "listschedules.json?history=1" : "listschedules.json");
 }
 
 export function readProjects() {

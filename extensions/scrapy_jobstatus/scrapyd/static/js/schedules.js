@@ -2,8 +2,9 @@
  * each with its rule in words, its next run, its last run and that job's
  * status; with the node's own credentials, the buttons that enable or
  * disable one, run it now, edit or delete it, and the form that adds one. A
- * click on a schedule's name shows its jobs in the job list. Read as often
- * as the nodes, and at once after a change or a job event. */
+ * click on a schedule's name shows its jobs in the job list; its history
+ * button, what each of its latest ticks did (fired, skipped, missed). Read
+ * as often as the nodes, and at once after a change or a job event. */
 
 import { NodeError, askSchedule, readSchedules, serves } from "./api.js";
 import { $, badge, cell, el, timeEl } from "./dom.js";
@@ -15,11 +16,13 @@ import { ScheduleForm } from "./scheduleform.js";
 const SCHEDULES_POLL_MS = 5000;
 // A scrapyd.conf without listschedules.json: no panel, and no error; asked again now and then.
 const SERVICE_MISSING_POLL_MS = 60000;
+const OUTCOMES = new Set(["fired", "skipped", "missed"]);
 
 export class SchedulesPanel {
   #list = [];
-  #rows = new Map(); // "project/name" -> {key, tr}
+  #rows = new Map(); // "project/name" -> {key, trs}: its row, and its history's when open
   #opened = false; // the panel was opened or closed by hand
+  #histories = new Set(); // "project/name" of the schedules whose history is open
 
   /* filter(name): show the schedule's jobs in the job list; openJob(job):
    * open a job's details; notify(text, kind): the page's notice;
@@ -56,7 +59,8 @@ export class SchedulesPanel {
   async #read(signal) {
     let answer;
     try {
-      answer = await readSchedules();
+      // Their histories too while one is open.
+      answer = await readSchedules(this.#histories.size > 0);
     } catch (error) {
       // Out of reach: the job list's poll says so; the panel keeps its last known state.
       if (!(error instanceof NodeError)) throw error;
@@ -82,23 +86,28 @@ export class SchedulesPanel {
     let previous = null;
     for (const schedule of list) {
       const id = `${schedule.project}/${schedule.name}`;
-      const key = JSON.stringify(schedule);
+      const open = this.#histories.has(id);
+      const key = `${open} ${JSON.stringify(schedule)}`;
       let entry = this.#rows.get(id);
       if (!entry || entry.key !== key) {
-        const tr = this.#row(schedule);
-        if (entry) entry.tr.replaceWith(tr);
-        entry = { key, tr };
+        const trs = [this.#row(schedule, open)];
+        if (open) trs.push(historyRow(schedule, (job) => this.openJob(job)));
+        if (entry) entry.trs.forEach((tr) => tr.remove());
+        entry = { key, trs };
         this.#rows.set(id, entry);
       }
-      const wanted = previous ? previous.nextSibling : body.firstChild;
-      if (wanted !== entry.tr) body.insertBefore(entry.tr, wanted);
-      previous = entry.tr;
+      for (const tr of entry.trs) {
+        const wanted = previous ? previous.nextSibling : body.firstChild;
+        if (wanted !== tr) body.insertBefore(tr, wanted);
+        previous = tr;
+      }
       seen.add(id);
     }
     for (const [id, entry] of this.#rows) {
       if (!seen.has(id)) {
-        entry.tr.remove();
+        entry.trs.forEach((tr) => tr.remove());
         this.#rows.delete(id);
+        this.#histories.delete(id);
       }
     }
     const enabled = list.filter((schedule) => schedule.enabled !== false).length;
@@ -111,7 +120,7 @@ export class SchedulesPanel {
     panel.hidden = false;
   }
 
-  #row(schedule) {
+  #row(schedule, historyOpen) {
     const enabled = schedule.enabled !== false;
     const rule = ruleInWords(schedule);
     const written = typeof schedule.every === "number" ? `every=${schedule.every}` : `${schedule.cron} (${schedule.timezone || "UTC"})`;
@@ -138,24 +147,30 @@ export class SchedulesPanel {
       cell("Rule", el("span", { title: written, text: rule }), "rule"),
       cell("Next run", enabled ? timeEl(schedule.next_tick) : el("span", { class: "muted", text: "disabled" }), "next"),
       cell("Last run", this.#lastRun(schedule), "last"),
-      cell("Skipped / missed", `${fmtInt(schedule.skipped)} / ${fmtInt(schedule.missed)}`, "num ticks"),
+      cell("Skipped / missed", [`${fmtInt(schedule.skipped)} / ${fmtInt(schedule.missed)} `, this.#historyButton(schedule, historyOpen)], "num ticks"),
       cell("Actions", this.#buttons(schedule, enabled), "actions"),
     );
   }
 
+  /* A read: a viewer has it too. */
+  #historyButton(schedule, open) {
+    const id = `${schedule.project}/${schedule.name}`;
+    const toggle = () => {
+      if (this.#histories.has(id)) this.#histories.delete(id);
+      else this.#histories.add(id);
+      this.#render();
+      this.poll.now();
+    };
+    const attrs = { type: "button", class: "link history", "aria-expanded": String(open), onclick: toggle };
+    return el("button", attrs, open ? "Hide history" : "History");
+  }
+
   #lastRun(schedule) {
     if (!schedule.last_job) return schedule.last_tick ? timeEl(schedule.last_tick) : "—";
-    const job = { job_id: schedule.last_job, project: schedule.project };
-    const href = `#${new URLSearchParams({ job: job.job_id, project: job.project || "" })}`;
-    const open = (event) => {
-      if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
-      event.preventDefault();
-      this.openJob(job);
-    };
     return [
       schedule.last_job_status ? badge(schedule.last_job_status) : null,
       " ",
-      el("a", { href, class: "last-job mono", title: `${job.job_id}: progress details`, onclick: open }, job.job_id),
+      jobLink({ job_id: schedule.last_job, project: schedule.project }, "last-job", (job) => this.openJob(job)),
       schedule.last_tick ? el("span", { class: "muted small tick" }, timeEl(schedule.last_tick)) : null,
     ];
   }
@@ -218,4 +233,43 @@ export class SchedulesPanel {
     this.poll.now();
     return done ? data : null;
   }
+}
+
+/* A link to a job's details, in the page's address too (open it in a new tab). */
+function jobLink(job, className, openJob) {
+  const href = `#${new URLSearchParams({ job: job.job_id, project: job.project || "" })}`;
+  const open = (event) => {
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    openJob(job);
+  };
+  return el("a", { href, class: `${className} mono`, title: `${job.job_id}: progress details`, onclick: open }, job.job_id);
+}
+
+/* A schedule's latest ticks, newest first: fired (its job), skipped (its
+ * previous job still active), or missed (how many, up to that tick). */
+function historyRow(schedule, openJob) {
+  const lines = schedule.history;
+  let content;
+  if (!Array.isArray(lines)) content = el("p", { class: "muted", text: "Loading…" });
+  else if (!lines.length) content = el("p", { class: "muted", text: "No tick yet." });
+  else {
+    content = el(
+      "ol",
+      { class: "ticks" },
+      lines.map((line) =>
+        el(
+          "li",
+          { class: `tick-line outcome-${OUTCOMES.has(line.outcome) ? line.outcome : "other"}` },
+          timeEl(line.tick),
+          el("span", { class: "chip outcome", text: line.count > 1 ? `${line.outcome} ×${line.count}` : line.outcome || "" }),
+          line.job_id ? jobLink({ job_id: line.job_id, project: schedule.project }, "tick-job", openJob) : null,
+          line.node ? el("span", { class: "muted small", text: `on ${line.node}` }) : null,
+          line.details ? el("span", { class: "tick-details muted small", text: line.details }) : null,
+        ),
+      ),
+    );
+  }
+  const td = el("td", { colspan: 7 }, el("h3", { text: "History" }), content);
+  return el("tr", { class: "schedule-history", dataset: { schedule: schedule.name, project: schedule.project || "" } }, td);
 }
