@@ -180,6 +180,40 @@ async def test_a_schedule_added_through_the_form(
 
 
 @deferred_f_from_coro_f
+async def test_a_new_schedule_of_a_used_name_replaces_it_only_when_confirmed(
+    browser: Browser, node: ScrapydNode, added: str
+) -> None:
+    async with browsing(browser) as page:
+        await open_dashboard(page, node.url + "dashboard")
+        await open_panel(page)
+        await page.locator("#schedule-add").click()
+        form = page.locator("#schedule-form")
+        await form.locator('input[name="name"]').fill(added)
+        await form.locator('input[name="spider"]').fill("batch")
+        await form.locator('input[name="kind"][value="every"]').check()
+        await form.locator('input[name="every"]').fill("30")
+        await expect(page.locator("#schedule-rule-words")).to_have_text(": every 30 seconds")
+
+        async def dismiss(dialog: Dialog) -> None:
+            await dialog.dismiss()
+
+        page.once("dialog", dismiss)
+        async with page.expect_event("dialog"):
+            await form.get_by_role("button", name="Save").click()
+        await expect(form).to_be_visible()
+        schedule = listed(node, added)
+        assert schedule is not None and (schedule["cron"], schedule["every"]) == (YEARLY, None)
+
+        messages = await accept_next_dialog(page)
+        await form.get_by_role("button", name="Save").click()
+        await expect(form).to_be_hidden()
+        assert messages and added in messages[0]
+        await expect(schedule_row(page, added).locator(".rule")).to_have_text("every 30 seconds")
+    schedule = listed(node, added)
+    assert schedule is not None and (schedule["cron"], schedule["every"]) == (None, 30)
+
+
+@deferred_f_from_coro_f
 async def test_editing_a_schedule_keeps_what_the_form_does_not_change(
     browser: Browser, node: ScrapydNode, added: str
 ) -> None:

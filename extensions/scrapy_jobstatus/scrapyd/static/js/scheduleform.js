@@ -26,9 +26,11 @@ export class ScheduleForm {
   #editing = null; // the schedule being edited; null: a new one
   #zones = false; // the time zone list is filled
 
-  /* saved(params, answer) once the node took the schedule. */
-  constructor({ saved }) {
+  /* saved(params, answer) once the node took the schedule; exists(project,
+   * name) whether the panel lists one of that name. */
+  constructor({ saved, exists }) {
     this.saved = saved;
+    this.exists = exists;
   }
 
   start() {
@@ -127,6 +129,9 @@ export class ScheduleForm {
       this.#error(error.message);
       return;
     }
+    // A new schedule of a name already used replaces that one: asked first.
+    const [project, name] = [params.get("project"), params.get("name")];
+    if (!this.#editing && this.exists(project, name) && !window.confirm(`Schedule ${name} exists in ${project}.\n\nReplace it?`)) return;
     const button = $("schedule-form").querySelector('button[type="submit"]');
     button.disabled = true;
     let answer;

@@ -38,6 +38,7 @@ export class SchedulesPanel {
         this.notify(`Schedule ${params.get("name")} saved.`, "info");
         this.poll.now();
       },
+      exists: (project, name) => this.#list.some((schedule) => schedule.project === project && schedule.name === name),
     });
   }
 
