@@ -21,7 +21,7 @@ const OUTCOMES = new Set(["fired", "skipped", "missed"]);
 export class SchedulesPanel {
   #list = [];
   #rows = new Map(); // "project/name" -> {key, trs}: its row, and its history's when open
-  #opened = false; // the panel was opened or closed by hand
+  #opened = false; // the panel was opened or closed once, by the page or by hand
   #histories = new Set(); // "project/name" of the schedules whose history is open
 
   /* filter(name): show the schedule's jobs in the job list; openJob(job):
