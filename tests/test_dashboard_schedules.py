@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Dialog, Locator, Page, expect
+from playwright.async_api import Browser, Dialog, Locator, Page, Route, expect
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from tests import test_dashboard
@@ -37,6 +37,7 @@ from tests.scrapyd_node import (
 )
 from tests.test_dashboard import (
     AUTH,
+    SET_HIDDEN,
     accept_next_dialog,
     browsing,
     open_dashboard,
@@ -50,6 +51,16 @@ browser = test_dashboard.browser
 VIEWER = ("viewer", "look-only")
 YEARLY = "0 2 1 1 *"
 YEARLY_WORDS = "every year on January 1 at 02:00 Europe/Paris"
+LISTSCHEDULES_JSON = re.compile(r"/listschedules\.json(\?|$)")
+# Counts the page's requests to listschedules.json, whatever the time the page reads.
+COUNT_FETCHES = """() => {
+    window.__scheduleFetches = 0;
+    const fetch = window.fetch;
+    window.fetch = (url, options) => {
+        if (String(url).startsWith("listschedules.json")) window.__scheduleFetches += 1;
+        return fetch(url, options);
+    };
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -459,3 +470,42 @@ async def test_a_viewer_sees_the_schedules_and_no_buttons(
         assert code == 403
     schedule = listed(node, added)
     assert schedule is not None and schedule["last_job"] is None
+
+
+@deferred_f_from_coro_f
+async def test_the_panel_is_read_every_5_s_and_not_while_the_tab_is_hidden(
+    browser: Browser, node: ScrapydNode, added: str
+) -> None:
+    async with browsing(browser) as page:
+        await page.clock.install()
+        await open_dashboard(page, node.url + "dashboard")
+        await expect(schedule_row(page, added)).to_be_visible()
+        async with page.expect_response(LISTSCHEDULES_JSON, timeout=2_000):
+            await page.clock.fast_forward(5_000)
+
+        await page.evaluate(SET_HIDDEN, True)
+        await expect(page.locator("#live")).to_have_text("Paused while the tab is hidden")
+        await page.evaluate(COUNT_FETCHES)
+        await page.clock.fast_forward(120_000)
+        assert await page.evaluate("window.__scheduleFetches") == 0
+        # Shown again: read at once.
+        async with page.expect_response(LISTSCHEDULES_JSON, timeout=2_000):
+            await page.evaluate(SET_HIDDEN, False)
+        await expect(schedule_row(page, added)).to_be_visible()
+
+
+@deferred_f_from_coro_f
+async def test_no_panel_and_no_error_without_the_service(
+    browser: Browser, node: ScrapydNode, added: str
+) -> None:
+    async with browsing(browser) as page:
+        # A scrapyd.conf without listschedules.json: Scrapyd's page for an unknown resource.
+        async def not_found(route: Route) -> None:
+            await route.fulfill(status=404, content_type="text/html", body="No Such Resource")
+
+        await page.route(LISTSCHEDULES_JSON, not_found)
+        async with page.expect_response(LISTSCHEDULES_JSON):
+            await open_dashboard(page, node.url + "dashboard")
+        await expect(page.locator("#schedules")).to_be_hidden()
+        await expect(page.locator("#alert")).to_be_hidden()
+        await expect(page.locator("#notice")).to_be_hidden()
