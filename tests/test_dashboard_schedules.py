@@ -322,6 +322,39 @@ async def test_run_now_queues_a_job_linked_from_its_schedule(
 
 
 @deferred_f_from_coro_f
+async def test_a_refused_run_shows_the_node_s_message(
+    browser: Browser, node: ScrapydNode, site: str
+) -> None:
+    name = unique("alone")
+    params = {"project": PROJECT, "name": name, "spider": "batch", "cron": YEARLY}
+    params |= {"overlap": "skip", "urls": slow_urls(site, 1, 30)}
+    assert node.post("addschedule.json", params).json()["status"] == "ok"
+    try:
+        first = node.post("runschedule.json", {"project": PROJECT, "name": name}).json()
+        assert first["status"] == "ok", first
+        node.wait_status(first["jobid"], "running")
+        refusal = node.post("runschedule.json", {"project": PROJECT, "name": name})
+        assert refusal.code == 409 and f"job {first['jobid']}" in refusal.json()["message"]
+        async with browsing(browser) as page:
+            await open_dashboard(page, node.url + "dashboard")
+            await open_panel(page)
+            button = schedule_row(page, name).locator("button.run")
+            await button.click()
+            notice = page.locator("#notice")
+            await expect(notice).to_have_attribute("data-kind", "error")
+            await expect(page.locator("#notice-text")).to_have_text(refusal.json()["message"])
+            await expect(button).to_be_enabled()
+        schedule = listed(node, name)
+        assert schedule is not None and schedule["last_job"] == first["jobid"]
+    finally:
+        node.post("delschedule.json", {"project": PROJECT, "name": name})
+        for job in node.get("jobs.json", {"schedule": name, "limit": 100}).json()["jobs"]:
+            if job["is_active"]:
+                node.post("jobcancel.json", {"job": job["job_id"], "force": "1"})
+        node.wait_idle()
+
+
+@deferred_f_from_coro_f
 async def test_the_history_shows_each_tick_fired_or_skipped(
     browser: Browser, node: ScrapydNode, site: str
 ) -> None:
