@@ -166,6 +166,12 @@ async def test_a_schedule_added_through_the_form(
         assert listed(node, name) is None
         await screenshot(page, "dashboard-schedule-form.png", down_to=form)
 
+        # A spider argument named as one of the schedule's own parameters: refused by the page.
+        await field('textarea[name="args"]').fill(f"urls={urls}\nevery=5")
+        await form.get_by_role("button", name="Save").click()
+        await expect(page.locator("#schedule-form-error")).to_contain_text('"every" is a parameter')
+        await field('textarea[name="args"]').fill(f"urls={urls}")
+
         await field('input[name="cron"]').fill(YEARLY)
         await expect(page.locator("#schedule-rule-words")).to_have_text(f": {YEARLY_WORDS}")
         await form.get_by_role("button", name="Save").click()

@@ -7,6 +7,8 @@ import { $, el } from "./dom.js";
 import { ruleInWords } from "./rule.js";
 
 const OPTIONAL = ["priority", "retries", "timeout", "starting_deadline"];
+// addschedule.json's own parameters: a spider argument of one of these names would be taken for it.
+const OWN = new Set(["project", "name", "spider", "cron", "timezone", "every", "enabled", "overlap", "catch_up", "setting", "webhook", "webhook_secret", "jobid", ...OPTIONAL]);
 
 /* "name=value" lines as [name, value] pairs; blank lines and "#" comments
  * left out; an Error naming the first line without "=". */
@@ -114,7 +116,10 @@ export class ScheduleForm {
     for (const name of OPTIONAL) {
       if (fields[name].value.trim()) params.set(name, fields[name].value.trim());
     }
-    for (const [name, value] of readPairs(fields.args.value, "Spider arguments")) params.append(name, value);
+    for (const [name, value] of readPairs(fields.args.value, "Spider arguments")) {
+      if (OWN.has(name) || name.startsWith("_")) throw new Error(`Spider arguments: "${name}" is a parameter of the schedule itself, not the spider's`);
+      params.append(name, value);
+    }
     for (const [name, value] of readPairs(fields.settings.value, "Settings")) params.append("setting", `${name}=${value}`);
     // What the form does not show is kept: the egg version the schedule runs.
     if (this.#editing && this.#editing.version) params.set("_version", this.#editing.version);
