@@ -92,6 +92,14 @@ def test_every_two_seconds_for_thirty_seconds_gives_fifteen_jobs_each_once(
     # The jobs ran: the real queue, the real crawls.
     for job in listed:
         node.wait_status(job["job_id"], "completed")
+    metrics = dict(
+        line.rsplit(" ", 1)
+        for line in node.get("metrics").body.decode().splitlines()
+        if line.startswith("jobstatus_schedule")
+    )
+    assert float(metrics['jobstatus_schedule_ticks_total{outcome="fired"}']) >= len(ticks)
+    assert float(metrics["jobstatus_schedule_firing_lag_seconds_count"]) >= len(ticks)
+    assert float(metrics['jobstatus_schedules{state="disabled"}']) >= 1
 
 
 def test_skip_leaves_out_the_ticks_of_a_job_still_running(node: ScrapydNode, site: str) -> None:

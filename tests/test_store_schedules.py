@@ -65,6 +65,8 @@ def test_a_due_tick_queues_its_job_once_with_its_schedule_and_tick(store: JobSto
         "nightly-2026-12-08T02:00:00Z",
         "n1",
     )
+    # The node sleeps until the schedule's next tick.
+    assert firing.wait == pytest.approx(59.8)
     # The same tick again, by another node: nothing.
     assert store.fire_schedules("n2", [], now=T0 + 0.3).records == []
     [job] = jobs_of(store, "nightly")

@@ -840,7 +840,10 @@ class SQLStore:
         records: list[TickRecord] = []
         for schedule in due:
             with self._write() as conn:
-                records += self._fire(conn, schedule, node, webhooks, now)
+                fired, wait = self._fire(conn, schedule, node, webhooks, now)
+            records += fired
+            if wait is not None:
+                later.append(wait)
         return Firing(records, min(later) if later else None)
 
     def _clock(self, now: float | None) -> tuple[str, tuple[float, ...]]:
@@ -851,13 +854,14 @@ class SQLStore:
 
     def _fire(
         self, conn: Any, schedule: int, node: str, webhooks: list[str], at: float | None
-    ) -> list[TickRecord]:
+    ) -> tuple[list[TickRecord], float | None]:
+        """The schedule's due ticks claimed, and the seconds to its next."""
         clock, bound = self._clock(at)
         statement = sql.SCHEDULE_ROW.format(now=clock, lock=self.dialect.row_lock)
         row = self._execute(conn, statement, (*bound, schedule)).fetchone()
         now = row["now"] if row is not None else 0.0
         if row is None or not row["enabled"] or row["next_tick"] is None or row["next_tick"] > now:
-            return []  # claimed by another node meanwhile, or changed
+            return [], None  # claimed by another node meanwhile, or changed
         info = schedule_info(row, [])
         s = info.schedule
         plan = plan_ticks(s.rule, row["next_tick"], now, s.catch_up, s.starting_deadline)
@@ -887,7 +891,7 @@ class SQLStore:
                 schedule,
             ),
         )
-        return records
+        return records, None if plan.next_tick is None else plan.next_tick - now
 
     def _tick_job(
         self,
