@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_for
-from tests.postgres import temporary_database
+from tests.postgres import PostgresServer, postgres_server, temporary_database
 from tests.scrapyd_node import PROJECT, ScrapydNode, running_node, slow_urls, unique
 from tests.webhook_receiver import JOB_SECRET, webhook_receiver
 
@@ -322,3 +322,39 @@ def test_three_nodes_on_postgresql_one_killed_give_one_job_per_tick(
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_ticks_missed_while_the_store_was_away_are_counted_and_firing_goes_on(
+    tmp_path_factory: pytest.TempPathFactory, site: str
+) -> None:
+    with postgres_server() as server, server.database() as url:
+        workdir = tmp_path_factory.mktemp("schedules-outage")
+        for node in running_node(workdir, jobstatus={"db": url}):
+            check_outage(node, server, site)
+
+
+def check_outage(node: ScrapydNode, server: PostgresServer, site: str) -> None:
+    add(node, "outage", every="2", urls=f"{site}/sample/")
+    wait_for(lambda: jobs(node, "outage"), what="a first tick")
+    server.halt()
+    try:
+        halted = time.time()
+        wait_for(lambda: time.time() - halted > 10, timeout=15, interval=0.2, what="10 s")
+    finally:
+        server.resume()
+    resumed = time.time()
+
+    def fired_after() -> bool:
+        if node.get("jobs.json").code != 200:
+            return False
+        return any(instant(j["scheduled_for"]) > resumed for j in jobs(node, "outage"))
+
+    wait_for(fired_after, timeout=30, what="a tick fired after the outage")
+    schedule = shown(node, "outage")
+    [missed] = [line for line in schedule["history"] if line["outcome"] == "missed"]
+    assert missed["count"] >= 2
+    gone = {instant(missed["tick"]) - 2 * i for i in range(missed["count"])}
+    fired = {instant(j["scheduled_for"]) for j in jobs(node, "outage")}
+    assert not gone & fired
+    assert schedule["fired"] == len(fired)
+    disable(node, "outage")

@@ -52,8 +52,7 @@ SCHEMA_LOCK = 0x6A6F_6273_7461_7475  # "jobstatu"
 EVENTS_LOCK = 0x6A6F_6273_6576_6E74  # "jobsevnt"
 
 # Version 8: periodic schedules, and the ticks each one has claimed (one row
-# a tick: the claim that makes its job); a job's schedule as a column. (Numbered
-# 8 in the project's history: version 7 is the crawl leases'.)
+# a tick: the claim that makes its job); a job's schedule as a column.
 _V8: tuple[str, ...] = (
     "ALTER TABLE jobs ADD COLUMN schedule TEXT",
     "CREATE INDEX jobs_schedule ON jobs (schedule, created_at, id) WHERE schedule IS NOT NULL",

@@ -183,8 +183,7 @@ ALTER TABLE deliveries ADD COLUMN secret TEXT;
 """
 # Version 8: periodic schedules, and the ticks each one has claimed (one row
 # a tick: the claim that makes its job); a job's schedule as a column, to
-# list a schedule's jobs and find its active one. (Numbered 8 in the
-# project's history: version 7 is the crawl leases'.)
+# list a schedule's jobs and find its active one.
 _V8 = """
 ALTER TABLE jobs ADD COLUMN schedule TEXT;
 CREATE INDEX jobs_schedule ON jobs (schedule, created_at, id) WHERE schedule IS NOT NULL;

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from scrapyd.webservice import param, spider_list
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import http, server
 
@@ -122,8 +123,15 @@ class ScheduleFiring:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._stop.wait(self.fire_once())
-        if self._store is not None:
-            self._store.close()
+        self._close_store()
+
+    def _close_store(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception:  # a pool of a server gone
+                log.failure("Could not close the schedules' store")
 
     def fire_once(self) -> float:
         """One look; the seconds to wait before the next."""
@@ -135,10 +143,15 @@ class ScheduleFiring:
             if not self._failing:
                 log.error("Could not fire the due schedules: {error}", error=str(e))
             self._failing = True
+            # A store of its own afresh at the next look: a PostgreSQL pool
+            # that failed waits ever longer before it connects again.
+            self._close_store()
             return RETRY_WAIT
         except Exception:
             log.failure("Could not fire the due schedules")
             return RETRY_WAIT
+        if self._failing:
+            log.info("Firing the due schedules again")
         self._failing = False
         self._report(firing)
         if firing.wait is None:
@@ -176,8 +189,9 @@ class AddSchedule(NodeResource):
     only ``project``, ``name`` and ``enabled``, enable or disable one.
 
     The checks of the project, version and spider are Scrapyd's
-    schedule.json's, on the reactor as there; the write is in the node's
-    store pool."""
+    schedule.json's, in a thread (they read the store, and the first one of a
+    project's version runs ``scrapy list``); the write is in the node's store
+    pool."""
 
     # Spider arguments may be of any length, as schedule.json takes them.
     max_param_bytes = None
@@ -233,7 +247,10 @@ class AddSchedule(NodeResource):
             rule = Rule.parse(cron, timezone, every)
         except InvalidSchedule as e:
             raise refused(str(e)) from None
-        args = {key.decode(): values[0].decode() for key, values in (txrequest.args or {}).items()}
+        try:
+            args = {k.decode(): v[0].decode() for k, v in (txrequest.args or {}).items()}
+        except UnicodeDecodeError:
+            raise refused("the spider's arguments must be UTF-8") from None
         for key in args:
             if key in OWN_PARAMETERS or key.startswith("_"):
                 raise refused(f"{shown(key)}: a schedule names its own jobs, by their tick")
@@ -271,8 +288,10 @@ class AddSchedule(NodeResource):
             if starting_deadline is None
             else read_seconds("starting_deadline", starting_deadline, MAX_DEADLINE),
         )
-        self._check_spider(project, spider, version)
-        return self.node.calls.run(self._put, schedule)
+        # Scrapyd's checks read the store and run `scrapy list`: in a thread.
+        d = deferToThread(self._check_spider, project, spider, version)
+        d.addCallback(lambda _: self.node.calls.run(self._put, schedule))
+        return d
 
     def answer(self, txrequest: Request, data: Any) -> bytes | int:
         if isinstance(data, Deferred):
