@@ -4,9 +4,10 @@ root with a home page that links to it.
 The page is static HTML, CSS and JavaScript shipped in this package (native
 ES modules): no build step, nothing fetched from elsewhere. It reads the node's own job services
 (jobs.json, jobstatus.json, jobcancel.json, jobpause.json, jobresume.json,
-joberrors.json, events.json, webhooks.json, nodes.json) with relative
-URLs, so Scrapyd's basic auth and a proxy's path prefix apply to it as to
-every other resource of the node.
+joberrors.json, events.json, webhooks.json, nodes.json, and the schedules'
+addschedule.json, listschedules.json, delschedule.json, runschedule.json)
+with relative URLs, so Scrapyd's basic auth and a proxy's path prefix apply
+to it as to every other resource of the node.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
  * dashboard/app.js, which loads the others from dashboard/js/ (native ES
  * modules, no build step). It reads the job list, follows the node's
  * events, keeps the filters and the open job in the page's address, and
- * asks the node to cancel, pause or resume a job. The page's
+ * asks the node to cancel, pause or resume a job; its schedules panel
+ * (js/schedules.js) manages the periodic schedules. The page's
  * Content-Security-Policy lets no other script run. */
 
 import { NodeError, StoreDown, askJob, readJobs } from "./js/api.js";
@@ -13,14 +14,16 @@ import { EVENTS_GAP_MS, EventStream } from "./js/events.js";
 import { STATUSES, fmtTime } from "./js/format.js";
 import { nodesPoll, startNodes } from "./js/nodes.js";
 import { Poll } from "./js/poll.js";
+import { SchedulesPanel } from "./js/schedules.js";
 import { JobTable } from "./js/table.js";
 
 const POLL_MS = 2000;
 const NAME = /^[A-Za-z0-9_.-]{1,128}$/;
+const SCHEDULE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 const DEFAULT_LIMIT = 20;
 
 const page = {
-  filters: { status: "", spider: "", limit: DEFAULT_LIMIT, offset: 0 },
+  filters: { status: "", spider: "", schedule: "", limit: DEFAULT_LIMIT, offset: 0 },
   jobs: [],
   total: 0,
   failingSince: null,
@@ -29,10 +32,18 @@ const readings = new Readings();
 const table = new JobTable({ open: openDetails, act });
 const details = new Details({ readings, act, summary: (id) => page.jobs.find((job) => job.job_id === id) });
 const jobsPoll = new Poll(readJobList, { every: POLL_MS, gap: EVENTS_GAP_MS });
+const schedules = new SchedulesPanel({
+  filter: filterBySchedule,
+  openJob: openDetails,
+  notify: showNotice,
+  changed: () => jobsPoll.soon(),
+});
 const events = new EventStream({
   onEvents: (list) => {
     details.noteEvents(list);
     jobsPoll.soon();
+    // A schedule's last job moved.
+    schedules.poll.soon();
   },
   onState: setEvents,
   onMissed: () => {
@@ -213,15 +224,18 @@ function readHash() {
   const params = new URLSearchParams(window.location.hash.slice(1));
   const status = params.get("status") || "";
   const spider = params.get("spider") || "";
+  const schedule = params.get("schedule") || "";
   const limit = Number.parseInt(params.get("limit"), 10);
   const offset = Number.parseInt(params.get("offset"), 10);
   const { filters } = page;
   filters.status = STATUSES.includes(status) ? status : "";
   filters.spider = NAME.test(spider) ? spider : "";
+  filters.schedule = SCHEDULE.test(schedule) ? schedule : "";
   filters.limit = limit >= 1 && limit <= 1000 ? limit : DEFAULT_LIMIT;
   filters.offset = offset > 0 ? offset : 0;
   $("filter-status").value = filters.status;
   $("filter-spider").value = filters.spider;
+  $("filter-schedule").value = filters.schedule;
   const sizes = $("filter-limit");
   if (![...sizes.options].some((option) => option.value === String(filters.limit))) {
     sizes.append(el("option", { text: String(filters.limit) }));
@@ -235,9 +249,10 @@ function readHash() {
 
 function writeHash() {
   const params = new URLSearchParams();
-  const { status, spider, limit, offset } = page.filters;
+  const { status, spider, schedule, limit, offset } = page.filters;
   if (status) params.set("status", status);
   if (spider) params.set("spider", spider);
+  if (schedule) params.set("schedule", schedule);
   if (limit !== DEFAULT_LIMIT) params.set("limit", limit);
   if (offset) params.set("offset", offset);
   const open = details.job;
@@ -258,13 +273,29 @@ function applyFilters() {
     return;
   }
   spiderInput.setCustomValidity("");
+  const scheduleInput = $("filter-schedule");
+  const schedule = scheduleInput.value.trim();
+  if (schedule && !SCHEDULE.test(schedule)) {
+    scheduleInput.setCustomValidity("A schedule's name: letters, digits, '_', '.' or '-'");
+    scheduleInput.reportValidity();
+    return;
+  }
+  scheduleInput.setCustomValidity("");
   const { filters } = page;
   const status = $("filter-status").value;
   const limit = Number($("filter-limit").value);
-  if (spider === filters.spider && status === filters.status && limit === filters.limit) return;
-  Object.assign(filters, { status, spider, limit, offset: 0 });
+  const same = spider === filters.spider && schedule === filters.schedule;
+  if (same && status === filters.status && limit === filters.limit) return;
+  Object.assign(filters, { status, spider, schedule, limit, offset: 0 });
   writeHash();
   refresh();
+}
+
+/* A schedule's name clicked in its panel: the job list shows its jobs. */
+function filterBySchedule(name) {
+  $("filter-schedule").value = name;
+  applyFilters();
+  $("filters").scrollIntoView({ block: "nearest" });
 }
 
 function turnPage(direction) {
@@ -284,14 +315,17 @@ function start() {
     applyFilters();
   });
   filters.addEventListener("change", applyFilters);
-  $("filter-spider").addEventListener("input", () => {
-    clearTimeout(typing);
-    typing = setTimeout(applyFilters, 400);
-  });
+  for (const id of ["filter-spider", "filter-schedule"]) {
+    $(id).addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(applyFilters, 400);
+    });
+  }
   filters.addEventListener("reset", (event) => {
     event.preventDefault();
     $("filter-status").value = "";
     $("filter-spider").value = "";
+    $("filter-schedule").value = "";
     $("filter-limit").value = String(DEFAULT_LIMIT);
     applyFilters();
   });
@@ -309,11 +343,13 @@ function start() {
       // Answers on their way are not shown.
       jobsPoll.stop();
       nodesPoll.stop();
+      schedules.poll.stop();
       events.stop();
       setLive("paused");
     } else {
       refresh();
       nodesPoll.now();
+      schedules.poll.now();
       events.start();
     }
   });
@@ -327,6 +363,7 @@ function start() {
   startNodes(() => {
     if (table.size) renderTable();
   });
+  schedules.start();
   events.start();
 }
 

@@ -1,6 +1,7 @@
 /* The node's services, read with relative URLs (jobs.json, jobstatus.json,
  * jobcancel.json, jobpause.json, jobresume.json, joberrors.json, nodes.json,
- * events.json, webhooks.json), so the page's basic auth and path prefix apply. */
+ * events.json, webhooks.json, the schedules' services, listprojects.json),
+ * so the page's basic auth and path prefix apply. */
 
 const TIMEOUT_MS = 10000;
 
@@ -59,10 +60,11 @@ export function jobQuery(job, extra) {
   return params;
 }
 
-export function readJobs({ status, spider, limit, offset }) {
+export function readJobs({ status, spider, schedule, limit, offset }) {
   const params = new URLSearchParams({ limit, offset });
   if (status) params.set("status", status);
   if (spider) params.set("spider", spider);
+  if (schedule) params.set("schedule", schedule);
   return call(`jobs.json?${params}`);
 }
 
@@ -89,6 +91,21 @@ export function readEvents(since, waitS, signal) {
 
 export function readNodes() {
   return call("nodes.json");
+}
+
+/* With each one's latest ticks when withHistory. */
+export function readSchedules(withHistory) {
+  return call(withHistory ? "listschedules.json?history=1" : "listschedules.json");
+}
+
+export function readProjects() {
+  return call("listprojects.json");
+}
+
+/* A schedule added or replaced, run, or deleted (service: addschedule.json,
+ * runschedule.json, delschedule.json). */
+export function askSchedule(service, params) {
+  return call(service, { method: "POST", body: new URLSearchParams(params) });
 }
 
 /* A cancel, pause or resume (service: jobcancel.json, ...). */

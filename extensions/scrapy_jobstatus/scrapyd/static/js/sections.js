@@ -24,6 +24,8 @@ export function counters(doc) {
     ["Stages done", (doc.stages_completed || []).join(", ") || null],
     ["Progress", typeof doc.progress === "number" ? fmtPercent(doc.progress) : null],
     ["Attempt", attempt ? `${attempt.attempt} of ${attempt.total}` : null],
+    ["Schedule", doc.schedule],
+    ["Scheduled for", doc.scheduled_for ? timeEl(doc.scheduled_for) : null],
     ["Retry at", retryAt(doc) ? timeEl(retryAt(doc)) : null],
     // Whether its crawl has a JOBDIR: a running job without one cannot be paused.
     ["Pausable", typeof doc.pausable === "boolean" && CRAWLING.has(doc.status) ? (doc.pausable ? "yes" : "no") : null],
