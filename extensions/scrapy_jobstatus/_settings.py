@@ -38,6 +38,8 @@ class JobSettings:
     # Automatic retries of a failed attempt, and their base delay.
     retries: int = default("JOBSTATUS_RETRIES")
     retry_delay: float = default("JOBSTATUS_RETRY_DELAY")
+    # Errors kept in memory for the store's next write.
+    pending_errors: int = default("JOBSTATUS_PENDING_ERRORS")
 
     @classmethod
     def defaults(cls) -> JobSettings:
@@ -86,6 +88,12 @@ class JobSettings:
                 f"JOBSTATUS_STALL_TIMEOUT must not be negative, got {stall_timeout:g}"
             )
         stall_action = _stall_action(settings.get("JOBSTATUS_STALL_ACTION"))
+        pending_errors = number("JOBSTATUS_PENDING_ERRORS")
+        if pending_errors < 1 or pending_errors != int(pending_errors):
+            raise InvalidSetting(
+                "JOBSTATUS_PENDING_ERRORS must be a whole number, 1 or more,"
+                f" got {pending_errors:g}"
+            )
         return cls(
             timeout,
             interval,
@@ -98,6 +106,7 @@ class JobSettings:
             pausable=pausable,
             retries=retries,
             retry_delay=retry_delay,
+            pending_errors=int(pending_errors),
         )
 
 

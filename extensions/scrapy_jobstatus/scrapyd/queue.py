@@ -10,6 +10,7 @@ they are.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from .._model import (
 from .._settings import parse_retries, parse_timeout, setting_number
 from .._store import JobStore, StoreError, open_store
 from .._webhooks import InvalidWebhook, job_webhooks
+from ._calls import STORE_DEADLINE, StoreUnavailable, unavailable
 from ._node import shared_node
 from .metrics import timed_store_write
 
@@ -119,14 +121,13 @@ class SpiderQueue:
             retries=retries,
             retry_delay=retry_delay,
         )
-        # Scrapyd's schedule.json answers what it raises in one line.
-        if not self.node.calls.up:
-            raise refuse(self.node.calls.down_message())
+        # Scrapyd's schedule.json answers what it raises in one line; a
+        # store that did not take the job in time queued nothing (its
+        # transaction rolled back): 503.
         try:
-            added = self.node.store.add_pending(state)
-        except StoreError as e:
-            self.node.calls.check()
-            raise refuse(f"the job is not queued: {e}") from None
+            added = self.node.calls.bounded(self.node.store.add_pending, state)
+        except StoreUnavailable as e:
+            raise unavailable(f"the job is not queued: {e}") from None
         if not added:
             raise refuse(f"job id '{job}' is already used")
 
@@ -171,8 +172,12 @@ class SpiderQueue:
     # the website): while the store is down they give their last answer.
 
     def pop(self) -> dict[str, Any] | None:
-        calls = self.node.calls
-        state = calls.sync(None, self.node.store.claim_job, self.node.name, self.project)
+        # A claim is never answered from memory: none while the store is
+        # away (Scrapyd's poller takes None for "claimed elsewhere").
+        try:
+            state = self.node.calls.bounded(self.node.store.claim_job, self.node.name, self.project)
+        except StoreUnavailable:
+            return None
         return None if state is None else message_of(state)
 
     def list(self) -> list[dict[str, Any]]:
@@ -186,7 +191,12 @@ class SpiderQueue:
 
     def remove(self, func: Callable[[dict[str, Any]], bool]) -> int:
         """Cancel the pending jobs ``func`` selects: they stay in the store,
-        ``cancelled``, and no node claims them."""
+        ``cancelled``, and no node claims them. cancel.json calls it in the
+        node's store pool; on the reactor, its waits are the store's
+        deadline."""
+        return self.node.calls.bounded(self._remove, func)
+
+    def _remove(self, func: Callable[[dict[str, Any]], bool]) -> int:
         store = self.node.store
         removed = 0
         for state in store.queued_jobs(self.project):
@@ -252,14 +262,24 @@ class Poller:
 
     def _claim(self, free: int) -> list[JobState]:
         if self._store is None:
-            self._store = open_store(self.node.db, node=self.node.name)
+            # Its waits bounded as the node's: the poller's timer waits for it.
+            self._store = open_store(self.node.db, node=self.node.name, deadline=STORE_DEADLINE)
         claimed: list[JobState] = []
-        while len(claimed) < free and self._store.count_queued():
-            with timed_store_write():
-                state = self._store.claim_job(self.node.name)
-            if state is None:  # claimed by another node meanwhile
-                break
-            claimed.append(state)
+        try:
+            while len(claimed) < free and self._store.count_queued():
+                with timed_store_write():
+                    state = self._store.claim_job(self.node.name)
+                if state is None:  # claimed by another node meanwhile
+                    break
+                claimed.append(state)
+        except StoreError:
+            # Opened afresh at the next poll: a PostgreSQL pool that failed
+            # waits ever longer before it connects again.
+            store, self._store = self._store, None
+            with contextlib.suppress(Exception):  # a pool of a server gone
+                store.close()
+            if not claimed:
+                raise
         return claimed
 
     def _claimed(self, claimed: list[JobState]) -> None:
