@@ -5,6 +5,8 @@ whose SQLite store's write lock another process holds."""
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,8 @@ from scrapy_jobstatus import open_store
 from scrapy_jobstatus._model import InvalidSetting, errors_not_recorded
 from scrapy_jobstatus._settings import JobSettings
 from scrapy_jobstatus._store import iter_errors
-from tests.helpers import start_crawl, wait_for
+from tests.helpers import scrapy, start_crawl, wait_for
+from tests.scrapyd_node import ScrapydNode
 
 ERRORS = 300
 LIMIT = 50
@@ -101,6 +104,22 @@ def test_errors_beyond_the_limit_while_the_store_is_locked_are_counted_not_kept(
     assert warning.startswith(f"{not_recorded} errors not recorded") and str(LIMIT) in warning
     text = log.read_text()
     assert text.count("JOBSTATUS_PENDING_ERRORS") == 1, text[-3000:]
+
+    # The error report says it, on a node and from the command line.
+    node = ScrapydNode(tmp_path / "node", jobstatus={"db": str(db)})
+    node.start()
+    try:
+        report = node.get("joberrors.json", {"job": "job1"}).json()
+        assert report["errors_not_recorded"] == not_recorded
+        assert report["error_count"] == recorded and report["job"]["error_count"] == ERRORS
+        table = node.get("joberrors.json", {"job": "job1", "format": "csv"})
+        assert table.headers["Errors-Not-Recorded"] == str(not_recorded)
+        assert len(list(csv.reader(io.StringIO(table.body.decode())))) == recorded + 1
+    finally:
+        node.stop()
+    shown = scrapy("jobstatus", "job1", "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert f"errors:      {ERRORS} ({not_recorded} not recorded)" in shown.stdout
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "2.5", "many"])

@@ -62,6 +62,8 @@ def crawl(workdir: Path, site: str, kind: str, errors: int, concurrency: int) ->
     db, log = workdir / f"{kind}.db".replace(" ", "_"), workdir / f"{kind}.log".replace(" ", "_")
     settings = {
         "JOBSTATUS_INTERVAL": "1",
+        # The project's 300 s would stop a long crawl on a loaded machine.
+        "JOBSTATUS_TIMEOUT": "1800",
         "RETRY_ENABLED": "False",
         "CONCURRENT_REQUESTS": str(concurrency),
         "CONCURRENT_REQUESTS_PER_DOMAIN": str(concurrency),
