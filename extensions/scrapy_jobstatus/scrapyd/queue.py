@@ -35,7 +35,7 @@ from .._model import (
 from .._settings import parse_retries, parse_timeout, setting_number
 from .._store import JobStore, StoreError, open_store
 from .._webhooks import InvalidWebhook, job_webhooks
-from ._calls import STORE_DEADLINE, StoreUnavailable, unavailable
+from ._calls import StoreUnavailable, unavailable
 from ._node import shared_node
 from .metrics import timed_store_write
 
@@ -61,6 +61,10 @@ NODE_SETTINGS = (
 # and of their key (whsec_...): stored to sign with, never a spider argument.
 WEBHOOK_ARGUMENT = "webhook"
 WEBHOOK_SECRET_ARGUMENT = "webhook_secret"  # noqa: S105 (a parameter name)
+# Seconds a claim of the poller may wait for the store (off the reactor): more
+# than the services' deadline, as crawls writing at once hold SQLite's lock
+# in turns.
+CLAIM_DEADLINE = 5.0
 # schedule.json's argument of the job's automatic retries (JOBSTATUS_RETRIES).
 RETRIES_ARGUMENT = "retries"
 
@@ -262,8 +266,9 @@ class Poller:
 
     def _claim(self, free: int) -> list[JobState]:
         if self._store is None:
-            # Its waits bounded as the node's: the poller's timer waits for it.
-            self._store = open_store(self.node.db, node=self.node.name, deadline=STORE_DEADLINE)
+            # Its waits bounded: the poller's timer waits for it, and the
+            # claims go on soon after an outage.
+            self._store = open_store(self.node.db, node=self.node.name, deadline=CLAIM_DEADLINE)
         claimed: list[JobState] = []
         try:
             while len(claimed) < free and self._store.count_queued():
