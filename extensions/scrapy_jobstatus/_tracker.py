@@ -66,6 +66,8 @@ class JobTracker:
         self.errors_not_recorded = errors_not_recorded(state.warnings)
         # Whether this run has had to leave errors unrecorded.
         self.dropped_errors = False
+        # Errors taken by the write under way: they count against the limit.
+        self._errors_writing = 0
         self.failure_ratio = failure_ratio
         # The stall watchdog: off at 0.
         self.stall_timeout = stall_timeout
@@ -129,7 +131,7 @@ class JobTracker:
         self.state.error_count += 1
         self.errors_by_type[error.error_type] = self.errors_by_type.get(error.error_type, 0) + 1
         # Written once, with the next write of the job.
-        if len(self._unsaved_errors) < self.pending_errors:
+        if len(self._unsaved_errors) + self._errors_writing < self.pending_errors:
             self._unsaved_errors.append(error)
         else:
             self._not_recorded(1)
@@ -431,11 +433,17 @@ class JobTracker:
     def take_unsaved(self) -> tuple[list[JobError], list[HistoryEvent]]:
         errors, events = self._unsaved_errors, self._unsaved_events
         self._unsaved_errors, self._unsaved_events = [], []
+        self._errors_writing = len(errors)
         return errors, events
+
+    def unsaved_written(self) -> None:
+        """The write of what ``take_unsaved`` gave went through."""
+        self._errors_writing = 0
 
     def put_back_unsaved(self, errors: list[JobError], events: list[HistoryEvent]) -> None:
         """A write failed: its errors and events go with the next one; the
         oldest ``pending_errors`` errors are kept, the others counted."""
+        self._errors_writing = 0
         self._unsaved_errors[:0] = errors
         self._unsaved_events[:0] = events
         extra = len(self._unsaved_errors) - self.pending_errors

@@ -191,7 +191,11 @@ class StoreWriter:
             tracker.put_back_unsaved(errors, events)
             self._failed(failure.value, now)
 
-        d.addCallbacks(self._succeeded, failed, callbackArgs=(snapshot.job_id,))
+        def written(result: SaveResult) -> SaveResult:
+            tracker.unsaved_written()
+            return self._succeeded(result, snapshot.job_id)
+
+        d.addCallbacks(written, failed)
         self._in_flight = d
         d.addBoth(self._done)
         return d
