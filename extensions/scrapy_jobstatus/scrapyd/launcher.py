@@ -404,15 +404,17 @@ class Launcher(launcher.Launcher):
             log.failure("Could not start job {job}", job=job)
             if state is not None:
                 text = f"The crawl could not start: {e}"
-                d = self.node.calls.in_pool(
-                    self.node.store.end_job, job, JobStatus.FAILED, text, unstarted=True
-                )
+                d = self.node.calls.in_pool(self._end_unstarted, job, text)
                 d.addErrback(
                     lambda failure: log.failure(
                         "Could not record that job {job} could not start", failure, job=job
                     )
                 )
             self._get_message(slot)
+
+    def _end_unstarted(self, job: str, message: str) -> None:
+        # In the pool, with the store of its thread.
+        self.node.store.end_job(job, JobStatus.FAILED, message, unstarted=True)
 
     def _start_crawl(self, message: dict[str, Any], slot: int, settings: dict[str, str]) -> None:
         project, job = message["_project"], message["_job"]
