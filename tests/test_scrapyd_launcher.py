@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,18 @@ def test_a_node_without_the_store_s_queue_refuses_to_start_in_one_line(
             node.start()
     lines = node.log.read_text().strip().splitlines()
     assert lines == [lines[0]] and expected in lines[0]
+
+
+def test_a_crawl_that_cannot_start_fails_its_job_and_frees_its_slot(
+    tmp_path: Path, site: str
+) -> None:
+    # Scrapyd cannot make the crawl's log directory: a file is in the way.
+    blocker = tmp_path / "logs"
+    blocker.write_text("not a directory")
+    for started in running_node(tmp_path / "node", options={"logs_dir": str(blocker)}):
+        job = unique("unstartable")
+        assert started.schedule(job=job, urls=f"{site}/sample/").json()["status"] == "ok"
+        status = started.wait_status(job, "failed", timeout=60)
+        assert status["message"].startswith("The crawl could not start")
+        started.wait_idle()
+        assert "Could not record" not in started.log_text()

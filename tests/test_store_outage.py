@@ -5,8 +5,10 @@ held by another process makes only the writes wait, never the node."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.postgres import PostgresServer, postgres_server
-from tests.scrapyd_node import ScrapydNode, running_node, slow_urls, unique
+from tests.scrapyd_node import PROJECT, Response, ScrapydNode, running_node, slow_urls, unique
 
 UNREACHABLE = "The job store is unreachable"
 BACK = "The job store is back"
@@ -103,6 +105,90 @@ def test_a_node_answers_through_a_postgresql_outage_and_carries_on(
     assert "StoreError" not in log and "StoreUnavailable" not in log
 
 
+def tiny_egg() -> bytes:
+    """A ZIP file, as addversion.json checks an egg: the store refuses it
+    before anything reads it."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as egg:
+        egg.writestr("EGG-INFO/PKG-INFO", "Name: crawler\n")
+    return out.getvalue()
+
+
+def refused_in_scrapyd_shape(response: Response) -> None:
+    """An error answer of Scrapyd's services: 503, status "error", one line,
+    no traceback."""
+    assert response.code == 503, response.body
+    answer = response.json()
+    assert answer["status"] == "error", answer
+    assert "\n" not in answer["message"] and "Traceback" not in answer["message"]
+
+
+def writes_during_outage(node: ScrapydNode, queued: str, refused: str) -> None:
+    """schedule.json, cancel.json, addversion.json and jobcancel.json while
+    the store cannot take a write: each an error answer, none a change."""
+    refused_in_scrapyd_shape(node.schedule(job=refused, urls="http://127.0.0.1:9/"))
+    cancel = node.post("cancel.json", {"project": PROJECT, "job": queued}, timeout=10)
+    refused_in_scrapyd_shape(cancel)
+    assert cancel.headers["Retry-After"].isdigit()
+    egg = {"project": PROJECT, "version": "outage", "egg": tiny_egg()}
+    refused_in_scrapyd_shape(node.post("addversion.json", egg, timeout=10))
+    jobcancel = node.post("jobcancel.json", {"job": queued}, timeout=10)
+    refused_in_scrapyd_shape(jobcancel)
+    assert jobcancel.headers["Retry-After"].isdigit()
+    # What needs no store answers.
+    assert node.get("daemonstatus.json", timeout=10).code == 200
+
+
+def nothing_changed(node: ScrapydNode, queued: str, refused: str) -> None:
+    assert node.get("jobstatus.json", {"job": refused}).code == 404
+    assert node.status(queued)["status"] in ("pending", "running", "completed")
+    versions = node.get("listversions.json", {"project": PROJECT}).json()["versions"]
+    assert "outage" not in versions
+
+
+def test_writes_during_a_postgresql_outage_change_nothing_and_a_crawl_ended_meanwhile_is_recorded(
+    pg_node: ScrapydNode, server: PostgresServer, site: str
+) -> None:
+    before = len(pg_node.log_text())
+    ending, queued, refused = unique("ends"), unique("waits"), unique("refused")
+    # A crawl that ends during the outage, its final write given up at once.
+    fast_end = {"JOBSTATUS_STORE_WAIT": "0.5"}
+    answer = pg_node.schedule(job=ending, settings=fast_end, urls=slow_urls(site, 3, 1.0))
+    assert answer.json()["status"] == "ok"
+    pg_node.wait_status(ending, "running")
+    assert pg_node.schedule(job=queued, urls=slow_urls(site, 1, 0.1)).json()["status"] == "ok"
+
+    server.halt()
+    try:
+
+        def refused_503() -> bool:
+            return pg_node.get("jobstatus.json", {"job": ending}).code == 503
+
+        wait_for(refused_503, timeout=30, interval=0.2, what="jobstatus.json to answer 503")
+        writes_during_outage(pg_node, queued, refused)
+
+        def crawl_ended() -> bool:
+            return pg_node.get("daemonstatus.json").json()["running"] == 0
+
+        wait_for(crawl_ended, timeout=60, interval=0.2, what="the crawl to end")
+        assert pg_node.get("jobstatus.json", {"job": ending}).code == 503
+    finally:
+        server.resume()
+
+    def back() -> bool:
+        return pg_node.get("jobstatus.json", {"job": ending}).code == 200
+
+    wait_for(back, timeout=30, interval=0.2, what="jobstatus.json to answer again")
+    # The crawl's end is recorded once the store is back.
+    status = pg_node.wait_status(ending, "completed", "failed", timeout=60)
+    assert status["completed_at"] is not None
+    nothing_changed(pg_node, queued, refused)
+    assert pg_node.wait_status(queued, "completed", "failed", timeout=90)["status"] == "completed"
+    log = pg_node.log_text()[before:]
+    assert log.count(UNREACHABLE) == 1 and log.count(BACK) == 1
+    assert "StoreError" not in log and "StoreUnavailable" not in log
+
+
 LOCK_HOLDER = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -115,7 +201,7 @@ conn.execute("ROLLBACK")
 
 @pytest.fixture
 def sqlite_node(tmp_path: Path) -> Iterator[ScrapydNode]:
-    yield from running_node(tmp_path / "node", options={"poll_interval": "0.2"})
+    yield from running_node(tmp_path / "node", options={"poll_interval": "0.2", "max_proc": "1"})
 
 
 def test_a_sqlite_write_lock_held_elsewhere_refuses_writes_only(
@@ -151,3 +237,32 @@ def test_a_sqlite_write_lock_held_elsewhere_refuses_writes_only(
     # cannot pause: 400).
     assert sqlite_node.post("jobpause.json", {"job": job}).code == 400
     assert UNREACHABLE not in sqlite_node.log_text()
+
+
+def test_writes_while_a_sqlite_write_lock_is_held_elsewhere_change_nothing(
+    sqlite_node: ScrapydNode, site: str
+) -> None:
+    running, queued, refused = unique("runs"), unique("waits"), unique("refused")
+    assert sqlite_node.schedule(job=running, urls=slow_urls(site, 4, 1.0)).json()["status"] == "ok"
+    sqlite_node.wait_status(running, "running")
+    assert sqlite_node.schedule(job=queued, urls=slow_urls(site, 1, 0.1)).json()["status"] == "ok"
+    holder = subprocess.Popen(  # noqa: S603 (this Python)
+        [sys.executable, "-c", LOCK_HOLDER, str(sqlite_node.db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        writes_during_outage(sqlite_node, queued, refused)
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    nothing_changed(sqlite_node, queued, refused)
+    assert sqlite_node.wait_status(running, "completed", timeout=90)["status"] == "completed"
+    assert sqlite_node.wait_status(queued, "completed", timeout=90)["status"] == "completed"
+    log = sqlite_node.log_text()
+    assert UNREACHABLE not in log
+    assert "StoreError" not in log and "StoreUnavailable" not in log

@@ -224,3 +224,37 @@ def test_only_a_failure_ratio_above_the_threshold_is_a_retryable_failure():
     bad.closed("jobstatus_start_error")
     bad.finish()
     assert bad.state.status is JobStatus.FAILED and not bad.state.retryable
+
+
+def test_errors_beyond_the_pending_limit_are_counted_not_kept():
+    clock = Clock()
+    state = JobState(job_id="j", status=JobStatus.RUNNING, started_at=clock())
+    t = JobTracker(state, pending_errors=3, clock=clock)
+    for i in range(5):
+        t.record_error(http_error(f"http://x/{i}"))
+    assert t.state.error_count == 5 and t.errors_not_recorded == 2
+    errors, events = t.take_unsaved()
+    assert [e.page_url for e in errors] == ["http://x/0", "http://x/1", "http://x/2"]
+    # The write failed while two more came: the oldest three wait, the
+    # others are counted.
+    t.record_error(http_error("http://x/5"))
+    t.record_error(http_error("http://x/6"))
+    t.put_back_unsaved(errors, events)
+    kept, _ = t.take_unsaved()
+    assert [e.page_url for e in kept] == ["http://x/0", "http://x/1", "http://x/2"]
+    assert t.state.error_count == 7 and t.errors_not_recorded == 4
+    (warning,) = t.state.warnings
+    assert warning.startswith("4 errors not recorded: more than 3 (JOBSTATUS_PENDING_ERRORS)")
+
+
+def test_a_resumed_job_counts_on_from_its_warning():
+    clock = Clock()
+    state = JobState(job_id="j", status=JobStatus.RUNNING, started_at=clock())
+    first = JobTracker(state, pending_errors=1, clock=clock)
+    first.record_error(http_error())
+    first.record_error(http_error())
+    again = JobTracker(state, pending_errors=1, clock=clock)
+    assert again.errors_not_recorded == 1 and not again.dropped_errors
+    again.record_error(http_error())
+    again.record_error(http_error())
+    assert again.errors_not_recorded == 2 and len(state.warnings) == 1

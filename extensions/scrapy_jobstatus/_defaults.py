@@ -33,6 +33,9 @@ DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "JOBSTATUS_STALL_TIMEOUT": 0.0,
         "JOBSTATUS_STALL_ACTION": "warn",
         "JOBSTATUS_ERRORS_KEPT": 20,
+        # Errors a crawl keeps for the store while it is unreachable (about
+        # 330 bytes each); beyond, counted only.
+        "JOBSTATUS_PENDING_ERRORS": 10_000,
         "JOBSTATUS_WEBHOOKS": [],
         "JOBSTATUS_WEBHOOK_SECRET": None,
         "JOBSTATUS_WEBHOOK_WAIT": 10.0,

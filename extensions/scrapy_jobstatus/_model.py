@@ -220,6 +220,30 @@ def bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# The warning of a crawl that kept only its first JOBSTATUS_PENDING_ERRORS
+# errors while its store was unreachable: the job's error report reads the
+# number back from it (the document has no field of its own for it).
+NOT_RECORDED_WARNING = (
+    "{count} errors not recorded: more than {limit} (JOBSTATUS_PENDING_ERRORS)"
+    " waited for the job store"
+)
+_NOT_RECORDED = re.compile(r"(\d+) errors not recorded: ")
+
+
+def not_recorded_warning(count: int, limit: int) -> str:
+    return NOT_RECORDED_WARNING.format(count=count, limit=limit)
+
+
+def errors_not_recorded(warnings: list[str]) -> int:
+    """How many of a job's errors were counted but not recorded, from its
+    warnings."""
+    for warning in warnings:
+        match = _NOT_RECORDED.match(warning)
+        if match:
+            return int(match.group(1))
+    return 0
+
+
 class InvalidJobId(ValueError):
     pass
 

@@ -139,6 +139,7 @@ async def open_job(
         failure_ratio=config.failure_ratio,
         stall_timeout=config.stall_timeout,
         stall_action=config.stall_action,
+        pending_errors=config.pending_errors,
     )
     crawler.stats.set_value("jobstatus/job_id", job_id)
     writer.start()

@@ -46,6 +46,8 @@ class JobSettings:
     # Retention, applied at the crawl's end (0: no limit).
     keep_finished: int = default("JOBSTATUS_KEEP_FINISHED")
     keep_days: float = default("JOBSTATUS_KEEP_DAYS")
+    # Errors kept in memory for the store's next write.
+    pending_errors: int = default("JOBSTATUS_PENDING_ERRORS")
 
     @classmethod
     def defaults(cls) -> JobSettings:
@@ -95,6 +97,12 @@ class JobSettings:
             )
         stall_action = _stall_action(settings.get("JOBSTATUS_STALL_ACTION"))
         keep_finished, keep_days = parse_retention(settings)
+        pending_errors = number("JOBSTATUS_PENDING_ERRORS")
+        if pending_errors < 1 or pending_errors != int(pending_errors):
+            raise InvalidSetting(
+                "JOBSTATUS_PENDING_ERRORS must be a whole number, 1 or more,"
+                f" got {pending_errors:g}"
+            )
         return cls(
             timeout,
             interval,
@@ -109,6 +117,7 @@ class JobSettings:
             retry_delay=retry_delay,
             keep_finished=keep_finished,
             keep_days=keep_days,
+            pending_errors=int(pending_errors),
         )
 
 

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ._defaults import DEFAULTS
 from ._model import (
     DETAILS_CHARS,
     STAGE_CHARS,
@@ -23,8 +24,10 @@ from ._model import (
     JobState,
     JobStatus,
     bounded,
+    errors_not_recorded,
     isoformat,
     keep_ends,
+    not_recorded_warning,
     reason_for_close,
     status_for_reason,
 )
@@ -53,9 +56,18 @@ class JobTracker:
         failure_ratio: float = 0.5,
         stall_timeout: float = 0.0,
         stall_action: str = STALL_WARN,
+        pending_errors: int = DEFAULTS["JOBSTATUS_PENDING_ERRORS"],
         clock: Callable[[], float] = time.time,
     ):
         self.state = state
+        # Errors kept for the store's next write (JOBSTATUS_PENDING_ERRORS):
+        # beyond, while the store is unreachable, they are counted only.
+        self.pending_errors = pending_errors
+        self.errors_not_recorded = errors_not_recorded(state.warnings)
+        # Whether this run has had to leave errors unrecorded.
+        self.dropped_errors = False
+        # Errors taken by the write under way: they count against the limit.
+        self._errors_writing = 0
         self.failure_ratio = failure_ratio
         # The stall watchdog: off at 0.
         self.stall_timeout = stall_timeout
@@ -121,7 +133,10 @@ class JobTracker:
         self.state.error_count += 1
         self.errors_by_type[error.error_type] = self.errors_by_type.get(error.error_type, 0) + 1
         # Written once, with the next write of the job.
-        self._unsaved_errors.append(error)
+        if len(self._unsaved_errors) + self._errors_writing < self.pending_errors:
+            self._unsaved_errors.append(error)
+        else:
+            self._not_recorded(1)
 
     def report(self, field: str, value: Any) -> None:
         """What the spider tells of its progress (the spider-facing API)."""
@@ -435,12 +450,37 @@ class JobTracker:
     def take_unsaved(self) -> tuple[list[JobError], list[HistoryEvent]]:
         errors, events = self._unsaved_errors, self._unsaved_events
         self._unsaved_errors, self._unsaved_events = [], []
+        self._errors_writing = len(errors)
         return errors, events
 
+    def unsaved_written(self) -> None:
+        """The write of what ``take_unsaved`` gave went through."""
+        self._errors_writing = 0
+
     def put_back_unsaved(self, errors: list[JobError], events: list[HistoryEvent]) -> None:
-        """A write failed: its errors and events go with the next one."""
+        """A write failed: its errors and events go with the next one; the
+        oldest ``pending_errors`` errors are kept, the others counted."""
+        self._errors_writing = 0
         self._unsaved_errors[:0] = errors
         self._unsaved_events[:0] = events
+        extra = len(self._unsaved_errors) - self.pending_errors
+        if extra > 0:
+            del self._unsaved_errors[self.pending_errors :]
+            self._not_recorded(extra)
+
+    def _not_recorded(self, count: int) -> None:
+        """``count`` more errors counted but never recorded: the job's
+        warning says how many."""
+        warnings = self.state.warnings
+        self.dropped_errors = True
+        self.errors_not_recorded += count
+        new = not_recorded_warning(self.errors_not_recorded, self.pending_errors)
+        for i, warning in enumerate(warnings):
+            if errors_not_recorded([warning]):
+                warnings[i] = new
+                break
+        else:
+            warnings.append(new)
 
     def stats(self) -> dict[str, int | float | str]:
         """The job's figures as Scrapy stats: numbers and strings only."""

@@ -80,6 +80,8 @@ class StoreWriter:
         # store was unusable at start) every write starts it first.
         self._job_started = False
         self._resume = False
+        # Errors beyond JOBSTATUS_PENDING_ERRORS: said once.
+        self._warned_not_recorded = False
 
     def start(self) -> None:
         # An idle thread of the executor ends with the interpreter, whatever
@@ -216,6 +218,13 @@ class StoreWriter:
     def save(self, tracker: JobTracker, now: float) -> Deferred[SaveResult | None] | None:
         """Write the job as it is now, unless a write is under way or the
         store is being retried later; fires with None when the write failed."""
+        if tracker.dropped_errors and not self._warned_not_recorded:
+            self._warned_not_recorded = True
+            logger.warning(
+                "Job %(job)s: more than %(limit)d errors (JOBSTATUS_PENDING_ERRORS) wait for "
+                "the job store %(db)s; the next ones are counted but not recorded",
+                {"job": tracker.state.job_id, "limit": tracker.pending_errors, "db": self.shown},
+            )
         if self._in_flight is not None or now < self._retry_at:
             return None
         errors, events = tracker.take_unsaved()
@@ -229,7 +238,11 @@ class StoreWriter:
             tracker.put_back_unsaved(errors, events)
             self._failed(failure.value, now)
 
-        d.addCallbacks(self._succeeded, failed, callbackArgs=(snapshot.job_id,))
+        def written(result: SaveResult) -> SaveResult:
+            tracker.unsaved_written()
+            return self._succeeded(result, snapshot.job_id)
+
+        d.addCallbacks(written, failed)
         self._in_flight = d
         d.addBoth(self._done)
         return d

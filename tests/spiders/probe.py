@@ -76,3 +76,24 @@ class StagePerPageSpider(FollowSpider):
         set_stage(self, f"page {self.pages} {self.padding}".rstrip())
         self.pages += 1
         yield from super().parse(response)
+
+
+class ErrorPagesSpider(scrapy.Spider):
+    """Fetches ``count`` error pages of the local ``site`` (``/status/404``),
+    made one by one as the scheduler takes them: every response is one job
+    error, and the spider itself keeps nothing."""
+
+    name = "error_pages"
+    custom_settings = {"HTTPERROR_ALLOW_ALL": True}
+
+    def __init__(self, site: str = "", count: str = "100", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.site = site
+        self.count = int(count)
+
+    async def start(self):
+        for i in range(self.count):
+            yield scrapy.Request(f"{self.site}/status/404?n={i}", dont_filter=True)
+
+    def parse(self, response: scrapy.http.Response) -> None:
+        return None

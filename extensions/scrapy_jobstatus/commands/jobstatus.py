@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._model import errors_not_recorded
 from ._base import JobCommand, percent, print_json
 
 if TYPE_CHECKING:
@@ -42,7 +43,11 @@ class Command(JobCommand):
             f"{job['requests_in_flight']} in flight"
         )
         print(f"documents:   {job['total_documents_found']}")
-        print(f"errors:      {job['error_count']}")
+        not_recorded = errors_not_recorded(job["warnings"])
+        print(
+            f"errors:      {job['error_count']}"
+            + (f" ({not_recorded} not recorded)" if not_recorded else "")
+        )
         print(f"started:     {job['started_at'] or '-'}")
         print(f"completed:   {job['completed_at'] or '-'}")
         for warning in job["warnings"]:

@@ -28,6 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import threadable
 from twisted.python.threadpool import ThreadPool
+from twisted.web import error, http
 
 from .._store import JobStore, StoreError, open_store
 
@@ -170,6 +171,31 @@ class StoreCalls:
             raise StoreUnavailable(self.down_message())
         return value
 
+    def bounded(self, fn: Callable[..., T], *args: Any) -> T:
+        """For a write (or a read with no answer to fall back on) that
+        Scrapyd's synchronous plug points make: ``fn(*args)`` at once, its
+        waits bounded by the store's deadline; StoreUnavailable if it fails,
+        or at once while the store is down. A store call that failed changed
+        nothing: its transaction was rolled back."""
+        if not self.up:
+            raise StoreUnavailable(self.down_message())
+        try:
+            return fn(*args)
+        except StoreError as e:
+            if threadable.isInIOThread():
+                self.check()
+            reason = str(e).splitlines()[0] if str(e) else "no answer"
+            raise StoreUnavailable(
+                f"the job store is unreachable or busy ({reason}); try again in {RETRY_AFTER} s"
+            ) from None
+
+    def in_pool(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """``fn(*args)`` in the pool, without ``run``'s answer deadline: the
+        node's own bookkeeping, whose store calls are bounded by the store's
+        deadline."""
+        self.start()
+        return deferToThreadPool(_reactor(), self.pool, fn, *args)
+
     def down_message(self) -> str:
         return f"the job store is unreachable; try again in {RETRY_AFTER} s"
 
@@ -253,10 +279,28 @@ class StoreCalls:
         log.info("The job store is back")
 
 
-def _failure(error: Exception) -> Failure:
+class ThreadStore:
+    """The store of whichever thread of the pool uses it: for a generator
+    that reads the store a batch at a time, each batch in any thread."""
+
+    def __init__(self, calls: StoreCalls):
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._calls.thread_store(), name)
+
+
+def unavailable(message: str) -> error.Error:
+    """A store that did not answer in time, as Scrapyd's own services answer
+    an error (status "error", one line), with the code that says to try
+    again: for the plug points Scrapyd calls synchronously."""
+    return error.Error(code=http.SERVICE_UNAVAILABLE, message=message.encode())
+
+
+def _failure(e: Exception) -> Failure:
     from twisted.python.failure import Failure
 
-    return Failure(error)
+    return Failure(e)
 
 
 def _reactor() -> Any:

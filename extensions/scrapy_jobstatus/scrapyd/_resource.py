@@ -17,6 +17,7 @@ from ._params import MAX_PARAM_BYTES, ServiceError, log_refusal, refuse_oversize
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from twisted.internet.defer import Deferred
     from twisted.python.failure import Failure
     from twisted.web.server import Request
 
@@ -81,6 +82,14 @@ class NodeResource(WsResource):
         return self.answer(txrequest, data)
 
     def rendered_in_pool(self, txrequest: Request) -> int:
+        return self.answer_when(
+            txrequest, self.node.calls.run(resource.Resource.render, self, txrequest)
+        )
+
+    def answer_when(self, txrequest: Request, d: Deferred[Any]) -> int:
+        """Answer with what ``d`` fires with (a dict, or a callable called
+        on the reactor), or with the error it fails with; what a render
+        returns."""
         gone: list[bool] = []
         txrequest.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -106,7 +115,6 @@ class NodeResource(WsResource):
             except Exception as e:
                 write(self.error_answer(txrequest, e))
 
-        d = self.node.calls.run(resource.Resource.render, self, txrequest)
         d.addCallbacks(answered, failed)
         return server.NOT_DONE_YET
 

@@ -13,22 +13,33 @@ from urllib.parse import quote
 from twisted.internet import reactor
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
+
+from ._calls import StoreUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from twisted.web.server import Request
 
+    from ._calls import StoreCalls
+
 log = Logger(namespace="scrapy_jobstatus.scrapyd.webservice")
 
 
-def stream(txrequest: Request, content_type: str, chunks: Iterator[bytes]) -> int:
+def stream(
+    txrequest: Request,
+    content_type: str,
+    chunks: Iterator[bytes],
+    calls: StoreCalls | None = None,
+) -> int:
     """Answer with ``chunks``, one per turn of the reactor; what a service's
-    render returns."""
+    render returns. With ``calls``, each chunk is made in the node's store
+    pool: chunks read from the store."""
     txrequest.setHeader("Content-Type", content_type)
-    ChunkProducer(txrequest, chunks).start()
+    ChunkProducer(txrequest, chunks, calls).start()
     return server.NOT_DONE_YET
 
 
@@ -36,38 +47,73 @@ def stream(txrequest: Request, content_type: str, chunks: Iterator[bytes]) -> in
 class ChunkProducer:
     """Writes one chunk per turn of the reactor, so that other requests are
     served between two, and stops while the connection's buffer is full
-    (Twisted pauses it), so that a slow client costs no memory."""
+    (Twisted pauses it), so that a slow client costs no memory. Chunks read
+    from the store are made in the node's store pool (``calls``), one at a
+    time: the reactor never waits for the store."""
 
-    def __init__(self, txrequest: Request, chunks: Iterator[bytes]):
+    def __init__(
+        self, txrequest: Request, chunks: Iterator[bytes], calls: StoreCalls | None = None
+    ):
         self.txrequest = txrequest
         self.chunks = chunks
+        self.calls = calls
         self.paused = False
+        self.stopped = False
         self._call: Any = None
+        self._pulling = False
 
     def start(self) -> None:
         self.txrequest.registerProducer(self, True)
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._call is None and not self.paused:
+        if self._call is None and not self.paused and not self._pulling and not self.stopped:
             self._call = reactor.callLater(0, self._produce)
 
     def _produce(self) -> None:
         self._call = None
+        if self.calls is not None:
+            self._pulling = True
+            d = self.calls.run(next, self.chunks, None)
+            d.addCallbacks(self._pulled, self._failed)
+            return
         try:
-            chunk = next(self.chunks)
-        except StopIteration:
+            chunk = next(self.chunks, None)
+        except Exception:
+            self._failed(Failure())
+            return
+        self._write(chunk)
+
+    def _pulled(self, chunk: bytes | None) -> None:
+        self._pulling = False
+        if not self.stopped:
+            self._write(chunk)
+
+    def _write(self, chunk: bytes | None) -> None:
+        if chunk is None:
             self.txrequest.unregisterProducer()
             self.txrequest.finish()
             return
-        except Exception:
-            # The answer has begun: nothing can be said but a cut connection.
-            log.failure("Error while streaming {path}", path=self.txrequest.path)
-            self.txrequest.unregisterProducer()
-            self.txrequest.loseConnection()
-            return
         self.txrequest.write(chunk)
         self._schedule()
+
+    def _failed(self, failure: Failure) -> None:
+        self._pulling = False
+        if self.stopped:
+            return
+        # The answer has begun: nothing can be said but a cut connection.
+        if failure.check(StoreUnavailable):
+            # The node says once that its store is away.
+            log.info(
+                "{path} cut short: {error}",
+                path=self.txrequest.path,
+                error=failure.getErrorMessage(),
+            )
+        else:
+            log.failure("Error while streaming {path}", failure, path=self.txrequest.path)
+        self.stopped = True
+        self.txrequest.unregisterProducer()
+        self.txrequest.loseConnection()
 
     def pauseProducing(self) -> None:  # noqa: N802 (Twisted's name)
         self.paused = True
@@ -82,6 +128,7 @@ class ChunkProducer:
     def stopProducing(self) -> None:  # noqa: N802 (Twisted's name)
         # The client went away.
         self.pauseProducing()
+        self.stopped = True
         self.chunks = iter(())
 
 

@@ -25,23 +25,31 @@ from scrapyd.exceptions import DirectoryTraversalError
 from scrapyd.utils import get_file_path, local_items
 
 from .._model import TERMINAL_STATUSES
+from .._store import StoreError
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
 
     from .._retention import PrunedJob
-    from .._store import JobStore
+    from ._node import JobStatusNode
 
 _ATTEMPT_SUFFIX = re.compile(r"\.attempt\d+$")
 
 
 class JobEnvironment(Environment):
-    def __init__(self, config: Config, store: JobStore):
+    """Its settings are worked out in the node's store pool (the launcher's
+    ``_prepare_job``), with the store of the calling thread; a store away
+    reads as a first attempt, and keeps every file."""
+
+    def __init__(self, config: Config, node: JobStatusNode):
         super().__init__(config)
-        self.store = store
+        self.node = node
 
     def _get_feeds(self, message: dict[str, Any], extension: str) -> str:
-        state = self.store.get(message["_job"])
+        try:
+            state = self.node.store.get(message["_job"])
+        except StoreError:
+            state = None
         if state is not None and state.attempt > 1:
             message = {**message, "_job": f"{message['_job']}.attempt{state.attempt}"}
         return super()._get_feeds(message, extension)
@@ -67,7 +75,10 @@ class JobEnvironment(Environment):
         if not name.endswith(f".{extension}"):
             return True  # not a job's file: Scrapyd's rule
         job_id = _ATTEMPT_SUFFIX.sub("", name[: -len(extension) - 1])
-        state = self.store.get(job_id)
+        try:
+            state = self.node.store.get(job_id)
+        except StoreError:
+            return False
         return state is None or state.status in TERMINAL_STATUSES
 
     def remove_files(self, job: PrunedJob) -> None:

@@ -27,7 +27,7 @@ from scrapyd.interfaces import IEnvironment
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThread, deferToThreadPool
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from .._jobdir import JobDir, jobdir_name, remove_jobdir
@@ -90,6 +90,9 @@ _SCRAPYD_INTERNALS = (
 # Seconds between two prunes of the store to the node's retention (the first
 # as the node starts). A prune goes on, a batch at a time, until done.
 PRUNE_INTERVAL = 60.0
+# Seconds between two tries at recording the end of a crawl while the store
+# is away.
+END_RETRY_INTERVAL = 2.0
 # A directory of the node's jobdirs without a marker (its crawl died before
 # it wrote one) goes once it is this old.
 UNMARKED_JOBDIR_AGE = 86400.0
@@ -144,7 +147,7 @@ class Launcher(launcher.Launcher):
         self.node = shared_node(config)
         check_components(config, shared=is_postgres(self.node.db))
         app.setComponent(IJobStatusNode, self.node)
-        app.setComponent(IEnvironment, JobEnvironment(config, self.node.store))
+        app.setComponent(IEnvironment, JobEnvironment(config, self.node))
         self.started_at = time.time()
         self.version = _node_version()
         self.webhooks = WebhookDelivery(self.node)
@@ -173,13 +176,9 @@ class Launcher(launcher.Launcher):
         super().startService()
         # Jobs this node claimed before it stopped and never started: they
         # go back to the queue (their crawls, if any, died with the node).
-        try:
-            requeued = self.node.store.requeue_claims(self.node.name)
-        except StoreError as e:
-            log.error("Could not look for jobs claimed before a restart: {error}", error=str(e))
-        else:
-            for job in requeued:
-                log.warn("Job {job} queued again: claimed before this node restarted", job=job)
+        # In the node's store pool: a store away does not hold up the start.
+        d = self.node.calls.in_pool(lambda: self.node.store.requeue_claims(self.node.name))
+        d.addCallbacks(self._requeued, self._requeue_failed)
         # Reads never write: finding the jobs whose crawl died is this
         # timer's work (a crawl this launcher started is checked at its exit).
         self._reaper = LoopingCall(self._reap_dead_jobs)
@@ -191,6 +190,19 @@ class Launcher(launcher.Launcher):
             )
         self.webhooks.start()
         self.schedules.start()
+
+    def _requeued(self, requeued: list[str]) -> None:
+        for job in requeued:
+            log.warn("Job {job} queued again: claimed before this node restarted", job=job)
+
+    def _requeue_failed(self, failure: Failure) -> None:
+        if failure.check(StoreError):
+            log.error(
+                "Could not look for jobs claimed before a restart: {error}",
+                error=failure.getErrorMessage(),
+            )
+        else:
+            log.failure("Could not look for jobs claimed before a restart", failure)
 
     def stopService(self) -> Deferred[Any]:  # noqa: N802 (Twisted's name)
         """Stop: the pausable crawls pause and their jobs go back to the
@@ -445,23 +457,40 @@ class Launcher(launcher.Launcher):
             log.failure("Could not look for dead jobs", failure)
 
     def _spawn_process(self, message: dict[str, Any], slot: int) -> None:
-        # The job is read in the node's store pool, the crawl started on the
-        # reactor.
-        self.node.calls.start()
-        d = deferToThreadPool(reactor, self.node.calls.pool, self._read_job, message["_job"])
-        d.addCallback(lambda state: self._spawn_job(message, slot, state))
+        # The job is read and its files prepared (which reads the store) in
+        # the node's store pool, the crawl started on the reactor.
+        d = self.node.calls.in_pool(self._prepare_job, message)
+        d.addCallback(lambda prepared: self._spawn_job(message, slot, *prepared))
         d.addErrback(lambda failure: log.failure("Could not start a job", failure))
 
-    def _read_job(self, job: str) -> JobState | None:
+    def _prepare_job(
+        self, message: dict[str, Any]
+    ) -> tuple[JobState | None, dict[str, str] | Exception]:
+        """The job as the store has it, and the settings of its crawl (or why
+        they could not be had)."""
+        job = message["_job"]
         try:
-            return self.node.store.get(validate_job_id(job))
+            state = self.node.store.get(validate_job_id(job))
         except InvalidJobId:
-            return None
+            state = None
         except Exception:  # the store must not stop the launcher
             log.failure("Could not read job {job} from the job store", job=job)
-            return None
+            state = None
+        if state is not None and state.status is not JobStatus.PENDING:
+            return state, {}
+        try:
+            settings = self.app.getComponent(IEnvironment).get_settings(message)
+        except Exception as e:  # recorded by _spawn_job, on the reactor
+            return state, e
+        return state, settings
 
-    def _spawn_job(self, message: dict[str, Any], slot: int, state: JobState | None) -> None:
+    def _spawn_job(
+        self,
+        message: dict[str, Any],
+        slot: int,
+        state: JobState | None,
+        settings: dict[str, str] | Exception,
+    ) -> None:
         job = message["_job"]
         if state is not None and state.status is not JobStatus.PENDING:
             # Cancelled while pending (a cancelled job is never started), or
@@ -473,25 +502,32 @@ class Launcher(launcher.Launcher):
             return
 
         try:
-            self._start_crawl(message, slot)
+            if isinstance(settings, Exception):
+                raise settings
+            self._start_crawl(message, slot, settings)
         except Exception as e:
             # Nothing waits on this call: without this, the slot would be lost
             # for good and the job pending for ever.
             log.failure("Could not start job {job}", job=job)
-            try:
-                if state is not None:
-                    message = f"The crawl could not start: {e}"
-                    self.node.store.end_job(job, JobStatus.FAILED, message, unstarted=True)
-            except Exception:
-                log.failure("Could not record that job {job} could not start", job=job)
-            finally:
-                self._get_message(slot)
+            if state is not None:
+                text = f"The crawl could not start: {e}"
+                d = self.node.calls.in_pool(self._end_unstarted, job, text)
+                d.addErrback(
+                    lambda failure: log.failure(
+                        "Could not record that job {job} could not start", failure, job=job
+                    )
+                )
+            self._get_message(slot)
 
-    def _start_crawl(self, message: dict[str, Any], slot: int) -> None:
+    def _end_unstarted(self, job: str, message: str) -> None:
+        # In the pool, with the store of its thread.
+        self.node.store.end_job(job, JobStatus.FAILED, message, unstarted=True)
+
+    def _start_crawl(self, message: dict[str, Any], slot: int, settings: dict[str, str]) -> None:
         project, job = message["_project"], message["_job"]
         environment = self.app.getComponent(IEnvironment)
         message.setdefault("settings", {})
-        message["settings"].update(environment.get_settings(message))
+        message["settings"].update(settings)
         message["settings"].update(self.node.crawl_settings(project, job))
 
         # Scrapyd's own _spawn_process from here, with a process protocol
@@ -508,16 +544,24 @@ class Launcher(launcher.Launcher):
         log.debug("Process slot {slot} occupied", slot=slot)
 
     def _process_finished(self, _: Any, slot: int) -> None:
-        process = self.processes[slot]
         # In the node's store pool: the slot takes its next job meanwhile.
-        self.node.calls.start()
-        d = deferToThreadPool(reactor, self.node.calls.pool, self._check_final_status, process)
-        d.addErrback(
-            lambda failure: log.failure(
-                "Could not check job {job} in the job store", failure, job=process.job
-            )
-        )
+        self._record_end(self.processes[slot])
         super()._process_finished(_, slot)
+
+    def _record_end(self, process: launcher.ScrapyProcessProtocol) -> None:
+        """Check the job of a crawl that ended, in the node's store pool;
+        while the store is away, again every END_RETRY_INTERVAL seconds until
+        it is back: a crawl that ended during an outage has its end
+        recorded after."""
+        d = self.node.calls.in_pool(self._check_final_status, process)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(StoreError):
+                reactor.callLater(END_RETRY_INTERVAL, self._record_end, process)
+            else:
+                log.failure("Could not check job {job} in the job store", failure, job=process.job)
+
+        d.addErrback(failed)
 
     def _check_final_status(self, process: launcher.ScrapyProcessProtocol) -> None:
         """A crawl writes its final status before it exits: an active job

@@ -10,6 +10,7 @@ they are.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from .._model import (
 from .._settings import parse_retries, parse_timeout, setting_number
 from .._store import JobStore, StoreError, open_store
 from .._webhooks import InvalidWebhook, job_webhooks
+from ._calls import StoreUnavailable, unavailable
 from ._node import shared_node
 from .metrics import timed_store_write
 
@@ -63,6 +65,10 @@ NODE_SETTINGS = (
 # and of their key (whsec_...): stored to sign with, never a spider argument.
 WEBHOOK_ARGUMENT = "webhook"
 WEBHOOK_SECRET_ARGUMENT = "webhook_secret"  # noqa: S105 (a parameter name)
+# Seconds a claim of the poller may wait for the store (off the reactor): more
+# than the services' deadline, as crawls writing at once hold SQLite's lock
+# in turns.
+CLAIM_DEADLINE = 5.0
 # schedule.json's argument of the job's automatic retries (JOBSTATUS_RETRIES).
 RETRIES_ARGUMENT = "retries"
 # schedule.json's overlap=skip: refused while a job of the same spider (and
@@ -200,18 +206,17 @@ class SpiderQueue:
             retry_delay=options.retry_delay,
         )
         state.overlap_key = overlap_key
-        # Scrapyd's schedule.json answers what it raises in one line.
-        if not self.node.calls.up:
-            raise refuse(self.node.calls.down_message())
+        # Scrapyd's schedule.json answers what it raises in one line; a
+        # store that did not take the job in time queued nothing (its
+        # transaction rolled back): 503.
         try:
             if overlap == "skip":
-                result = self.node.store.add_alone(state)
+                result = self.node.calls.bounded(self.node.store.add_alone, state)
                 added, active = result.added, result.active
             else:
-                added, active = self.node.store.add_pending(state), None
-        except StoreError as e:
-            self.node.calls.check()
-            raise refuse(f"the job is not queued: {e}") from None
+                added, active = self.node.calls.bounded(self.node.store.add_pending, state), None
+        except StoreUnavailable as e:
+            raise unavailable(f"the job is not queued: {e}") from None
         if active is not None:
             raise refuse(f"job {active} of spider '{name}' is still active (overlap=skip)")
         if not added:
@@ -221,8 +226,12 @@ class SpiderQueue:
     # the website): while the store is down they give their last answer.
 
     def pop(self) -> dict[str, Any] | None:
-        calls = self.node.calls
-        state = calls.sync(None, self.node.store.claim_job, self.node.name, self.project)
+        # A claim is never answered from memory: none while the store is
+        # away (Scrapyd's poller takes None for "claimed elsewhere").
+        try:
+            state = self.node.calls.bounded(self.node.store.claim_job, self.node.name, self.project)
+        except StoreUnavailable:
+            return None
         return None if state is None else message_of(state)
 
     def list(self) -> list[dict[str, Any]]:
@@ -236,7 +245,12 @@ class SpiderQueue:
 
     def remove(self, func: Callable[[dict[str, Any]], bool]) -> int:
         """Cancel the pending jobs ``func`` selects: they stay in the store,
-        ``cancelled``, and no node claims them."""
+        ``cancelled``, and no node claims them. cancel.json calls it in the
+        node's store pool; on the reactor, its waits are the store's
+        deadline."""
+        return self.node.calls.bounded(self._remove, func)
+
+    def _remove(self, func: Callable[[dict[str, Any]], bool]) -> int:
         store = self.node.store
         removed = 0
         for state in store.queued_jobs(self.project):
@@ -302,14 +316,25 @@ class Poller:
 
     def _claim(self, free: int) -> list[JobState]:
         if self._store is None:
-            self._store = open_store(self.node.db, node=self.node.name)
+            # Its waits bounded: the poller's timer waits for it, and the
+            # claims go on soon after an outage.
+            self._store = open_store(self.node.db, node=self.node.name, deadline=CLAIM_DEADLINE)
         claimed: list[JobState] = []
-        while len(claimed) < free and self._store.count_queued():
-            with timed_store_write():
-                state = self._store.claim_job(self.node.name)
-            if state is None:  # claimed by another node meanwhile
-                break
-            claimed.append(state)
+        try:
+            while len(claimed) < free and self._store.count_queued():
+                with timed_store_write():
+                    state = self._store.claim_job(self.node.name)
+                if state is None:  # claimed by another node meanwhile
+                    break
+                claimed.append(state)
+        except StoreError:
+            # Opened afresh at the next poll: a PostgreSQL pool that failed
+            # waits ever longer before it connects again.
+            store, self._store = self._store, None
+            with contextlib.suppress(Exception):  # a pool of a server gone
+                store.close()
+            if not claimed:
+                raise
         return claimed
 
     def _claimed(self, claimed: list[JobState]) -> None:

@@ -14,7 +14,7 @@ import re
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from scrapyd.eggstorage import sorted_versions
 from scrapyd.exceptions import DirectoryTraversalError, EggNotFoundError, ProjectNotFoundError
@@ -22,15 +22,18 @@ from scrapyd.interfaces import IEggStorage, IJobStorage
 from twisted.python import filepath
 from zope.interface import implementer
 
+from ._calls import StoreUnavailable, unavailable
 from ._node import shared_node
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from scrapyd.config import Config
     from scrapyd.launcher import ScrapyProcessProtocol
 
     from .._model import JobState
+
+T = TypeVar("T")
 
 
 @implementer(IJobStorage)
@@ -86,11 +89,14 @@ class EggStorage:
 
     def __init__(self, config: Config):
         self.node = shared_node(config)
-        self.store = self.node.store
         self.cache = Path(config.get("eggs_dir", "eggs"))
 
+    # addversion.json, schedule.json and listspiders.json with a version,
+    # delversion.json and delproject.json call these on the reactor: their
+    # waits are the store's deadline, and a store away answers 503.
+
     def put(self, eggfile: BinaryIO, project: str, version: str) -> None:
-        self.store.put_egg(_checked(project), version, eggfile.read())
+        self._bounded(self.node.store.put_egg, _checked(project), version, eggfile.read())
 
     def get(self, project: str, version: str | None = None) -> tuple[str | None, BinaryIO | None]:
         if version is None:
@@ -98,7 +104,7 @@ class EggStorage:
             if not versions:
                 return None, None
             version = versions[-1]
-        egg = self.store.get_egg(_checked(project), version)
+        egg = self._bounded(self.node.store.get_egg, _checked(project), version)
         if egg is None:
             return None, None
         # Named as Scrapyd names its egg files; written whole, then renamed:
@@ -113,18 +119,24 @@ class EggStorage:
     def list(self, project: str) -> list[str]:
         """The versions, latest last, ordered as Scrapyd orders them."""
         versions = self.node.calls.sync(
-            ("versions", project), self.store.egg_versions, _checked(project)
+            ("versions", project), self.node.store.egg_versions, _checked(project)
         )
         return sorted_versions(versions)
 
     def list_projects(self) -> list[str]:
         # Every service of Scrapyd's reads the projects: while the store is
         # down, the last known.
-        return self.node.calls.sync("projects", self.store.egg_projects)
+        return self.node.calls.sync("projects", self.node.store.egg_projects)
 
     def delete(self, project: str, version: str | None = None) -> None:
-        if not self.store.delete_eggs(_checked(project), version):
+        if not self._bounded(self.node.store.delete_eggs, _checked(project), version):
             raise ProjectNotFoundError if version is None else EggNotFoundError
+
+    def _bounded(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return self.node.calls.bounded(fn, *args)
+        except StoreUnavailable as e:
+            raise unavailable(str(e)) from None
 
 
 def _checked(project: str) -> str:

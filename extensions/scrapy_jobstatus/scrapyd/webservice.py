@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from scrapyd.webservice import param
 
-from .._model import pause_refusal, resume_refusal
+from .._model import errors_not_recorded, pause_refusal, resume_refusal
 from .._store import JobFilter, error_batches
+from ._calls import ThreadStore
 from ._params import (
     CANCEL_CODES,
     PAUSE_CODES,
@@ -64,6 +65,9 @@ MAX_OFFSET = 10**9
 LISTING_SLICE = 10
 # Errors a report writes in one turn of the reactor (about 0.3 ms of work).
 REPORT_SLICE = 25
+# The error report's header: how many of the job's errors were counted but
+# not recorded (JOBSTATUS_PENDING_ERRORS).
+NOT_RECORDED_HEADER = "Errors-Not-Recorded"
 # The error object of the contract, in its order: the CSV report's columns.
 ERROR_FIELDS = (
     "error_id",
@@ -231,23 +235,30 @@ class JobErrors(JobResource):
         read_choice("format", fmt, ("json", "csv"))
         state = self.find_job(job_id, project)
         summary = state.to_document([], [], time.time())
+        # Errors counted while the crawl's store was unreachable, beyond
+        # JOBSTATUS_PENDING_ERRORS: in the report's JSON, and a header of its
+        # CSV.
+        not_recorded = errors_not_recorded(state.warnings)
+        txrequest.setHeader(NOT_RECORDED_HEADER, str(not_recorded))
 
         def report() -> int:
-            # On the reactor, with its store: its batches are read as the
-            # client takes them (a few milliseconds each).
+            # Its batches are read as the client takes them, each in the
+            # node's store pool, by whichever thread's store.
+            store = ThreadStore(self.node.calls)
             batches = (
                 [error.to_dict() for error in errors]
-                for errors in error_batches(self.node.store, job_id, REPORT_SLICE)
+                for errors in error_batches(store, job_id, REPORT_SLICE)  # type: ignore[arg-type]
             )
             content_type = "application/json"
             if fmt == "csv":
                 content_type, chunks = "text/csv; charset=utf-8", csv_chunks(ERROR_FIELDS, batches)
             else:
                 head = {"status": "ok", "node_name": self.root.node_name, "job": summary}
+                head["errors_not_recorded"] = not_recorded
                 chunks = json_chunks(
                     self.json_encoder.encode, head, "errors", batches, "error_count"
                 )
-            return stream(txrequest, content_type, chunks)
+            return stream(txrequest, content_type, chunks, self.node.calls)
 
         if fmt == "csv":
             txrequest.setHeader("Content-Disposition", attachment(f"{job_id}-errors.csv"))
