@@ -100,6 +100,8 @@ class Reading:
     deliveries: dict[str, int]
     running: list[JobState]
     nodes: list[NodeInfo]
+    # The store's clock as it was read: the nodes' heartbeats are its times.
+    clock: float
     seconds: float
 
 
@@ -116,6 +118,7 @@ def read_store(node: JobStatusNode) -> Reading:
         reasons = store.reason_counts()
         deliveries = store.delivery_counts()
         nodes = store.nodes()
+        clock = store.clock()
     except StoreError:
         raise
     except Exception as e:
@@ -128,6 +131,7 @@ def read_store(node: JobStatusNode) -> Reading:
         deliveries=deliveries,
         running=page.jobs,
         nodes=nodes,
+        clock=clock,
         seconds=time.perf_counter() - start,
     )
 
@@ -180,9 +184,9 @@ class JobStoreCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         reading = read_store(self.node)
-        yield from self.families(reading, time.time())
+        yield from self.families(reading)
 
-    def families(self, reading: Reading, now: float) -> Iterator[Metric]:
+    def families(self, reading: Reading) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
             "jobstatus_jobs",
             "Jobs in the job store by status, project and spider; a running job with a "
@@ -217,7 +221,7 @@ class JobStoreCollector(Collector):
             deliveries.add_metric([outcome], n)
         yield deliveries
 
-        yield from self._nodes(reading.nodes, now)
+        yield from self._nodes(reading.nodes, reading.clock)
 
         yield GaugeMetricFamily(
             "jobstatus_scrape_duration_seconds",

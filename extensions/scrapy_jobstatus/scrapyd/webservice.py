@@ -271,5 +271,8 @@ class Nodes(NodeResource):
     in_thread = True
 
     def render_GET(self, txrequest: Request) -> dict[str, Any]:
-        now, timeout = time.time(), self.node.node_timeout
-        return {"nodes": [n.to_dict(now, timeout) for n in self.node.store.nodes()]}
+        store = self.node.store
+        nodes, timeout = store.nodes(), self.node.node_timeout
+        # Heartbeats are times of the store's clock: judged by it.
+        now = store.clock()
+        return {"nodes": [n.to_dict(now, timeout) for n in nodes]}
