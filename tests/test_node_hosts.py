@@ -43,6 +43,7 @@ READ_SERVICES = {
     "nodes.json",
     "webhooks.json",
     "events.json",
+    "listschedules.json",
     "metrics",
     "dashboard",
 }
@@ -55,6 +56,9 @@ CHANGE_SERVICES = {
     "jobcancel.json",
     "jobpause.json",
     "jobresume.json",
+    "addschedule.json",
+    "delschedule.json",
+    "runschedule.json",
 }
 
 

@@ -83,7 +83,9 @@ class StoreCalls:
     # -- the pool ---------------------------------------------------------------
 
     def start(self) -> None:
-        if not self._started:
+        # A pool stopped (the node shutting down) is not started again: its
+        # threads' team has quit, and a second stop would fail.
+        if not self._started and not self.pool.joined:
             self._started = True
             self.pool.start()
             _reactor().addSystemEventTrigger("during", "shutdown", self.stop)
