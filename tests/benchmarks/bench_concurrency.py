@@ -371,7 +371,9 @@ def check_jobs(db: Path, crawls: list[dict[str, Any]]) -> None:
     what differs goes to ``crawl["problems"]``."""
     from scrapy_jobstatus._store import iter_errors, open_store
 
-    store = open_store(db, readonly=True)
+    # Not read-only: a store an older revision's crawls wrote is upgraded to
+    # this tree's schema first.
+    store = open_store(db)
     try:
         for crawl in crawls:
             stats = crawl["stats"]
