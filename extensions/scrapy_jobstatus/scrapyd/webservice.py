@@ -38,6 +38,7 @@ from ._params import (
 from ._resource import JobResource, NodeResource
 from ._stream import attachment, csv_chunks, json_chunks, stream
 from .cancel import Cancel
+from .deploy import AddVersion, DeleteProject, DeleteVersion, Schedule
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -48,7 +49,10 @@ if TYPE_CHECKING:
     from .._store import RequestResult
 
 __all__ = [
+    "AddVersion",
     "Cancel",
+    "DeleteProject",
+    "DeleteVersion",
     "JobCancel",
     "JobErrors",
     "JobPause",
@@ -56,6 +60,7 @@ __all__ = [
     "JobStatus",
     "Jobs",
     "Nodes",
+    "Schedule",
 ]
 
 MAX_LIMIT = 1000
