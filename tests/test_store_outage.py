@@ -125,8 +125,9 @@ def refused_in_scrapyd_shape(response: Response) -> None:
 
 
 def writes_during_outage(node: ScrapydNode, queued: str, refused: str) -> None:
-    """schedule.json, cancel.json, addversion.json and jobcancel.json while
-    the store cannot take a write: each an error answer, none a change."""
+    """schedule.json, cancel.json, addversion.json, delversion.json,
+    delproject.json and jobcancel.json while the store cannot take a write:
+    each an error answer, none a change."""
     schedule = node.schedule(job=refused, urls="http://127.0.0.1:9/")
     refused_in_scrapyd_shape(schedule)
     assert schedule.headers["Retry-After"].isdigit()
@@ -137,6 +138,14 @@ def writes_during_outage(node: ScrapydNode, queued: str, refused: str) -> None:
     addversion = node.post("addversion.json", egg, timeout=10)
     refused_in_scrapyd_shape(addversion)
     assert addversion.headers["Retry-After"].isdigit()
+    # The project's eggs stay: the queued job runs once the store is back.
+    for service, params in (
+        ("delversion.json", {"project": PROJECT, "version": "outage"}),
+        ("delproject.json", {"project": PROJECT}),
+    ):
+        deleted = node.post(service, params, timeout=10)
+        refused_in_scrapyd_shape(deleted)
+        assert deleted.headers["Retry-After"].isdigit()
     jobcancel = node.post("jobcancel.json", {"job": queued}, timeout=10)
     refused_in_scrapyd_shape(jobcancel)
     assert jobcancel.headers["Retry-After"].isdigit()
@@ -295,11 +304,15 @@ def test_a_schedule_waiting_for_a_sqlite_write_lock_holds_up_no_other_request(
         with ThreadPoolExecutor(max_workers=2) as clients:
             schedule = clients.submit(sqlite_node.schedule, job=waiting, urls=f"{site}/sample/")
             addversion = clients.submit(sqlite_node.post, "addversion.json", egg, timeout=10)
-            # Sent after them, answered before them: they wait for the
-            # lock off the reactor.
-            assert sqlite_node.get("daemonstatus.json", timeout=10).code == 200
-            assert not schedule.done() and not addversion.done()
-            scheduled, added = schedule.result(timeout=30), addversion.result(timeout=30)
+            # Sent after them, answered while they wait for the lock (off
+            # the reactor): on the reactor, they would hold up every answer.
+            answered_meanwhile = 0
+            while not (schedule.done() and addversion.done()):
+                assert sqlite_node.get("daemonstatus.json", timeout=10).code == 200
+                if not (schedule.done() or addversion.done()):
+                    answered_meanwhile += 1
+            assert answered_meanwhile >= 3
+            scheduled, added = schedule.result(), addversion.result()
     finally:
         assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()
