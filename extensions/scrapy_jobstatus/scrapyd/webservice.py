@@ -1,7 +1,10 @@
 """The job services of a Scrapyd node: jobstatus.json, jobs.json,
 jobcancel.json, jobpause.json, jobresume.json, joberrors.json and nodes.json;
-and Scrapyd's cancel.json extended to cancel a job that runs on another node
-of the cluster (``Cancel``, from ``cancel``).
+Scrapyd's cancel.json extended to cancel a job that runs on another node
+of the cluster (``Cancel``, from ``cancel``); and Scrapyd's schedule.json,
+addversion.json, delproject.json and delversion.json with their store calls
+off the reactor (``Schedule``, ``AddVersion``, ``DeleteProject``,
+``DeleteVersion``, from ``deploy``).
 
 The job services answer with the HTTP codes of the contract (400 bad input,
 404 unknown job, 202 a request under way), where Scrapyd's own services
