@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -124,14 +125,27 @@ def refused_in_scrapyd_shape(response: Response) -> None:
 
 
 def writes_during_outage(node: ScrapydNode, queued: str, refused: str) -> None:
-    """schedule.json, cancel.json, addversion.json and jobcancel.json while
-    the store cannot take a write: each an error answer, none a change."""
-    refused_in_scrapyd_shape(node.schedule(job=refused, urls="http://127.0.0.1:9/"))
+    """schedule.json, cancel.json, addversion.json, delversion.json,
+    delproject.json and jobcancel.json while the store cannot take a write:
+    each an error answer, none a change."""
+    schedule = node.schedule(job=refused, urls="http://127.0.0.1:9/")
+    refused_in_scrapyd_shape(schedule)
+    assert schedule.headers["Retry-After"].isdigit()
     cancel = node.post("cancel.json", {"project": PROJECT, "job": queued}, timeout=10)
     refused_in_scrapyd_shape(cancel)
     assert cancel.headers["Retry-After"].isdigit()
     egg = {"project": PROJECT, "version": "outage", "egg": tiny_egg()}
-    refused_in_scrapyd_shape(node.post("addversion.json", egg, timeout=10))
+    addversion = node.post("addversion.json", egg, timeout=10)
+    refused_in_scrapyd_shape(addversion)
+    assert addversion.headers["Retry-After"].isdigit()
+    # The project's eggs stay: the queued job runs once the store is back.
+    for service, params in (
+        ("delversion.json", {"project": PROJECT, "version": "outage"}),
+        ("delproject.json", {"project": PROJECT}),
+    ):
+        deleted = node.post(service, params, timeout=10)
+        refused_in_scrapyd_shape(deleted)
+        assert deleted.headers["Retry-After"].isdigit()
     jobcancel = node.post("jobcancel.json", {"job": queued}, timeout=10)
     refused_in_scrapyd_shape(jobcancel)
     assert jobcancel.headers["Retry-After"].isdigit()
@@ -266,3 +280,51 @@ def test_writes_while_a_sqlite_write_lock_is_held_elsewhere_change_nothing(
     log = sqlite_node.log_text()
     assert UNREACHABLE not in log
     assert "StoreError" not in log and "StoreUnavailable" not in log
+
+
+def test_a_schedule_waiting_for_a_sqlite_write_lock_holds_up_no_other_request(
+    sqlite_node: ScrapydNode, site: str
+) -> None:
+    """schedule.json and addversion.json wait for the store in the node's
+    store threads: daemonstatus.json answers while they wait; then they
+    answer 503 with Retry-After, having queued and stored nothing."""
+    done = unique("done")
+    assert sqlite_node.schedule(job=done, urls=slow_urls(site, 1, 0.1)).json()["status"] == "ok"
+    sqlite_node.wait_status(done, "completed")
+    waiting = unique("waiting")
+    egg = {"project": PROJECT, "version": "locked", "egg": tiny_egg()}
+    holder = subprocess.Popen(  # noqa: S603 (this Python)
+        [sys.executable, "-c", LOCK_HOLDER, str(sqlite_node.db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with ThreadPoolExecutor(max_workers=2) as clients:
+            schedule = clients.submit(sqlite_node.schedule, job=waiting, urls=f"{site}/sample/")
+            addversion = clients.submit(sqlite_node.post, "addversion.json", egg, timeout=10)
+            # Sent after them, answered while they wait for the lock (off
+            # the reactor): on the reactor, they would hold up every answer.
+            answered_meanwhile = 0
+            while not (schedule.done() and addversion.done()):
+                assert sqlite_node.get("daemonstatus.json", timeout=10).code == 200
+                if not (schedule.done() or addversion.done()):
+                    answered_meanwhile += 1
+            assert answered_meanwhile >= 3
+            scheduled, added = schedule.result(), addversion.result()
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    for response in (scheduled, added):
+        refused_in_scrapyd_shape(response)
+        assert response.headers["Retry-After"].isdigit()
+    assert sqlite_node.get("jobstatus.json", {"job": waiting}).code == 404
+    versions = sqlite_node.get("listversions.json", {"project": PROJECT}).json()["versions"]
+    assert "locked" not in versions
+    # The lock released, the same requests are answered in Scrapyd's way.
+    assert sqlite_node.schedule(job=waiting, urls=f"{site}/sample/").json()["status"] == "ok"
+    sqlite_node.wait_status(waiting, "completed")
+    assert UNREACHABLE not in sqlite_node.log_text()

@@ -184,7 +184,10 @@ class StoreCalls:
         try:
             return fn(*args)
         except StoreError as e:
-            if threadable.isInIOThread():
+            # On the reactor, or in the node's pool (Scrapyd's writing
+            # services); not in a crawl's process, which has no reactor
+            # running.
+            if threadable.isInIOThread() or self._started:
                 self.check()
             reason = str(e).splitlines()[0] if str(e) else "no answer"
             raise StoreUnavailable(

@@ -144,6 +144,9 @@ class NodeResource(WsResource):
             message = e.message.decode()
             log_refusal(txrequest, code, message)
             txrequest.setResponseCode(code)
+            if code == http.SERVICE_UNAVAILABLE:
+                # A plug point of Scrapyd's whose store did not answer.
+                txrequest.setHeader("Retry-After", str(RETRY_AFTER))
             payload = e.payload if isinstance(e, ServiceError) else {}
             return self.json(txrequest, {"status": "error", "message": message, **payload})
         log.failure("Error in {path}", path=txrequest.path)

@@ -91,9 +91,10 @@ class EggStorage:
         self.node = shared_node(config)
         self.cache = Path(config.get("eggs_dir", "eggs"))
 
-    # addversion.json, schedule.json and listspiders.json with a version,
-    # delversion.json and delproject.json call these on the reactor: their
-    # waits are the store's deadline, and a store away answers 503.
+    # addversion.json, schedule.json with a version, delversion.json and
+    # delproject.json call these in the node's store pool (``deploy``),
+    # listspiders.json with a version on the reactor: their waits are the
+    # store's deadline, and a store away answers 503.
 
     def put(self, eggfile: BinaryIO, project: str, version: str) -> None:
         self._bounded(self.node.store.put_egg, _checked(project), version, eggfile.read())

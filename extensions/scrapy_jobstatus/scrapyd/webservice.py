@@ -1,7 +1,10 @@
 """The job services of a Scrapyd node: jobstatus.json, jobs.json,
 jobcancel.json, jobpause.json, jobresume.json, joberrors.json and nodes.json;
-and Scrapyd's cancel.json extended to cancel a job that runs on another node
-of the cluster (``Cancel``, from ``cancel``).
+Scrapyd's cancel.json extended to cancel a job that runs on another node
+of the cluster (``Cancel``, from ``cancel``); and Scrapyd's schedule.json,
+addversion.json, delproject.json and delversion.json with their store calls
+off the reactor (``Schedule``, ``AddVersion``, ``DeleteProject``,
+``DeleteVersion``, from ``deploy``).
 
 The job services answer with the HTTP codes of the contract (400 bad input,
 404 unknown job, 202 a request under way), where Scrapyd's own services
@@ -38,6 +41,7 @@ from ._params import (
 from ._resource import JobResource, NodeResource
 from ._stream import attachment, csv_chunks, json_chunks, stream
 from .cancel import Cancel
+from .deploy import AddVersion, DeleteProject, DeleteVersion, Schedule
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -48,7 +52,10 @@ if TYPE_CHECKING:
     from .._store import RequestResult
 
 __all__ = [
+    "AddVersion",
     "Cancel",
+    "DeleteProject",
+    "DeleteVersion",
     "JobCancel",
     "JobErrors",
     "JobPause",
@@ -56,6 +63,7 @@ __all__ = [
     "JobStatus",
     "Jobs",
     "Nodes",
+    "Schedule",
 ]
 
 MAX_LIMIT = 1000
