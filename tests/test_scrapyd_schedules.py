@@ -222,6 +222,9 @@ def test_refusals_are_one_line_and_write_nothing(node: ScrapydNode) -> None:
         answer = response.json()
         assert (response.code, answer["status"]) == (400, "error"), (params, response.body)
         assert message in answer["message"] and "\n" not in answer["message"], answer
+    body = {"project": PROJECT, "name": "refused", "enabled": "0", "overlap": "skip"}
+    answer = node.post("addschedule.json", body).json()
+    assert answer["message"] == "'overlap': without spider and cron or every, only enabled changes"
     switched = node.post("addschedule.json", {"project": PROJECT, "name": "nope", "enabled": "1"})
     assert switched.code == 404
     assert node.post("delschedule.json", {"project": PROJECT, "name": "nope"}).code == 404

@@ -206,10 +206,10 @@ class AddSchedule(NodeResource):
     @param("timezone", required=False)
     @param("every", required=False)
     @param("enabled", required=False)
-    @param("overlap", required=False, default="allow")
-    @param("catch_up", required=False, default="none")
+    @param("overlap", required=False)
+    @param("catch_up", required=False)
     @param("starting_deadline", required=False)
-    @param("priority", required=False, default="0")
+    @param("priority", required=False)
     @param("timeout", required=False)
     @param("retries", required=False)
     @param("webhook", required=False)
@@ -226,10 +226,10 @@ class AddSchedule(NodeResource):
         timezone: str | None,
         every: str | None,
         enabled: str | None,
-        overlap: str,
-        catch_up: str,
+        overlap: str | None,
+        catch_up: str | None,
         starting_deadline: str | None,
-        priority: str,
+        priority: str | None,
         timeout: str | None,
         retries: str | None,
         webhook: str | None,
@@ -243,6 +243,27 @@ class AddSchedule(NodeResource):
         if spider is None and cron is None and every is None:
             if on is None:
                 raise refused("give spider and cron or every; or enabled alone, to switch one")
+            # Nothing else would change: refused rather than ignored.
+            given = {
+                "timezone": timezone,
+                "overlap": overlap,
+                "catch_up": catch_up,
+                "starting_deadline": starting_deadline,
+                "priority": priority,
+                "timeout": timeout,
+                "retries": retries,
+                "webhook": webhook,
+                "webhook_secret": webhook_secret,
+                "_version": version,
+                "setting": setting or None,
+                # The spider's arguments: what Scrapyd's @param left.
+                **{k.decode(errors="replace"): b"" for k in txrequest.args or {}},
+            }
+            others = [key for key, value in given.items() if value is not None]
+            if others:
+                raise refused(
+                    f"{shown(others[0])}: without spider and cron or every, only enabled changes"
+                )
             return self.node.calls.run(self._enable, project, name, on)
         if spider is None:
             raise refused("'spider' parameter is required")
@@ -266,6 +287,7 @@ class AddSchedule(NodeResource):
         if timeout is not None:
             settings["JOBSTATUS_TIMEOUT"] = timeout
         options = job_options(self.node, settings, retries, webhook, webhook_secret)
+        priority = "0" if priority is None else priority
         try:
             weight = float(priority)
         except ValueError:
@@ -285,8 +307,12 @@ class AddSchedule(NodeResource):
             job_webhooks=options.webhooks,
             job_webhook_secret=options.webhook_secret,
             enabled=True if on is None else on,
-            overlap=Overlap(read_choice("overlap", overlap, map(str, Overlap))),
-            catch_up=CatchUp(read_choice("catch_up", catch_up, map(str, CatchUp))),
+            overlap=Overlap(
+                read_choice("overlap", "allow" if overlap is None else overlap, map(str, Overlap))
+            ),
+            catch_up=CatchUp(
+                read_choice("catch_up", "none" if catch_up is None else catch_up, map(str, CatchUp))
+            ),
             starting_deadline=None
             if starting_deadline is None
             else read_seconds("starting_deadline", starting_deadline, MAX_DEADLINE),
