@@ -144,8 +144,11 @@ class NodeResource(WsResource):
             message = e.message.decode()
             log_refusal(txrequest, code, message)
             txrequest.setResponseCode(code)
-            if code == http.SERVICE_UNAVAILABLE:
-                # A plug point of Scrapyd's whose store did not answer.
+            if code == http.SERVICE_UNAVAILABLE and not txrequest.responseHeaders.hasHeader(
+                b"Retry-After"
+            ):
+                # A plug point of Scrapyd's whose store did not answer (a
+                # service that set its own Retry-After keeps it).
                 txrequest.setHeader("Retry-After", str(RETRY_AFTER))
             payload = e.payload if isinstance(e, ServiceError) else {}
             return self.json(txrequest, {"status": "error", "message": message, **payload})
