@@ -1,7 +1,7 @@
 """A crawl's memory while its store is unreachable: JOBSTATUS_PENDING_ERRORS.
 
 Run by hand, under the lock that the other benchmarks take, so that two never run at once:
-``flock /tmp/jobstatus-bench.lock python -m tests.benchmarks.bench_pending_errors
+``python -m tests.benchmarks.bench_pending_errors
 [--rounds 1] [--errors 100000] [--concurrency 32]``.
 
 Real parts: the local test site and ``scrapy crawl error_pages`` (tests/spiders/probe.py):

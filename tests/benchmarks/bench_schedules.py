@@ -1,7 +1,7 @@
 """Periodic schedules: the firing lag, from a tick to its job queued.
 
 Run by hand, under the lock that the other benchmarks take, so that two never run at once:
-``flock /tmp/jobstatus-bench.lock python -m tests.benchmarks.bench_schedules [--seconds 60]
+``python -m tests.benchmarks.bench_schedules [--seconds 60]
 [--parts 1,2]``.
 
 Real parts: ``scrapyd`` processes with the shipped scrapyd.conf, the project deployed with
