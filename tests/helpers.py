@@ -62,6 +62,38 @@ def machine_lock(name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# Takes a SQLite store's write lock, says so, and holds it until its stdin
+# closes.
+_SQLITE_LOCK_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@contextmanager
+def sqlite_write_lock_held(db: Path | str) -> Iterator[None]:
+    """Another process holds the SQLite store's write lock for the block, as
+    a writer of another program would."""
+    holder = subprocess.Popen(  # noqa: S603 (this Python)
+        [sys.executable, "-c", _SQLITE_LOCK_HOLDER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+
+
 def crawl_command(
     spider: str,
     db: Path,

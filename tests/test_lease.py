@@ -11,8 +11,6 @@ for and answered."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from scrapy_jobstatus._model import InvalidSetting, JobState, JobStatus
 from scrapy_jobstatus._settings import crawl_lease
 from scrapy_jobstatus._store import open_store
 from scrapy_jobstatus._tracker import JobTracker
-from tests.helpers import local_site, read_lines, start_crawl, wait_for
+from tests.helpers import local_site, read_lines, sqlite_write_lock_held, start_crawl, wait_for
 from tests.partition_proxy import PartitionProxy
 from tests.postgres import temporary_database
 
@@ -168,42 +166,20 @@ def test_a_crawl_of_a_sqlite_store_never_pauses(
     )
     try:
         wait_for(lambda: db.exists() and _pages(db, job) >= 1, timeout=60, what="a page")
-        locker = subprocess.Popen(
-            [sys.executable, "-c", LOCK_HOLDER, str(db)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert locker.stdout is not None and locker.stdin is not None
-        assert locker.stdout.readline().strip() == "locked"
-        locked_at = time.time()
-        try:
+        with sqlite_write_lock_held(db):
+            locked_at = time.time()
             # Past the pause a shared store's crawl would make (5 s).
             wait_for(
                 lambda: _answered(access_log, job, since=locked_at) >= 12,
                 timeout=60,
                 what="pages crawled while the store is locked",
             )
-        finally:
-            locker.stdin.close()
-            locker.wait(10)
-            locker.stdout.close()
         assert crawl.wait(90) == 0
     finally:
         if crawl.poll() is None:
             crawl.kill()
             crawl.wait()
     assert PAUSING not in log.read_text()
-
-
-LOCK_HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
 
 
 def _pages(db: Path, job: str) -> int:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,19 +16,11 @@ from scrapy_jobstatus import open_store
 from scrapy_jobstatus._model import InvalidSetting, errors_not_recorded
 from scrapy_jobstatus._settings import JobSettings
 from scrapy_jobstatus._store import StoreError, iter_errors
-from tests.helpers import scrapy, start_crawl, wait_for
+from tests.helpers import scrapy, sqlite_write_lock_held, start_crawl, wait_for
 from tests.scrapyd_node import ScrapydNode
 
 ERRORS = 300
 LIMIT = 50
-LOCK_HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
 
 
 def job_document(db: Path) -> dict | None:
@@ -65,27 +55,15 @@ def test_errors_beyond_the_limit_while_the_store_is_locked_are_counted_not_kept(
             "CONCURRENT_REQUESTS": "1",
         },
     )
-    holder: subprocess.Popen[str] | None = None
     try:
         wait_for(lambda: job_document(db) is not None, timeout=60, what="the job to be recorded")
-        holder = subprocess.Popen(  # noqa: S603 (this Python)
-            [sys.executable, "-c", LOCK_HOLDER, str(db)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        # Every page fetched while the store cannot be written.
-        wait_for(
-            lambda: "Closing spider" in log.read_text(), timeout=120, what="the crawl to close"
-        )
-        assert process.poll() is None, "the crawl exited without waiting for the store"
+        with sqlite_write_lock_held(db):
+            # Every page fetched while the store cannot be written.
+            wait_for(
+                lambda: "Closing spider" in log.read_text(), timeout=120, what="the crawl to close"
+            )
+            assert process.poll() is None, "the crawl exited without waiting for the store"
     finally:
-        if holder is not None:
-            assert holder.stdin is not None and holder.stdout is not None
-            holder.stdin.close()
-            holder.wait(timeout=10)
-            holder.stdout.close()
         if process.poll() is None:
             process.wait(90)
     assert process.returncode == 0, log.read_text()[-2000:]

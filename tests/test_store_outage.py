@@ -6,8 +6,6 @@ held by another process makes only the writes wait, never the node."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import sqlite_write_lock_held, wait_for
 from tests.postgres import PostgresServer, postgres_server
 from tests.scrapyd_node import PROJECT, Response, ScrapydNode, running_node, slow_urls, unique
 
@@ -203,16 +201,6 @@ def test_writes_during_a_postgresql_outage_change_nothing_and_a_crawl_ended_mean
     assert "StoreError" not in log and "StoreUnavailable" not in log
 
 
-LOCK_HOLDER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
-
-
 @pytest.fixture
 def sqlite_node(tmp_path: Path) -> Iterator[ScrapydNode]:
     yield from running_node(tmp_path / "node", options={"poll_interval": "0.2", "max_proc": "1"})
@@ -224,14 +212,7 @@ def test_a_sqlite_write_lock_held_elsewhere_refuses_writes_only(
     job = unique("locked")
     assert sqlite_node.schedule(job=job, urls=slow_urls(site, 1, 0.1)).json()["status"] == "ok"
     sqlite_node.wait_status(job, "completed")
-    holder = subprocess.Popen(  # noqa: S603 (this Python)
-        [sys.executable, "-c", LOCK_HOLDER, str(sqlite_node.db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with sqlite_write_lock_held(sqlite_node.db):
         # Reads go on beside the writer.
         assert sqlite_node.status(job)["status"] == "completed"
         assert sqlite_node.get("jobs.json").code == 200
@@ -242,11 +223,6 @@ def test_a_sqlite_write_lock_held_elsewhere_refuses_writes_only(
         assert "\n" not in response.json()["message"]
         # The store itself is not taken for gone: reads still answer.
         assert sqlite_node.get("jobstatus.json", {"job": job}).code == 200
-    finally:
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
-        holder.stdout.close()
     # The lock released, the same request is answered (a completed job
     # cannot pause: 400).
     assert sqlite_node.post("jobpause.json", {"job": job}).code == 400
@@ -260,20 +236,8 @@ def test_writes_while_a_sqlite_write_lock_is_held_elsewhere_change_nothing(
     assert sqlite_node.schedule(job=running, urls=slow_urls(site, 4, 1.0)).json()["status"] == "ok"
     sqlite_node.wait_status(running, "running")
     assert sqlite_node.schedule(job=queued, urls=slow_urls(site, 1, 0.1)).json()["status"] == "ok"
-    holder = subprocess.Popen(  # noqa: S603 (this Python)
-        [sys.executable, "-c", LOCK_HOLDER, str(sqlite_node.db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with sqlite_write_lock_held(sqlite_node.db):
         writes_during_outage(sqlite_node, queued, refused)
-    finally:
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
-        holder.stdout.close()
     nothing_changed(sqlite_node, queued, refused)
     assert sqlite_node.wait_status(running, "completed", timeout=90)["status"] == "completed"
     assert sqlite_node.wait_status(queued, "completed", timeout=90)["status"] == "completed"
@@ -293,14 +257,7 @@ def test_a_schedule_waiting_for_a_sqlite_write_lock_holds_up_no_other_request(
     sqlite_node.wait_status(done, "completed")
     waiting = unique("waiting")
     egg = {"project": PROJECT, "version": "locked", "egg": tiny_egg()}
-    holder = subprocess.Popen(  # noqa: S603 (this Python)
-        [sys.executable, "-c", LOCK_HOLDER, str(sqlite_node.db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with sqlite_write_lock_held(sqlite_node.db):
         with ThreadPoolExecutor(max_workers=2) as clients:
             schedule = clients.submit(sqlite_node.schedule, job=waiting, urls=f"{site}/sample/")
             addversion = clients.submit(sqlite_node.post, "addversion.json", egg, timeout=10)
@@ -313,11 +270,6 @@ def test_a_schedule_waiting_for_a_sqlite_write_lock_holds_up_no_other_request(
                     answered_meanwhile += 1
             assert answered_meanwhile >= 3
             scheduled, added = schedule.result(), addversion.result()
-    finally:
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
-        holder.stdout.close()
     for response in (scheduled, added):
         refused_in_scrapyd_shape(response)
         assert response.headers["Retry-After"].isdigit()

@@ -27,7 +27,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,16 +34,8 @@ from pathlib import Path
 from scrapy_jobstatus import open_store
 from scrapy_jobstatus._model import errors_not_recorded
 from scrapy_jobstatus._store import iter_errors
-from tests.helpers import ROOT, crawl_command, local_site, wait_for
+from tests.helpers import ROOT, crawl_command, local_site, sqlite_write_lock_held, wait_for
 
-LOCK_HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
 KINDS = ("store up", "outage", "outage, no bound")
 
 
@@ -86,29 +77,15 @@ def crawl(workdir: Path, site: str, kind: str, errors: int, concurrency: int) ->
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    holder = None
-    try:
-        if kind != "store up":
-            wait_for(lambda: document(db) is not None, timeout=60, what="the job to be recorded")
-            holder = subprocess.Popen(  # noqa: S603 (this Python)
-                [sys.executable, "-c", LOCK_HOLDER, str(db)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    if kind != "store up":
+        wait_for(lambda: document(db) is not None, timeout=60, what="the job to be recorded")
+        with sqlite_write_lock_held(db):
             wait_for(
                 lambda: log.exists() and "Closing spider" in log.read_text(),
                 timeout=3600,
                 interval=0.5,
                 what="the crawl to close",
             )
-    finally:
-        if holder is not None:
-            assert holder.stdin is not None and holder.stdout is not None
-            holder.stdin.close()
-            holder.wait(10)
-            holder.stdout.close()
     # The crawl process's own peak resident memory.
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
