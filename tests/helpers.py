@@ -94,6 +94,22 @@ def sqlite_write_lock_held(db: Path | str) -> Iterator[None]:
         holder.stdout.close()
 
 
+def stored_document(db: Path, job: str = "job1", errors_kept: int = 1000) -> dict | None:
+    """The job's status document in a crawl's SQLite store, read only; None
+    until the crawl has made the store and recorded the job."""
+    from scrapy_jobstatus._store import StoreError, open_store
+
+    if not db.exists():
+        return None
+    store = open_store(db, readonly=True)
+    try:
+        return store.document(job, errors_kept=errors_kept)
+    except StoreError:
+        return None  # the file made, its schema not yet
+    finally:
+        store.close()
+
+
 def crawl_command(
     spider: str,
     db: Path,

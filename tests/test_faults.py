@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scrapy_jobstatus import open_store
-from scrapy_jobstatus._store import StoreError
-from tests.helpers import ROOT, read_lines, run_crawl, start_crawl, wait_for
+from tests.helpers import ROOT, read_lines, run_crawl, start_crawl, stored_document, wait_for
 
 FAST = {"JOBSTATUS_INTERVAL": "0.2", "RETRY_ENABLED": "False"}
 # Pages one after the other: the store breaks while the crawl goes on.
@@ -28,18 +26,6 @@ ONE_AT_A_TIME = {"CONCURRENT_REQUESTS": "1"}
 
 def slow_urls(site: str, count: int, delay: float) -> str:
     return ",".join(f"{site}/slow?delay={delay}&n={i}" for i in range(count))
-
-
-def document(db: Path, job: str = "job1") -> dict | None:
-    if not db.exists():
-        return None
-    store = open_store(db, readonly=True)
-    try:
-        return store.document(job, errors_kept=1000)
-    except StoreError:
-        return None  # made by the crawl but not yet written: no job yet
-    finally:
-        store.close()
 
 
 def valid_lines(feed: Path) -> list[dict]:
@@ -81,7 +67,9 @@ def start_up_time(tmp_path: Path, site: str, mode: dict[str, str]) -> float:
         )
     try:
         for work, _ in crawls:
-            wait_for(lambda w=work: document(w / "jobs.db"), timeout=60, what="a job to open")
+            wait_for(
+                lambda w=work: stored_document(w / "jobs.db"), timeout=60, what="a job to open"
+            )
     finally:
         for _, process in crawls:
             process.kill()
@@ -123,7 +111,7 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(
             returncode = process.wait(60)
             runs.append((delay, work, returncode, sent_at[delay]))
     for delay, work, returncode, signalled_at in runs:
-        doc = document(work / "jobs.db")
+        doc = stored_document(work / "jobs.db")
         items = valid_lines(work / "items.jl")
         log = (work / "crawl.log").read_text()
         if doc is None:
@@ -155,7 +143,7 @@ def test_a_signal_at_any_moment_of_start_up_never_fails_the_job(
         assert doc["total_documents_found"] == len(items), delay
         assert "Traceback" not in log, (delay, log[-3000:])
     # The moments did reach a started job, not only the interpreter's start.
-    opened = [work for _, work, _, _ in runs if document(work / "jobs.db") is not None]
+    opened = [work for _, work, _, _ in runs if stored_document(work / "jobs.db") is not None]
     # Some moments reached a started job, whatever the machine's load.
     assert len(opened) >= 3, [str(work) for work in opened]
 
@@ -176,11 +164,13 @@ def test_a_deleted_store_file_gets_the_job_again_from_the_crawls_memory(
         settings={**reactor_mode, **FAST, "CONCURRENT_REQUESTS": "2"},
         args={"urls": urls, "_job": "job1"},
     )
-    wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 2, what="first pages")
+    wait_for(
+        lambda: (d := stored_document(db)) and d["total_pages_crawled"] >= 2, what="first pages"
+    )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     assert process.wait(60) == 0
-    doc = document(db)
+    doc = stored_document(db)
     assert doc is not None, "the record was never written again"
     assert doc["status"] == "completed"
     assert doc["total_pages_crawled"] == 9 == len(valid_lines(feed))
@@ -234,7 +224,7 @@ def test_a_store_unusable_at_start_gets_the_whole_job_once_it_comes_back(
     wait_for(lambda: "unmonitored" in log.read_text(), what="the store's error line")
     db.rmdir()
     assert process.wait(60) == 0
-    doc = document(db)
+    doc = stored_document(db)
     assert doc is not None and doc["status"] == "completed"
     assert doc["total_pages_crawled"] == 4 == len(valid_lines(feed))
     # Started by the first write that went through, with its history from the start.
@@ -283,7 +273,9 @@ def crawl_then_break_store(
         args={"urls": slow_urls(site, pages, 0.5), "_job": "job1"},
     )
     try:
-        wait_for(lambda: (d := document(db)) and d["total_pages_crawled"] >= 1, what="first page")
+        wait_for(
+            lambda: (d := stored_document(db)) and d["total_pages_crawled"] >= 1, what="first page"
+        )
     except BaseException:
         process.kill()
         process.wait()
@@ -307,7 +299,7 @@ def test_an_unwritable_store_is_retried_and_gets_the_final_status_when_it_comes_
     assert process.poll() is None, "the crawl exited without waiting for the store"
     db.rmdir()
     assert process.wait(60) == 0
-    doc = document(db)
+    doc = stored_document(db)
     assert doc is not None and doc["status"] == "completed"
     assert doc["total_pages_crawled"] == 4
     errors = errors_in(log)

@@ -15,24 +15,12 @@ from scrapy.settings import BaseSettings
 from scrapy_jobstatus import open_store
 from scrapy_jobstatus._model import InvalidSetting, errors_not_recorded
 from scrapy_jobstatus._settings import JobSettings
-from scrapy_jobstatus._store import StoreError, iter_errors
-from tests.helpers import scrapy, sqlite_write_lock_held, start_crawl, wait_for
+from scrapy_jobstatus._store import iter_errors
+from tests.helpers import scrapy, sqlite_write_lock_held, start_crawl, stored_document, wait_for
 from tests.scrapyd_node import ScrapydNode
 
 ERRORS = 300
 LIMIT = 50
-
-
-def job_document(db: Path) -> dict | None:
-    if not db.exists():
-        return None
-    store = open_store(str(db), readonly=True)
-    try:
-        return store.document("job1", errors_kept=0)
-    except StoreError:
-        return None  # the file appears before the crawl has made its schema
-    finally:
-        store.close()
 
 
 def test_errors_beyond_the_limit_while_the_store_is_locked_are_counted_not_kept(
@@ -56,7 +44,11 @@ def test_errors_beyond_the_limit_while_the_store_is_locked_are_counted_not_kept(
         },
     )
     try:
-        wait_for(lambda: job_document(db) is not None, timeout=60, what="the job to be recorded")
+        wait_for(
+            lambda: stored_document(db, errors_kept=0) is not None,
+            timeout=60,
+            what="the job to be recorded",
+        )
         with sqlite_write_lock_held(db):
             # Every page fetched while the store cannot be written.
             wait_for(
@@ -68,7 +60,7 @@ def test_errors_beyond_the_limit_while_the_store_is_locked_are_counted_not_kept(
             process.wait(90)
     assert process.returncode == 0, log.read_text()[-2000:]
 
-    document = job_document(db)
+    document = stored_document(db, errors_kept=0)
     assert document is not None and document["status"] in ("completed", "failed")
     # The true count, whatever was kept.
     assert document["error_count"] == ERRORS

@@ -34,19 +34,16 @@ from pathlib import Path
 from scrapy_jobstatus import open_store
 from scrapy_jobstatus._model import errors_not_recorded
 from scrapy_jobstatus._store import iter_errors
-from tests.helpers import ROOT, crawl_command, local_site, sqlite_write_lock_held, wait_for
+from tests.helpers import (
+    ROOT,
+    crawl_command,
+    local_site,
+    sqlite_write_lock_held,
+    stored_document,
+    wait_for,
+)
 
 KINDS = ("store up", "outage", "outage, no bound")
-
-
-def document(db: Path) -> dict | None:
-    if not db.exists():
-        return None
-    store = open_store(str(db), readonly=True)
-    try:
-        return store.document("job1", errors_kept=0)
-    finally:
-        store.close()
 
 
 def crawl(workdir: Path, site: str, kind: str, errors: int, concurrency: int) -> dict:
@@ -78,7 +75,11 @@ def crawl(workdir: Path, site: str, kind: str, errors: int, concurrency: int) ->
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     if kind != "store up":
-        wait_for(lambda: document(db) is not None, timeout=60, what="the job to be recorded")
+        wait_for(
+            lambda: stored_document(db, errors_kept=0) is not None,
+            timeout=60,
+            what="the job to be recorded",
+        )
         with sqlite_write_lock_held(db):
             wait_for(
                 lambda: log.exists() and "Closing spider" in log.read_text(),
@@ -92,7 +93,7 @@ def crawl(workdir: Path, site: str, kind: str, errors: int, concurrency: int) ->
     seconds = time.monotonic() - started
     if process.returncode:
         raise SystemExit(f"the crawl failed ({process.returncode}): see {log}")
-    doc = document(db)
+    doc = stored_document(db, errors_kept=0)
     assert doc is not None
     store = open_store(str(db), readonly=True)
     try:
