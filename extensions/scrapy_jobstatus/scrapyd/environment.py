@@ -62,9 +62,13 @@ class JobEnvironment(Environment):
         )
         parent = path.dirname()
         os.makedirs(parent, exist_ok=True)
-        files = sorted(
-            (os.path.join(parent, name) for name in os.listdir(parent)), key=os.path.getmtime
-        )
+        # Jobs are prepared in the node's store threads, several at once:
+        # another may remove a file of this listing meanwhile.
+        dated = []
+        for name in os.listdir(parent):
+            with contextlib.suppress(OSError):
+                dated.append((os.path.getmtime(os.path.join(parent, name)), name))
+        files = [os.path.join(parent, name) for _, name in sorted(dated)]
         for old in files[: -self.jobs_to_keep]:
             if self._ended(os.path.basename(old), extension):
                 with contextlib.suppress(OSError):
